@@ -1,0 +1,47 @@
+# Flowline's commands. `make run` serves the API; `make test` runs the whole suite. Both bootstrap everything:
+# the virtualenv, the pinned requirements, and (when DATABASE_URL is unset) a private PostgreSQL.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# `make run` keeps its private cluster's data here between runs.
+LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
+
+.PHONY: run test migrate rollback migrate-status venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Flowline needs Python 3.11 or newer; found " + sys.version.split()[0])'
+	@$(PYTHON) -m venv $(VENV) || { echo "Could not create a virtualenv: on Debian/Ubuntu run 'sudo apt-get install python3-venv'." >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## Serve on 127.0.0.1:8000 (BIND=host:port to change): migrations first, then gunicorn. Ctrl-C stops it.
+run: venv
+	$(LOCAL_PG) scripts/serve.sh
+
+## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE).
+test: venv
+	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Apply pending migrations to DATABASE_URL (or to `make run`'s private database).
+migrate: venv
+	$(LOCAL_PG) $(BIN)/python -m flowline.migrations apply
+
+## Roll back the newest migration (ID=<migration id> to roll back to and including it; ALL=1 for all). Data in what it created is lost.
+rollback: venv
+	$(LOCAL_PG) $(BIN)/python -m flowline.migrations rollback $(if $(ID),--id $(ID)) $(if $(ALL),--all)
+
+## List migrations and whether each is applied.
+migrate-status: venv
+	$(LOCAL_PG) $(BIN)/python -m flowline.migrations status
+
+## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
+bench: venv
+	$(BIN)/python bench/http_bench.py
+
+clean:
+	rm -rf $(VENV)
