@@ -1,0 +1,99 @@
+"""The database layer: one connection pool per process, one transaction helper, and small query helpers.
+
+Views read::
+
+    with db.transaction() as conn:
+        row = db.one(conn, "create_workflow", name=name)
+
+``transaction()`` commits when the block exits normally and rolls back when it raises. Pooled connections are
+in autocommit mode, so ``connection()`` serves single-statement work (each statement is its own transaction)
+without the two extra round trips of BEGIN and COMMIT.
+"""
+
+import threading
+from contextlib import contextmanager
+
+from flask import current_app
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .config import connection_kwargs
+from .sql import QUERIES
+
+EXTENSION = "flowline.pool"
+
+
+def create_pool(config, application_name="flowline"):
+    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked."""
+    return ConnectionPool(
+        connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
+        min_size=config["DB_POOL_MIN_SIZE"],
+        max_size=max(config["DB_POOL_MAX_SIZE"], config["DB_POOL_MIN_SIZE"], 1),
+        timeout=config["DB_POOL_TIMEOUT_S"],
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        # A connection killed by a server restart or failover is replaced instead of failing a request.
+        check=ConnectionPool.check_connection,
+        open=False,
+        name=application_name,
+    )
+
+
+_open_lock = threading.Lock()
+
+
+def open_pool(pool):
+    """Open ``pool`` once, without waiting for connections, so a process starts even while the database is down."""
+    with _open_lock:
+        if pool.closed:
+            pool.open(wait=False)
+    return pool
+
+
+def app_pool():
+    """Return the current Flask app's pool, opening it on first use."""
+    pool = current_app.extensions[EXTENSION]
+    if pool.closed:
+        open_pool(pool)
+    return pool
+
+
+@contextmanager
+def connection(pool=None):
+    """Yield a pooled autocommit connection: every statement commits on its own.
+
+    :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
+    """
+    with (pool or app_pool()).connection() as conn:
+        yield conn
+
+
+@contextmanager
+def transaction(pool=None):
+    """Yield a pooled connection inside one transaction: committed on normal exit, rolled back on error.
+
+    :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
+    """
+    with connection(pool) as conn, conn.transaction():
+        yield conn
+
+
+def _execute(conn, query_name, cardinality, params):
+    query = QUERIES[query_name]
+    if query.cardinality != cardinality:
+        raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
+    return conn.execute(query.text, params)
+
+
+def one(conn, query_name, /, **params):
+    """Run the ``:one`` query ``query_name``; return its row as a dict, or None when it returned no row."""
+    return _execute(conn, query_name, ":one", params).fetchone()
+
+
+def many(conn, query_name, /, **params):
+    """Run the ``:many`` query ``query_name``; return its rows as a list of dicts."""
+    return _execute(conn, query_name, ":many", params).fetchall()
+
+
+def execute(conn, query_name, /, **params):
+    """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
+    return _execute(conn, query_name, ":exec", params).rowcount
