@@ -1,0 +1,218 @@
+"""The run engine: executes a workflow's nodes in order and records every step, for sync and async runs alike.
+
+Steps of fast, pure nodes (formatter, text pass-through) are buffered and written together with the run's
+outcome in one statement. Before a node that waits on the outside world (an LLM call), the buffered steps and a
+Running step for that node are written first, so a reader sees progress and a crash leaves a trace. Every
+write is fenced by the run's lease token: once the lease is lost, nothing more is written.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from marshmallow import ValidationError
+from psycopg.types.json import Jsonb
+
+from . import db, formatter, schemas
+
+log = logging.getLogger("flowline.engine")
+
+
+class StepFailed(Exception):
+    """A node could not produce its output; the run fails with this message."""
+
+    http_status = 422
+
+
+class InputRejected(StepFailed):
+    """A node rejected its input or configuration."""
+
+    http_status = 422
+
+
+class ProviderFailed(StepFailed):
+    """An external provider failed or timed out."""
+
+    http_status = 502
+
+
+class RunTimedOut(StepFailed):
+    """The run's time bound was hit."""
+
+    http_status = 504
+
+
+class InternalStepError(StepFailed):
+    """A bug in Flowline failed the node."""
+
+    http_status = 500
+
+
+class LeaseLost(Exception):
+    """The run's lease token no longer matches: another holder took over, or the run was finished elsewhere."""
+
+
+@dataclass
+class Outcome:
+    status: str
+    final_output: str | None = None
+    error: StepFailed | None = None
+
+
+@dataclass
+class RunContext:
+    """Who runs what: the run, its lease, and the process holding it."""
+
+    run_id: str
+    lease_token: str
+    lease_seconds: float
+    deadline: float
+    provider: object
+    pool: object = None
+    steps: list = field(default_factory=list)
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _render_prompt(prompt, text):
+    if "{text}" in prompt:
+        return prompt.replace("{text}", text)
+    return f"{prompt}\n\n{text}"
+
+
+def _run_formatter(config, text, ctx):
+    return formatter.apply(config["rules"], text), None
+
+
+def _run_generative_ai(config, text, ctx):
+    remaining = ctx.deadline - time.monotonic()
+    completion = ctx.provider.complete(
+        prompt=_render_prompt(config["prompt"], text),
+        model=config["model"],
+        temperature=config["temperature"],
+        max_tokens=config["max_tokens"],
+        top_p=config["top_p"],
+        timeout=remaining,
+    )
+    return completion.text, completion.note
+
+
+def _run_extract_text(config, text, ctx):
+    if config["file_id"] is not None:
+        raise InputRejected(f"file {config['file_id']} not found")
+    return text, "no file given: the input text passed through unchanged"
+
+
+@dataclass(frozen=True)
+class Executor:
+    run: object
+    # True when the node waits on the outside world: its Running step is written before it starts.
+    slow: bool
+
+
+EXECUTORS = {
+    "formatter": Executor(_run_formatter, slow=False),
+    "generative_ai": Executor(_run_generative_ai, slow=True),
+    "extract_text": Executor(_run_extract_text, slow=False),
+}
+
+
+def _save_steps(ctx, query, **params):
+    with db.connection(ctx.pool) as conn:
+        row = db.one(conn, query, run_id=ctx.run_id, lease_token=ctx.lease_token, steps=Jsonb(ctx.steps), **params)
+    if not row["held"]:
+        raise LeaseLost(ctx.run_id)
+    ctx.steps = []
+
+
+def _execute_node(node, text, ctx):
+    """Return ``(output, note)`` of ``node`` on ``text``; raise StepFailed when it fails."""
+    node_type = node["node_type"]
+    executor = EXECUTORS.get(node_type)
+    if executor is None:
+        raise InputRejected(f"unknown node type {node_type!r}")
+    try:
+        config = schemas.load_config(node_type, node["config"])
+    except ValidationError as exc:
+        raise InputRejected(f"invalid config: {exc.normalized_messages()}") from None
+    try:
+        return executor.run(config, text, ctx)
+    except StepFailed:
+        raise
+    except Exception:
+        log.exception("node %s (%s) of run %s failed with an unexpected error", node["id"], node_type, ctx.run_id)
+        raise InternalStepError(f"internal error in the {node_type} node; the server log has the details") from None
+
+
+def execute(ctx, nodes, text):
+    """Run ``nodes`` (dicts with id, position, node_type, config; in position order) on ``text`` and record it all.
+
+    Returns the Outcome; the run row is finished (Succeeded or Failed) by the time this returns.
+    :raise LeaseLost: when the run's lease was lost (nothing more was written).
+    """
+    outcome = Outcome("Succeeded")
+    for index, node in enumerate(nodes):
+        step = {
+            "node_id": node["id"],
+            "position": node["position"],
+            "node_type": node["node_type"],
+            "config_snapshot": node["config"],
+            "status": "Running",
+            "started_at": _now(),
+            "finished_at": None,
+            "input_text": text,
+            "output_text": None,
+            "error_message": None,
+            "note": None,
+        }
+        if time.monotonic() >= ctx.deadline:
+            outcome = Outcome("Failed", error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"))
+            break
+        executor = EXECUTORS.get(node["node_type"])
+        if executor is not None and executor.slow:
+            ctx.steps.append(dict(step))
+            _save_steps(ctx, "save_run_steps", lease_seconds=ctx.lease_seconds)
+        try:
+            output, note = _execute_node(node, text, ctx)
+        except StepFailed as exc:
+            step.update(status="Failed", finished_at=_now(), error_message=str(exc))
+            ctx.steps.append(step)
+            outcome = Outcome("Failed", error=exc)
+            break
+        step.update(status="Succeeded", finished_at=_now(), output_text=output, note=note)
+        ctx.steps.append(step)
+        text = output
+    else:
+        outcome.final_output = text
+
+    if outcome.status == "Succeeded":
+        note = f"succeeded after {len(nodes)} step(s)"
+        error_message = None
+    else:
+        error_message = str(outcome.error)
+        note = f"failed: {error_message}"
+    _save_steps(ctx, "finish_run", status=outcome.status, final_output=outcome.final_output,
+                error_message=error_message, note=note)
+    return outcome
+
+
+def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provider, worker_id):
+    """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
+
+    The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the
+    expired-lease sweep can mark it Failed. Returns ``(run_id, Outcome)``, or None for an unknown workflow.
+    """
+    lease_token = uuid.uuid4()
+    lease_seconds = timeout_s + lease_seconds
+    with db.connection(pool) as conn:
+        row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": input_text}),
+                     lease_token=lease_token, lease_seconds=lease_seconds, worker_id=worker_id)
+    if row is None:
+        return None
+    ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
+                     deadline=time.monotonic() + timeout_s, provider=provider, pool=pool)
+    return row["id"], execute(ctx, row["nodes"], input_text)
