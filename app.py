@@ -1,0 +1,76 @@
+"""Flowline's WSGI application: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``."""
+
+import json
+import re
+import uuid
+from datetime import datetime
+
+from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
+from flask_cors import CORS
+
+from flowline import config as settings
+from flowline import db, errors, logs, providers
+from flowline.blueprints import health, nodes, runs, workflows
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _to_json(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return DefaultJSONProvider.default(value)
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON as RFC 8259 defines it: NaN and Infinity are rejected (PostgreSQL's JSON cannot store them), and
+    timestamps are written ISO-8601 with their offset, as PostgreSQL writes them."""
+
+    default = staticmethod(_to_json)
+
+    def loads(self, s, **kwargs):
+        return json.loads(s, parse_constant=_reject_constant, **kwargs)
+
+
+def create_app(config=None):
+    """Build the app: settings from the environment (overridden by ``config``), blueprints, error handlers.
+
+    The database pool is created closed; it opens in each gunicorn worker after fork (gunicorn.conf.py) or on
+    first use, so the app starts even while the database is down.
+    """
+    app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
+    app.config.update(settings.from_env())
+    app.config.update(config or {})
+    if not app.config["DATABASE_URL"]:
+        raise settings.ConfigError("DATABASE_URL is not set (a libpq URL such as postgresql://user@host/db)")
+    # Above any JSON body Flowline accepts; larger bodies get 413 before they are read.
+    app.config.setdefault("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
+    logs.configure(app.config["LOG_LEVEL"])
+
+    app.extensions[db.EXTENSION] = db.create_pool(app.config)
+    app.extensions["flowline.provider"] = providers.from_config(app.config)
+
+    if app.config["CORS_ORIGINS"]:
+        CORS(app, origins=app.config["CORS_ORIGINS"],
+             expose_headers=["X-Request-ID", "ETag", "Location", "Retry-After"],
+             allow_headers=["Content-Type", "Authorization", "If-Match", "Idempotency-Key", "X-Request-ID"])
+
+    @app.before_request
+    def assign_request_id():
+        client_id = request.headers.get("X-Request-ID", "")
+        g.request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+
+    @app.after_request
+    def send_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        return response
+
+    for blueprint in (workflows.bp, nodes.bp, runs.bp, health.bp):
+        app.register_blueprint(blueprint)
+    errors.register(app)
+    return app

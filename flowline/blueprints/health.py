@@ -1,0 +1,31 @@
+"""Health: liveness (process up) and readiness (database reachable, schema current)."""
+
+import logging
+
+from flask import Blueprint, current_app, jsonify
+
+from .. import db, migrations
+from ..errors import error_response
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("flowline.health")
+
+
+@bp.get("/livez")
+def livez():
+    """200 while the process serves requests; touches no database."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
+    with db.connection() as conn:
+        db.one(conn, "ping")
+        todo = migrations.pending(conn)
+    if todo:
+        log.error("schema is behind: %d migration(s) pending (%s); run `make migrate`", len(todo), ", ".join(todo))
+        return error_response(503, f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",
+                              checks={"database": "ok", "migrations": "pending"})
+    return jsonify({"status": "ready", "checks": {"database": "ok", "migrations": "current"},
+                    "llm_provider": current_app.extensions["flowline.provider"].name})

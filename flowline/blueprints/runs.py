@@ -1,0 +1,80 @@
+"""Runs: execute a workflow synchronously, list a workflow's runs, read a run with its steps."""
+
+import os
+import socket
+
+from flask import Blueprint, current_app, jsonify
+from psycopg.errors import ForeignKeyViolation
+
+from .. import db, engine
+from ..errors import NotFound, Unprocessable, error_response
+from ..http import json_body_response, load_json, parse_id
+from ..schemas import RunRequestSchema
+
+bp = Blueprint("runs", __name__)
+
+_run_schema = RunRequestSchema()
+_WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
+
+
+@bp.post("/workflows/<workflow_id>/run")
+def run_workflow(workflow_id):
+    """Run a workflow in the request on ``input_text`` (default ""); 200 ``{final_output, run_id}``.
+
+    A failed run is persisted as Failed and answered with ``{detail, run_id}``: 422 when a node rejected its
+    input or configuration, 502 when a provider failed, 504 when SYNC_RUN_TIMEOUT_S was hit, 500 for a bug.
+
+    :raise 404: unknown workflow.
+    :raise 422: an invalid body, or input_text over MAX_INPUT_CHARS.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    data = load_json(_run_schema, optional=True)
+    config = current_app.config
+    if len(data["input_text"]) > config["MAX_INPUT_CHARS"]:
+        raise Unprocessable(f"input_text is longer than {config['MAX_INPUT_CHARS']} characters.")
+    try:
+        result = engine.run_sync(
+            db.app_pool(),
+            workflow_id,
+            data["input_text"],
+            timeout_s=config["SYNC_RUN_TIMEOUT_S"],
+            lease_seconds=config["RUN_LEASE_SECONDS"],
+            provider=current_app.extensions["flowline.provider"],
+            worker_id=_WORKER_ID,
+        )
+    except ForeignKeyViolation:
+        result = None  # the workflow was deleted while the run was being created
+    if result is None:
+        raise NotFound("Workflow not found")
+    run_id, outcome = result
+    if outcome.status == "Succeeded":
+        return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
+    return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
+
+
+@bp.get("/workflows/<workflow_id>/runs")
+def list_runs(workflow_id):
+    """Return ``{runs: [Run]}``, newest first.
+
+    :raise 404: unknown workflow.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    with db.connection() as conn:
+        row = db.one(conn, "list_workflow_runs_json", workflow_id=workflow_id)
+    if row is None:
+        raise NotFound("Workflow not found")
+    return json_body_response(row["body"])
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id):
+    """Return ``{run: Run, steps: [Step]}``, steps in execution order.
+
+    :raise 404: unknown run.
+    """
+    run_id = parse_id(run_id, "Run")
+    with db.connection() as conn:
+        row = db.one(conn, "get_run_json", run_id=run_id)
+    if row is None:
+        raise NotFound("Run not found")
+    return json_body_response(row["body"])

@@ -1,0 +1,40 @@
+"""Workflows: create and read (with nodes in position order)."""
+
+from flask import Blueprint, jsonify
+
+from .. import db
+from ..errors import NotFound
+from ..http import json_body_response, load_json, parse_id
+from ..schemas import WorkflowCreateSchema
+
+bp = Blueprint("workflows", __name__)
+
+_create_schema = WorkflowCreateSchema()
+
+
+@bp.post("/workflows")
+def create_workflow():
+    """Create a workflow; 200 ``{id, name, created_at, updated_at, version}``.
+
+    :raise 422: a missing, blank or over-long name.
+    """
+    data = load_json(_create_schema)
+    with db.connection() as conn:
+        row = db.one(conn, "create_workflow", name=data["name"])
+    response = jsonify(row)
+    response.headers["ETag"] = f'"{row["version"]}"'
+    return response
+
+
+@bp.get("/workflows/<workflow_id>")
+def get_workflow(workflow_id):
+    """Return a workflow and its nodes in position order, with its version as ``ETag``.
+
+    :raise 404: unknown workflow.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    with db.connection() as conn:
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    if row is None:
+        raise NotFound("Workflow not found")
+    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})

@@ -1,0 +1,58 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py 'app:create_app()'` is the whole command (`-b` may override bind)."""
+
+import logging
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let one worker overlap database waits; the pool's max size follows so no thread waits for a connection.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+os.environ.setdefault("DB_POOL_MAX_SIZE", str(threads))
+# Above SYNC_RUN_TIMEOUT_S, so a sync run hits its own bound (and answers 504) before gunicorn kills the worker.
+timeout = int(float(os.environ.get("SYNC_RUN_TIMEOUT_S", "25"))) + 10
+graceful_timeout = timeout
+keepalive = 5
+# The control socket (gunicorn 27) lives at one path per user: two instances would clash over it.
+control_socket_disable = True
+# Never preload: the pool must be created and opened after fork, in each worker.
+preload_app = False
+accesslog = os.environ.get("ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def when_ready(server):
+    """Say loudly, once, when the database schema is behind the code (or the database is unreachable)."""
+    import psycopg
+
+    from flowline import migrations
+    from flowline.config import mask_url
+
+    url = os.environ.get("DATABASE_URL", "")
+    log = logging.getLogger("gunicorn.error")
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+            todo = migrations.pending(conn)
+    except psycopg.Error as exc:
+        log.warning("database %s unreachable at start-up (%s); requests answer 503 until it is", mask_url(url), type(exc).__name__)
+        return
+    if todo:
+        log.error("SCHEMA IS BEHIND: %d migration(s) pending (%s); /readyz answers 503. Run `make migrate`.",
+                  len(todo), ", ".join(todo))
+
+
+def post_worker_init(worker):
+    """Open this worker's pool after fork, without waiting, so the worker boots even while the database is down."""
+    from flowline import db
+
+    db.open_pool(worker.wsgi.extensions[db.EXTENSION])
+
+
+def worker_exit(server, worker):
+    """Close this worker's pool so its connections end cleanly."""
+    from flowline import db
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        app.extensions[db.EXTENSION].close()
