@@ -1,0 +1,113 @@
+"""Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
+database built once per session, and a fresh database cloned from it for every test that needs one."""
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from flowline import migrations
+
+
+def url_for_database(url, dbname):
+    """Return the URL ``url`` pointing at database ``dbname`` on the same server (a URL, as DATABASE_URL is)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+
+
+@pytest.fixture(scope="session")
+def server_url():
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        pytest.exit("DATABASE_URL is not set: run the suite with `make test` (it starts a throwaway PostgreSQL)", 2)
+    return url
+
+
+def _admin(server_url):
+    return psycopg.connect(server_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url):
+    name = f"flowline_tpl_{uuid.uuid4().hex[:12]}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrations.apply(url_for_database(server_url, name))
+    yield name
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_database(server_url):
+    """Return a factory of fresh databases (``template``: a database name, or None for an empty one); dropped after the test."""
+    created = []
+
+    def make(template=None):
+        name = f"flowline_t_{uuid.uuid4().hex[:12]}"
+        with _admin(server_url) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        created.append(name)
+        return url_for_database(server_url, name)
+
+    yield make
+    with _admin(server_url) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(make_database, template_db):
+    """A fresh, fully migrated database for this test."""
+    return make_database(template_db)
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Return a factory of apps on this test's database, with extra config; their pools are closed afterwards."""
+    from app import create_app
+
+    apps = []
+
+    def make(**config):
+        app = create_app({"TESTING": True, "DATABASE_URL": database_url, **config})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["flowline.pool"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def sql(database_url):
+    """A direct autocommit connection to this test's database, with dict rows, to check what was persisted."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def workflow(client):
+    """Return a function creating a workflow with the given nodes ([(node_type, config)]) through the API; returns its id."""
+
+    def make(nodes=(), name="test workflow"):
+        response = client.post("/workflows", json={"name": name})
+        assert response.status_code == 200, response.json
+        workflow_id = response.json["id"]
+        for node_type, config in nodes:
+            added = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config})
+            assert added.status_code == 200, added.json
+        return workflow_id
+
+    return make
