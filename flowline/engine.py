@@ -121,12 +121,29 @@ EXECUTORS = {
 }
 
 
-def _save_steps(ctx, query, **params):
-    with db.connection(ctx.pool) as conn:
-        row = db.one(conn, query, run_id=ctx.run_id, lease_token=ctx.lease_token, steps=Jsonb(ctx.steps), **params)
+def _flushed(ctx, row):
+    """Forget the buffered steps once written; raise LeaseLost when the write was fenced off."""
     if not row["held"]:
         raise LeaseLost(ctx.run_id)
     ctx.steps = []
+
+
+def _save_steps(ctx):
+    """Write the buffered steps and renew the lease."""
+    with db.connection(ctx.pool) as conn:
+        row = db.one(conn, "save_run_steps", run_id=ctx.run_id, lease_token=ctx.lease_token,
+                     steps=Jsonb(ctx.steps), lease_seconds=ctx.lease_seconds)
+    _flushed(ctx, row)
+
+
+def _finish(ctx, outcome, note):
+    """Write the buffered steps and the run's outcome, its final event, and release the lease."""
+    error_message = None if outcome.error is None else str(outcome.error)
+    with db.connection(ctx.pool) as conn:
+        row = db.one(conn, "finish_run", run_id=ctx.run_id, lease_token=ctx.lease_token, steps=Jsonb(ctx.steps),
+                     status=outcome.status, final_output=outcome.final_output, error_message=error_message,
+                     note=note)
+    _flushed(ctx, row)
 
 
 def _execute_node(node, text, ctx):
@@ -175,7 +192,7 @@ def execute(ctx, nodes, text):
         executor = EXECUTORS.get(node["node_type"])
         if executor is not None and executor.slow:
             ctx.steps.append(dict(step))
-            _save_steps(ctx, "save_run_steps", lease_seconds=ctx.lease_seconds)
+            _save_steps(ctx)
         try:
             output, note = _execute_node(node, text, ctx)
         except StepFailed as exc:
@@ -191,12 +208,9 @@ def execute(ctx, nodes, text):
 
     if outcome.status == "Succeeded":
         note = f"succeeded after {len(nodes)} step(s)"
-        error_message = None
     else:
-        error_message = str(outcome.error)
-        note = f"failed: {error_message}"
-    _save_steps(ctx, "finish_run", status=outcome.status, final_output=outcome.final_output,
-                error_message=error_message, note=note)
+        note = f"failed: {outcome.error}"
+    _finish(ctx, outcome, note)
     return outcome
 
 
