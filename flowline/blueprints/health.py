@@ -2,7 +2,9 @@
 
 import logging
 
+import psycopg
 from flask import Blueprint, current_app, jsonify
+from psycopg_pool import PoolTimeout
 
 from .. import db, migrations
 from ..errors import error_response
@@ -20,9 +22,15 @@ def livez():
 @bp.get("/readyz")
 def readyz():
     """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
-    with db.connection() as conn:
-        db.one(conn, "ping")
-        todo = migrations.pending(conn)
+    try:
+        with db.connection() as conn:
+            db.one(conn, "ping")
+            todo = migrations.pending(conn)
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        log.warning("readiness: database unreachable (%s)", type(exc).__name__)
+        response = error_response(503, "The database is unreachable.", checks={"database": "unreachable"})
+        response.headers["Retry-After"] = "1"
+        return response
     if todo:
         log.error("schema is behind: %d migration(s) pending (%s); run `make migrate`", len(todo), ", ".join(todo))
         return error_response(503, f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",
