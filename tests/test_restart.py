@@ -1,0 +1,153 @@
+"""The acceptance scenarios against the real server: gunicorn started with the documented command, stopped, and
+started again between the writes and the reads."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
+
+    def __init__(self, database_url, tmp_path):
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": ""}
+        self.log = tmp_path / "gunicorn.log"
+        self.process = None
+
+    def start(self, ready=("/readyz", 200)):
+        """Start gunicorn and wait until ``ready`` (path, status) answers."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
+                                             "app:create_app()"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"gunicorn exited early:\n{self.log.read_text()}"
+            try:
+                if self.request("GET", ready[0])[0] == ready[1]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not become ready:\n{self.log.read_text()}")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=30) == 0, self.log.read_text()
+
+    def request(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, json.loads(response.read()), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read()), error.headers
+
+
+@pytest.fixture
+def server(database_url, tmp_path):
+    server = Server(database_url, tmp_path)
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+
+
+def test_acceptance_scenarios_survive_a_restart(server):
+    # 1. A created workflow gets an id and is persisted.
+    status, created, headers = server.request("POST", "/workflows", {"name": "Invoice pipeline"})
+    assert status == 200 and created["name"] == "Invoice pipeline" and headers["X-Request-ID"]
+    workflow_id = created["id"]
+
+    # 3. Added nodes (with JSON configs) are persisted and read back in order.
+    configs = [("extract_text", {}), ("formatter", {"rules": ["normalize_width", "strip"]}),
+               ("generative_ai", {"prompt": "Summarise: {text}", "model": "gpt-4o-mini"}), ("formatter", {})]
+    node_ids = []
+    for node_type, config in configs:
+        status, added, _ = server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": node_type, "config": config})
+        assert status == 200 and added["message"] == "Node added"
+        node_ids.append(added["node_id"])
+
+    # 2. Fetching it returns its name and all its nodes with their saved configuration.
+    status, before, _ = server.request("GET", f"/workflows/{workflow_id}")
+    assert status == 200 and before["name"] == "Invoice pipeline"
+    assert [(n["id"], n["node_type"], n["config"]) for n in before["nodes"]] == [
+        (node_id, node_type, config) for node_id, (node_type, config) in zip(node_ids, configs)]
+
+    # 4. A run creates a persisted run record and one persisted step per node.
+    status, ran, _ = server.request("POST", f"/workflows/{workflow_id}/run", {"input_text": "  ＡＢＣ　ﾃｽﾄ  "})
+    assert status == 200 and ran["final_output"] == "SUMMARISE: ABC テスト"
+    status, failed, _ = server.request("POST", f"/workflows/{_workflow_that_fails(server)}/run")
+    assert status == 422 and failed["run_id"]
+    status, runs_before, _ = server.request("GET", f"/workflows/{workflow_id}/runs")
+    status, run_before, _ = server.request("GET", f"/runs/{ran['run_id']}")
+    assert run_before["run"]["status"] == "Succeeded" and len(run_before["steps"]) == 4
+
+    # 5. After a restart, everything is still served by the same endpoints.
+    server.stop()
+    server.start()
+    assert server.request("GET", f"/workflows/{workflow_id}")[1] == before
+    assert server.request("GET", f"/workflows/{workflow_id}/runs")[1] == runs_before
+    assert server.request("GET", f"/runs/{ran['run_id']}")[1] == run_before
+    status, failed_run, _ = server.request("GET", f"/runs/{failed['run_id']}")
+    assert failed_run["run"]["status"] == "Failed" and failed_run["run"]["error_message"]
+
+    # Edge cases, on the real server: no internal details leak.
+    status, missing, _ = server.request("GET", "/workflows/not-a-uuid")
+    assert (status, missing) == (404, {"detail": "Workflow not found"})
+    status, invalid, _ = server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {"rules": ["shout"]}})
+    assert status == 422 and "rules" in invalid["errors"]["config"]
+
+
+def _workflow_that_fails(server):
+    """Create a workflow whose only node names a file that does not exist, so its runs fail."""
+    workflow_id = server.request("POST", "/workflows", {"name": "fails"})[1]["id"]
+    server.request("POST", f"/workflows/{workflow_id}/nodes",
+                   {"node_type": "extract_text", "config": {"file_id": "6f1c2d3e-0000-4000-8000-000000000000"}})
+    return workflow_id
+
+
+def test_the_server_boots_while_the_database_is_down_and_answers_503(tmp_path):
+    server = Server("postgresql://postgres@/flowline?host=/nonexistent-flowline-socket", tmp_path)
+    server.env["DB_POOL_TIMEOUT_S"] = "0.5"
+    server.start(ready=("/livez", 200))
+    try:
+        status, body, headers = server.request("POST", "/workflows", {"name": "w"})
+        assert (status, headers["Retry-After"]) == (503, "1")
+        assert server.request("GET", "/readyz")[1]["checks"] == {"database": "unreachable"}
+    finally:
+        server.stop()
+    assert "unreachable at start-up" in server.log.read_text()
+
+
+def test_the_server_says_loudly_when_migrations_are_pending(make_database, tmp_path):
+    server = Server(make_database(), tmp_path)
+    server.start(ready=("/readyz", 503))
+    try:
+        status, body, _ = server.request("GET", "/readyz")
+        assert "migration(s) pending" in body["detail"]
+    finally:
+        server.stop()
+    assert "SCHEMA IS BEHIND" in server.log.read_text()
