@@ -1,14 +1,26 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
 database built once per session, and a fresh database cloned from it for every test that needs one."""
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from flowline import migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
 def url_for_database(url, dbname):
@@ -111,3 +123,76 @@ def workflow(client):
         return workflow_id
 
     return make
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
+
+    def __init__(self, database_url, tmp_path):
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": ""}
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.log = tmp_path / "gunicorn.log"
+        self.process = None
+
+    def start(self, ready=("/readyz", 200)):
+        """Start gunicorn and wait until ``ready`` (path, status) answers."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
+                                             "app:create_app()"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"gunicorn exited early:\n{self.log.read_text()}"
+            try:
+                if self.request("GET", ready[0])[0] == ready[1]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not become ready:\n{self.log.read_text()}")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=30) == 0, self.log.read_text()
+
+    def request(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, json.loads(response.read()), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read()), error.headers
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Return a factory of gunicorn servers (not started) on a database URL; any still running are killed afterwards."""
+    servers = []
+
+    def make(database_url):
+        server = Server(database_url, tmp_path / f"server{len(servers)}")
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture
+def server(make_server, database_url):
+    """A started gunicorn serving this test's database."""
+    server = make_server(database_url)
+    server.start()
+    return server

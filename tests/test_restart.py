@@ -1,80 +1,6 @@
 """The acceptance scenarios against the real server: gunicorn started with the documented command, stopped, and
 started again between the writes and the reads."""
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
-
-    def __init__(self, database_url, tmp_path):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": ""}
-        self.log = tmp_path / "gunicorn.log"
-        self.process = None
-
-    def start(self, ready=("/readyz", 200)):
-        """Start gunicorn and wait until ``ready`` (path, status) answers."""
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
-                                             "app:create_app()"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"gunicorn exited early:\n{self.log.read_text()}"
-            try:
-                if self.request("GET", ready[0])[0] == ready[1]:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not become ready:\n{self.log.read_text()}")
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=30) == 0, self.log.read_text()
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as response:
-                return response.status, json.loads(response.read()), response.headers
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read()), error.headers
-
-
-@pytest.fixture
-def server(database_url, tmp_path):
-    server = Server(database_url, tmp_path)
-    server.start()
-    yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
-
-
 def test_acceptance_scenarios_survive_a_restart(server):
     # 1. A created workflow gets an id and is persisted.
     status, created, headers = server.request("POST", "/workflows", {"name": "Invoice pipeline"})
@@ -129,8 +55,8 @@ def _workflow_that_fails(server):
     return workflow_id
 
 
-def test_the_server_boots_while_the_database_is_down_and_answers_503(tmp_path):
-    server = Server("postgresql://postgres@/flowline?host=/nonexistent-flowline-socket", tmp_path)
+def test_the_server_boots_while_the_database_is_down_and_answers_503(make_server):
+    server = make_server("postgresql://postgres@/flowline?host=/nonexistent-flowline-socket")
     server.env["DB_POOL_TIMEOUT_S"] = "0.5"
     server.start(ready=("/livez", 200))
     try:
@@ -142,8 +68,8 @@ def test_the_server_boots_while_the_database_is_down_and_answers_503(tmp_path):
     assert "unreachable at start-up" in server.log.read_text()
 
 
-def test_the_server_says_loudly_when_migrations_are_pending(make_database, tmp_path):
-    server = Server(make_database(), tmp_path)
+def test_the_server_says_loudly_when_migrations_are_pending(make_database, make_server):
+    server = make_server(make_database())
     server.start(ready=("/readyz", 503))
     try:
         status, body, _ = server.request("GET", "/readyz")
