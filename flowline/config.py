@@ -1,6 +1,7 @@
 """Settings read from the environment (documented in .env.example and the README)."""
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -71,11 +72,21 @@ def connection_kwargs(database_url, statement_timeout_ms, application_name):
 
 
 def mask_url(database_url):
-    """Return ``database_url`` with any password replaced by ``***``, for logs and messages."""
+    """Return ``database_url`` with any password replaced by ``***``, for logs and messages.
+
+    A URL stays a URL (``postgresql://user:***@host/db``); a key=value connection string stays one.
+    """
     try:
         params = conninfo_to_dict(database_url)
     except Exception:
         return "<unparseable DATABASE_URL>"
+    if "://" in database_url:
+        parts = urlsplit(database_url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = "&".join("password=***" if pair.startswith("password=") else pair for pair in parts.query.split("&"))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     if "password" in params:
         params["password"] = "***"
     return make_conninfo(**params)

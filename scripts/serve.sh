@@ -9,15 +9,12 @@ export BIND
 
 $BIN/python -m flowline.migrations apply
 
-cat <<MSG
-
-Flowline is starting on http://$BIND  (Ctrl-C stops it)
-Try:
-  curl -s -X POST http://$BIND/workflows -H 'Content-Type: application/json' -d '{"name": "demo"}'
-  curl -s -X POST http://$BIND/workflows/<id>/nodes -H 'Content-Type: application/json' -d '{"node_type": "formatter", "config": {"rules": ["strip", "uppercase"]}}'
-  curl -s -X POST http://$BIND/workflows/<id>/run -H 'Content-Type: application/json' -d '{"input_text": "  hello  "}'
-  curl -s http://$BIND/workflows/<id>/runs
-
-MSG
+echo
+echo "Flowline is starting on http://$BIND  (Ctrl-C stops it). Try the README's walk-through in another shell:"
+echo
+echo "BASE=http://$BIND"
+# The README's examples block, printed as is (tests/test_readme.py runs it against a live server).
+sed -n '/<!-- api-examples/,/^```$/p' README.md | sed '1,2d;$d' | grep -v '^BASE='
+echo
 # Not exec: with_pg.sh must regain control to stop its private server when gunicorn exits.
 $BIN/gunicorn -c gunicorn.conf.py 'app:create_app()'
