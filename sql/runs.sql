@@ -39,26 +39,9 @@ WITH run AS (
       AND lease_token = %(lease_token)s
       AND status = 'Running'
     RETURNING id, attempt
-), saved AS (
-    INSERT INTO run_steps (run_id, node_id, attempt, position, node_type, config_snapshot, status,
-                           started_at, finished_at, input_text, output_text, error_message, note)
-    SELECT run.id, s.node_id, run.attempt, s.position, s.node_type, s.config_snapshot, s.status,
-           s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note
-    FROM run
-    CROSS JOIN jsonb_to_recordset(%(steps)s) AS s(
-        node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
-        started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
-        error_message text, note text)
-    -- A step first saved as Running (before a slow node) is completed here.
-    ON CONFLICT (run_id, attempt, position) DO UPDATE
-    SET status = excluded.status,
-        finished_at = excluded.finished_at,
-        output_text = excluded.output_text,
-        error_message = excluded.error_message,
-        note = excluded.note
-    RETURNING 1
 )
-SELECT count(*) AS held
+SELECT count(*) AS held,
+       coalesce(sum(save_run_steps(run.id, run.attempt, %(steps)s)), 0) AS saved
 FROM run;
 
 -- name: finish_run :one
@@ -75,29 +58,13 @@ WITH run AS (
       AND lease_token = %(lease_token)s
       AND status = 'Running'
     RETURNING id, attempt, worker_id
-), saved AS (
-    INSERT INTO run_steps (run_id, node_id, attempt, position, node_type, config_snapshot, status,
-                           started_at, finished_at, input_text, output_text, error_message, note)
-    SELECT run.id, s.node_id, run.attempt, s.position, s.node_type, s.config_snapshot, s.status,
-           s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note
-    FROM run
-    CROSS JOIN jsonb_to_recordset(%(steps)s) AS s(
-        node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
-        started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
-        error_message text, note text)
-    ON CONFLICT (run_id, attempt, position) DO UPDATE
-    SET status = excluded.status,
-        finished_at = excluded.finished_at,
-        output_text = excluded.output_text,
-        error_message = excluded.error_message,
-        note = excluded.note
-    RETURNING 1
 ), event AS (
     INSERT INTO run_events (run_id, attempt, status, worker_id, note)
     SELECT id, attempt, %(status)s, worker_id, %(note)s
     FROM run
 )
-SELECT count(*) AS held
+SELECT count(*) AS held,
+       coalesce(sum(save_run_steps(run.id, run.attempt, %(steps)s)), 0) AS saved
 FROM run;
 
 -- name: list_workflow_runs_json :one

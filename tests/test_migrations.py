@@ -30,6 +30,11 @@ SNAPSHOT_QUERIES = {
         FROM pg_indexes
         WHERE schemaname = 'public' AND tablename NOT LIKE '\\_yoyo%%' AND tablename <> 'yoyo_lock'
         ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, pg_get_functiondef(oid) AS definition
+        FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace
+        ORDER BY 1""",
 }
 
 
@@ -43,9 +48,10 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
     assert migrations.apply(url) == migrations.migration_ids()
     applied = _snapshot(url)
     assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events"}
+    assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
-    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": []}
+    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": []}
 
     migrations.apply(url)
     assert _snapshot(url) == applied
