@@ -4,6 +4,7 @@ import uuid
 
 from flask import Response, current_app, request
 
+from . import db
 from .errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType
 
 
@@ -48,3 +49,17 @@ def load_json(schema, *, optional=False):
 def json_body_response(body, status=200, headers=None):
     """Return ``body``, JSON text built by PostgreSQL, as the response (no parse and re-serialise in Python)."""
     return Response(body, status=status, headers=headers, mimetype="application/json")
+
+
+def query_json_response(query_name, not_found, /, **params):
+    """Serve the JSON body the ``:one`` query ``query_name`` built (its ``body`` column), with its ``version``
+    column, when it has one, as the ``ETag``.
+
+    :raise NotFound: ``not_found`` when the query returned no row.
+    """
+    with db.connection() as conn:
+        row = db.one(conn, query_name, **params)
+    if row is None:
+        raise NotFound(not_found)
+    headers = {"ETag": f'"{row["version"]}"'} if "version" in row else None
+    return json_body_response(row["body"], headers=headers)

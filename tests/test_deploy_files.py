@@ -11,7 +11,6 @@ import runpy
 import shlex
 from pathlib import Path
 
-import pytest
 import yaml
 
 from flowline.config import from_env

@@ -11,23 +11,35 @@ from psycopg import pq
 from flowline import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-QUERY_HELPERS = {"one", "many", "execute"}
+# Functions taking a query name, and the index of that argument: db.one/many/execute(conn, name, ...) and
+# http.query_json_response(name, ...).
+QUERY_NAME_ARGUMENT = {"db.one": 1, "db.many": 1, "db.execute": 1, "query_json_response": 0}
+
+
+def _callee(call):
+    if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name):
+        return f"{call.func.value.id}.{call.func.attr}"
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    return None
 
 
 def _query_names_used_in_code():
-    """Return {query name: "file:line"} for every ``db.one/many/execute(conn, "<name>", ...)`` in the app's code."""
+    """Return {query name: "file:line"} for every call that names a query in the app's code."""
     used = {}
     sources = [ROOT / "app.py", ROOT / "gunicorn.conf.py", *sorted((ROOT / "flowline").rglob("*.py"))]
     for path in sources:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        # A helper that takes a query name itself (query_json_response) forwards its parameter: not a use.
+        forwarded = {id(call) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef) and fn.name in QUERY_NAME_ARGUMENT
+                     for call in ast.walk(fn) if isinstance(call, ast.Call)}
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            if not isinstance(node, ast.Call) or _callee(node) not in QUERY_NAME_ARGUMENT or id(node) in forwarded:
                 continue
-            if node.func.attr not in QUERY_HELPERS or not isinstance(node.func.value, ast.Name):
+            index = QUERY_NAME_ARGUMENT[_callee(node)]
+            if len(node.args) <= index:
                 continue
-            if node.func.value.id != "db" or len(node.args) < 2:
-                continue
-            name = node.args[1]
+            name = node.args[index]
             assert isinstance(name, ast.Constant) and isinstance(name.value, str), (
                 f"{path.name}:{node.lineno}: query names must be string literals so they can be checked")
             used.setdefault(name.value, f"{path.relative_to(ROOT)}:{node.lineno}")

@@ -8,7 +8,7 @@ from psycopg.errors import ForeignKeyViolation
 
 from .. import db, engine
 from ..errors import NotFound, Unprocessable, error_response
-from ..http import json_body_response, load_json, parse_id
+from ..http import load_json, parse_id, query_json_response
 from ..schemas import RunRequestSchema
 
 bp = Blueprint("runs", __name__)
@@ -58,12 +58,7 @@ def list_runs(workflow_id):
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
-    with db.connection() as conn:
-        row = db.one(conn, "list_workflow_runs_json", workflow_id=workflow_id)
-    if row is None:
-        raise NotFound("Workflow not found")
-    return json_body_response(row["body"])
+    return query_json_response("list_workflow_runs_json", "Workflow not found", workflow_id=parse_id(workflow_id, "Workflow"))
 
 
 @bp.get("/runs/<run_id>")
@@ -72,9 +67,4 @@ def get_run(run_id):
 
     :raise 404: unknown run.
     """
-    run_id = parse_id(run_id, "Run")
-    with db.connection() as conn:
-        row = db.one(conn, "get_run_json", run_id=run_id)
-    if row is None:
-        raise NotFound("Run not found")
-    return json_body_response(row["body"])
+    return query_json_response("get_run_json", "Run not found", run_id=parse_id(run_id, "Run"))

@@ -3,8 +3,7 @@
 from flask import Blueprint, jsonify
 
 from .. import db
-from ..errors import NotFound
-from ..http import json_body_response, load_json, parse_id
+from ..http import load_json, parse_id, query_json_response
 from ..schemas import WorkflowCreateSchema
 
 bp = Blueprint("workflows", __name__)
@@ -32,9 +31,4 @@ def get_workflow(workflow_id):
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
-    with db.connection() as conn:
-        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
-    if row is None:
-        raise NotFound("Workflow not found")
-    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+    return query_json_response("get_workflow_json", "Workflow not found", workflow_id=parse_id(workflow_id, "Workflow"))
