@@ -6,9 +6,12 @@ Running step for that node are written first, so a reader sees progress and a cr
 write is fenced by the run's lease token: once the lease is lost, nothing more is written.
 """
 
+import functools
+import json
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -71,6 +74,9 @@ class RunContext:
     deadline: float
     provider: object
     pool: object = None
+    # A connection held for the whole run (only when no node waits on the outside world), else None:
+    # each write then takes a pooled connection of its own.
+    conn: object = None
     steps: list = field(default_factory=list)
 
 
@@ -128,9 +134,13 @@ def _flushed(ctx, row):
     ctx.steps = []
 
 
+def _connection(ctx):
+    return nullcontext(ctx.conn) if ctx.conn is not None else db.connection(ctx.pool)
+
+
 def _save_steps(ctx):
     """Write the buffered steps and renew the lease."""
-    with db.connection(ctx.pool) as conn:
+    with _connection(ctx) as conn:
         row = db.one(conn, "save_run_steps", run_id=ctx.run_id, lease_token=ctx.lease_token,
                      steps=Jsonb(ctx.steps), lease_seconds=ctx.lease_seconds)
     _flushed(ctx, row)
@@ -139,11 +149,36 @@ def _save_steps(ctx):
 def _finish(ctx, outcome, note):
     """Write the buffered steps and the run's outcome, its final event, and release the lease."""
     error_message = None if outcome.error is None else str(outcome.error)
-    with db.connection(ctx.pool) as conn:
+    with _connection(ctx) as conn:
         row = db.one(conn, "finish_run", run_id=ctx.run_id, lease_token=ctx.lease_token, steps=Jsonb(ctx.steps),
                      status=outcome.status, final_output=outcome.final_output, error_message=error_message,
                      note=note)
     _flushed(ctx, row)
+
+
+def _is_slow(node):
+    executor = EXECUTORS.get(node["node_type"])
+    return executor is not None and executor.slow
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_config(config_json):
+    """Return a node's stored config text parsed; cached like _load_config, and shared too."""
+    return json.loads(config_json)
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_config(node_type, config_json):
+    """Return the config stored as ``config_json`` validated for ``node_type``, defaults applied.
+
+    Cached by the stored text: the same node config runs again and again, and validating it each time cost
+    more than running a formatter. The returned dict is shared, so executors must not change it.
+    :raise InputRejected: when the config is not valid for its type (e.g. written by an older release).
+    """
+    try:
+        return schemas.load_config(node_type, _stored_config(config_json))
+    except ValidationError as exc:
+        raise InputRejected(f"invalid config: {exc.normalized_messages()}") from None
 
 
 def _execute_node(node, text, ctx):
@@ -152,10 +187,7 @@ def _execute_node(node, text, ctx):
     executor = EXECUTORS.get(node_type)
     if executor is None:
         raise InputRejected(f"unknown node type {node_type!r}")
-    try:
-        config = schemas.load_config(node_type, node["config"])
-    except ValidationError as exc:
-        raise InputRejected(f"invalid config: {exc.normalized_messages()}") from None
+    config = _load_config(node_type, node["config_json"])
     try:
         return executor.run(config, text, ctx)
     except StepFailed:
@@ -166,7 +198,8 @@ def _execute_node(node, text, ctx):
 
 
 def execute(ctx, nodes, text):
-    """Run ``nodes`` (dicts with id, position, node_type, config; in position order) on ``text`` and record it all.
+    """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
+    order) on ``text`` and record it all.
 
     Returns the Outcome; the run row is finished (Succeeded or Failed) by the time this returns.
     :raise LeaseLost: when the run's lease was lost (nothing more was written).
@@ -177,7 +210,7 @@ def execute(ctx, nodes, text):
             "node_id": node["id"],
             "position": node["position"],
             "node_type": node["node_type"],
-            "config_snapshot": node["config"],
+            "config_snapshot": _stored_config(node["config_json"]),
             "status": "Running",
             "started_at": _now(),
             "finished_at": None,
@@ -218,15 +251,21 @@ def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provide
     """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
 
     The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the
-    expired-lease sweep can mark it Failed. Returns ``(run_id, Outcome)``, or None for an unknown workflow.
+    expired-lease sweep can mark it Failed. When every node is fast, one pooled connection serves the whole
+    run; a run with a slow node gives its connection back while it waits. Returns ``(run_id, Outcome)``, or
+    None for an unknown workflow.
     """
     lease_token = uuid.uuid4()
     lease_seconds = timeout_s + lease_seconds
     with db.connection(pool) as conn:
         row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": input_text}),
                      lease_token=lease_token, lease_seconds=lease_seconds, worker_id=worker_id)
-    if row is None:
-        return None
-    ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
-                     deadline=time.monotonic() + timeout_s, provider=provider, pool=pool)
+        if row is None:
+            return None
+        ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
+                         deadline=time.monotonic() + timeout_s, provider=provider, pool=pool)
+        if not any(_is_slow(node) for node in row["nodes"]):
+            ctx.conn = conn
+            return row["id"], execute(ctx, row["nodes"], input_text)
+    # A slow node: the connection went back to the pool, and each write takes one while the run waits.
     return row["id"], execute(ctx, row["nodes"], input_text)

@@ -2,7 +2,7 @@
 -- (every status transition of a run).
 
 -- name: start_sync_run :one
--- Creates a Running sync run holding a lease, logs its first event, and returns it with the workflow's nodes in position order.
+-- Creates a Running sync run holding a lease, logs its first event, and returns it with the workflow's nodes in position order (configs as text).
 WITH workflow AS (
     SELECT id
     FROM workflows
@@ -23,7 +23,7 @@ SELECT run.id,
        run.attempt,
        coalesce(
            (SELECT json_agg(json_build_object('id', n.id, 'position', n.position,
-                                              'node_type', n.node_type, 'config', n.config)
+                                              'node_type', n.node_type, 'config_json', n.config::text)
                             ORDER BY n.position)
             FROM nodes AS n
             WHERE n.workflow_id = %(workflow_id)s),
