@@ -1,10 +1,12 @@
 -- Workflows: the workflows table, and the JSON bodies of reads that include their nodes.
 
 -- name: create_workflow :one
--- Inserts a workflow and returns it.
+-- Inserts a workflow; returns its version (the ETag) and the API's JSON body.
 INSERT INTO workflows (name)
 VALUES (%(name)s)
-RETURNING id, name, created_at, updated_at, version;
+RETURNING version,
+          json_build_object('id', id, 'name', name, 'created_at', created_at, 'updated_at', updated_at,
+                            'version', version)::text AS body;
 
 -- name: get_workflow_json :one
 -- Returns one workflow with its nodes in position order, as the API's JSON body, and its version (the ETag).

@@ -1,9 +1,9 @@
 """Workflows: create and read (with nodes in position order)."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
 from .. import db
-from ..http import load_json, parse_id, query_json_response
+from ..http import json_body_response, load_json, parse_id, query_json_response
 from ..schemas import WorkflowCreateSchema
 
 bp = Blueprint("workflows", __name__)
@@ -20,9 +20,7 @@ def create_workflow():
     data = load_json(_create_schema)
     with db.connection() as conn:
         row = db.one(conn, "create_workflow", name=data["name"])
-    response = jsonify(row)
-    response.headers["ETag"] = f'"{row["version"]}"'
-    return response
+    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
 
 
 @bp.get("/workflows/<workflow_id>")
