@@ -6,8 +6,10 @@ import os
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one worker overlap database waits; the pool's max size follows so no thread waits for a connection.
+# Two, because on a 2-core box more threads only contend for the GIL (bench/http_bench.py measured 4 threads
+# slower on every route); raise it when many sync runs wait on an LLM provider at once.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 os.environ.setdefault("DB_POOL_MAX_SIZE", str(threads))
 # Above SYNC_RUN_TIMEOUT_S, so a sync run hits its own bound (and answers 504) before gunicorn kills the worker.
 timeout = int(float(os.environ.get("SYNC_RUN_TIMEOUT_S", "25"))) + 10
