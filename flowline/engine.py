@@ -222,8 +222,7 @@ def execute(ctx, nodes, text):
         if time.monotonic() >= ctx.deadline:
             outcome = Outcome("Failed", error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"))
             break
-        executor = EXECUTORS.get(node["node_type"])
-        if executor is not None and executor.slow:
+        if _is_slow(node):
             ctx.steps.append(dict(step))
             _save_steps(ctx)
         try:
