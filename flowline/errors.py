@@ -34,6 +34,12 @@ class Conflict(ApiError):
     status = 409
 
 
+class PreconditionFailed(ApiError):
+    """The resource changed since the client read it (If-Match)."""
+
+    status = 412
+
+
 class Unprocessable(ApiError):
     """The request body is invalid."""
 

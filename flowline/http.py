@@ -1,11 +1,17 @@
 """Request and response helpers shared by the blueprints."""
 
+import base64
+import binascii
+import json
+import re
 import uuid
+from datetime import datetime
 
-from flask import Response, current_app, request
+from flask import Response, current_app, jsonify, request
+from marshmallow import ValidationError
 
 from . import db
-from .errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType
+from .errors import ApiError, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType
 
 
 def parse_id(value, what):
@@ -63,3 +69,74 @@ def query_json_response(query_name, not_found, /, **params):
         raise NotFound(not_found)
     headers = {"ETag": f'"{row["version"]}"'} if "version" in row else None
     return json_body_response(row["body"], headers=headers)
+
+
+def load_query(schema):
+    """Return the query string loaded by ``schema`` (unknown parameters are a 422, like unknown body fields)."""
+    try:
+        return schema.load(request.args.to_dict())
+    except ValidationError as exc:
+        raise Unprocessable("The query string is invalid; see 'errors'.", errors=exc.normalized_messages()) from None
+
+
+def encode_cursor(row):
+    """Return the opaque cursor that continues a newest-first list after ``row`` (its created_at and id)."""
+    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    """Return ``(created_at, id)`` from a cursor made by encode_cursor, or ``(None, None)`` for no cursor.
+
+    :raise Unprocessable: a cursor this service did not make.
+    """
+    if cursor is None:
+        return None, None
+    try:
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), uuid.UUID(row_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise Unprocessable("cursor is not valid: pass the next_cursor of the previous page unchanged.") from None
+
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def page_response(key, rows, limit):
+    """Return ``{key: rows[:limit], "next_cursor"}`` from ``rows`` fetched with ``limit + 1``."""
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    return jsonify({key: page, "next_cursor": next_cursor})
+
+
+_ETAG = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+
+
+def expected_versions():
+    """Return the row versions the request's ``If-Match`` accepts, or None when any will do (no header, ``*``).
+
+    A write without If-Match is allowed (last writer wins); an If-Match naming no version this service could
+    have sent matches nothing.
+    """
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    versions = []
+    for tag in header.split(","):
+        match = _ETAG.match(tag.strip())
+        if match:
+            versions.append(int(match[1]))
+    return versions
+
+
+def precondition_failed(current_version):
+    """Return the 412 error for a write whose If-Match did not name ``current_version``."""
+    return PreconditionFailed(
+        f'If-Match does not match the current ETag "{current_version}": the resource changed since you read it.',
+        etag=f'"{current_version}"')
+
+
+def workflow_write_refused(conn, workflow_id):
+    """Return the error for a conditional write to ``workflow_id`` that changed nothing: 404 or 412."""
+    row = db.one(conn, "get_workflow_version", workflow_id=workflow_id)
+    return NotFound("Workflow not found") if row is None else precondition_failed(row["version"])

@@ -117,3 +117,41 @@ class RunRequestSchema(Schema):
     """Body of ``POST /workflows/{id}/run`` (optional): the text the first node receives."""
 
     input_text = Text(load_default="")
+
+
+class WorkflowPatchSchema(Schema):
+    """Body of ``PATCH /workflows/{id}``."""
+
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+
+
+class NodePatchSchema(Schema):
+    """Body of ``PATCH /workflows/{id}/nodes/{node_id}``: a new ``config`` (replacing the old one), a new
+    ``node_type``, or both; the resulting config must be valid for the resulting type (checked by the view)."""
+
+    node_type = fields.String(validate=validate.OneOf(NODE_TYPES))
+    config = fields.Dict()
+
+    @validates_schema
+    def _something_to_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give node_type, config, or both.", field_name="_schema")
+
+
+class NodeOrderSchema(Schema):
+    """Body of ``PUT /workflows/{id}/nodes/order``: every node id of the workflow, once each, in the new order."""
+
+    node_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=10_000))
+
+
+class PageQuerySchema(Schema):
+    """Query of a paginated list: ``limit`` (1..200) and the opaque ``cursor`` of the previous page."""
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class RunsQuerySchema(PageQuerySchema):
+    """Query of ``GET /workflows/{id}/runs``: ``status`` filters; ``limit`` or ``cursor`` turn pagination on."""
+
+    status = fields.String(validate=validate.OneOf(("Pending", "Running", "Succeeded", "Failed", "Cancelled")))

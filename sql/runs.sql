@@ -68,14 +68,15 @@ SELECT count(*) AS held,
 FROM run;
 
 -- name: list_workflow_runs_json :one
--- Returns all runs of one workflow, newest first, as the API's JSON body; no row when the workflow does not exist.
+-- Returns all runs of one workflow (only those in status, unless NULL), newest first, as the API's JSON body; no row when the workflow does not exist.
 SELECT json_build_object(
            'runs', coalesce(
                (SELECT json_agg(r ORDER BY r.created_at DESC, r.id)
                 FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
                              mode, attempt, max_attempts, created_at
                       FROM runs
-                      WHERE workflow_id = w.id) AS r),
+                      WHERE workflow_id = w.id
+                        AND (%(status)s::text IS NULL OR status = %(status)s::text)) AS r),
                '[]'::json)
        )::text AS body
 FROM workflows AS w
@@ -97,3 +98,31 @@ FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, fi
              mode, attempt, max_attempts, created_at
       FROM runs
       WHERE id = %(run_id)s) AS r;
+
+-- name: list_workflow_runs_page :many
+-- Lists up to row_limit runs of one workflow (only those in status, unless NULL), newest first, after the keyset cursor (NULL: from the start).
+SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+       mode, attempt, max_attempts, created_at
+FROM runs
+WHERE workflow_id = %(workflow_id)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  -- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
+  AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;
+
+-- name: list_run_events_json :one
+-- Returns every status transition of one run, oldest first, as the API's JSON body; no row when the run does not exist.
+SELECT json_build_object(
+           'events', coalesce(
+               (SELECT json_agg(e ORDER BY e.at, e.id)
+                FROM (SELECT id, status, at, attempt, worker_id, note
+                      FROM run_events
+                      WHERE run_id = r.id) AS e),
+               '[]'::json)
+       )::text AS body
+FROM runs AS r
+WHERE r.id = %(run_id)s;

@@ -28,9 +28,47 @@ FROM workflows AS w
 WHERE w.id = %(workflow_id)s;
 
 -- name: lock_workflow_for_node_change :one
--- Locks a workflow row until the transaction ends and bumps its version, before its nodes change.
+-- Locks a workflow row until the transaction ends and bumps its version, before its nodes change; no row when it is missing or its version is not one of expected_versions (NULL: any).
 UPDATE workflows
 SET version = version + 1,
     updated_at = now()
 WHERE id = %(workflow_id)s
+  AND (%(expected_versions)s::integer[] IS NULL OR version = ANY (%(expected_versions)s::integer[]))
 RETURNING id, version;
+
+-- name: list_workflows_page :many
+-- Lists up to row_limit workflows, newest first, after the keyset cursor (after_created_at, after_id; NULL: from the start).
+SELECT id, name, created_at, updated_at, version
+FROM workflows
+-- The first condition bounds the index scan; the second skips the rows up to the cursor among equal created_at.
+WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;
+
+-- name: rename_workflow :one
+-- Renames a workflow and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version and JSON body.
+UPDATE workflows
+SET name = %(name)s,
+    version = version + 1,
+    updated_at = now()
+WHERE id = %(workflow_id)s
+  AND (%(expected_versions)s::integer[] IS NULL OR version = ANY (%(expected_versions)s::integer[]))
+RETURNING version,
+          json_build_object('id', id, 'name', name, 'created_at', created_at, 'updated_at', updated_at,
+                            'version', version)::text AS body;
+
+-- name: delete_workflow :one
+-- Deletes a workflow (its nodes, runs, steps and events cascade), only while its version is one of expected_versions (NULL: any).
+DELETE FROM workflows
+WHERE id = %(workflow_id)s
+  AND (%(expected_versions)s::integer[] IS NULL OR version = ANY (%(expected_versions)s::integer[]))
+RETURNING id;
+
+-- name: get_workflow_version :one
+-- Returns a workflow's current version (its ETag); no row when it does not exist.
+SELECT version
+FROM workflows
+WHERE id = %(workflow_id)s;

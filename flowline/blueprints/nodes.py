@@ -1,16 +1,34 @@
-"""Nodes: add a node to a workflow."""
+"""Nodes: add, read, change, delete and reorder a workflow's nodes.
+
+Every change locks the workflow row first (bumping its version), which serialises concurrent changes to one
+workflow's nodes and keeps positions unique and gap-free (0..n-1).
+"""
 
 from flask import Blueprint, jsonify
+from marshmallow import ValidationError
 from psycopg.types.json import Jsonb
 
 from .. import db
-from ..errors import NotFound
-from ..http import load_json, parse_id
-from ..schemas import NodeCreateSchema
+from ..errors import NotFound, Unprocessable
+from ..http import (expected_versions, json_body_response, load_json, parse_id, precondition_failed,
+                    query_json_response, workflow_write_refused)
+from ..schemas import CONFIG_SCHEMAS, NodeCreateSchema, NodeOrderSchema, NodePatchSchema
 
 bp = Blueprint("nodes", __name__)
 
 _create_schema = NodeCreateSchema()
+_patch_schema = NodePatchSchema()
+_order_schema = NodeOrderSchema()
+
+
+def _lock_workflow(conn, workflow_id, versions=None):
+    """Lock ``workflow_id`` and bump its version for a change to its nodes.
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: ``versions`` given and the workflow's version is not among them.
+    """
+    if db.one(conn, "lock_workflow_for_node_change", workflow_id=workflow_id, expected_versions=versions) is None:
+        raise workflow_write_refused(conn, workflow_id)
 
 
 @bp.post("/workflows/<workflow_id>/nodes")
@@ -18,13 +36,116 @@ def add_node(workflow_id):
     """Append a node at the workflow's next position; 200 ``{message: "Node added", node_id, position}``.
 
     :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current.
     :raise 422: an unknown node type, or a config invalid for its type (errors keyed by field).
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
     with db.transaction() as conn:
         # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
-        if db.one(conn, "lock_workflow_for_node_change", workflow_id=workflow_id) is None:
-            raise NotFound("Workflow not found")
+        _lock_workflow(conn, workflow_id, expected_versions())
         node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"]))
     return jsonify({"message": "Node added", "node_id": node["id"], "position": node["position"]})
+
+
+@bp.get("/workflows/<workflow_id>/nodes/<node_id>")
+def get_node(workflow_id, node_id):
+    """Return one node of a workflow, with its version as ``ETag``.
+
+    :raise 404: unknown workflow or node.
+    """
+    return query_json_response("get_node_json", "Node not found", workflow_id=parse_id(workflow_id, "Workflow"),
+                               node_id=parse_id(node_id, "Node"))
+
+
+@bp.patch("/workflows/<workflow_id>/nodes/<node_id>")
+def change_node(workflow_id, node_id):
+    """Replace a node's ``config``, its ``node_type``, or both; 200 with the node and its new ``ETag``.
+
+    The resulting config must be valid for the resulting type: changing only ``node_type`` keeps the config,
+    which must then suit the new type. With ``If-Match`` (the node's ETag), only if unchanged since.
+
+    :raise 404: unknown workflow or node.
+    :raise 412: ``If-Match`` names a node version that is no longer current (nothing changed).
+    :raise 422: nothing to change, an unknown type, or a config invalid for the type (errors keyed by field).
+    """
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    data = load_json(_patch_schema)
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id)
+        current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
+        if current is None:
+            raise NotFound("Node not found")
+        node_type = data.get("node_type", current["node_type"])
+        config = data.get("config", current["config"])
+        try:
+            CONFIG_SCHEMAS[node_type].load(config)
+        except ValidationError as exc:
+            raise ValidationError({"config": exc.messages}) from None
+        row = db.one(conn, "update_node", workflow_id=workflow_id, node_id=node_id, node_type=node_type,
+                     config=Jsonb(config), expected_versions=expected_versions())
+        if row is None:
+            raise precondition_failed(current["version"])
+    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+
+
+@bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
+def delete_node(workflow_id, node_id):
+    """Delete a node; the nodes after it move up one position. 204. Its run history stays, with node_id null.
+
+    :raise 404: unknown workflow or node.
+    :raise 412: ``If-Match`` names a node version that is no longer current (nothing deleted).
+    """
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id)
+        deleted = db.one(conn, "delete_node", workflow_id=workflow_id, node_id=node_id,
+                         expected_versions=expected_versions())
+        if deleted is None:
+            current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
+            raise NotFound("Node not found") if current is None else precondition_failed(current["version"])
+        db.execute(conn, "close_position_gap", workflow_id=workflow_id, position=deleted["position"])
+    return "", 204
+
+
+@bp.put("/workflows/<workflow_id>/nodes/order")
+def reorder_nodes(workflow_id):
+    """Put the workflow's nodes in the order of ``node_ids``; 200 with the workflow and its new ``ETag``.
+
+    ``node_ids`` must name every node of the workflow exactly once. With ``If-Match`` (the workflow's ETag),
+    only if the workflow is unchanged since.
+
+    :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current (nothing changed).
+    :raise 422: ``node_ids`` repeats a node, names one not in the workflow, or leaves one out.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    wanted = load_json(_order_schema)["node_ids"]
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id, expected_versions())
+        existing = [row["id"] for row in db.many(conn, "list_node_ids", workflow_id=workflow_id)]
+        problems = _order_problems(wanted, existing)
+        if problems:
+            raise Unprocessable("node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + ".")
+        db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+
+
+def _order_problems(wanted, existing):
+    """Return what is wrong with ``wanted`` as an ordering of ``existing`` (empty when nothing is)."""
+    problems = []
+    seen, repeated = set(), []
+    for node_id in wanted:
+        if node_id in seen and node_id not in repeated:
+            repeated.append(node_id)
+        seen.add(node_id)
+    if repeated:
+        problems.append("repeated " + ", ".join(map(str, repeated)))
+    unknown = [str(n) for n in wanted if n not in set(existing)]
+    if unknown:
+        problems.append("not in this workflow " + ", ".join(unknown))
+    missing = [str(n) for n in existing if n not in seen]
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    return problems

@@ -8,12 +8,14 @@ from psycopg.errors import ForeignKeyViolation
 
 from .. import db, engine
 from ..errors import NotFound, Unprocessable, error_response
-from ..http import load_json, parse_id, query_json_response
-from ..schemas import RunRequestSchema
+from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
+                    query_json_response)
+from ..schemas import RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)
 
 _run_schema = RunRequestSchema()
+_runs_query_schema = RunsQuerySchema()
 _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 
 
@@ -54,11 +56,28 @@ def run_workflow(workflow_id):
 
 @bp.get("/workflows/<workflow_id>/runs")
 def list_runs(workflow_id):
-    """Return ``{runs: [Run]}``, newest first.
+    """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``.
+
+    With ``limit`` (1..200) or ``cursor``, one page: ``{runs, next_cursor}`` (``limit`` defaults to 50 then;
+    ``next_cursor`` is null on the last page). Without them, every run, as milestone-1 clients expect.
 
     :raise 404: unknown workflow.
+    :raise 422: an unknown status, a limit out of range, a cursor this service did not make.
     """
-    return query_json_response("list_workflow_runs_json", "Workflow not found", workflow_id=parse_id(workflow_id, "Workflow"))
+    workflow_id = parse_id(workflow_id, "Workflow")
+    query = load_query(_runs_query_schema)
+    status = query.get("status")
+    if "limit" not in query and "cursor" not in query:
+        return query_json_response("list_workflow_runs_json", "Workflow not found", workflow_id=workflow_id,
+                                   status=status)
+    limit = query.get("limit", DEFAULT_PAGE_SIZE)
+    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    with db.connection() as conn:
+        rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status,
+                       after_created_at=after_created_at, after_id=after_id, row_limit=limit + 1)
+        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
+            raise NotFound("Workflow not found")
+    return page_response("runs", rows, limit)
 
 
 @bp.get("/runs/<run_id>")
@@ -68,3 +87,12 @@ def get_run(run_id):
     :raise 404: unknown run.
     """
     return query_json_response("get_run_json", "Run not found", run_id=parse_id(run_id, "Run"))
+
+
+@bp.get("/runs/<run_id>/events")
+def list_run_events(run_id):
+    """Return ``{events: [{id, status, at, attempt, worker_id, note}]}``: every status transition, oldest first.
+
+    :raise 404: unknown run.
+    """
+    return query_json_response("list_run_events_json", "Run not found", run_id=parse_id(run_id, "Run"))
