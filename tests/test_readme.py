@@ -19,7 +19,8 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", _examples_block()], capture_output=True, text=True,
                             env={"BASE": server.base, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 0, result.stderr
-    added_1, added_2, added_3, workflow, runs, run, missing, invalid, ready = _json_documents(result.stdout)
+    (added_1, added_2, added_3, workflow, runs, run, missing, invalid, ready,
+     renamed, too_late, workflows_page, runs_page, events) = _json_documents(result.stdout)
     assert added_1["message"] == added_2["message"] == added_3["message"] == "Node added"
     assert [n["node_type"] for n in workflow["nodes"]] == ["formatter", "generative_ai", "formatter"]
     assert runs["runs"][0]["final_output"] == run["run"]["final_output"] == "SUMMARISE: INVOICE テスト"
@@ -27,6 +28,10 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     assert missing == {"detail": "Workflow not found"}
     assert "rules" in invalid["errors"]["config"]
     assert ready["status"] == "ready"
+    assert renamed["name"] == "Renamed" and "If-Match does not match" in too_late["detail"]
+    assert len(workflows_page["workflows"]) == 1 and workflows_page["next_cursor"] is None
+    assert [r["id"] for r in runs_page["runs"]] == [run["run"]["id"]]
+    assert [e["status"] for e in events["events"]] == ["Running", "Succeeded"]
 
 
 def _json_documents(text):
