@@ -52,9 +52,10 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Close this worker's pool so its connections end cleanly."""
+    """Close this worker's pool and LLM provider client so their connections end cleanly."""
     from flowline import db
 
     app = getattr(worker, "wsgi", None)
     if app is not None:
         app.extensions[db.EXTENSION].close()
+        app.extensions["flowline.provider"].close()

@@ -36,6 +36,44 @@ def _float(env, name, default, minimum=0.0):
     return value
 
 
+def _llm_api_key(env):
+    """Return LLM_API_KEY with surrounding whitespace removed; the key itself is never put in a message."""
+    key = env.get("LLM_API_KEY", "").strip()
+    # It travels in an HTTP header: a control or non-ASCII character would make every call fail (and the HTTP
+    # library's error would quote the header, key included).
+    if key and not all(" " < ch < "\x7f" for ch in key):
+        raise ConfigError("LLM_API_KEY contains whitespace, control or non-ASCII characters (the value is not shown)")
+    return key
+
+
+def _llm_base_url(env):
+    """Return LLM_BASE_URL without a trailing slash (the provider appends /chat/completions)."""
+    url = env.get("LLM_BASE_URL", "").strip() or "https://api.openai.com/v1"
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigError("LLM_BASE_URL must be an http(s) URL such as https://api.openai.com/v1, "
+                          f"got {mask_secret_url(url)!r}")
+    if parts.username is not None or parts.password is not None:
+        # It would replace the Bearer key with Basic auth, and it would show up wherever the URL is shown.
+        raise ConfigError("LLM_BASE_URL must not contain a user or password; put the key in LLM_API_KEY")
+    return url.rstrip("/")
+
+
+def mask_secret_url(url):
+    """Return ``url`` with any user:password part replaced by ``***``, for logs and messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    except ValueError:
+        return "<unparseable URL>"
+
+
 def from_env(env=None):
     """Return Flowline's settings as a dict of Flask config keys, read from ``env`` (default: os.environ).
 
@@ -54,6 +92,12 @@ def from_env(env=None):
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "CORS_ORIGINS": origins,
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        # generative_ai: the openai provider is active whenever LLM_API_KEY is set, else the echo provider.
+        "LLM_API_KEY": _llm_api_key(env),
+        "LLM_BASE_URL": _llm_base_url(env),
+        "LLM_TIMEOUT_S": _float(env, "LLM_TIMEOUT_S", 30.0, minimum=0.1),
+        "LLM_MAX_RETRIES": _int(env, "LLM_MAX_RETRIES", 3, minimum=0),
+        "LLM_BACKOFF_S": _float(env, "LLM_BACKOFF_S", 0.5, minimum=0.0),
     }
 
 
