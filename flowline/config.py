@@ -90,6 +90,7 @@ def from_env(env=None):
         "SYNC_RUN_TIMEOUT_S": _float(env, "SYNC_RUN_TIMEOUT_S", 25.0, minimum=0.1),
         "RUN_LEASE_SECONDS": _int(env, "RUN_LEASE_SECONDS", 30, minimum=1),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
+        "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
         "CORS_ORIGINS": origins,
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         # generative_ai: the openai provider is active whenever LLM_API_KEY is set, else the echo provider.

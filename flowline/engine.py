@@ -108,9 +108,13 @@ def _run_generative_ai(config, text, ctx):
 
 
 def _run_extract_text(config, text, ctx):
-    if config["file_id"] is not None:
-        raise InputRejected(f"file {config['file_id']} not found")
-    return text, "no file given: the input text passed through unchanged"
+    if config["file_id"] is None:
+        return text, "no file given: the input text passed through unchanged"
+    with _connection(ctx) as conn:
+        row = db.one(conn, "get_file_text", file_id=config["file_id"])
+    if row is None:
+        raise InputRejected(f"file {config['file_id']} not found (it may have been deleted)")
+    return row["text_content"], f"text of file {config['file_id']}, extracted with pypdf at upload"
 
 
 @dataclass(frozen=True)

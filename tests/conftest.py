@@ -1,6 +1,7 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
 database built once per session, and a fresh database cloned from it for every test that needs one."""
 
+import io
 import json
 import os
 import signal
@@ -90,6 +91,7 @@ def make_app(database_url):
     yield make
     for app in apps:
         app.extensions["flowline.pool"].close()
+        app.extensions["flowline.provider"].close()
 
 
 @pytest.fixture
@@ -196,3 +198,46 @@ def server(make_server, database_url):
     server = make_server(database_url)
     server.start()
     return server
+
+
+def make_pdf(*pages):
+    """Return the bytes of a PDF with one line of ``pages[i]`` on page i, in a CID font that draws Japanese and
+    accented Latin alike (reportlab's built-in HeiseiKakuGo-W5: no font file needed)."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("HeiseiKakuGo-W5"))
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer)
+    for text in pages:
+        pdf.setFont("HeiseiKakuGo-W5", 12)
+        pdf.drawString(72, 720, text)
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def upload(client):
+    """Return a function uploading ``data`` as multipart field ``file`` through the API; returns the response."""
+
+    def send(data, filename="doc.pdf", content_type="application/pdf"):
+        return client.post("/files", data={"file": (io.BytesIO(data), filename, content_type)},
+                           content_type="multipart/form-data")
+
+    return send
+
+
+@pytest.fixture
+def failing_workflow(client, workflow, upload):
+    """Return a function creating a workflow whose extract_text node names a file deleted after the node was
+    added, between ``before`` and ``after`` nodes: its runs fail at that node. Returns (workflow_id, file_id)."""
+
+    def make(before=(), after=()):
+        file_id = upload(make_pdf("soon gone")).json["file_id"]
+        workflow_id = workflow([*before, ("extract_text", {"file_id": file_id}), *after])
+        assert client.delete(f"/files/{file_id}").status_code == 204
+        return workflow_id, file_id
+
+    return make

@@ -90,8 +90,8 @@ def test_runs_are_listed_newest_first_with_every_key(client, workflow):
     assert client.get(f"/workflows/{workflow()}/runs").json == {"runs": []}
 
 
-def test_every_run_and_step_key_is_present_even_when_empty(client, workflow):
-    workflow_id = workflow([("extract_text", {"file_id": UNKNOWN}), ("formatter", {})])
+def test_every_run_and_step_key_is_present_even_when_empty(client, failing_workflow):
+    workflow_id, _ = failing_workflow(after=[("formatter", {})])
     run_id = client.post(f"/workflows/{workflow_id}/run").json["run_id"]
     body = client.get(f"/runs/{run_id}").json
     assert body["run"]["final_output"] is None

@@ -192,9 +192,9 @@ def test_reordering_needs_every_node_exactly_once(client, workflow):
     assert _node_ids(client, workflow_id) == [c, a, b]
 
 
-def test_run_history_pages_and_filters(client, workflow):
+def test_run_history_pages_and_filters(client, workflow, failing_workflow):
     workflow_id = workflow([("formatter", {})])
-    failing = workflow([("extract_text", {"file_id": "0b7e4c1a-1b2c-4d3e-8f90-123456789abc"})])
+    failing, _ = failing_workflow()
     run_ids = [client.post(f"/workflows/{workflow_id}/run", json={"input_text": str(i)}).json["run_id"] for i in range(5)]
     assert [r["id"] for r in _all_pages(client, f"/workflows/{workflow_id}/runs", "runs", 2)] == run_ids[::-1]
     unpaged = client.get(f"/workflows/{workflow_id}/runs").json

@@ -47,7 +47,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
     url = make_database()
     assert migrations.apply(url) == migrations.migration_ids()
     applied = _snapshot(url)
-    assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events"}
+    assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events", "files"}
     assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]

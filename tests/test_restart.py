@@ -1,7 +1,10 @@
 """The acceptance scenarios against the real server: gunicorn started with the documented command, stopped, and
 started again between the writes and the reads."""
 
-def test_acceptance_scenarios_survive_a_restart(server):
+import psycopg
+
+
+def test_acceptance_scenarios_survive_a_restart(server, database_url):
     # 1. A created workflow gets an id and is persisted.
     status, created, headers = server.request("POST", "/workflows", {"name": "Invoice pipeline"})
     assert status == 200 and created["name"] == "Invoice pipeline" and headers["X-Request-ID"]
@@ -25,7 +28,7 @@ def test_acceptance_scenarios_survive_a_restart(server):
     # 4. A run creates a persisted run record and one persisted step per node.
     status, ran, _ = server.request("POST", f"/workflows/{workflow_id}/run", {"input_text": "  ＡＢＣ　ﾃｽﾄ  "})
     assert status == 200 and ran["final_output"] == "SUMMARISE: ABC テスト"
-    status, failed, _ = server.request("POST", f"/workflows/{_workflow_that_fails(server)}/run")
+    status, failed, _ = server.request("POST", f"/workflows/{_workflow_that_fails(server, database_url)}/run")
     assert status == 422 and failed["run_id"]
     status, runs_before, _ = server.request("GET", f"/workflows/{workflow_id}/runs")
     status, run_before, _ = server.request("GET", f"/runs/{ran['run_id']}")
@@ -47,11 +50,13 @@ def test_acceptance_scenarios_survive_a_restart(server):
     assert status == 422 and "rules" in invalid["errors"]["config"]
 
 
-def _workflow_that_fails(server):
-    """Create a workflow whose only node names a file that does not exist, so its runs fail."""
+def _workflow_that_fails(server, database_url):
+    """Create a workflow whose only node's stored config is no longer valid (as if written by an older release),
+    so its runs fail."""
     workflow_id = server.request("POST", "/workflows", {"name": "fails"})[1]["id"]
-    server.request("POST", f"/workflows/{workflow_id}/nodes",
-                   {"node_type": "extract_text", "config": {"file_id": "6f1c2d3e-0000-4000-8000-000000000000"}})
+    server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {}})
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE nodes SET config = '{\"rules\": [\"shout\"]}' WHERE workflow_id = %s", (workflow_id,))
     return workflow_id
 
 

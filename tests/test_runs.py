@@ -7,8 +7,6 @@ from psycopg.types.json import Jsonb
 
 from flowline import db, engine, providers
 
-MISSING_FILE = str(uuid.uuid4())
-
 
 def _events(sql, run_id):
     return sql.execute(
@@ -16,29 +14,26 @@ def _events(sql, run_id):
     ).fetchall()
 
 
-def test_a_failing_node_fails_the_run_and_later_nodes_do_not_run(client, workflow, sql):
-    workflow_id = workflow([
-        ("formatter", {"rules": ["strip"]}),
-        ("extract_text", {"file_id": MISSING_FILE}),
-        ("formatter", {}),
-    ])
+def test_a_failing_node_fails_the_run_and_later_nodes_do_not_run(client, failing_workflow, sql):
+    workflow_id, file_id = failing_workflow(before=[("formatter", {"rules": ["strip"]})], after=[("formatter", {})])
+    error = f"file {file_id} not found (it may have been deleted)"
     response = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "  text  "})
 
     assert response.status_code == 422
     run_id = response.json["run_id"]
-    assert response.json["detail"] == f"file {MISSING_FILE} not found"
+    assert response.json["detail"] == error
     body = client.get(f"/runs/{run_id}").json
     assert body["run"]["status"] == "Failed"
-    assert body["run"]["error_message"] == f"file {MISSING_FILE} not found"
+    assert body["run"]["error_message"] == error
     assert body["run"]["final_output"] is None and body["run"]["finished_at"] is not None
     assert [(s["node_type"], s["status"], s["input_text"], s["output_text"], s["error_message"]) for s in body["steps"]] == [
         ("formatter", "Succeeded", "  text  ", "text", None),
-        ("extract_text", "Failed", "text", None, f"file {MISSING_FILE} not found"),
+        ("extract_text", "Failed", "text", None, error),
     ]
     events = _events(sql, run_id)
     assert [(e["status"], e["note"]) for e in events] == [
         ("Running", "started synchronously"),
-        ("Failed", f"failed: file {MISSING_FILE} not found"),
+        ("Failed", f"failed: {error}"),
     ]
     assert all(e["attempt"] == 1 and e["worker_id"] for e in events)
 

@@ -21,6 +21,16 @@ _patch_schema = NodePatchSchema()
 _order_schema = NodeOrderSchema()
 
 
+def _check_file_exists(conn, node_type, config):
+    """An extract_text node may only name a file that exists.
+
+    :raise ValidationError: 422 keyed ``config.file_id`` when it does not.
+    """
+    file_id = config.get("file_id") if node_type == "extract_text" else None
+    if file_id is not None and db.one(conn, "file_exists", file_id=file_id) is None:
+        raise ValidationError({"config": {"file_id": [f"File {file_id} not found: upload it first (POST /files)."]}})
+
+
 def _lock_workflow(conn, workflow_id, versions=None):
     """Lock ``workflow_id`` and bump its version for a change to its nodes.
 
@@ -44,6 +54,7 @@ def add_node(workflow_id):
     with db.transaction() as conn:
         # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
         _lock_workflow(conn, workflow_id, expected_versions())
+        _check_file_exists(conn, data["node_type"], data["config"])
         node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"]))
     return jsonify({"message": "Node added", "node_id": node["id"], "position": node["position"]})
 
@@ -82,6 +93,7 @@ def change_node(workflow_id, node_id):
             CONFIG_SCHEMAS[node_type].load(config)
         except ValidationError as exc:
             raise ValidationError({"config": exc.messages}) from None
+        _check_file_exists(conn, node_type, config)
         row = db.one(conn, "update_node", workflow_id=workflow_id, node_id=node_id, node_type=node_type,
                      config=Jsonb(config), expected_versions=expected_versions())
         if row is None:

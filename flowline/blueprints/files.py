@@ -1,0 +1,86 @@
+"""Files: upload a PDF (its text is extracted once, here), read its metadata, delete it."""
+
+import hashlib
+import unicodedata
+from pathlib import PurePosixPath, PureWindowsPath
+
+from flask import Blueprint, current_app, request
+
+from .. import db, pdf
+from ..errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType
+from ..http import json_body_response, parse_id, query_json_response
+
+bp = Blueprint("files", __name__)
+
+# Room for the multipart framing around the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class PayloadTooLarge(ApiError):
+    """The upload is larger than MAX_UPLOAD_MB."""
+
+    status = 413
+
+
+def _safe_filename(raw):
+    """Return the client's file name without any folder part or control characters, at most 255 characters."""
+    name = PureWindowsPath(PurePosixPath(raw or "").name).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:255] or "upload.pdf"
+
+
+@bp.post("/files")
+def upload_file():
+    """Upload a PDF as multipart field ``file``; 201 ``{file_id, filename, size}`` with ``Location``.
+
+    :raise 413: larger than MAX_UPLOAD_MB (refused before the body is read when Content-Length says so).
+    :raise 415: not multipart/form-data, or bytes that do not start with ``%PDF-``.
+    :raise 422: no ``file`` field; an empty, corrupt, encrypted or page-less PDF (``detail`` says which).
+    """
+    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    too_large = PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
+    if request.content_length is not None and request.content_length > limit + _MULTIPART_OVERHEAD:
+        raise too_large
+    # Also bounds a body sent without Content-Length (chunked): werkzeug stops reading past it with a 413.
+    request.max_content_length = limit + _MULTIPART_OVERHEAD
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType("Upload the file as multipart/form-data, in a field named 'file'.")
+    upload = request.files.get("file")
+    if upload is None:
+        raise Unprocessable("The multipart field 'file' is missing.", errors={"file": ["Missing data for required field."]})
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    try:
+        page_count, text = pdf.extract(data)
+    except pdf.NotAPdf as exc:
+        raise UnsupportedMediaType(f"Only PDF files are accepted: {exc}.") from None
+    except pdf.UnreadablePdf as exc:
+        raise Unprocessable(f"The PDF cannot be read: {exc}.") from None
+    with db.connection() as conn:
+        row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
+                     content_type=(upload.mimetype or "application/octet-stream")[:255], size_bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
+                     text_content=text.replace("\x00", ""))
+    return json_body_response(row["body"], status=201, headers={"Location": f"/files/{row['id']}"})
+
+
+@bp.get("/files/<file_id>")
+def get_file(file_id):
+    """Return a file's metadata: ``{file_id, filename, content_type, size, sha256, page_count, created_at}``.
+
+    :raise 404: unknown file.
+    """
+    return query_json_response("get_file_json", "File not found", file_id=parse_id(file_id, "File"))
+
+
+@bp.delete("/files/<file_id>")
+def delete_file(file_id):
+    """Delete a file; 204. Nodes that name it fail their step from then on.
+
+    :raise 404: unknown file.
+    """
+    with db.connection() as conn:
+        if db.one(conn, "delete_file", file_id=parse_id(file_id, "File")) is None:
+            raise NotFound("File not found")
+    return "", 204
