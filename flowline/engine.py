@@ -74,6 +74,8 @@ class RunContext:
     deadline: float
     provider: object
     pool: object = None
+    # The run's input file: what extract_text nodes without a file_id of their own read.
+    input_file_id: object = None
     # A connection held for the whole run (only when no node waits on the outside world), else None:
     # each write then takes a pooled connection of its own.
     conn: object = None
@@ -108,13 +110,15 @@ def _run_generative_ai(config, text, ctx):
 
 
 def _run_extract_text(config, text, ctx):
-    if config["file_id"] is None:
+    file_id = config["file_id"] or ctx.input_file_id
+    if file_id is None:
         return text, "no file given: the input text passed through unchanged"
     with _connection(ctx) as conn:
-        row = db.one(conn, "get_file_text", file_id=config["file_id"])
+        row = db.one(conn, "get_file_text", file_id=file_id)
     if row is None:
-        raise InputRejected(f"file {config['file_id']} not found (it may have been deleted)")
-    return row["text_content"], f"text of file {config['file_id']}, extracted with pypdf at upload"
+        raise InputRejected(f"file {file_id} not found (it may have been deleted)")
+    source = "the node's" if config["file_id"] else "the run's input"
+    return row["text_content"], f"text of {source} file {file_id}, extracted with pypdf at upload"
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ def execute(ctx, nodes, text):
     return outcome
 
 
-def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provider, worker_id):
+def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provider, worker_id, input_file_id=None):
     """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
 
     The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the
@@ -261,12 +265,13 @@ def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provide
     lease_token = uuid.uuid4()
     lease_seconds = timeout_s + lease_seconds
     with db.connection(pool) as conn:
-        row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": input_text}),
+        row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": input_text, "file_id": input_file_id and str(input_file_id)}),
                      lease_token=lease_token, lease_seconds=lease_seconds, worker_id=worker_id)
         if row is None:
             return None
         ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
-                         deadline=time.monotonic() + timeout_s, provider=provider, pool=pool)
+                         deadline=time.monotonic() + timeout_s, provider=provider, pool=pool,
+                         input_file_id=input_file_id)
         if not any(_is_slow(node) for node in row["nodes"]):
             ctx.conn = conn
             return row["id"], execute(ctx, row["nodes"], input_text)

@@ -114,9 +114,11 @@ class NodeCreateSchema(Schema):
 
 
 class RunRequestSchema(Schema):
-    """Body of ``POST /workflows/{id}/run`` (optional): the text the first node receives."""
+    """Body of ``POST /workflows/{id}/run`` (optional): the text the first node receives, and a file that
+    ``extract_text`` nodes without a ``file_id`` of their own read."""
 
     input_text = Text(load_default="")
+    file_id = fields.UUID(load_default=None)
 
 
 class WorkflowPatchSchema(Schema):

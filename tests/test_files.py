@@ -116,3 +116,18 @@ def test_a_file_deleted_later_fails_the_step_with_a_clear_error(client, failing_
     response = client.post(f"/workflows/{workflow_id}/run")
     assert response.status_code == 422
     assert response.json["detail"] == f"file {file_id} not found (it may have been deleted)"
+
+
+def test_a_run_can_name_the_file_its_extract_text_nodes_read(client, upload, workflow, sql):
+    file_id = upload(make_pdf(JAPANESE)).json["file_id"]
+    workflow_id = workflow([("extract_text", {}), ("formatter", {"rules": ["full_to_half"]})])
+    response = client.post(f"/workflows/{workflow_id}/run", json={"file_id": file_id})
+    assert response.status_code == 200
+    assert response.json["final_output"] == "日本語のテキスト:ABC123 ｱｲｳ カタカナ ひらがな 漢字。"
+    step = client.get(f"/runs/{response.json['run_id']}").json["steps"][0]
+    assert "the run's input file" in step["note"]
+    stored = sql.execute("SELECT input FROM runs WHERE id = %s", (response.json["run_id"],)).fetchone()["input"]
+    assert stored == {"input_text": "", "file_id": file_id}
+
+    missing = client.post(f"/workflows/{workflow_id}/run", json={"file_id": "6f1c2d3e-0000-4000-8000-000000000000"})
+    assert missing.status_code == 422 and "not found" in missing.json["errors"]["file_id"][0]

@@ -4,6 +4,7 @@ import os
 import socket
 
 from flask import Blueprint, current_app, jsonify
+from marshmallow import ValidationError
 from psycopg.errors import ForeignKeyViolation
 
 from .. import db, engine
@@ -21,19 +22,24 @@ _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 
 @bp.post("/workflows/<workflow_id>/run")
 def run_workflow(workflow_id):
-    """Run a workflow in the request on ``input_text`` (default ""); 200 ``{final_output, run_id}``.
+    """Run a workflow in the request on ``input_text`` (default "") and optionally a ``file_id`` that
+    extract_text nodes without their own read; 200 ``{final_output, run_id}``.
 
     A failed run is persisted as Failed and answered with ``{detail, run_id}``: 422 when a node rejected its
     input or configuration, 502 when a provider failed, 504 when SYNC_RUN_TIMEOUT_S was hit, 500 for a bug.
 
     :raise 404: unknown workflow.
-    :raise 422: an invalid body, or input_text over MAX_INPUT_CHARS.
+    :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_run_schema, optional=True)
     config = current_app.config
     if len(data["input_text"]) > config["MAX_INPUT_CHARS"]:
         raise Unprocessable(f"input_text is longer than {config['MAX_INPUT_CHARS']} characters.")
+    if data["file_id"] is not None:
+        with db.connection() as conn:
+            if db.one(conn, "file_exists", file_id=data["file_id"]) is None:
+                raise ValidationError({"file_id": [f"File {data['file_id']} not found: upload it first (POST /files)."]})
     try:
         result = engine.run_sync(
             db.app_pool(),
@@ -43,6 +49,7 @@ def run_workflow(workflow_id):
             lease_seconds=config["RUN_LEASE_SECONDS"],
             provider=current_app.extensions["flowline.provider"],
             worker_id=_WORKER_ID,
+            input_file_id=data["file_id"],
         )
     except ForeignKeyViolation:
         result = None  # the workflow was deleted while the run was being created
