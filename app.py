@@ -12,7 +12,7 @@ from flask_cors import CORS
 
 from flowline import config as settings
 from flowline import db, errors, logs, providers
-from flowline.blueprints import files, health, nodes, runs, workflows
+from flowline.blueprints import files, health, nodes, openapi, runs, workflows
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -78,7 +78,7 @@ def create_app(config=None):
         response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
         return response
 
-    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp):
+    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     return app

@@ -5,7 +5,7 @@ Unknown keys are rejected (marshmallow's default ``unknown=RAISE``), so a typo i
 
 import math
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from . import formatter
 
@@ -157,3 +157,178 @@ class RunsQuerySchema(PageQuerySchema):
     """Query of ``GET /workflows/{id}/runs``: ``status`` filters; ``limit`` or ``cursor`` turn pagination on."""
 
     status = fields.String(validate=validate.OneOf(("Pending", "Running", "Succeeded", "Failed", "Cancelled")))
+
+
+# --- responses (documentation only: never used to load or dump; see flowline/openapi.py) --------------------
+# ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
+
+RUN_STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+
+
+class WorkflowSchema(Schema):
+    """A workflow, without its nodes."""
+
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True, metadata={"description": "Bumped on every change (the ETag)."})
+
+
+class WorkflowNodeSchema(Schema):
+    """A node as listed in its workflow (``config`` exactly as sent)."""
+
+    id = fields.UUID(required=True)
+    node_type = fields.String(required=True, metadata={"enum": list(NODE_TYPES)})
+    config = fields.Dict(required=True)
+    position = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True)
+
+
+class NodeSchema(WorkflowNodeSchema):
+    """One node, read or changed on its own."""
+
+    workflow_id = fields.UUID(required=True)
+
+
+class WorkflowWithNodesSchema(WorkflowSchema):
+    """A workflow and its nodes in position order."""
+
+    nodes = fields.List(fields.Nested(WorkflowNodeSchema), required=True)
+
+
+class WorkflowListSchema(Schema):
+    """One page of workflows, newest first."""
+
+    workflows = fields.List(fields.Nested(WorkflowSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
+
+
+class NodeAddedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/nodes``."""
+
+    message = fields.String(required=True, metadata={"enum": ["Node added"]})
+    node_id = fields.UUID(required=True)
+    position = fields.Integer(required=True)
+
+
+class RunSchema(Schema):
+    """A run: every key is always present (null when empty)."""
+
+    id = fields.UUID(required=True)
+    workflow_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    final_output = fields.String(required=True, allow_none=True)
+    mode = fields.String(required=True, metadata={"enum": ["sync", "async"]})
+    attempt = fields.Integer(required=True)
+    max_attempts = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class StepSchema(Schema):
+    """One executed node of a run attempt: every key is always present (null when empty)."""
+
+    id = fields.UUID(required=True)
+    run_id = fields.UUID(required=True)
+    node_id = fields.UUID(required=True, allow_none=True, metadata={"description": "null once the node is deleted"})
+    node_type = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+    input_text = fields.String(required=True, allow_none=True)
+    output_text = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    position = fields.Integer(required=True)
+    config_snapshot = fields.Dict(required=True)
+    note = fields.String(required=True, allow_none=True)
+
+
+class RunDetailSchema(Schema):
+    """Answer of ``GET /runs/{run_id}``: the run and its steps in execution order."""
+
+    run = fields.Nested(RunSchema, required=True)
+    steps = fields.List(fields.Nested(StepSchema), required=True)
+
+
+class RunListSchema(Schema):
+    """A workflow's runs, newest first; ``next_cursor`` only when paginated (``limit`` or ``cursor`` given)."""
+
+    runs = fields.List(fields.Nested(RunSchema), required=True)
+    next_cursor = fields.String(allow_none=True, metadata={"description": "present when paginated; null on the last page"})
+
+
+class RunResultSchema(Schema):
+    """Answer of a successful ``POST /workflows/{id}/run``."""
+
+    final_output = fields.String(required=True, allow_none=True)
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Succeeded"]})
+
+
+class RunEventSchema(Schema):
+    """One status transition of a run."""
+
+    id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    at = fields.DateTime(required=True)
+    attempt = fields.Integer(required=True)
+    worker_id = fields.String(required=True, allow_none=True)
+    note = fields.String(required=True, allow_none=True)
+
+
+class RunEventsSchema(Schema):
+    """Answer of ``GET /runs/{run_id}/events``, oldest first."""
+
+    events = fields.List(fields.Nested(RunEventSchema), required=True)
+
+
+class FileCreatedSchema(Schema):
+    """Answer of ``POST /files``."""
+
+    file_id = fields.UUID(required=True)
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+
+
+class FileSchema(FileCreatedSchema):
+    """A file's metadata (never its bytes)."""
+
+    content_type = fields.String(required=True)
+    sha256 = fields.String(required=True)
+    page_count = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class LivenessSchema(Schema):
+    """Answer of ``GET /livez``."""
+
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class ReadinessSchema(Schema):
+    """Answer of ``GET /readyz`` when ready."""
+
+    status = fields.String(required=True, metadata={"enum": ["ready"]})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    llm_provider = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error: ``detail``; on 422 ``errors`` (marshmallow's messages keyed by field, nested as the payload);
+    some errors add keys: ``run_id`` and ``status`` (a failed run), ``etag`` (412), ``checks`` (503 from /readyz)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    detail = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "422 only: messages keyed by field"})
+    run_id = fields.UUID()
+    status = fields.String()
+    etag = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
