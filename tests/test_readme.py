@@ -20,7 +20,8 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
                             env={"BASE": server.base, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 0, result.stderr
     (added_1, added_2, added_3, workflow, runs, run, missing, invalid, ready,
-     renamed, too_late, workflows_page, runs_page, events) = _json_documents(result.stdout)
+     renamed, too_late, workflows_page, runs_page, events,
+     node, patched, reordered, deleted) = _json_documents(result.stdout)
     assert added_1["message"] == added_2["message"] == added_3["message"] == "Node added"
     assert [n["node_type"] for n in workflow["nodes"]] == ["formatter", "generative_ai", "formatter"]
     assert runs["runs"][0]["final_output"] == run["run"]["final_output"] == "SUMMARISE: INVOICE テスト"
@@ -32,6 +33,8 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     assert len(workflows_page["workflows"]) == 1 and workflows_page["next_cursor"] is None
     assert [r["id"] for r in runs_page["runs"]] == [run["run"]["id"]]
     assert [e["status"] for e in events["events"]] == ["Running", "Succeeded"]
+    assert node["config"] == {"rules": ["normalize_width", "strip"]} and patched["config"] == {"rules": ["strip"]}
+    assert [n["id"] for n in reordered["nodes"]][-1] == node["id"] and deleted == {"deleted": 204}
 
 
 def _json_documents(text):
