@@ -17,6 +17,7 @@ import httpx
 
 from .config import mask_secret_url
 from .engine import ProviderFailed, RunTimedOut
+from .schemas import unstorable_reason
 
 log = logging.getLogger("flowline.providers")
 
@@ -104,17 +105,6 @@ def _error_code(body):
         if isinstance(value, str) and 0 < len(value) <= 64 and set(value) <= _ERROR_CODE_CHARS:
             return value
     return ""
-
-
-def _storable(text):
-    """True when PostgreSQL can store ``text``: no NUL character, no unpaired surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown_model(value, requested):
@@ -255,7 +245,7 @@ class OpenAIProvider:
             text = choice = None
         if not isinstance(text, str):
             self._fail(ProviderFailed, "LLM provider returned a malformed response (no choices[0].message.content)")
-        if not _storable(text):
+        if unstorable_reason(text):
             self._fail(ProviderFailed, "LLM provider returned text that cannot be stored (a NUL character or an "
                                        "unpaired surrogate)")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}

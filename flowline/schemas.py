@@ -12,17 +12,25 @@ from . import formatter
 NODE_TYPES = ("extract_text", "generative_ai", "formatter")
 
 
+def unstorable_reason(text):
+    """Return why PostgreSQL cannot store ``text`` (a NUL character, an unpaired surrogate), or None if it can."""
+    if "\x00" in text:
+        return "Must not contain NUL (\\u0000) characters."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Must be valid Unicode (unpaired surrogate escape)."
+    return None
+
+
 class Text(fields.String):
     """A string PostgreSQL can store: no NUL characters and no unpaired surrogates."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in value:
-            raise ValidationError("Must not contain NUL (\\u0000) characters.")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError("Must be valid Unicode (unpaired surrogate escape).") from None
+        reason = unstorable_reason(value)
+        if reason:
+            raise ValidationError(reason)
         return value
 
 
