@@ -38,7 +38,9 @@ def extract(data):
         pages = reader.pages
         if len(pages) == 0:
             raise UnreadablePdf("the PDF has no pages")
-        return len(pages), "\n".join(page.extract_text().rstrip("\n") for page in pages)
+        text = "\n".join(page.extract_text().rstrip("\n") for page in pages)
+        # What PostgreSQL cannot store (NUL, unpaired surrogates from broken font maps) is dropped or replaced.
+        return len(pages), text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     except (PyPdfError, DependencyError) as exc:
         raise UnreadablePdf(f"the PDF is corrupt or truncated ({type(exc).__name__})") from None
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:

@@ -61,7 +61,7 @@ def upload_file():
         row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
                      content_type=(upload.mimetype or "application/octet-stream")[:255], size_bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
-                     text_content=text.replace("\x00", ""))
+                     text_content=text)
     return json_body_response(row["body"], status=201, headers={"Location": f"/files/{row['id']}"})
 
 
