@@ -67,8 +67,20 @@ def query_json_response(query_name, not_found, /, **params):
         row = db.one(conn, query_name, **params)
     if row is None:
         raise NotFound(not_found)
-    headers = {"ETag": f'"{row["version"]}"'} if "version" in row else None
-    return json_body_response(row["body"], headers=headers)
+    return row_json_response(row)
+
+
+def etag(version):
+    """Return the ETag of a row at ``version``: what reads send and If-Match (expected_versions) sends back."""
+    return f'"{version}"'
+
+
+def row_json_response(row, status=200, headers=None):
+    """Serve ``row["body"]``, JSON text PostgreSQL built, with ``row["version"]`` (when present) as the ETag."""
+    headers = dict(headers or {})
+    if "version" in row:
+        headers["ETag"] = etag(row["version"])
+    return json_body_response(row["body"], status=status, headers=headers)
 
 
 def load_query(schema):
@@ -132,8 +144,8 @@ def expected_versions():
 def precondition_failed(current_version):
     """Return the 412 error for a write whose If-Match did not name ``current_version``."""
     return PreconditionFailed(
-        f'If-Match does not match the current ETag "{current_version}": the resource changed since you read it.',
-        etag=f'"{current_version}"')
+        f"If-Match does not match the current ETag {etag(current_version)}: the resource changed since you read it.",
+        etag=etag(current_version))
 
 
 def workflow_write_refused(conn, workflow_id):

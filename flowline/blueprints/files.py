@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, request
 
 from .. import db, pdf
 from ..errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType
-from ..http import json_body_response, parse_id, query_json_response
+from ..http import parse_id, query_json_response, row_json_response
 
 bp = Blueprint("files", __name__)
 
@@ -62,7 +62,7 @@ def upload_file():
                      content_type=(upload.mimetype or "application/octet-stream")[:255], size_bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
                      text_content=text)
-    return json_body_response(row["body"], status=201, headers={"Location": f"/files/{row['id']}"})
+    return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
 
 
 @bp.get("/files/<file_id>")

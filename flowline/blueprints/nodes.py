@@ -10,8 +10,8 @@ from psycopg.types.json import Jsonb
 
 from .. import db
 from ..errors import NotFound, Unprocessable
-from ..http import (expected_versions, json_body_response, load_json, parse_id, precondition_failed,
-                    query_json_response, workflow_write_refused)
+from ..http import (expected_versions, load_json, parse_id, precondition_failed, query_json_response,
+                    row_json_response, workflow_write_refused)
 from ..schemas import CONFIG_SCHEMAS, NodeCreateSchema, NodeOrderSchema, NodePatchSchema
 
 bp = Blueprint("nodes", __name__)
@@ -98,7 +98,7 @@ def change_node(workflow_id, node_id):
                      config=Jsonb(config), expected_versions=expected_versions())
         if row is None:
             raise precondition_failed(current["version"])
-    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+    return row_json_response(row)
 
 
 @bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
@@ -141,7 +141,7 @@ def reorder_nodes(workflow_id):
             raise Unprocessable("node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + ".")
         db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
         row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
-    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+    return row_json_response(row)
 
 
 def _order_problems(wanted, existing):

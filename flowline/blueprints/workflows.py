@@ -3,8 +3,8 @@
 from flask import Blueprint
 
 from .. import db
-from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, expected_versions, json_body_response, load_json,
-                    load_query, page_response, parse_id, query_json_response, workflow_write_refused)
+from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, expected_versions, load_json, load_query, page_response,
+                    parse_id, query_json_response, row_json_response, workflow_write_refused)
 from ..schemas import PageQuerySchema, WorkflowCreateSchema, WorkflowPatchSchema
 
 bp = Blueprint("workflows", __name__)
@@ -23,7 +23,7 @@ def create_workflow():
     data = load_json(_create_schema)
     with db.connection() as conn:
         row = db.one(conn, "create_workflow", name=data["name"])
-    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+    return row_json_response(row)
 
 
 @bp.get("/workflows/<workflow_id>")
@@ -66,7 +66,7 @@ def rename_workflow(workflow_id):
                      expected_versions=expected_versions())
         if row is None:
             raise workflow_write_refused(conn, workflow_id)
-    return json_body_response(row["body"], headers={"ETag": f'"{row["version"]}"'})
+    return row_json_response(row)
 
 
 @bp.delete("/workflows/<workflow_id>")
