@@ -59,11 +59,16 @@ def error_response(http_status, detail, /, **extra):
     return response
 
 
-def _database_unavailable(exc):
-    log.warning("database unavailable: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
-    response = error_response(503, "The database is unavailable or busy; retry shortly.")
+def unavailable_response(detail, /, **extra):
+    """Return the 503 for a database that is down or busy, with ``Retry-After`` so clients come back soon."""
+    response = error_response(503, detail, **extra)
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _database_unavailable(exc):
+    log.warning("database unavailable: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+    return unavailable_response("The database is unavailable or busy; retry shortly.")
 
 
 def register(app):

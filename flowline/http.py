@@ -152,3 +152,16 @@ def workflow_write_refused(conn, workflow_id):
     """Return the error for a conditional write to ``workflow_id`` that changed nothing: 404 or 412."""
     row = db.one(conn, "get_workflow_version", workflow_id=workflow_id)
     return NotFound("Workflow not found") if row is None else precondition_failed(row["version"])
+
+
+def require_file(conn, file_id, *field_path):
+    """Check that ``file_id`` names an uploaded file.
+
+    :raise marshmallow.ValidationError: 422 with the message nested under ``field_path`` (e.g. config, file_id).
+    """
+    if db.one(conn, "file_exists", file_id=file_id) is not None:
+        return
+    errors = [f"File {file_id} not found: upload it first (POST /files)."]
+    for field in reversed(field_path):
+        errors = {field: errors}
+    raise ValidationError(errors)

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 from psycopg_pool import PoolTimeout
 
 from .. import db, migrations
-from ..errors import error_response
+from ..errors import error_response, unavailable_response
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("flowline.health")
@@ -28,9 +28,7 @@ def readyz():
             todo = migrations.pending(conn)
     except (PoolTimeout, psycopg.OperationalError) as exc:
         log.warning("readiness: database unreachable (%s)", type(exc).__name__)
-        response = error_response(503, "The database is unreachable.", checks={"database": "unreachable"})
-        response.headers["Retry-After"] = "1"
-        return response
+        return unavailable_response("The database is unreachable.", checks={"database": "unreachable"})
     if todo:
         log.error("schema is behind: %d migration(s) pending (%s); run `make migrate`", len(todo), ", ".join(todo))
         return error_response(503, f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from .. import db
 from ..errors import NotFound, Unprocessable
 from ..http import (expected_versions, load_json, parse_id, precondition_failed, query_json_response,
-                    row_json_response, workflow_write_refused)
+                    require_file, row_json_response, workflow_write_refused)
 from ..schemas import CONFIG_SCHEMAS, NodeCreateSchema, NodeOrderSchema, NodePatchSchema
 
 bp = Blueprint("nodes", __name__)
@@ -27,8 +27,8 @@ def _check_file_exists(conn, node_type, config):
     :raise ValidationError: 422 keyed ``config.file_id`` when it does not.
     """
     file_id = config.get("file_id") if node_type == "extract_text" else None
-    if file_id is not None and db.one(conn, "file_exists", file_id=file_id) is None:
-        raise ValidationError({"config": {"file_id": [f"File {file_id} not found: upload it first (POST /files)."]}})
+    if file_id is not None:
+        require_file(conn, file_id, "config", "file_id")
 
 
 def _lock_workflow(conn, workflow_id, versions=None):

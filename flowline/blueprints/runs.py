@@ -4,13 +4,12 @@ import os
 import socket
 
 from flask import Blueprint, current_app, jsonify
-from marshmallow import ValidationError
 from psycopg.errors import ForeignKeyViolation
 
 from .. import db, engine
 from ..errors import NotFound, Unprocessable, error_response
 from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
-                    query_json_response)
+                    query_json_response, require_file)
 from ..schemas import RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)
@@ -38,8 +37,7 @@ def run_workflow(workflow_id):
         raise Unprocessable(f"input_text is longer than {config['MAX_INPUT_CHARS']} characters.")
     if data["file_id"] is not None:
         with db.connection() as conn:
-            if db.one(conn, "file_exists", file_id=data["file_id"]) is None:
-                raise ValidationError({"file_id": [f"File {data['file_id']} not found: upload it first (POST /files)."]})
+            require_file(conn, data["file_id"], "file_id")
     try:
         result = engine.run_sync(
             db.app_pool(),
