@@ -5,6 +5,7 @@ stays a plain libpq URL and is converted here, for yoyo only.
 """
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -27,9 +28,15 @@ def yoyo_url(database_url):
 
 def migration_ids():
     """Return the ids of the migrations on disk, in apply order."""
+    return list(_migration_ids_on_disk())
+
+
+@functools.lru_cache(maxsize=1)
+def _migration_ids_on_disk():
+    # Read once per process: /readyz asks on every probe, and the files only change with a deploy (a restart).
     from yoyo import read_migrations
 
-    return [m.id for m in read_migrations(str(MIGRATIONS_DIR))]
+    return tuple(m.id for m in read_migrations(str(MIGRATIONS_DIR)))
 
 
 def pending(conn):
