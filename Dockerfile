@@ -1,5 +1,6 @@
-# Flowline's API image: gunicorn serving 'app:create_app()'. Migrations run from the same image as a one-shot
-# (`python -m flowline.migrations apply`, the compose `migrate` service); this image never applies them itself.
+# Flowline's image: gunicorn serving 'app:create_app()' (the api service) or `flask --app app worker` (the worker
+# service). Migrations run from the same image as a one-shot (`python -m flowline.migrations apply`, the compose
+# `migrate` service); this image never applies them itself.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

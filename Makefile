@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## Serve on 127.0.0.1:8000 (BIND=host:port to change): migrations first, then gunicorn. Ctrl-C stops it.
+## Serve on 127.0.0.1:8000 (BIND=host:port to change): migrations first, then gunicorn and one worker. Ctrl-C stops them.
 run: venv
 	$(LOCAL_PG) scripts/serve.sh
 

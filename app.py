@@ -11,7 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from flowline import config as settings
-from flowline import db, errors, logs, providers
+from flowline import db, errors, logs, providers, worker
 from flowline.blueprints import files, health, nodes, openapi, runs, workflows
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -81,4 +81,5 @@ def create_app(config=None):
     for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
+    app.cli.add_command(worker.worker_command)
     return app

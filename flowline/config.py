@@ -89,6 +89,15 @@ def from_env(env=None):
         "STATEMENT_TIMEOUT_MS": _int(env, "STATEMENT_TIMEOUT_MS", 5000, minimum=0),
         "SYNC_RUN_TIMEOUT_S": _float(env, "SYNC_RUN_TIMEOUT_S", 25.0, minimum=0.1),
         "RUN_LEASE_SECONDS": _int(env, "RUN_LEASE_SECONDS", 30, minimum=1),
+        # Async runs: attempts per run, the backoff before a retry (doubling each attempt) and a run's time bound.
+        "RUN_MAX_ATTEMPTS": _int(env, "RUN_MAX_ATTEMPTS", 3, minimum=1),
+        "RUN_RETRY_BACKOFF_S": _float(env, "RUN_RETRY_BACKOFF_S", 2.0, minimum=0.0),
+        "ASYNC_RUN_TIMEOUT_S": _float(env, "ASYNC_RUN_TIMEOUT_S", 600.0, minimum=0.1),
+        # Workers: threads per process, the longest wait for work when no notification arrives, and how long a
+        # stopping worker waits for its current runs before leaving them to the lease sweep.
+        "WORKER_CONCURRENCY": _int(env, "WORKER_CONCURRENCY", 2, minimum=1),
+        "WORKER_POLL_INTERVAL_S": _float(env, "WORKER_POLL_INTERVAL_S", 1.0, minimum=0.05),
+        "WORKER_DRAIN_TIMEOUT_S": _float(env, "WORKER_DRAIN_TIMEOUT_S", 60.0, minimum=0.0),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
         "CORS_ORIGINS": origins,

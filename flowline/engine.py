@@ -27,6 +27,8 @@ class StepFailed(Exception):
     """A node could not produce its output; the run fails with this message."""
 
     http_status = 422
+    # True when another attempt may well succeed (an async run is then re-queued with backoff).
+    retryable = False
 
 
 class InputRejected(StepFailed):
@@ -39,6 +41,18 @@ class ProviderFailed(StepFailed):
     """An external provider failed or timed out."""
 
     http_status = 502
+
+
+class ProviderUnavailable(ProviderFailed):
+    """An external provider was overloaded, failing or unreachable (429, 5xx, timeout): worth another attempt."""
+
+    retryable = True
+
+
+class RunCancelled(StepFailed):
+    """A client cancelled the run; it stopped at a node boundary."""
+
+    http_status = 409
 
 
 class RunTimedOut(StepFailed):
@@ -80,6 +94,12 @@ class RunContext:
     # each write then takes a pooled connection of its own.
     conn: object = None
     steps: list = field(default_factory=list)
+    attempt: int = 1
+    max_attempts: int = 1
+    # Base of the exponential backoff before a retryable failure's next attempt; None: never retried (sync runs).
+    retry_backoff_s: float | None = None
+    # Set when a write or heartbeat learns that a client asked to cancel: the run stops at its next node boundary.
+    cancel_requested: bool = False
 
 
 def _now():
@@ -135,6 +155,15 @@ EXECUTORS = {
 }
 
 
+# Longest wait between two attempts of an async run.
+MAX_RETRY_BACKOFF_S = 300.0
+
+
+def retry_backoff(base_s, attempt):
+    """Return the wait before the attempt after ``attempt``: base, then doubling, capped at MAX_RETRY_BACKOFF_S."""
+    return min(MAX_RETRY_BACKOFF_S, base_s * 2 ** (attempt - 1))
+
+
 def _flushed(ctx, row):
     """Forget the buffered steps once written; raise LeaseLost when the write was fenced off."""
     if not row["held"]:
@@ -146,27 +175,60 @@ def _connection(ctx):
     return nullcontext(ctx.conn) if ctx.conn is not None else db.connection(ctx.pool)
 
 
+def renew_lease(conn, ctx, steps=()):
+    """Write ``steps`` (none: a heartbeat) and renew the lease; note a client's cancellation request.
+
+    Returns False, writing nothing, when the lease is no longer held.
+    """
+    row = db.one(conn, "save_run_steps", run_id=ctx.run_id, lease_token=ctx.lease_token,
+                 steps=Jsonb(list(steps)), lease_seconds=ctx.lease_seconds)
+    if row["cancel_requested"]:
+        ctx.cancel_requested = True
+    return bool(row["held"])
+
+
 def _save_steps(ctx):
     """Write the buffered steps and renew the lease."""
     with _connection(ctx) as conn:
-        row = db.one(conn, "save_run_steps", run_id=ctx.run_id, lease_token=ctx.lease_token,
-                     steps=Jsonb(ctx.steps), lease_seconds=ctx.lease_seconds)
-    _flushed(ctx, row)
+        held = renew_lease(conn, ctx, ctx.steps)
+    _flushed(ctx, {"held": held})
+
+
+def _retries(ctx, outcome):
+    return (outcome.status == "Failed" and outcome.error.retryable and ctx.retry_backoff_s is not None
+            and ctx.attempt < ctx.max_attempts)
 
 
 def _finish(ctx, outcome, note):
-    """Write the buffered steps and the run's outcome, its final event, and release the lease."""
-    error_message = None if outcome.error is None else str(outcome.error)
+    """Write the buffered steps and the run's outcome, its final event, and release the lease.
+
+    A retryable failure of an attempt that has another goes back to the queue instead: ``outcome.status``
+    becomes Pending (or Cancelled, when a client asked meanwhile).
+    """
+    error_message = None if outcome.error is None or outcome.status == "Cancelled" else str(outcome.error)
     with _connection(ctx) as conn:
-        row = db.one(conn, "finish_run", run_id=ctx.run_id, lease_token=ctx.lease_token, steps=Jsonb(ctx.steps),
-                     status=outcome.status, final_output=outcome.final_output, error_message=error_message,
-                     note=note)
+        if _retries(ctx, outcome):
+            backoff = retry_backoff(ctx.retry_backoff_s, ctx.attempt)
+            row = db.one(conn, "requeue_run", run_id=ctx.run_id, lease_token=ctx.lease_token,
+                         steps=Jsonb(ctx.steps), backoff_seconds=backoff, error_message=error_message,
+                         note=f"attempt {ctx.attempt} of {ctx.max_attempts} {note}; retrying in {backoff:g} s")
+            if row["held"]:
+                outcome.status = row["status"]
+        else:
+            row = db.one(conn, "finish_run", run_id=ctx.run_id, lease_token=ctx.lease_token,
+                         steps=Jsonb(ctx.steps), status=outcome.status, final_output=outcome.final_output,
+                         error_message=error_message, note=note)
     _flushed(ctx, row)
 
 
 def _is_slow(node):
     executor = EXECUTORS.get(node["node_type"])
     return executor is not None and executor.slow
+
+
+def waits_outside(nodes):
+    """Return True when one of ``nodes`` waits on the outside world: such a run must not hold a connection."""
+    return any(_is_slow(node) for node in nodes)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -209,7 +271,8 @@ def execute(ctx, nodes, text):
     """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
     order) on ``text`` and record it all.
 
-    Returns the Outcome; the run row is finished (Succeeded or Failed) by the time this returns.
+    Returns the Outcome; by the time this returns the run row is finished (Succeeded, Failed or Cancelled) or,
+    after a retryable failure with attempts left, back in the queue (Pending).
     :raise LeaseLost: when the run's lease was lost (nothing more was written).
     """
     outcome = Outcome("Succeeded")
@@ -227,6 +290,10 @@ def execute(ctx, nodes, text):
             "error_message": None,
             "note": None,
         }
+        if ctx.cancel_requested:
+            outcome = Outcome("Cancelled", error=RunCancelled(
+                f"cancelled by a client at a node boundary: {index} of {len(nodes)} node(s) ran"))
+            break
         if time.monotonic() >= ctx.deadline:
             outcome = Outcome("Failed", error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"))
             break
@@ -243,11 +310,16 @@ def execute(ctx, nodes, text):
         step.update(status="Succeeded", finished_at=_now(), output_text=output, note=note)
         ctx.steps.append(step)
         text = output
+        if _is_slow(node) and index + 1 < len(nodes):
+            # Show the slow node's result now, and learn whether a client cancelled the run meanwhile.
+            _save_steps(ctx)
     else:
         outcome.final_output = text
 
     if outcome.status == "Succeeded":
         note = f"succeeded after {len(nodes)} step(s)"
+    elif outcome.status == "Cancelled":
+        note = str(outcome.error)
     else:
         note = f"failed: {outcome.error}"
     _finish(ctx, outcome, note)
@@ -272,7 +344,7 @@ def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provide
         ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
                          deadline=time.monotonic() + timeout_s, provider=provider, pool=pool,
                          input_file_id=input_file_id)
-        if not any(_is_slow(node) for node in row["nodes"]):
+        if not waits_outside(row["nodes"]):
             ctx.conn = conn
             return row["id"], execute(ctx, row["nodes"], input_text)
     # A slow node: the connection went back to the pool, and each write takes one while the run waits.

@@ -47,6 +47,8 @@ _SCHEMAS = {
     "RunDetail": schemas.RunDetailSchema,
     "RunList": schemas.RunListSchema,
     "RunResult": schemas.RunResultSchema,
+    "RunQueued": schemas.RunQueuedSchema,
+    "RunCancelled": schemas.RunCancelledSchema,
     "RunEvent": schemas.RunEventSchema,
     "RunEvents": schemas.RunEventsSchema,
     "FileCreated": schemas.FileCreatedSchema,
@@ -75,6 +77,8 @@ _HEADERS = {
 _ERRORS = {
     "400": "Malformed JSON.",
     "404": "Unknown id (also an id that is not a UUID).",
+    "409": "The run is not in a state that allows this: already finished (cancel), or cancelled while it ran "
+           "(sync run; persisted as Cancelled, `run_id` names it).",
     "412": "If-Match names a version that is no longer current; `etag` gives the current one. Nothing changed.",
     "413": "The request body is too large.",
     "415": "The body is not of the required content type.",
@@ -86,6 +90,10 @@ _ERRORS = {
 }
 
 _ID = {"type": "string", "format": "uuid"}
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]+$"},
+                    "description": "Repeating a request with the same key (and body) answers the same run and "
+                                   "queues nothing; the same key with a different body answers 422."}
 _IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
              "description": 'Only if the resource is still at this ETag (e.g. "3"); 412 otherwise. `*` or none: any.'}
 
@@ -185,13 +193,25 @@ PATHS = {
     },
     "/workflows/{workflow_id}/run": {
         "post": _operation("Run a workflow synchronously on input_text", {
-            **_ok("RunResult", "The run succeeded."), **_errors(400, 404, 413, 415, 422, 500, 502, 503, 504)},
+            **_ok("RunResult", "The run succeeded."), **_errors(400, 404, 409, 413, 415, 422, 500, 502, 503, 504)},
             params=[_WF], body=_json_body("RunRequest", required=False), tag="runs"),
     },
     "/workflows/{workflow_id}/runs": {
         "get": _operation("List a workflow's runs, newest first (paginated with limit or cursor)", {
             **_ok("RunList", "The runs (one page when limit or cursor is given)."), **_errors(404, 422, 503)},
             params=[_WF], query=schemas.RunsQuerySchema, tag="runs"),
+        "post": _operation("Queue a run for a worker (async); poll Location for its outcome", {
+            **_ok("RunQueued", "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
+                               "with `Idempotent-Replayed: true`).", "Location", status="202"),
+            **_errors(400, 404, 413, 415, 422, 503)},
+            params=[_WF, _IDEMPOTENCY_KEY], body=_json_body("RunRequest", required=False), tag="runs"),
+    },
+    "/runs/{run_id}/cancel": {
+        "post": _operation("Cancel a run: Pending at once, Running at its next node boundary", {
+            **_ok("RunCancelled", "Cancelled: it was Pending and never starts."),
+            **_ok("RunCancelled", "Requested: it was Running and stops at its next node boundary.", status="202"),
+            **_errors(404, 409, 503)},
+            params=[_RUN], tag="runs"),
     },
     "/runs/{run_id}": {
         "get": _operation("Read a run with its steps in execution order", {

@@ -1,7 +1,7 @@
 """LLM providers for the ``generative_ai`` node, behind one small interface.
 
 ``complete(prompt=, model=, temperature=, max_tokens=, top_p=, timeout=)`` returns a Completion or raises the
-engine's ProviderFailed (HTTP 502) / RunTimedOut (504). ``timeout`` is the time left before the run's deadline.
+engine's ProviderFailed (HTTP 502; ProviderUnavailable when another attempt may succeed) / RunTimedOut (504). ``timeout`` is the time left before the run's deadline.
 Nothing a provider raises, logs or notes contains the API key or the prompt.
 """
 
@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from .config import mask_secret_url
-from .engine import ProviderFailed, RunTimedOut
+from .engine import ProviderFailed, ProviderUnavailable, RunTimedOut
 from .schemas import unstorable_reason
 
 log = logging.getLogger("flowline.providers")
@@ -175,11 +175,11 @@ class OpenAIProvider:
                     # This attempt had only what was left of the run: the run's time bound was hit.
                     self._fail(RunTimedOut, f"run timed out waiting for the LLM provider ({_attempts(attempt)})")
                 if attempt > self.max_retries:
-                    self._fail(ProviderFailed, f"LLM provider {failure.cause} after {_attempts(attempt)}")
+                    self._fail(ProviderUnavailable, f"LLM provider {failure.cause} after {_attempts(attempt)}")
                 delay = self._delay(attempt, failure.retry_after)
                 if time.monotonic() + delay >= deadline:
                     asked = " (it asked to wait " + _seconds(delay) + ")" if failure.retry_after is not None else ""
-                    self._fail(ProviderFailed, f"LLM provider {failure.cause} after {_attempts(attempt)}; "
+                    self._fail(ProviderUnavailable, f"LLM provider {failure.cause} after {_attempts(attempt)}; "
                                                f"no time left before the run's deadline to retry{asked}")
                 log.warning("LLM provider %s (attempt %d of %d); retrying in %s",
                             failure.cause, attempt, self.max_retries + 1, _seconds(delay))

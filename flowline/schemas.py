@@ -279,6 +279,22 @@ class RunResultSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["Succeeded"]})
 
 
+class RunQueuedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/runs``: the queued run (also for a repeat with the same Idempotency-Key)."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Pending"]})
+
+
+class RunCancelledSchema(Schema):
+    """Answer of ``POST /runs/{run_id}/cancel``: Cancelled (it was Pending), or Running with a ``note`` (it stops
+    at its next node boundary)."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Cancelled", "Running"]})
+    note = fields.String()
+
+
 class RunEventSchema(Schema):
     """One status transition of a run."""
 

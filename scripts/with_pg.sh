@@ -88,5 +88,8 @@ fi
 
 export DATABASE_URL="postgresql://postgres@/postgres?host=$SOCK&port=5432"
 export PGBIN
+# A SIGTERM sent to the whole process group (as for Ctrl-C's SIGINT) waits until the command has stopped on its
+# own signal, so a draining worker keeps its database; bash runs the trap once the command is done.
+trap : TERM
 # Not exec: the EXIT trap must run to stop the server.
 "$@"

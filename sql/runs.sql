@@ -31,16 +31,17 @@ SELECT run.id,
 FROM run;
 
 -- name: save_run_steps :one
--- Upserts steps of the lease holder's current attempt and renews its lease; writes nothing once the lease is lost.
+-- Upserts steps of the lease holder's current attempt and renews its lease (the heartbeat, with no steps); writes nothing once the lease is lost.
 WITH run AS (
     UPDATE runs
     SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status = 'Running'
-    RETURNING id, attempt
+    RETURNING id, attempt, cancel_requested_at
 )
 SELECT count(*) AS held,
+       bool_or(run.cancel_requested_at IS NOT NULL) AS cancel_requested,
        coalesce(sum(save_run_steps(run.id, run.attempt, %(steps)s)), 0) AS saved
 FROM run;
 
@@ -126,3 +127,178 @@ SELECT json_build_object(
        )::text AS body
 FROM runs AS r
 WHERE r.id = %(run_id)s;
+
+-- name: enqueue_run :one
+-- Queues an async run (unless the workflow already has a run with this idempotency key), logs its Pending event and wakes idle workers with NOTIFY on commit; no row when the workflow does not exist or the key is taken.
+WITH run AS (
+    INSERT INTO runs (workflow_id, mode, status, input, max_attempts, idempotency_key, request_hash)
+    SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(idempotency_key)s, %(request_hash)s
+    FROM workflows
+    WHERE id = %(workflow_id)s
+    -- The unique constraint decides between concurrent requests with one key: exactly one inserts.
+    ON CONFLICT (workflow_id, idempotency_key) DO NOTHING
+    RETURNING id, attempt
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, note)
+    SELECT id, attempt, 'Pending', 'queued'
+    FROM run
+)
+SELECT run.id
+FROM run
+CROSS JOIN LATERAL (SELECT pg_notify('flowline_runs', '')) AS wake;
+
+-- name: get_run_by_idempotency_key :one
+-- Returns the run a workflow created for an idempotency key, with the hash of the request that created it.
+SELECT id, request_hash
+FROM runs
+WHERE workflow_id = %(workflow_id)s
+  AND idempotency_key = %(idempotency_key)s;
+
+-- name: claim_run :one
+-- Claims the oldest available Pending run, skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
+WITH run AS (
+    UPDATE runs
+    SET status = 'Running',
+        attempt = attempt + 1,
+        lease_token = %(lease_token)s,
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_seconds)s),
+        worker_id = %(worker_id)s,
+        started_at = coalesce(started_at, clock_timestamp())
+    WHERE id = (SELECT id
+                FROM runs
+                -- Served by runs_pending_queue_idx, in its order: oldest available first.
+                WHERE status = 'Pending'
+                  AND available_at <= now()
+                ORDER BY available_at, created_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+      AND status = 'Pending'
+    RETURNING id, workflow_id, input, attempt, max_attempts, worker_id
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
+    SELECT id, attempt, 'Running', worker_id, 'claimed: attempt ' || attempt || ' of ' || max_attempts
+    FROM run
+)
+SELECT run.id,
+       run.input,
+       run.attempt,
+       run.max_attempts,
+       coalesce(
+           (SELECT json_agg(json_build_object('id', n.id, 'position', n.position,
+                                              'node_type', n.node_type, 'config_json', n.config::text)
+                            ORDER BY n.position)
+            FROM nodes AS n
+            WHERE n.workflow_id = run.workflow_id),
+           '[]'::json) AS nodes
+FROM run;
+
+-- name: requeue_run :one
+-- Saves a failed attempt's steps and puts its run back in the queue after a backoff (or cancels it when a client asked meanwhile), logging why; fenced by the lease token.
+WITH run AS (
+    UPDATE runs
+    SET status = CASE WHEN cancel_requested_at IS NULL THEN 'Pending' ELSE 'Cancelled' END,
+        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE clock_timestamp() END,
+        available_at = clock_timestamp() + make_interval(secs => %(backoff_seconds)s),
+        error_message = %(error_message)s,
+        lease_token = NULL,
+        lease_expires_at = NULL
+    WHERE id = %(run_id)s
+      AND lease_token = %(lease_token)s
+      AND status = 'Running'
+    RETURNING id, attempt, status, worker_id
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
+    SELECT id, attempt, status, worker_id,
+           CASE WHEN status = 'Pending' THEN %(note)s ELSE 'cancelled by a client while its attempt failed' END
+    FROM run
+)
+SELECT count(*) AS held,
+       min(run.status) AS status,
+       coalesce(sum(save_run_steps(run.id, run.attempt, %(steps)s)), 0) AS saved
+FROM run;
+
+-- name: cancel_run :one
+-- Cancels a Pending run at once, or asks the holder of a Running run to stop at its next node boundary; returns the status before and after, or no row for an unknown run.
+WITH target AS (
+    SELECT id, status
+    FROM runs
+    WHERE id = %(run_id)s
+    FOR UPDATE
+), cancelled AS (
+    UPDATE runs
+    SET status = 'Cancelled',
+        finished_at = clock_timestamp(),
+        cancel_requested_at = clock_timestamp()
+    FROM target
+    WHERE runs.id = target.id
+      AND target.status = 'Pending'
+    RETURNING runs.id, runs.attempt
+), requested AS (
+    UPDATE runs
+    SET cancel_requested_at = coalesce(runs.cancel_requested_at, clock_timestamp())
+    FROM target
+    WHERE runs.id = target.id
+      AND target.status = 'Running'
+    RETURNING runs.id
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, note)
+    SELECT id, attempt, 'Cancelled', 'cancelled by a client before it started'
+    FROM cancelled
+)
+SELECT target.id,
+       target.status AS previous_status,
+       CASE WHEN target.status = 'Pending' THEN 'Cancelled' ELSE target.status END AS status
+FROM target;
+
+-- name: sweep_expired_leases :many
+-- Takes back up to batch_size runs whose holder stopped renewing its lease: async runs with attempts left are re-queued, the rest fail (sync runs as interrupted) or, when a client asked, are cancelled; their in-progress steps are marked interrupted.
+WITH expired AS (
+    SELECT id, attempt, max_attempts, worker_id,
+           CASE WHEN cancel_requested_at IS NOT NULL THEN 'Cancelled'
+                WHEN mode = 'async' AND attempt < max_attempts THEN 'Pending'
+                ELSE 'Failed' END AS next_status,
+           CASE WHEN cancel_requested_at IS NOT NULL
+                    THEN 'cancelled: its holder ' || worker_id || ' stopped before reaching a node boundary'
+                WHEN mode = 'sync'
+                    THEN 'interrupted: the API process ' || worker_id || ' running it synchronously stopped (lease expired); not retried'
+                WHEN attempt < max_attempts
+                    THEN 'lease of worker ' || worker_id || ' expired during attempt ' || attempt || ' of ' || max_attempts || '; re-queued'
+                ELSE 'interrupted: lease of worker ' || worker_id || ' expired during attempt ' || attempt || ', the last of ' || max_attempts
+           END AS note
+    FROM runs
+    -- Served by runs_running_lease_idx.
+    WHERE status = 'Running'
+      AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+), swept AS (
+    UPDATE runs
+    SET status = expired.next_status,
+        finished_at = CASE WHEN expired.next_status = 'Pending' THEN NULL ELSE clock_timestamp() END,
+        error_message = CASE WHEN expired.next_status = 'Failed' THEN expired.note ELSE runs.error_message END,
+        available_at = clock_timestamp(),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE runs.id = expired.id
+    RETURNING runs.id, runs.attempt, runs.status
+), steps AS (
+    UPDATE run_steps
+    SET status = 'Failed',
+        finished_at = clock_timestamp(),
+        error_message = 'interrupted: the process running this step stopped (its lease expired)'
+    FROM expired
+    WHERE run_steps.run_id = expired.id
+      AND run_steps.attempt = expired.attempt
+      AND run_steps.status = 'Running'
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
+    SELECT id, attempt, next_status, worker_id, note
+    FROM expired
+)
+SELECT swept.id, swept.attempt, swept.status, expired.note
+FROM swept
+JOIN expired USING (id)
+-- Wakes idle workers for the re-queued runs.
+LEFT JOIN LATERAL (SELECT pg_notify('flowline_runs', '') WHERE swept.status = 'Pending') AS wake ON true;

@@ -241,3 +241,65 @@ def failing_workflow(client, workflow, upload):
         return workflow_id, file_id
 
     return make
+
+
+class WorkerProcess:
+    """One `python -m flowline.worker` process on a database, logging to a file the test can read."""
+
+    def __init__(self, database_url, tmp_path, env):
+        self.env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO", **env}
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.log = tmp_path / "worker.log"
+        self.process = None
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def start(self, concurrency=1):
+        """Start the worker and wait until it listens for work."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "flowline.worker", "--concurrency", str(concurrency)],
+                                            cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while f"worker {socket.gethostname()}:{self.pid}: " not in self.log.read_text():
+            assert self.process.poll() is None, f"the worker exited early:\n{self.log.read_text()}"
+            assert time.monotonic() < deadline, f"the worker did not start:\n{self.log.read_text()}"
+            time.sleep(0.05)
+        return self
+
+    def signal(self, signum):
+        self.process.send_signal(signum)
+
+    def wait(self, timeout=30):
+        return self.process.wait(timeout=timeout)
+
+
+@pytest.fixture
+def make_worker(tmp_path, database_url):
+    """Return a factory of worker processes (not started) on this test's database (or ``database_url=``), with
+    extra environment; any still running are killed afterwards."""
+    workers = []
+
+    def make(url=None, **env):
+        worker = WorkerProcess(url or database_url, tmp_path / f"worker{len(workers)}", {k: str(v) for k, v in env.items()})
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def wait_for(predicate, timeout=30, interval=0.05, message="condition"):
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)

@@ -11,6 +11,7 @@ import runpy
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from flowline.config import from_env
@@ -22,6 +23,14 @@ SETTING = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENV_LINE = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 # A whole compose value that is one interpolation: ${NAME:-default} (unset or empty) or ${NAME-default} (unset).
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?-)(?P<default>.*)\}$")
+# Flowline settings (config.from_env) only one side reads: the API (the worker sizes its own pool and reads a run's
+# attempts from the run), or the worker. Every other one is passed to both.
+API_ONLY = {"DB_POOL_MAX_SIZE", "SYNC_RUN_TIMEOUT_S", "RUN_MAX_ATTEMPTS", "MAX_INPUT_CHARS", "MAX_UPLOAD_MB",
+            "CORS_ORIGINS"}
+WORKER_ONLY = {"RUN_RETRY_BACKOFF_S", "ASYNC_RUN_TIMEOUT_S", "WORKER_CONCURRENCY", "WORKER_POLL_INTERVAL_S",
+               "WORKER_DRAIN_TIMEOUT_S"}
+# A compose duration's parts, e.g. 1m30s.
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)")
 
 
 # --- readers ---------------------------------------------------------------------------------------------------
@@ -84,6 +93,19 @@ def service(name):
     services = compose()["services"]
     assert name in services, f"docker-compose.yml has no {name!r} service"
     return services[name]
+
+
+def command(svc):
+    """Return a service's command as a list of words, in either of compose's two forms."""
+    cmd = svc["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else cmd
+
+
+def duration_s(text):
+    """Return a compose duration (``75s``, ``1m30s``) in seconds."""
+    parts = DURATION_PART.findall(str(text))
+    assert parts and "".join(n + u for n, u in parts) == str(text), f"{text!r} is not a compose duration"
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[u] for n, u in parts)
 
 
 def depends_on(svc):
@@ -264,9 +286,7 @@ def test_postgres_has_a_healthcheck_and_a_named_volume():
 
 def test_migrate_applies_migrations_once_postgres_is_healthy():
     migrate = service("migrate")
-    command = migrate["command"]
-    command = shlex.split(command) if isinstance(command, str) else command
-    assert command == ["python", "-m", "flowline.migrations", "apply"]
+    assert command(migrate) == ["python", "-m", "flowline.migrations", "apply"]
     assert depends_on(migrate).get("postgres") == "service_healthy"
     assert migrate.get("restart", "no") == "no", "a one-shot must not be restarted after it exits"
     assert "build" in migrate
@@ -279,9 +299,29 @@ def test_api_starts_after_migrate_completes_and_publishes_8000():
     assert any(str(p).split(":")[-1] == "8000" and str(p).split(":")[-2] == "8000" for p in api["ports"])
 
 
-def test_migrate_and_api_share_one_database_url_on_the_postgres_service():
+def test_worker_executes_queued_runs_once_migrate_completes():
+    worker = service("worker")
+    assert command(worker) == ["flask", "--app", "app", "worker"]
+    assert depends_on(worker).get("migrate") == "service_completed_successfully"
+    assert depends_on(worker).get("postgres") == "service_healthy"
+    assert "build" in worker and not worker.get("ports"), "the api's image; it serves no HTTP"
+    assert worker.get("restart") in ("always", "unless-stopped", "on-failure")
+
+
+def test_worker_is_given_time_to_drain_before_it_is_killed():
+    drain = INTERPOLATION.match(environment(service("worker"))["WORKER_DRAIN_TIMEOUT_S"])["default"]
+    grace = duration_s(service("worker").get("stop_grace_period", "10s"))
+    assert grace > float(drain), f"stop_grace_period ({grace:g} s) must exceed WORKER_DRAIN_TIMEOUT_S ({drain} s)"
+
+
+@pytest.mark.parametrize("name", ["migrate", "worker"])
+def test_services_serving_no_http_disable_the_images_livez_healthcheck(name):
+    assert (service(name).get("healthcheck") or {}).get("disable") is True, f"{name} would be marked unhealthy"
+
+
+def test_migrate_api_and_worker_share_one_database_url_on_the_postgres_service():
     migrate_url = environment(service("migrate"))["DATABASE_URL"]
-    assert migrate_url == environment(service("api"))["DATABASE_URL"]
+    assert migrate_url == environment(service("api"))["DATABASE_URL"] == environment(service("worker"))["DATABASE_URL"]
     assert "@postgres:" in migrate_url or "@postgres/" in migrate_url
     assert re.search(r"^x-[\w-]+: &", (ROOT / "docker-compose.yml").read_text(), re.M), "one x- anchor for the URL"
 
@@ -294,9 +334,10 @@ def test_pgadmin_only_under_the_dev_profile_and_nothing_else_has_a_profile():
     assert not with_profiles, f"`docker compose up` would skip {with_profiles}"
 
 
-def test_api_environment_defaults_are_the_code_defaults(monkeypatch):
+@pytest.mark.parametrize("service_name", ["api", "worker"])
+def test_environment_defaults_are_the_code_defaults(service_name, monkeypatch):
     checked = []
-    for name, value in environment(service("api")).items():
+    for name, value in environment(service(service_name)).items():
         match = INTERPOLATION.match(value)
         if not match or "${" in match["default"]:
             continue
@@ -304,6 +345,16 @@ def test_api_environment_defaults_are_the_code_defaults(monkeypatch):
         assert_is_default(name, match["default"], monkeypatch)
         checked.append(name)
     assert "LOG_LEVEL" in checked
+
+
+@pytest.mark.parametrize("name, not_read", [("api", WORKER_ONLY), ("worker", API_ONLY)])
+def test_api_and_worker_are_passed_every_setting_they_read(name, not_read):
+    settings = set(from_env({}))
+    assert API_ONLY | WORKER_ONLY <= settings, "API_ONLY and WORKER_ONLY name settings config.from_env has not"
+    passed = set(environment(service(name)))
+    missing, unread = sorted(settings - not_read - passed), sorted(passed & not_read)
+    assert not missing, f"docker-compose.yml does not pass {name} {missing}"
+    assert not unread, f"docker-compose.yml passes {name} settings it never reads: {unread}"
 
 
 # --- .env.example ------------------------------------------------------------------------------------------------
