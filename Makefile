@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test migrate rollback migrate-status venv bench clean
+.PHONY: run test migrate rollback migrate-status venv bench bench-queue clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,11 @@ migrate-status: venv
 ## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
 bench: venv
 	$(BIN)/python bench/http_bench.py
+
+## The queue benchmark: async runs/s with 1 and 4 workers, enqueue-to-start latency, the claim's plan with 1M
+## finished runs, and procrastinate's no-op jobs/s beside them (installed in a throwaway venv under /tmp).
+bench-queue: venv
+	$(BIN)/python bench/queue_bench.py
 
 clean:
 	rm -rf $(VENV)

@@ -29,7 +29,6 @@ A route that answered anything but 2xx, or had socket errors, makes the run INVA
 import argparse
 import json
 import os
-import platform
 import re
 import runpy
 import shutil
@@ -45,6 +44,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -121,62 +122,10 @@ def run_text(cmd, **kwargs):
 
 
 def machine_facts(pg_conn, gunicorn_settings):
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    pg = pg_conn.execute("SELECT current_setting('server_version'), current_setting('fsync'), "
-                         "current_setting('synchronous_commit'), current_setting('shared_buffers'), "
-                         "current_setting('max_connections')").fetchone()
-    versions = {}
-    for dist in ("flask", "werkzeug", "gunicorn", "psycopg", "psycopg-binary", "psycopg-pool", "marshmallow"):
-        try:
-            from importlib.metadata import version
-
-            versions[dist] = version(dist)
-        except Exception:
-            versions[dist] = None
     wrk_version = run_text(["wrk", "--version"]).stdout.split("\n")[0].split(" [")[0].strip()
-    host = urlsplit(os.environ["DATABASE_URL"])
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_gib": ram_gib,
-        "kernel": platform.release(),
-        "os": _os_name(),
-        "python": platform.python_version(),
-        "postgresql": pg[0],
-        "postgresql_settings": {"fsync": pg[1], "synchronous_commit": pg[2], "shared_buffers": pg[3],
-                                "max_connections": pg[4]},
-        "postgresql_via": "unix socket" if "host=/" in (host.query or "") or not host.hostname else f"tcp {host.hostname}",
-        "load_average_at_start": os.getloadavg(),
-        "packages": versions,
-        "wrk": wrk_version,
-        "gunicorn_settings": gunicorn_settings,
-    }
-
-
-def _os_name():
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return platform.platform()
+    return {**machine.facts(pg_conn, packages=("flask", "werkzeug", "gunicorn", "psycopg", "psycopg-binary",
+                                               "psycopg-pool", "marshmallow")),
+            "wrk": wrk_version, "gunicorn_settings": gunicorn_settings}
 
 
 def gunicorn_settings(env):
