@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test migrate rollback migrate-status venv bench bench-queue clean
+.PHONY: run test migrate rollback migrate-status venv bench bench-queue bench-soak clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: venv
 ## finished runs, and procrastinate's no-op jobs/s beside them (installed in a throwaway venv under /tmp).
 bench-queue: venv
 	$(BIN)/python bench/queue_bench.py
+
+## The soak test: 10 minutes of steady mixed load (gunicorn and two workers); errors, p99 per route, memory.
+bench-soak: venv
+	$(BIN)/python bench/soak_bench.py
 
 clean:
 	rm -rf $(VENV)
