@@ -11,8 +11,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from flowline import config as settings
-from flowline import db, errors, logs, providers, worker
+from flowline import auth, db, errors, logs, metrics, portability, providers, retention, worker
 from flowline.blueprints import files, health, nodes, openapi, runs, workflows
+from flowline.blueprints import metrics as metrics_bp
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -49,9 +50,11 @@ def create_app(config=None):
     app.config.update(config or {})
     if not app.config["DATABASE_URL"]:
         raise settings.ConfigError("DATABASE_URL is not set (a libpq URL such as postgresql://user@host/db)")
-    # Above any JSON body Flowline accepts; larger bodies get 413 before they are read.
-    app.config.setdefault("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
-    logs.configure(app.config["LOG_LEVEL"])
+    # JSON bodies over MAX_JSON_KB get 413, unread when Content-Length says so (POST /files sets its own bound,
+    # from MAX_UPLOAD_MB). Flask's default config has the key (None: no bound), so setdefault would not do.
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_JSON_KB"] * 1024
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"], logs.secrets_of(app.config))
 
     app.extensions[db.EXTENSION] = db.create_pool(app.config)
     app.extensions["flowline.provider"] = providers.from_config(app.config)
@@ -78,8 +81,17 @@ def create_app(config=None):
         response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
         return response
 
-    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp):
+    # After the request id is assigned, so a 401 carries it too.
+    auth.install(app)
+
+    # Every request counted and timed by route and status (the clock starts before auth's check).
+    metrics.init_app(app)
+
+    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, metrics_bp.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.cli.add_command(worker.worker_command)
+    # Data portability and retention: export, import, prune-runs (flowline/portability.py, retention.py).
+    for command in (portability.export_command, portability.import_command, retention.prune_runs_command):
+        app.cli.add_command(command)
     return app

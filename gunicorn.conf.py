@@ -22,6 +22,17 @@ preload_app = False
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's own lines and its access log in Flowline's LOG_FORMAT: as JSON objects (with the request's
+# request_id, method, path, status, duration_ms...), or as text: the combined log format plus the request id.
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logger_class = "flowline.logs.GunicornLogger"
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms request_id=%({x-request-id}o)s'
+
+# Metrics (flowline/metrics.py): prometheus-client's multiprocess mode, so a scrape of any worker reports the
+# requests of all of them. Its directory, PROMETHEUS_MULTIPROC_DIR, is emptied at start (unset or empty: a private
+# temporary directory, removed at exit); one directory per gunicorn, never shared with another one or a worker.
+_created_metrics_dirs = []
+_METRICS_DIR_PREFIX = "flowline-metrics-"
 
 
 def when_ready(server):
@@ -59,3 +70,54 @@ def worker_exit(server, worker):
     if app is not None:
         app.extensions[db.EXTENSION].close()
         app.extensions["flowline.provider"].close()
+
+
+def on_starting(server):
+    """Prepare the metrics directory before any worker starts (workers inherit PROMETHEUS_MULTIPROC_DIR)."""
+    import glob
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        # A previous gunicorn's files would add its counts (and its dead workers' gauges) to this one's.
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        _remove_orphaned_metrics_dirs(tempfile.gettempdir())
+        # Named after this master, so a later gunicorn can tell it orphaned (a master killed with SIGKILL).
+        path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
+        _created_metrics_dirs.append(path)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def _remove_orphaned_metrics_dirs(parent):
+    """Remove the private metrics directories of gunicorn masters that no longer run (they could not clean up)."""
+    import glob
+    import shutil
+
+    for path in glob.glob(os.path.join(parent, f"{_METRICS_DIR_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(_METRICS_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # alive, under another user
+
+
+def child_exit(server, worker):
+    """Drop an exited worker's live gauges (its pool); its counters and histograms stay in the totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the private metrics directory made at start."""
+    import shutil
+
+    for path in _created_metrics_dirs:
+        shutil.rmtree(path, ignore_errors=True)

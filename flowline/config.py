@@ -36,6 +36,22 @@ def _float(env, name, default, minimum=0.0):
     return value
 
 
+def _port(env, name, default):
+    value = _int(env, name, default, minimum=0)
+    if value > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535) or 0, got {value}")
+    return value
+
+
+def _choice(env, name, default, choices):
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _llm_api_key(env):
     """Return LLM_API_KEY with surrounding whitespace removed; the key itself is never put in a message."""
     key = env.get("LLM_API_KEY", "").strip()
@@ -44,6 +60,34 @@ def _llm_api_key(env):
     if key and not all(" " < ch < "\x7f" for ch in key):
         raise ConfigError("LLM_API_KEY contains whitespace, control or non-ASCII characters (the value is not shown)")
     return key
+
+
+def _flag(env, name, default):
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+# Bearer tokens are compared as they travel in the Authorization header: printable ASCII, no spaces or commas.
+API_TOKEN_MIN_CHARS = 16
+
+
+def _api_tokens(env):
+    """Return API_TOKENS as a list (comma-separated; empty: authentication off). No token is ever put in a message."""
+    tokens = [t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()]
+    for n, token in enumerate(tokens, 1):
+        if not all(" " < ch < "\x7f" for ch in token):
+            raise ConfigError(f"API_TOKENS: token {n} contains whitespace, control or non-ASCII characters "
+                              "(the value is not shown)")
+        if len(token) < API_TOKEN_MIN_CHARS:
+            raise ConfigError(f"API_TOKENS: token {n} is shorter than {API_TOKEN_MIN_CHARS} characters; make one "
+                              "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return tokens
 
 
 def _llm_base_url(env):
@@ -86,6 +130,8 @@ def from_env(env=None):
         "DB_POOL_MIN_SIZE": _int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
         "DB_POOL_MAX_SIZE": _int(env, "DB_POOL_MAX_SIZE", 4, minimum=1),
         "DB_POOL_TIMEOUT_S": _float(env, "DB_POOL_TIMEOUT_S", 2.0, minimum=0.1),
+        # Requests a process lets queue for a connection while all are busy; the next one gets 503 at once (0: no bound).
+        "DB_POOL_MAX_WAITING": _int(env, "DB_POOL_MAX_WAITING", 8, minimum=0),
         "STATEMENT_TIMEOUT_MS": _int(env, "STATEMENT_TIMEOUT_MS", 5000, minimum=0),
         "SYNC_RUN_TIMEOUT_S": _float(env, "SYNC_RUN_TIMEOUT_S", 25.0, minimum=0.1),
         "RUN_LEASE_SECONDS": _int(env, "RUN_LEASE_SECONDS", 30, minimum=1),
@@ -98,10 +144,20 @@ def from_env(env=None):
         "WORKER_CONCURRENCY": _int(env, "WORKER_CONCURRENCY", 2, minimum=1),
         "WORKER_POLL_INTERVAL_S": _float(env, "WORKER_POLL_INTERVAL_S", 1.0, minimum=0.05),
         "WORKER_DRAIN_TIMEOUT_S": _float(env, "WORKER_DRAIN_TIMEOUT_S", 60.0, minimum=0.0),
+        # The port of a worker's own Prometheus endpoint (its run and step metrics); 0: not served.
+        "WORKER_METRICS_PORT": _port(env, "WORKER_METRICS_PORT", 0),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
+        # Largest JSON request body (larger: 413). 12 MiB holds MAX_INPUT_CHARS' million characters however the client
+        # encodes them: up to 12 bytes per character when an emoji is sent as a \ud83d\ude00 surrogate-pair escape.
+        "MAX_JSON_KB": _int(env, "MAX_JSON_KB", 12 * 1024, minimum=1),
         "CORS_ORIGINS": origins,
+        # Bearer tokens every route but /livez, /readyz (and /metrics with METRICS_PUBLIC) requires; none: no auth.
+        "API_TOKENS": _api_tokens(env),
+        "METRICS_PUBLIC": _flag(env, "METRICS_PUBLIC", False),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        # text: one readable line per record (a terminal); json: one JSON object per line (log collectors).
+        "LOG_FORMAT": _choice(env, "LOG_FORMAT", "text", ("text", "json")),
         # generative_ai: the openai provider is active whenever LLM_API_KEY is set, else the echo provider.
         "LLM_API_KEY": _llm_api_key(env),
         "LLM_BASE_URL": _llm_base_url(env),
@@ -122,6 +178,8 @@ def connection_kwargs(database_url, statement_timeout_ms, application_name):
     options = f"{options} -c statement_timeout={statement_timeout_ms} -c TimeZone=UTC".strip()
     params["options"] = options
     params.setdefault("application_name", application_name)
+    # Without it a connection attempt to an unreachable host hangs for the OS's TCP timeout (minutes).
+    params.setdefault("connect_timeout", "5")
     return make_conninfo(**params)
 
 

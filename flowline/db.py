@@ -15,21 +15,67 @@ from contextlib import contextmanager
 
 from flask import current_app
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, TooManyRequests
 
 from .config import connection_kwargs
 from .sql import QUERIES
 
 EXTENSION = "flowline.pool"
 
+# How long the pool retries a lost connection in the background, its waits doubling (1, 2, 4... s), before it gives
+# up; the next request that needs a connection then starts a fresh attempt at once. psycopg_pool's default (300 s)
+# lets the waits grow to minutes, so a service whose database was down for a while would stay down for about as
+# long again after it came back; with 10 s it resumes within a few seconds.
+RECONNECT_TIMEOUT_S = 10.0
+
+
+class Pool(ConnectionPool):
+    """A ConnectionPool whose callers, holding or waiting for a connection, are at most ``max_size + max_waiting``:
+    one more gets TooManyRequests at once instead of queueing (``max_waiting=0``: no bound).
+
+    Not psycopg_pool's own ``max_waiting``: its queue keeps every request that timed out waiting until a connection
+    frees up, so while the database is down a few timeouts fill it for good, every request is refused before it
+    can ask the pool to reconnect, and the service never comes back (seen with psycopg_pool 3.3.3).
+    """
+
+    def __init__(self, *args, max_waiting=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_callers = self.max_size + max_waiting if max_waiting else None
+        self._callers = threading.BoundedSemaphore(self.max_callers) if max_waiting else None
+
+    def getconn(self, timeout=None):
+        if self._callers is not None and not self._callers.acquire(blocking=False):
+            raise TooManyRequests(f"the pool {self.name!r} has {self.max_callers} requests holding or waiting for "
+                                  "a connection")
+        try:
+            return super().getconn(timeout)
+        except BaseException:
+            if self._callers is not None:
+                self._callers.release()
+            raise
+
+    def putconn(self, conn):
+        try:
+            super().putconn(conn)
+        finally:
+            if self._callers is not None:
+                self._callers.release()
+
 
 def create_pool(config, application_name="flowline"):
-    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked."""
-    return ConnectionPool(
+    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
+
+    A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
+    requests hold one, at most DB_POOL_MAX_WAITING more wait: the next gets TooManyRequests at once. Both are
+    answered 503 with Retry-After (flowline/errors.py).
+    """
+    return Pool(
         connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
         min_size=config["DB_POOL_MIN_SIZE"],
         max_size=max(config["DB_POOL_MAX_SIZE"], config["DB_POOL_MIN_SIZE"], 1),
         timeout=config["DB_POOL_TIMEOUT_S"],
+        max_waiting=config.get("DB_POOL_MAX_WAITING", 0),
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         kwargs={"row_factory": dict_row, "autocommit": True},
         # A connection killed by a server restart or failover is replaced instead of failing a request.
         check=ConnectionPool.check_connection,
@@ -62,6 +108,7 @@ def connection(pool=None):
     """Yield a pooled autocommit connection: every statement commits on its own.
 
     :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
+    :raise psycopg_pool.TooManyRequests: when DB_POOL_MAX_WAITING requests already wait (mapped to 503).
     """
     with (pool or app_pool()).connection() as conn:
         yield conn

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from marshmallow import ValidationError
 from psycopg.types.json import Jsonb
 
-from . import db, formatter, schemas
+from . import db, formatter, logs, metrics, schemas
 
 log = logging.getLogger("flowline.engine")
 
@@ -100,6 +100,10 @@ class RunContext:
     retry_backoff_s: float | None = None
     # Set when a write or heartbeat learns that a client asked to cancel: the run stops at its next node boundary.
     cancel_requested: bool = False
+    # sync or async: a label of the run metrics.
+    mode: str = "async"
+    # The holder's id, for log lines (a worker's run threads set theirs for the whole thread).
+    worker_id: str | None = None
 
 
 def _now():
@@ -267,7 +271,30 @@ def _execute_node(node, text, ctx):
         raise InternalStepError(f"internal error in the {node_type} node; the server log has the details") from None
 
 
+def _timed_node(node, text, ctx):
+    """``_execute_node`` with the node's id on its log lines and its duration in the step metrics."""
+    started = time.perf_counter()
+    status = "Failed"
+    try:
+        with logs.context(node_id=node["id"]):
+            result = _execute_node(node, text, ctx)
+        status = "Succeeded"
+        return result
+    finally:
+        metrics.step_finished(node["node_type"], node["node_type"] in EXECUTORS, status,
+                              time.perf_counter() - started)
+
+
 def execute(ctx, nodes, text):
+    """``execute_nodes`` with the run's id, attempt and holder on its log lines and its outcome in the metrics."""
+    started = time.perf_counter()
+    with logs.context(run_id=ctx.run_id, attempt=ctx.attempt, worker_id=ctx.worker_id):
+        outcome = execute_nodes(ctx, nodes, text)
+    metrics.run_finished(ctx.mode, outcome.status, time.perf_counter() - started)
+    return outcome
+
+
+def execute_nodes(ctx, nodes, text):
     """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
     order) on ``text`` and record it all.
 
@@ -301,7 +328,7 @@ def execute(ctx, nodes, text):
             ctx.steps.append(dict(step))
             _save_steps(ctx)
         try:
-            output, note = _execute_node(node, text, ctx)
+            output, note = _timed_node(node, text, ctx)
         except StepFailed as exc:
             step.update(status="Failed", finished_at=_now(), error_message=str(exc))
             ctx.steps.append(step)
@@ -343,7 +370,7 @@ def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provide
             return None
         ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
                          deadline=time.monotonic() + timeout_s, provider=provider, pool=pool,
-                         input_file_id=input_file_id)
+                         input_file_id=input_file_id, mode="sync", worker_id=worker_id)
         if not waits_outside(row["nodes"]):
             ctx.conn = conn
             return row["id"], execute(ctx, row["nodes"], input_text)

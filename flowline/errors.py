@@ -3,10 +3,10 @@
 import logging
 
 import psycopg
-from flask import jsonify
+from flask import current_app, jsonify, request
 from marshmallow import ValidationError
-from psycopg_pool import PoolTimeout
-from werkzeug.exceptions import HTTPException
+from psycopg_pool import PoolTimeout, TooManyRequests
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("flowline.errors")
 
@@ -52,6 +52,20 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class PayloadTooLarge(ApiError):
+    """The request body is too large."""
+
+    status = 413
+
+
+def body_too_large(limit_bytes):
+    """Return the 413 for a body over ``limit_bytes`` (the request's max_content_length)."""
+    if limit_bytes is None:
+        return PayloadTooLarge()
+    return PayloadTooLarge(f"The request body is larger than {limit_bytes // 1024} KiB, the most this route accepts "
+                           "(MAX_JSON_KB for JSON bodies).")
+
+
 def error_response(http_status, detail, /, **extra):
     """Return a Flask response with the error shape, any ``extra`` keys, and ``http_status``."""
     response = jsonify({"detail": detail, **extra})
@@ -67,8 +81,44 @@ def unavailable_response(detail, /, **extra):
 
 
 def _database_unavailable(exc):
+    if (exc.sqlstate or "").startswith("54"):
+        return _too_complex_for_the_database(exc)
     log.warning("database unavailable: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
     return unavailable_response("The database is unavailable or busy; retry shortly.")
+
+
+def _pool_queue_full(exc):
+    # Every connection is busy and DB_POOL_MAX_WAITING requests already wait: refused at once, not queued.
+    log.warning("database pool exhausted: %s", exc)
+    return unavailable_response("The service is at capacity: every database connection is busy and too many "
+                                "requests are waiting for one; retry shortly.")
+
+
+def _statement_timed_out(exc):
+    # statement_timeout (STATEMENT_TIMEOUT_MS) cancelled the statement, often one waiting for a lock another
+    # transaction held; the transaction was rolled back and the connection is back in the pool, usable.
+    timeout_ms = current_app.config.get("STATEMENT_TIMEOUT_MS")
+    log.warning("statement cancelled after the %s ms statement timeout (%s %s)", timeout_ms, request.method,
+                request.path)
+    return unavailable_response(f"A database statement took longer than the {timeout_ms} ms statement timeout "
+                                "(the database is busy, or the data is locked by another request); nothing was "
+                                "changed; retry shortly.")
+
+
+def _privilege_missing(exc):
+    # The database role the service runs as lacks a grant (deploy/roles.sql, migration 0006): an operator's fix,
+    # not the client's; the log names what was refused, the answer does not.
+    log.error("the database refused a privilege: %s (see the README's 'Database roles')", exc.diag.message_primary)
+    return unavailable_response("The service's database role lacks a privilege it needs; an operator must grant "
+                                "it. Retry later.")
+
+
+def _too_complex_for_the_database(exc):
+    # SQLSTATE class 54, program limit exceeded (stack depth, index row size...): the request's data, not an
+    # outage; a retry fails the same way, so this is no 503. psycopg gives each 54xxx its own OperationalError
+    # subclass (StatementTooComplex is no ProgramLimitExceeded), hence the check on sqlstate.
+    log.warning("the database refused the request's data: %s", type(exc).__name__)
+    return error_response(422, "The request's data is too large or too deeply nested for the database to store.")
 
 
 def register(app):
@@ -82,6 +132,10 @@ def register(app):
     def validation_error(exc):
         return error_response(422, "The request body is invalid; see 'errors'.", errors=exc.normalized_messages())
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def request_too_large(exc):
+        return api_error(body_too_large(request.max_content_length))
+
     @app.errorhandler(HTTPException)
     def http_error(exc):
         response = error_response(exc.code or 500, exc.description or exc.name)
@@ -93,6 +147,10 @@ def register(app):
     # both mean "try again soon", never a 500.
     app.register_error_handler(PoolTimeout, _database_unavailable)
     app.register_error_handler(psycopg.OperationalError, _database_unavailable)
+    # More specific OperationalErrors, each with its own answer (Flask picks the most specific handler).
+    app.register_error_handler(TooManyRequests, _pool_queue_full)
+    app.register_error_handler(psycopg.errors.QueryCanceled, _statement_timed_out)
+    app.register_error_handler(psycopg.errors.InsufficientPrivilege, _privilege_missing)
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -12,7 +12,7 @@ import functools
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from . import schemas
+from . import auth, schemas
 
 OPENAPI_VERSION = "3.0.3"
 JSON = "application/json"
@@ -72,10 +72,14 @@ _HEADERS = {
     "Location": {"description": "Where the created resource is read.", "required": True, "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                     "schema": {"type": "string"}},
+    "WWW-Authenticate": {"description": 'The challenge: `Bearer realm="flowline"`, plus `error="invalid_token"` when '
+                                        "the token sent is not one of API_TOKENS.", "required": True,
+                         "schema": {"type": "string"}},
 }
 
 _ERRORS = {
     "400": "Malformed JSON.",
+    "401": "API_TOKENS is set and the request has no valid `Authorization: Bearer <token>`.",
     "404": "Unknown id (also an id that is not a UUID).",
     "409": "The run is not in a state that allows this: already finished (cancel), or cancelled while it ran "
            "(sync run; persisted as Cancelled, `run_id` names it).",
@@ -255,6 +259,16 @@ PATHS = {
             "200": {"description": "The OpenAPI document.", "headers": _headers(),
                     "content": {JSON: {"schema": {"type": "object"}}}}, **_errors()}, tag="meta"),
     },
+    "/metrics": {
+        "get": _operation("Prometheus metrics: requests by route and status, the pool, runs, the queue, workers", {
+            "200": {"description": "Every `flowline_*` series (the README lists them), in Prometheus' text format, "
+                                   "or OpenMetrics when the Accept header asks for it. Series read from the "
+                                   "database are left out, with `flowline_database_up 0`, while it is unreachable.",
+                    "headers": _headers(),
+                    "content": {"text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}}}},
+            **_errors()}, tag="meta"),
+    },
 }
 
 
@@ -270,7 +284,8 @@ def _node_create_variant(node_type, config_component):
 
 
 def _error_response(code):
-    response = {"description": _ERRORS[code], "headers": _headers(*(["Retry-After"] if code == "503" else [])),
+    extra = {"503": ["Retry-After"], "401": ["WWW-Authenticate"]}.get(code, [])
+    response = {"description": _ERRORS[code], "headers": _headers(*extra),
                 "content": {JSON: {"schema": _ref("schemas", "Error")}}}
     return response
 
@@ -284,7 +299,14 @@ def build():
         plugins=[MarshmallowPlugin()],
         info={"description": "Workflows of text-processing nodes, run synchronously, with their history. "
                              'Every error answers `{"detail": "..."}` (plus `errors` on 422).'},
+        # Applies only when the server has API_TOKENS set (off by default); the probes opt out below.
+        security=[{"bearerAuth": []}],
     )
+    spec.components.security_scheme("bearerAuth", {
+        "type": "http", "scheme": "bearer",
+        "description": "One of the server's API_TOKENS, as `Authorization: Bearer <token>`. Required on every "
+                       "operation but /livez and /readyz (and /metrics with METRICS_PUBLIC=1) when API_TOKENS is "
+                       "set; without API_TOKENS the server asks for none."})
     for name, schema in _SCHEMAS.items():
         spec.components.schema(name, schema=schema)
     for node_type, (config, body) in NODE_CONFIG_COMPONENTS.items():
@@ -298,7 +320,13 @@ def build():
                        "(its limit_request_line) before Flowline sees it, so as HTML, not the JSON error shape.",
         "content": {"text/html": {"schema": {"type": "string"}}}})
     for path, operations in PATHS.items():
-        spec.path(path=path, operations=copy.deepcopy(operations))
+        operations = copy.deepcopy(operations)
+        for operation in operations.values():
+            if path in auth.PUBLIC_PATHS:
+                operation["security"] = []  # probes answer without a token
+            else:
+                operation["responses"]["401"] = _ref("responses", "Error401")
+        spec.path(path=path, operations=operations)
     return spec.to_dict()
 
 

@@ -33,7 +33,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import config as settings
-from . import db, engine, logs, providers
+from . import db, engine, logs, metrics, providers
 
 log = logging.getLogger("flowline.worker")
 
@@ -42,6 +42,8 @@ CHANNEL = "flowline_runs"
 SWEEP_BATCH = 100
 # Longest wait before reconnecting to a database that went away.
 RECONNECT_CAP_S = 5.0
+# A worker's row in the workers table is deleted once its heartbeat is this old (any worker starting does it).
+FORGET_WORKERS_AFTER_S = 86400
 
 
 class Worker:
@@ -62,6 +64,8 @@ class Worker:
         # Runs in progress in this process, by id: the maintenance thread renews their leases.
         self._active = {}
         self._active_lock = threading.Lock()
+        # The HTTP server of this worker's own /metrics (WORKER_METRICS_PORT; None: not served).
+        self.metrics_server = None
 
     # -- waking up ------------------------------------------------------------------------------------------------
 
@@ -78,6 +82,7 @@ class Worker:
 
     def _listen(self):
         """Hold a LISTEN connection of its own and wake a run thread per notification, reconnecting as needed."""
+        logs.bind(worker_id=self.id)
         delay = 0.1
         conninfo = settings.connection_kwargs(self.config["DATABASE_URL"], 0, "flowline-worker-listen")
         while not self.stopping.is_set():
@@ -107,6 +112,7 @@ class Worker:
         check on checkout; a connection that breaks (a database restart) is replaced on the next round.
         """
         worker_id = f"{self.id}:{index}"
+        logs.bind(worker_id=worker_id)
         failures = 0
         while not self.stopping.is_set():
             try:
@@ -141,7 +147,8 @@ class Worker:
             deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"], provider=self.provider,
             pool=self.pool, conn=conn, input_file_id=row["input"].get("file_id"), attempt=row["attempt"],
             max_attempts=row["max_attempts"], retry_backoff_s=self.config["RUN_RETRY_BACKOFF_S"])
-        self._execute(ctx, row, worker_id)
+        with logs.context(run_id=row["id"], attempt=row["attempt"]):
+            self._execute(ctx, row, worker_id)
         return True
 
     def _execute(self, ctx, row, worker_id):
@@ -169,12 +176,19 @@ class Worker:
         """Renew the leases of runs in progress and sweep expired ones, every third of a lease period.
 
         While the worker drains it goes on renewing (the runs in progress still need their leases) but stops
-        sweeping: a stopping worker takes on no one else's runs.
+        sweeping: a stopping worker takes on no one else's runs. Each round also records the worker's heartbeat.
         """
+        logs.bind(worker_id=self.id)
+        try:
+            self.register()
+        except psycopg.Error as exc:
+            log.warning("worker %s: could not record its start (%s); the next heartbeat will", self.id,
+                        type(exc).__name__)
         while True:
             time.sleep(self.maintenance_interval)
             try:
                 self.renew_leases()
+                self.heartbeat()
                 if not self.stopping.is_set():
                     self.sweep()
             except psycopg.OperationalError as exc:
@@ -198,17 +212,50 @@ class Worker:
         with db.connection(self.pool) as conn:
             rows = db.many(conn, "sweep_expired_leases", batch_size=SWEEP_BATCH)
         for row in rows:
-            log.warning("worker %s: run %s: %s -> %s", self.id, row["id"], row["note"], row["status"])
+            metrics.run_swept(row["mode"], row["status"])
+            with logs.context(run_id=row["id"], attempt=row["attempt"]):
+                log.warning("worker %s: run %s: %s -> %s", self.id, row["id"], row["note"], row["status"])
         return len(rows)
+
+    # -- heartbeats -----------------------------------------------------------------------------------------------
+
+    def _worker_row(self):
+        return {"worker_id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "concurrency": self.concurrency}
+
+    def register(self):
+        """Record this worker's start in the workers table (and forget workers silent for a day)."""
+        metrics.worker_heartbeat(self.id, 0, self.concurrency)
+        with db.connection(self.pool) as conn:
+            db.execute(conn, "register_worker", **self._worker_row())
+            db.execute(conn, "forget_workers", forget_after_s=FORGET_WORKERS_AFTER_S)
+
+    def heartbeat(self):
+        """Record that this worker is alive, with its runs in progress: in its metrics and in the workers table."""
+        with self._active_lock:
+            busy = len(self._active)
+        metrics.worker_heartbeat(self.id, busy, self.concurrency)
+        with db.connection(self.pool) as conn:
+            db.execute(conn, "record_worker_heartbeat", runs_in_progress=busy, **self._worker_row())
 
     # -- life cycle -----------------------------------------------------------------------------------------------
 
     def run(self):
         """Work until stopped (``stop()``, SIGTERM, SIGINT); return the process exit status."""
+        logs.bind(worker_id=self.id)
+        port = self.config.get("WORKER_METRICS_PORT") or 0
+        if port:
+            try:
+                self.metrics_server = metrics.serve_worker_metrics(port, self.pool)
+            except OSError as exc:
+                log.error("worker %s: cannot serve its metrics on port %d (WORKER_METRICS_PORT): %s", self.id,
+                          port, exc.strerror or exc)
+                return 2
         db.open_pool(self.pool)
-        log.info("worker %s: %d thread(s), lease %d s, polling every %g s, database %s", self.id,
+        log.info("worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s", self.id,
                  self.concurrency, self.lease_seconds, self.config["WORKER_POLL_INTERVAL_S"],
-                 settings.mask_url(self.config["DATABASE_URL"]))
+                 settings.mask_url(self.config["DATABASE_URL"]),
+                 f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)")
         helpers = [threading.Thread(target=self._listen, name="listen", daemon=True),
                    threading.Thread(target=self._maintain, name="maintain", daemon=True)]
         runners = [threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
@@ -236,8 +283,16 @@ class Worker:
             self._wakeup.notify_all()
 
     def close(self):
+        try:
+            with db.connection(self.pool) as conn:
+                db.execute(conn, "stop_worker", worker_id=self.id)
+        except psycopg.Error as exc:
+            log.warning("worker %s: could not record its stop (%s)", self.id, type(exc).__name__)
         self.pool.close()
         self.provider.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
     def install_signal_handlers(self):
         """First SIGTERM/SIGINT: drain. Second: exit at once, leaving runs in progress to the lease sweep."""
@@ -256,7 +311,7 @@ class Worker:
 
 def main(config, concurrency=None):
     """Run a worker in this process until it is stopped by a signal; return its exit status."""
-    logs.configure(config["LOG_LEVEL"])
+    logs.configure(config["LOG_LEVEL"], config.get("LOG_FORMAT", "text"), logs.secrets_of(config))
     worker = Worker(config, concurrency=concurrency)
     worker.install_signal_handlers()
     return worker.run()

@@ -282,7 +282,7 @@ WITH expired AS (
         lease_expires_at = NULL
     FROM expired
     WHERE runs.id = expired.id
-    RETURNING runs.id, runs.attempt, runs.status
+    RETURNING runs.id, runs.attempt, runs.status, runs.mode
 ), steps AS (
     UPDATE run_steps
     SET status = 'Failed',
@@ -297,7 +297,7 @@ WITH expired AS (
     SELECT id, attempt, next_status, worker_id, note
     FROM expired
 )
-SELECT swept.id, swept.attempt, swept.status, expired.note
+SELECT swept.id, swept.attempt, swept.status, swept.mode, expired.note
 FROM swept
 JOIN expired USING (id)
 -- Wakes idle workers for the re-queued runs.

@@ -4,14 +4,17 @@ database built once per session, and a fresh database cloned from it for every t
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -136,10 +139,10 @@ def _free_port():
 class Server:
     """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
 
-    def __init__(self, database_url, tmp_path):
+    def __init__(self, database_url, tmp_path, env=None):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": ""}
+        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", **(env or {})}
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.log = tmp_path / "gunicorn.log"
         self.process = None
@@ -177,11 +180,12 @@ class Server:
 
 @pytest.fixture
 def make_server(tmp_path):
-    """Return a factory of gunicorn servers (not started) on a database URL; any still running are killed afterwards."""
+    """Return a factory of gunicorn servers (not started) on a database URL, with extra environment; any still
+    running are killed afterwards."""
     servers = []
 
-    def make(database_url):
-        server = Server(database_url, tmp_path / f"server{len(servers)}")
+    def make(database_url, **env):
+        server = Server(database_url, tmp_path / f"server{len(servers)}", {k: str(v) for k, v in env.items()})
         servers.append(server)
         return server
 
@@ -198,6 +202,60 @@ def server(make_server, database_url):
     server = make_server(database_url)
     server.start()
     return server
+
+
+# --- PostgreSQL clusters a test may stop and start --------------------------------------------------------------
+
+PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+
+
+@contextmanager
+def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
+    """Run a PostgreSQL cluster of the caller's own in a temporary folder (trust auth on its unix socket there,
+    port 5432 unless ``options`` says otherwise); yield ``(home, pg_ctl)``.
+
+    ``configure(data_dir)`` runs after initdb and before the first start (to add certificates, edit pg_hba.conf);
+    the files it writes are handed to the server's user. ``pg_ctl(*args)`` runs pg_ctl on the cluster (``"stop"``,
+    ``"-m", "fast", "restart"``...), passing the server ``options`` again on a start or restart.
+    """
+    if PGBIN is None or not Path(PGBIN, "pg_ctl").exists():
+        pytest.fail("PostgreSQL server binaries are needed (Debian: apt-get install postgresql)")
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(home, "postgres")
+    data = home / "data"
+    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
+
+    def pg_ctl(*args):
+        if args and args[-1] in ("start", "restart"):
+            args = ("-o", options, *args)
+        done = subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
+                              capture_output=True, text=True)
+        if done.returncode:
+            log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
+            raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
+
+    try:
+        subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
+                        "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+        if configure is not None:
+            configure(data)
+            if as_postgres:
+                subprocess.run(["chown", "-R", "postgres:", data], check=True)
+        pg_ctl("start")
+        yield home, pg_ctl
+    finally:
+        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def private_cluster():
+    """A throwaway PostgreSQL cluster of this test's own (unix socket only), so the test may stop, start or
+    restart it: ``(url, pg_ctl)``."""
+    with throwaway_cluster("flowline-restart-") as (home, pg_ctl):
+        yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
 
 
 def make_pdf(*pages):

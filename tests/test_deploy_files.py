@@ -25,10 +25,13 @@ ENV_LINE = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?-)(?P<default>.*)\}$")
 # Flowline settings (config.from_env) only one side reads: the API (the worker sizes its own pool and reads a run's
 # attempts from the run), or the worker. Every other one is passed to both.
-API_ONLY = {"DB_POOL_MAX_SIZE", "SYNC_RUN_TIMEOUT_S", "RUN_MAX_ATTEMPTS", "MAX_INPUT_CHARS", "MAX_UPLOAD_MB",
-            "CORS_ORIGINS"}
+API_ONLY = {"DB_POOL_MAX_SIZE", "DB_POOL_MAX_WAITING", "SYNC_RUN_TIMEOUT_S", "RUN_MAX_ATTEMPTS", "MAX_INPUT_CHARS",
+            "MAX_UPLOAD_MB", "MAX_JSON_KB", "CORS_ORIGINS", "API_TOKENS", "METRICS_PUBLIC"}
 WORKER_ONLY = {"RUN_RETRY_BACKOFF_S", "ASYNC_RUN_TIMEOUT_S", "WORKER_CONCURRENCY", "WORKER_POLL_INTERVAL_S",
-               "WORKER_DRAIN_TIMEOUT_S"}
+               "WORKER_DRAIN_TIMEOUT_S", "WORKER_METRICS_PORT"}
+# Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines
+# for a collector there, readable text on a terminal.
+IMAGE_DEFAULTS = {"LOG_FORMAT": "json"}
 # A compose duration's parts, e.g. 1m30s.
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)")
 
@@ -342,9 +345,22 @@ def test_environment_defaults_are_the_code_defaults(service_name, monkeypatch):
         if not match or "${" in match["default"]:
             continue
         assert match["name"] == name, f"{name} is set from ${{{match['name']}}}"
+        if name in IMAGE_DEFAULTS:
+            assert match["default"] == IMAGE_DEFAULTS[name] == dockerfile_env().get(name), name
+            continue
         assert_is_default(name, match["default"], monkeypatch)
         checked.append(name)
     assert "LOG_LEVEL" in checked
+
+
+def test_compose_turns_authentication_on_and_makes_the_operator_choose_the_tokens():
+    """Off by default in the code (local use), on in compose: ${API_TOKENS:?message} stops `docker compose up`
+    with that message until API_TOKENS is set; there is no default token to leave in place."""
+    match = re.match(r"^\$\{API_TOKENS:\?(?P<message>.+)\}$", environment(service("api"))["API_TOKENS"])
+    assert match, "the api's API_TOKENS must be ${API_TOKENS:?<message>}: required, with no default"
+    assert "API_TOKENS" in match["message"]
+    assert "API_TOKENS" not in environment(service("worker")), "the worker serves no HTTP"
+    assert from_env({})["API_TOKENS"] == [], "the code's default stays off, for `make run` and the tests"
 
 
 @pytest.mark.parametrize("name, not_read", [("api", WORKER_ONLY), ("worker", API_ONLY)])

@@ -35,6 +35,12 @@ SNAPSHOT_QUERIES = {
         FROM pg_proc
         WHERE pronamespace = 'public'::regnamespace
         ORDER BY 1""",
+    # Per-table storage settings (autovacuum, fillfactor): a rollback must reset what its migration set.
+    "reloptions": """
+        SELECT relname, reloptions::text
+        FROM pg_class
+        WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL
+        ORDER BY 1""",
 }
 
 
@@ -47,11 +53,12 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
     url = make_database()
     assert migrations.apply(url) == migrations.migration_ids()
     applied = _snapshot(url)
-    assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events", "files"}
+    assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events", "files",
+                                                      "workers"}
     assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
-    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": []}
+    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": [], "reloptions": []}
 
     migrations.apply(url)
     assert _snapshot(url) == applied

@@ -1,13 +1,8 @@
 """Workers under stress and failure, with real processes: many workers at once, kill -9, a paused worker waking
 up after its lease was taken, SIGTERM draining, interrupted sync runs, and PostgreSQL restarting mid-batch."""
 
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -197,33 +192,7 @@ def plan_nodes(node):
 
 # --- PostgreSQL restarting under the workers ------------------------------------------------------------------
 
-PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-
-@pytest.fixture
-def private_cluster():
-    """A throwaway PostgreSQL cluster of this test's own (unix socket only), so the test may restart it."""
-    if PGBIN is None or not Path(PGBIN, "pg_ctl").exists():
-        pytest.fail("PostgreSQL server binaries are needed (Debian: apt-get install postgresql)")
-    home = Path(tempfile.mkdtemp(prefix="flowline-restart-"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(home, "postgres")
-    data = home / "data"
-    subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
-                    "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
-    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off"
-
-    def pg_ctl(*args):
-        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-                       check=True, capture_output=True)
-
-    pg_ctl("-o", options, "start")
-    try:
-        yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
-    finally:
-        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+# private_cluster (tests/conftest.py): a throwaway cluster of the test's own, which it may restart.
 
 
 def test_workers_survive_a_postgresql_restart_and_every_run_finishes(private_cluster, make_worker):

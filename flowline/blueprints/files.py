@@ -29,6 +29,13 @@ def _safe_filename(raw):
     return name[:255] or "upload.pdf"
 
 
+def _safe_content_type(raw):
+    """Return the part's declared content type without control characters (PostgreSQL text cannot hold NUL),
+    at most 255 characters; it is advisory only."""
+    kept = "".join(ch for ch in raw or "" if unicodedata.category(ch)[0] != "C").strip()
+    return kept[:255] or "application/octet-stream"
+
+
 @bp.post("/files")
 def upload_file():
     """Upload a PDF as multipart field ``file``; 201 ``{file_id, filename, size}`` with ``Location``.
@@ -59,7 +66,7 @@ def upload_file():
         raise Unprocessable(f"The PDF cannot be read: {exc}.") from None
     with db.connection() as conn:
         row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
-                     content_type=(upload.mimetype or "application/octet-stream")[:255], size_bytes=len(data),
+                     content_type=_safe_content_type(upload.mimetype), size_bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
                      text_content=text)
     return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})

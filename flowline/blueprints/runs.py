@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 
-from .. import db, engine
+from .. import db, engine, metrics
 from ..errors import Conflict, NotFound, Unprocessable, error_response
 from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
                     query_json_response, require_file)
@@ -148,6 +148,7 @@ def cancel_run(run_id):
     if row is None:
         raise NotFound("Run not found")
     if row["previous_status"] == "Pending":
+        metrics.run_finished("async", "Cancelled")  # only async runs wait in Pending
         return jsonify({"run_id": row["id"], "status": "Cancelled"})
     if row["previous_status"] == "Running":
         response = jsonify({"run_id": row["id"], "status": "Running",

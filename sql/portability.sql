@@ -1,0 +1,170 @@
+-- Portability: export and import of workflows, their nodes and their finished runs (run_steps, run_events),
+-- for `flask --app app export` and `flask --app app import` (flowline/portability.py). Files are never exported.
+-- Export reads in keyset batches inside one REPEATABLE READ READ ONLY transaction (one consistent snapshot);
+-- import writes in batches of JSON arrays expanded with jsonb_to_recordset, inside one transaction.
+
+-- name: count_workflows_for_export :one
+-- Counts the workflows an export writes (all, or those in workflow_ids), returns the ids of workflow_ids that name no workflow, and the snapshot's time.
+SELECT (SELECT count(*)
+        FROM workflows
+        WHERE %(workflow_ids)s::uuid[] IS NULL OR id = ANY (%(workflow_ids)s::uuid[])) AS workflows,
+       ARRAY(SELECT wanted.id
+             FROM unnest(%(workflow_ids)s::uuid[]) AS wanted (id)
+             WHERE NOT EXISTS (SELECT 1 FROM workflows WHERE workflows.id = wanted.id)
+             ORDER BY wanted.id) AS missing,
+       now() AS exported_at;
+
+-- name: export_workflows_batch :many
+-- Returns up to batch_size workflows (all, or those in workflow_ids) with ids above after_id, in id order, each as JSON text with its nodes in position order.
+SELECT w.id,
+       (SELECT count(*) FROM nodes WHERE nodes.workflow_id = w.id) AS node_count,
+       -- extract_text nodes naming an uploaded file: the file's bytes are not exported.
+       (SELECT count(*)
+        FROM nodes
+        WHERE nodes.workflow_id = w.id
+          AND nodes.node_type = 'extract_text'
+          AND jsonb_typeof(nodes.config -> 'file_id') = 'string') AS file_references,
+       json_build_object(
+           'id', w.id,
+           'name', w.name,
+           'created_at', w.created_at,
+           'updated_at', w.updated_at,
+           'version', w.version,
+           'nodes', coalesce(
+               (SELECT json_agg(n ORDER BY n.position)
+                FROM (SELECT id, position, node_type, config, created_at, updated_at, version
+                      FROM nodes
+                      WHERE workflow_id = w.id) AS n),
+               '[]'::json)
+       )::text AS body
+FROM workflows AS w
+-- The nil uuid starts the walk; import refuses it as an id, so no workflow is ever skipped.
+WHERE w.id > coalesce(%(after_id)s::uuid, '00000000-0000-0000-0000-000000000000')
+  AND (%(workflow_ids)s::uuid[] IS NULL OR w.id = ANY (%(workflow_ids)s::uuid[]))
+ORDER BY w.id
+LIMIT %(batch_size)s;
+
+-- name: export_runs_batch :many
+-- Returns up to batch_size finished runs of one workflow, newest first, after the keyset cursor (after_created_at, after_id; NULL: from the start), each as JSON text with its steps and events.
+SELECT r.id,
+       r.created_at,
+       (SELECT count(*) FROM run_steps WHERE run_steps.run_id = r.id) AS step_count,
+       (SELECT count(*) FROM run_events WHERE run_events.run_id = r.id) AS event_count,
+       json_build_object(
+           'id', r.id,
+           'mode', r.mode,
+           'status', r.status,
+           'input', r.input,
+           'final_output', r.final_output,
+           'error_message', r.error_message,
+           'attempt', r.attempt,
+           'max_attempts', r.max_attempts,
+           'worker_id', r.worker_id,
+           'idempotency_key', r.idempotency_key,
+           'request_hash', r.request_hash,
+           'cancel_requested_at', r.cancel_requested_at,
+           'created_at', r.created_at,
+           'started_at', r.started_at,
+           'finished_at', r.finished_at,
+           'steps', coalesce(
+               (SELECT json_agg(s ORDER BY s.attempt, s.position)
+                FROM (SELECT id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
+                             finished_at, input_text, output_text, error_message, note
+                      FROM run_steps
+                      WHERE run_id = r.id) AS s),
+               '[]'::json),
+           'events', coalesce(
+               (SELECT json_agg(e ORDER BY e.at, e.id)
+                FROM (SELECT id, attempt, status, at, worker_id, note
+                      FROM run_events
+                      WHERE run_id = r.id) AS e),
+               '[]'::json)
+       )::text AS body
+FROM runs AS r
+WHERE r.workflow_id = %(workflow_id)s
+  -- Only history: Pending and Running runs are queue state (leases, backoff), not exported.
+  AND r.finished_at IS NOT NULL
+  -- The created_at bound limits the scan of runs_workflow_created_idx; the next condition skips the rows up to
+  -- the cursor among equal created_at.
+  AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR r.created_at < %(after_created_at)s::timestamptz
+       OR r.id > %(after_id)s::uuid)
+ORDER BY r.created_at DESC, r.id
+LIMIT %(batch_size)s;
+
+-- name: find_existing_ids :many
+-- Returns which of the given ids are already taken, by kind (workflow, node, run, step, event), with the workflow holding each.
+SELECT 'workflow' AS kind, id, id AS workflow_id
+FROM workflows
+WHERE id = ANY (%(workflow_ids)s::uuid[])
+UNION ALL
+SELECT 'node', id, workflow_id
+FROM nodes
+WHERE id = ANY (%(node_ids)s::uuid[])
+UNION ALL
+SELECT 'run', id, workflow_id
+FROM runs
+WHERE id = ANY (%(run_ids)s::uuid[])
+UNION ALL
+SELECT 'step', s.id, r.workflow_id
+FROM run_steps AS s
+JOIN runs AS r ON r.id = s.run_id
+WHERE s.id = ANY (%(step_ids)s::uuid[])
+UNION ALL
+SELECT 'event', e.id, r.workflow_id
+FROM run_events AS e
+JOIN runs AS r ON r.id = e.run_id
+WHERE e.id = ANY (%(event_ids)s::uuid[]);
+
+-- name: find_existing_files :many
+-- Returns which of the given file ids name an uploaded file.
+SELECT id
+FROM files
+WHERE id = ANY (%(file_ids)s::uuid[]);
+
+-- name: import_workflows :exec
+-- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version}, keeping their ids.
+INSERT INTO workflows (id, name, created_at, updated_at, version)
+SELECT id, name, created_at, updated_at, version
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS w (id uuid, name text, created_at timestamptz, updated_at timestamptz, version integer);
+
+-- name: import_nodes :exec
+-- Inserts nodes from a JSON array of {id, workflow_id, position, node_type, config, created_at, updated_at, version}, keeping their ids.
+INSERT INTO nodes (id, workflow_id, position, node_type, config, created_at, updated_at, version)
+SELECT id, workflow_id, position, node_type, config, created_at, updated_at, version
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS n (id uuid, workflow_id uuid, position integer, node_type text, config jsonb, created_at timestamptz,
+           updated_at timestamptz, version integer);
+
+-- name: import_runs :exec
+-- Inserts finished runs from a JSON array of run objects (the export's run keys plus workflow_id), keeping their ids; no lease.
+INSERT INTO runs (id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
+                  worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at,
+                  finished_at)
+SELECT id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
+       worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at, finished_at
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r (id uuid, workflow_id uuid, mode text, status text, input jsonb, final_output text, error_message text,
+           attempt integer, max_attempts integer, worker_id text, idempotency_key text, request_hash text,
+           cancel_requested_at timestamptz, created_at timestamptz, started_at timestamptz,
+           finished_at timestamptz);
+
+-- name: import_run_steps :exec
+-- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids.
+INSERT INTO run_steps (id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
+                       finished_at, input_text, output_text, error_message, note)
+SELECT id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
+       finished_at, input_text, output_text, error_message, note
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS s (id uuid, run_id uuid, node_id uuid, attempt integer, position integer, node_type text,
+           config_snapshot jsonb, status text, started_at timestamptz, finished_at timestamptz, input_text text,
+           output_text text, error_message text, note text);
+
+-- name: import_run_events :exec
+-- Inserts run events from a JSON array of {id, run_id, attempt, status, at, worker_id, note}, keeping their ids.
+INSERT INTO run_events (id, run_id, attempt, status, at, worker_id, note)
+SELECT id, run_id, attempt, status, at, worker_id, note
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS e (id uuid, run_id uuid, attempt integer, status text, at timestamptz, worker_id text, note text);
