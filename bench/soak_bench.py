@@ -260,7 +260,10 @@ def summarise(results, rss, async_status, load, elapsed, args):
     return {"duration_s": round(elapsed, 1), "rate": args.rate, "connections": args.connections,
             "requests": len(results), "achieved_rate": round(len(results) / elapsed, 1),
             "late_p99_ms": round(percentile(lateness, 0.99), 1) if lateness else None,
-            "routes": routes, "memory": memory, "async_runs": len(load.async_runs),
+            "routes": routes, "memory": memory,
+            "rss_samples_mib": [{"t": round(t - rss[0][0]), **{n: round(v / 1024, 1) for n, v in sample.items() if v}}
+                                for t, sample in rss],
+            "async_runs": len(load.async_runs),
             "async_status": async_status}
 
 
