@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -60,7 +61,7 @@ def url_for_database(url, dbname):
 
 
 class Database:
-    """A fresh database on the benchmark's server, dropped by ``drop()``."""
+    """A fresh database on the benchmark's server, dropped when its with-block ends."""
 
     def __init__(self, server_url, migrate=True):
         self.server_url = server_url
@@ -74,7 +75,10 @@ class Database:
     def connect(self):
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
 
-    def drop(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         with psycopg.connect(self.server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
@@ -91,7 +95,9 @@ def enqueue(conn, workflow_id, text):
                   max_attempts=3, idempotency_key=None, request_hash=None)["id"]
 
 
-def start_workers(url, count, log_dir, threads=1):
+@contextmanager
+def running_workers(url, count, log_dir, threads=1):
+    """Run ``count`` worker processes of ``threads`` threads on ``url`` for the block; each must exit 0 on SIGTERM."""
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "INFO"}
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = []
@@ -99,15 +105,14 @@ def start_workers(url, count, log_dir, threads=1):
         with open(log_dir / f"worker{i}.log", "ab") as log:
             processes.append(subprocess.Popen([sys.executable, "-m", "flowline.worker", "--concurrency", str(threads)],
                                               cwd=ROOT, env=env, stdout=log, stderr=log))
-    return processes
-
-
-def stop_workers(processes):
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        if process.wait(timeout=60) != 0:
-            raise RuntimeError(f"a worker exited with status {process.returncode}")
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            if process.wait(timeout=60) != 0:
+                raise RuntimeError(f"a worker exited with status {process.returncode}")
 
 
 def wait_until(predicate, timeout, what):
@@ -119,103 +124,83 @@ def wait_until(predicate, timeout, what):
 
 
 def throughput(server_url, runs, workers, threads, log_dir):
-    database = Database(server_url)
-    try:
-        with database.connect() as conn:
-            workflow_id = one_node_workflow(conn)
-            with conn.transaction():
-                for i in range(runs):
-                    enqueue(conn, workflow_id, f"run {i}")
-            # As procrastinate_noop.py does for its jobs table: statistics a production table would have.
-            conn.execute("ANALYZE runs")
-            processes = start_workers(database.url, workers, log_dir / f"throughput-{workers}x{threads}", threads)
-            try:
-                wait_until(lambda: conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'Pending' "
-                                                "OR status = 'Running'").fetchone()["n"] == 0,
-                           600, f"{runs} runs")
-            finally:
-                stop_workers(processes)
-            row = conn.execute("""SELECT count(*) FILTER (WHERE status = 'Succeeded' AND attempt = 1) AS ok,
-                                         count(*) AS total,
-                                         extract(epoch FROM max(finished_at) - min(started_at)) AS seconds
-                                  FROM runs""").fetchone()
-        if row["ok"] != runs or row["total"] != runs:
-            raise RuntimeError(f"{row['ok']} of {row['total']} runs succeeded at their first attempt")
-        seconds = float(row["seconds"])
-        return {"workers": workers, "threads": threads, "runs": runs, "seconds": round(seconds, 3), "runs_per_s": round(runs / seconds, 1)}
-    finally:
-        database.drop()
+    with Database(server_url) as database, database.connect() as conn:
+        workflow_id = one_node_workflow(conn)
+        with conn.transaction():
+            for i in range(runs):
+                enqueue(conn, workflow_id, f"run {i}")
+        # As procrastinate_noop.py does for its jobs table: statistics a production table would have.
+        conn.execute("ANALYZE runs")
+        with running_workers(database.url, workers, log_dir / f"throughput-{workers}x{threads}", threads):
+            wait_until(lambda: conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'Pending' "
+                                            "OR status = 'Running'").fetchone()["n"] == 0,
+                       600, f"{runs} runs")
+        row = conn.execute("""SELECT count(*) FILTER (WHERE status = 'Succeeded' AND attempt = 1) AS ok,
+                                     count(*) AS total,
+                                     extract(epoch FROM max(finished_at) - min(started_at)) AS seconds
+                              FROM runs""").fetchone()
+    if row["ok"] != runs or row["total"] != runs:
+        raise RuntimeError(f"{row['ok']} of {row['total']} runs succeeded at their first attempt")
+    seconds = float(row["seconds"])
+    return {"workers": workers, "threads": threads, "runs": runs, "seconds": round(seconds, 3),
+            "runs_per_s": round(runs / seconds, 1)}
 
 
 def latency(server_url, samples, log_dir):
-    database = Database(server_url)
-    try:
-        with database.connect() as conn:
-            workflow_id = one_node_workflow(conn)
-            processes = start_workers(database.url, 1, log_dir / "latency")
-            try:
-                # Let the worker connect and LISTEN, then warm it up.
-                time.sleep(2)
-                for i in range(samples + 20):
-                    run_id = enqueue(conn, workflow_id, f"sample {i}")
-                    wait_until(lambda: conn.execute("SELECT status FROM runs WHERE id = %s",
-                                                    (run_id,)).fetchone()["status"] == "Succeeded", 30, "a run")
-                    time.sleep(0.01)
-            finally:
-                stop_workers(processes)
-            rows = conn.execute("""SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms
-                                   FROM runs ORDER BY created_at OFFSET 20""").fetchall()
-        values = sorted(float(r["ms"]) for r in rows)
-        return {"samples": len(values), "p50_ms": round(statistics.median(values), 2),
-                "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
-                "max_ms": round(values[-1], 2)}
-    finally:
-        database.drop()
+    with Database(server_url) as database, database.connect() as conn:
+        workflow_id = one_node_workflow(conn)
+        with running_workers(database.url, 1, log_dir / "latency"):
+            # Let the worker connect and LISTEN, then warm it up.
+            time.sleep(2)
+            for i in range(samples + 20):
+                run_id = enqueue(conn, workflow_id, f"sample {i}")
+                wait_until(lambda: conn.execute("SELECT status FROM runs WHERE id = %s",
+                                                (run_id,)).fetchone()["status"] == "Succeeded", 30, "a run")
+                time.sleep(0.01)
+        rows = conn.execute("""SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms
+                               FROM runs ORDER BY created_at OFFSET 20""").fetchall()
+    values = sorted(float(r["ms"]) for r in rows)
+    return {"samples": len(values), "p50_ms": round(statistics.median(values), 2),
+            "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
+            "max_ms": round(values[-1], 2)}
 
 
 def claim_plan(server_url, finished_rows, pending_rows):
-    database = Database(server_url)
-    try:
-        with database.connect() as conn:
-            workflow_id = one_node_workflow(conn)
-            say(f"  inserting {finished_rows:,} finished runs ...")
-            conn.execute("""INSERT INTO runs (workflow_id, mode, status, attempt, started_at, finished_at, final_output)
-                            SELECT %s, 'async', 'Succeeded', 1, now(), now(), 'x'
-                            FROM generate_series(1, %s)""", (workflow_id, finished_rows))
-            conn.execute("""INSERT INTO runs (workflow_id, mode, input)
-                            SELECT %s, 'async', '{"input_text": "waiting"}' FROM generate_series(1, %s)""",
-                         (workflow_id, pending_rows))
-            conn.execute("VACUUM ANALYZE runs")
-            plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
-                                {"lease_token": uuid.uuid4(), "lease_seconds": 30,
-                                 "worker_id": "bench"}).fetchone()["QUERY PLAN"][0]
-        scans = []
+    with Database(server_url) as database, database.connect() as conn:
+        workflow_id = one_node_workflow(conn)
+        say(f"  inserting {finished_rows:,} finished runs ...")
+        conn.execute("""INSERT INTO runs (workflow_id, mode, status, attempt, started_at, finished_at, final_output)
+                        SELECT %s, 'async', 'Succeeded', 1, now(), now(), 'x'
+                        FROM generate_series(1, %s)""", (workflow_id, finished_rows))
+        conn.execute("""INSERT INTO runs (workflow_id, mode, input)
+                        SELECT %s, 'async', '{"input_text": "waiting"}' FROM generate_series(1, %s)""",
+                     (workflow_id, pending_rows))
+        conn.execute("VACUUM ANALYZE runs")
+        plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
+                            {"lease_token": uuid.uuid4(), "lease_seconds": 30,
+                             "worker_id": "bench"}).fetchone()["QUERY PLAN"][0]
+    scans = []
 
-        def walk(node):
-            if node.get("Relation Name") == "runs":
-                scans.append(f"{node['Node Type']}" + (f" using {node['Index Name']}" if "Index Name" in node else ""))
-            for child in node.get("Plans", []):
-                walk(child)
+    def walk(node):
+        if node.get("Relation Name") == "runs":
+            scans.append(f"{node['Node Type']}" + (f" using {node['Index Name']}" if "Index Name" in node else ""))
+        for child in node.get("Plans", []):
+            walk(child)
 
-        walk(plan["Plan"])
-        return {"finished_rows": finished_rows, "pending_rows": pending_rows, "runs_scans": scans,
-                "seq_scan_on_runs": any(s.startswith("Seq Scan") for s in scans),
-                "execution_ms": plan["Execution Time"]}
-    finally:
-        database.drop()
+    walk(plan["Plan"])
+    return {"finished_rows": finished_rows, "pending_rows": pending_rows, "runs_scans": scans,
+            "seq_scan_on_runs": any(s.startswith("Seq Scan") for s in scans),
+            "execution_ms": plan["Execution Time"]}
 
 
 def procrastinate(server_url, jobs, workers):
-    database = Database(server_url, migrate=False)
-    try:
+    with Database(server_url, migrate=False) as database:
         result = subprocess.run([sys.executable, str(ROOT / "bench" / "procrastinate_noop.py"),
                                  "--database-url", database.url, "--jobs", str(jobs), "--workers", str(workers)],
                                 capture_output=True, text=True, timeout=1200)
         if result.returncode != 0:
             raise RuntimeError(f"procrastinate benchmark failed:\n{result.stderr[-3000:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])
-    finally:
-        database.drop()
 
 
 def main():
