@@ -8,10 +8,9 @@ from datetime import datetime
 
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
-from flask_cors import CORS
 
 from flowline import config as settings
-from flowline import auth, db, errors, logs, metrics, portability, providers, retention, worker
+from flowline import auth, cors, db, errors, logs, metrics, portability, providers, retention, worker
 from flowline.blueprints import files, health, nodes, openapi, runs, workflows
 from flowline.blueprints import metrics as metrics_bp
 
@@ -59,11 +58,6 @@ def create_app(config=None):
     app.extensions[db.EXTENSION] = db.create_pool(app.config)
     app.extensions["flowline.provider"] = providers.from_config(app.config)
 
-    if app.config["CORS_ORIGINS"]:
-        CORS(app, origins=app.config["CORS_ORIGINS"],
-             expose_headers=["X-Request-ID", "ETag", "Location", "Retry-After"],
-             allow_headers=["Content-Type", "Authorization", "If-Match", "Idempotency-Key", "X-Request-ID"])
-
     # Request ids made here are this process's random prefix and a counter: unique like a uuid4 per request,
     # at a tenth of its cost (no urandom read per request). create_app runs in each worker after fork.
     id_prefix, id_counter = uuid.uuid4().hex[:16], itertools.count(1)
@@ -81,7 +75,8 @@ def create_app(config=None):
         response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
         return response
 
-    # After the request id is assigned, so a 401 carries it too.
+    # After the request id is assigned, so a 401 and a preflight's answer carry it too; preflights before auth.
+    cors.install(app)
     auth.install(app)
 
     # Every request counted and timed by route and status (the clock starts before auth's check).

@@ -1,6 +1,8 @@
 """Optional bearer-token authentication: with ``API_TOKENS`` set, every route requires
-``Authorization: Bearer <token>`` except the probes (``/livez``, ``/readyz``), ``/metrics`` when
-``METRICS_PUBLIC`` is on, and CORS preflights (``OPTIONS``, which browsers send without credentials).
+``Authorization: Bearer <token>`` except the probes (``/livez``, ``/readyz``) and ``/metrics`` when
+``METRICS_PUBLIC`` is on. CORS preflights from allowed origins, which browsers send without credentials, are
+answered before this check (flowline/cors.py); any other ``OPTIONS`` needs the token like a ``GET``, so an
+anonymous client cannot map the API's paths and methods.
 
 A presented token is compared with every configured one, in constant time and without stopping at a match, so
 neither the time taken nor anything else tells which token matched or how much of one did. Tokens are never
@@ -69,8 +71,6 @@ def install(app):
 
     @app.before_request
     def require_bearer_token():
-        if request.method == "OPTIONS":
-            return None
         # The matched route, not the raw path: /livez/ or //livez match no public route. A path that matches no
         # route needs a token too, so an anonymous client learns nothing about which paths exist.
         rule = request.url_rule

@@ -118,13 +118,45 @@ def mask_secret_url(url):
         return "<unparseable URL>"
 
 
+# CORS_ORIGINS unset or empty: the origins of the earlier service's browser front end, which it allowed out of the box.
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+
+
+def _cors_origins(env):
+    """Return CORS_ORIGINS as a list: unset or empty, DEFAULT_CORS_ORIGINS; ``none``, no origin (CORS off)."""
+    raw = env.get("CORS_ORIGINS", "").strip()
+    if raw == "":
+        return list(DEFAULT_CORS_ORIGINS)
+    if raw.lower() == "none":
+        return []
+    origins = [o.strip() for o in raw.split(",") if o.strip()]
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+                              or parts.query or parts.fragment):
+            raise ConfigError(f"CORS_ORIGINS: {origin!r} is not an origin such as https://app.example or "
+                              "http://localhost:3000 (scheme and host, optional port, no path); 'none' turns CORS off")
+    return origins
+
+
+# The model of a generative_ai node whose config names none, unless LLM_MODEL names another.
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+
+
+def _llm_model(env):
+    """Return LLM_MODEL (the model of generative_ai nodes that name none), DEFAULT_LLM_MODEL when unset."""
+    model = env.get("LLM_MODEL", "").strip()
+    if len(model) > 200 or not model.isprintable():
+        raise ConfigError("LLM_MODEL must be a model name of at most 200 printable characters")
+    return model or DEFAULT_LLM_MODEL
+
+
 def from_env(env=None):
     """Return Flowline's settings as a dict of Flask config keys, read from ``env`` (default: os.environ).
 
     :raise ConfigError: when a value cannot be used.
     """
     env = os.environ if env is None else env
-    origins = [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()]
     return {
         "DATABASE_URL": env.get("DATABASE_URL", ""),
         "DB_POOL_MIN_SIZE": _int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
@@ -151,7 +183,7 @@ def from_env(env=None):
         # Largest JSON request body (larger: 413). 12 MiB holds MAX_INPUT_CHARS' million characters however the client
         # encodes them: up to 12 bytes per character when an emoji is sent as a \ud83d\ude00 surrogate-pair escape.
         "MAX_JSON_KB": _int(env, "MAX_JSON_KB", 12 * 1024, minimum=1),
-        "CORS_ORIGINS": origins,
+        "CORS_ORIGINS": _cors_origins(env),
         # Bearer tokens every route but /livez, /readyz (and /metrics with METRICS_PUBLIC) requires; none: no auth.
         "API_TOKENS": _api_tokens(env),
         "METRICS_PUBLIC": _flag(env, "METRICS_PUBLIC", False),
@@ -161,6 +193,8 @@ def from_env(env=None):
         # generative_ai: the openai provider is active whenever LLM_API_KEY is set, else the echo provider.
         "LLM_API_KEY": _llm_api_key(env),
         "LLM_BASE_URL": _llm_base_url(env),
+        # generative_ai nodes whose config names no model ask for this one.
+        "LLM_MODEL": _llm_model(env),
         "LLM_TIMEOUT_S": _float(env, "LLM_TIMEOUT_S", 30.0, minimum=0.1),
         "LLM_MAX_RETRIES": _int(env, "LLM_MAX_RETRIES", 3, minimum=0),
         "LLM_BACKOFF_S": _float(env, "LLM_BACKOFF_S", 0.5, minimum=0.0),

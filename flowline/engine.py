@@ -122,14 +122,17 @@ def _run_formatter(config, text, ctx):
 
 def _run_generative_ai(config, text, ctx):
     remaining = ctx.deadline - time.monotonic()
+    model = config.get("model") or ctx.provider.default_model
     completion = ctx.provider.complete(
         prompt=_render_prompt(config["prompt"], text),
-        model=config["model"],
+        model=model,
         temperature=config["temperature"],
         max_tokens=config["max_tokens"],
         top_p=config["top_p"],
         timeout=remaining,
     )
+    if "model" not in config:
+        return completion.text, f"{completion.note}; model {model} is LLM_MODEL (the node names none)"
     return completion.text, completion.note
 
 
@@ -243,16 +246,25 @@ def _stored_config(config_json):
 
 @functools.lru_cache(maxsize=1024)
 def _load_config(node_type, config_json):
-    """Return the config stored as ``config_json`` validated for ``node_type``, defaults applied.
+    """Return ``(config, note)``: the config stored as ``config_json`` validated for ``node_type``, defaults
+    applied and keys the type does not know left out, and the step note naming those keys (None when none).
 
     Cached by the stored text: the same node config runs again and again, and validating it each time cost
     more than running a formatter. The returned dict is shared, so executors must not change it.
     :raise InputRejected: when the config is not valid for its type (e.g. written by an older release).
     """
+    stored = _stored_config(config_json)
     try:
-        return schemas.load_config(node_type, _stored_config(config_json))
+        config = schemas.load_config(node_type, stored)
     except ValidationError as exc:
         raise InputRejected(f"invalid config: {exc.normalized_messages()}") from None
+    ignored = schemas.ignored_keys(node_type, stored)
+    note = f"config keys not used by {node_type} nodes, ignored: {', '.join(ignored)}" if ignored else None
+    return config, note
+
+
+def _joined(*notes):
+    return "; ".join(note for note in notes if note) or None
 
 
 def _execute_node(node, text, ctx):
@@ -261,9 +273,10 @@ def _execute_node(node, text, ctx):
     executor = EXECUTORS.get(node_type)
     if executor is None:
         raise InputRejected(f"unknown node type {node_type!r}")
-    config = _load_config(node_type, node["config_json"])
+    config, ignored_note = _load_config(node_type, node["config_json"])
     try:
-        return executor.run(config, text, ctx)
+        output, note = executor.run(config, text, ctx)
+        return output, _joined(note, ignored_note)
     except StepFailed:
         raise
     except Exception:

@@ -39,6 +39,7 @@ _SCHEMAS = {
     "Workflow": schemas.WorkflowSchema,
     "WorkflowNode": schemas.WorkflowNodeSchema,
     "Node": schemas.NodeSchema,
+    "NodeChanged": schemas.NodeChangedSchema,
     "WorkflowWithNodes": schemas.WorkflowWithNodesSchema,
     "WorkflowList": schemas.WorkflowListSchema,
     "NodeAdded": schemas.NodeAddedSchema,
@@ -98,6 +99,10 @@ _IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]+$"},
                     "description": "Repeating a request with the same key (and body) answers the same run and "
                                    "queues nothing; the same key with a different body answers 422."}
+_PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "RFC 7240. `handling=strict`: config keys the node type does not know are a 422 (with "
+                          "`Preference-Applied: handling=strict`) instead of being kept and named in `warnings`. "
+                          "Other preferences are ignored. Answers carry `Vary: Prefer`."}
 _IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
              "description": 'Only if the resource is still at this ETag (e.g. "3"); 412 otherwise. `*` or none: any.'}
 
@@ -174,17 +179,19 @@ PATHS = {
             params=[_WF, _IF_MATCH], tag="workflows"),
     },
     "/workflows/{workflow_id}/nodes": {
-        "post": _operation("Append a node; its config is validated by the schema of its node_type", {
-            **_ok("NodeAdded", "The node was added."), **_errors(400, 404, 412, 413, 415, 422, 503)},
-            params=[_WF, _IF_MATCH], body=_json_body(_NODE_CREATE), tag="nodes"),
+        "post": _operation("Append a node; the config keys its node_type knows are validated, others kept", {
+            **_ok("NodeAdded", "The node was added (`warnings` names config keys its type does not use)."),
+            **_errors(400, 404, 412, 413, 415, 422, 503)},
+            params=[_WF, _IF_MATCH, _PREFER], body=_json_body(_NODE_CREATE), tag="nodes"),
     },
     "/workflows/{workflow_id}/nodes/{node_id}": {
         "get": _operation("Read one node", {
             **_ok("Node", "The node.", "ETag"), **_errors(404, 503)},
             params=[_WF, _NODE], tag="nodes"),
         "patch": _operation("Change a node's config, its type, or both (the result must be valid for the type)", {
-            **_ok("Node", "The changed node.", "ETag"), **_errors(400, 404, 412, 413, 415, 422, 503)},
-            params=[_WF, _NODE, _IF_MATCH], body=_json_body("NodePatch"), tag="nodes"),
+            **_ok("NodeChanged", "The changed node (`warnings` names config keys its type does not use).", "ETag"),
+            **_errors(400, 404, 412, 413, 415, 422, 503)},
+            params=[_WF, _NODE, _IF_MATCH, _PREFER], body=_json_body("NodePatch"), tag="nodes"),
         "delete": _operation("Delete a node; later nodes move up one position", {
             **_no_content("Deleted."), **_errors(404, 412, 503)},
             params=[_WF, _NODE, _IF_MATCH], tag="nodes"),
@@ -309,6 +316,13 @@ def build():
                        "set; without API_TOKENS the server asks for none."})
     for name, schema in _SCHEMAS.items():
         spec.components.schema(name, schema=schema)
+    for config, _ in NODE_CONFIG_COMPONENTS.values():
+        # Any object is a valid config (CONTRACT.md route 3): keys the type does not know are kept and ignored.
+        component = spec.components.schemas[config]
+        component["additionalProperties"] = True
+        component["description"] = ("Keys listed here are validated; any other key is kept as sent, ignored when "
+                                    "the node runs and named in the answer's `warnings` (a 422 with "
+                                    "`Prefer: handling=strict`).")
     for node_type, (config, body) in NODE_CONFIG_COMPONENTS.items():
         spec.components.schema(body, component=_node_create_variant(node_type, config))
     for name, header in _HEADERS.items():

@@ -47,7 +47,7 @@ from psycopg.types.json import Jsonb
 
 from . import db
 from .config import connection_kwargs, mask_url
-from .schemas import RUN_STATUSES, NodeCreateSchema, Text, WorkflowCreateSchema
+from .schemas import RUN_STATUSES, NodeCreateSchema, Text, WorkflowCreateSchema, check_node_config
 
 FORMAT = "flowline-export"
 VERSION = 1
@@ -103,6 +103,11 @@ class ExportNodeSchema(NodeCreateSchema):
     created_at = _timestamp()
     updated_at = _timestamp()
     version = _integer(1)
+
+    @validates_schema
+    def _config_matches_type(self, data, **kwargs):
+        # As the API does: known keys validated, the others imported as sent (and verified with the rest).
+        check_node_config(data["node_type"], data["config"])
 
 
 class ExportStepSchema(Schema):

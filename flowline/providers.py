@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from .config import mask_secret_url
+from .config import DEFAULT_LLM_MODEL, mask_secret_url
 from .engine import ProviderFailed, ProviderUnavailable, RunTimedOut
 from .schemas import unstorable_reason
 
@@ -40,6 +40,10 @@ class EchoProvider:
     """Generates nothing: returns the rendered prompt, and says so in the step's note."""
 
     name = "echo"
+
+    def __init__(self, *, default_model=DEFAULT_LLM_MODEL):
+        # The model of a generative_ai node whose config names none (LLM_MODEL).
+        self.default_model = default_model
 
     def complete(self, *, prompt, model, temperature, max_tokens, top_p, timeout):
         """Return ``prompt`` unchanged as the completion."""
@@ -124,9 +128,11 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, *, api_key, base_url, timeout_s=30.0, max_retries=3, backoff_s=0.5):
+    def __init__(self, *, api_key, base_url, timeout_s=30.0, max_retries=3, backoff_s=0.5,
+                 default_model=DEFAULT_LLM_MODEL):
         if not api_key:
             raise ValueError("the openai provider needs an API key")
+        self.default_model = default_model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
@@ -266,15 +272,17 @@ class OpenAIProvider:
 def from_config(config):
     """Return the provider the configuration selects: ``openai`` whenever LLM_API_KEY is set, else ``echo``."""
     api_key = config.get("LLM_API_KEY") or ""
+    default_model = config.get("LLM_MODEL") or DEFAULT_LLM_MODEL
     if not api_key:
         log.info("LLM provider: echo (LLM_API_KEY is not set: generative_ai nodes return their rendered prompt)")
-        return EchoProvider()
+        return EchoProvider(default_model=default_model)
     provider = OpenAIProvider(
         api_key=api_key,
         base_url=config.get("LLM_BASE_URL") or "https://api.openai.com/v1",
         timeout_s=config.get("LLM_TIMEOUT_S", 30.0),
         max_retries=config.get("LLM_MAX_RETRIES", 3),
         backoff_s=config.get("LLM_BACKOFF_S", 0.5),
+        default_model=default_model,
     )
     log.info("LLM provider: openai at %s (%s per attempt, up to %d retries)", mask_secret_url(provider.url),
              _seconds(provider.timeout_s), provider.max_retries)

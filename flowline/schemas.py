@@ -1,11 +1,14 @@
 """marshmallow schemas: one per request body and one per node type's ``config``.
 
-Unknown keys are rejected (marshmallow's default ``unknown=RAISE``), so a typo is a 422, not a silent no-op.
+Unknown keys in a request body are rejected (marshmallow's default ``unknown=RAISE``), so a typo is a 422, not a
+silent no-op. A node's ``config`` is the exception the earlier service's contract forces (CONTRACT.md route 3):
+keys its type does not know are kept, ignored when it runs and reported as warnings, unless the client asks for
+``Prefer: handling=strict``.
 """
 
 import math
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from . import formatter
 
@@ -65,10 +68,14 @@ class FormatterConfigSchema(Schema):
 
 
 class GenerativeAIConfigSchema(Schema):
-    """``generative_ai``: ``{text}`` in the prompt is replaced by the node's input; without it the input follows."""
+    """``generative_ai``: ``{text}`` in the prompt is replaced by the node's input; without it the input follows.
+    No ``prompt``: the input is the prompt. No ``model``: the server's LLM_MODEL."""
 
-    prompt = Text(required=True, validate=validate.Length(min=1, max=4000))
-    model = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    prompt = Text(load_default="{text}", validate=validate.Length(min=1, max=4000),
+                  metadata={"description": "Default `{text}`: the node's input is the whole prompt."})
+    # No load_default: a missing model is left out (the executor asks for LLM_MODEL), while null stays a 422.
+    model = Text(validate=[validate.Length(min=1, max=200), _not_blank],
+                 metadata={"description": "Default: the server's LLM_MODEL setting."})
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=2))
     max_tokens = fields.Integer(strict=True, load_default=1024, validate=validate.Range(min=1, max=4096))
     top_p = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=1))
@@ -87,12 +94,24 @@ CONFIG_SCHEMAS = {
 }
 
 
-def load_config(node_type, config):
+def ignored_keys(node_type, config):
+    """Return the keys of ``config`` that ``node_type`` does not know, in the order sent: kept, never used."""
+    known = CONFIG_SCHEMAS[node_type].fields
+    return [key for key in config if key not in known]
+
+
+def config_warnings(node_type, config):
+    """Return one warning per key of ``config`` that ``node_type`` does not know (empty when there is none)."""
+    return [f"config.{key} is not used by {node_type} nodes: kept, ignored" for key in ignored_keys(node_type, config)]
+
+
+def load_config(node_type, config, *, strict=False):
     """Return ``config`` validated for ``node_type`` with defaults applied (what an executor receives).
 
-    :raise ValidationError: when the config is invalid for the type.
+    Keys the type knows are validated; the others are left out of the result (``strict``: refused).
+    :raise ValidationError: a known key's value is invalid, or (``strict``) a key is unknown.
     """
-    return CONFIG_SCHEMAS[node_type].load(config)
+    return CONFIG_SCHEMAS[node_type].load(config, unknown=RAISE if strict else EXCLUDE)
 
 
 # --- request bodies -----------------------------------------------------------------------------------------
@@ -104,21 +123,65 @@ class WorkflowCreateSchema(Schema):
     name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
 
 
+def _unstorable_parts(value):
+    """Yield ``(path, reason)`` for every key or string inside the JSON ``value`` that PostgreSQL cannot store."""
+    stack = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            reason = unstorable_reason(item)
+            if reason:
+                yield path, reason
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                reason = unstorable_reason(key)
+                if reason:
+                    yield path + (key,), "This key: " + reason[0].lower() + reason[1:]
+                else:
+                    stack.append((path + (key,), child))
+        elif isinstance(item, list):
+            stack.extend((path + (str(index),), child) for index, child in enumerate(item))
+
+
+class ConfigObject(fields.Dict):
+    """A node's ``config``: any JSON object PostgreSQL can store (no NUL, no unpaired surrogate in any key or
+    string, however deep); what its node type makes of it is checked by ``check_node_config``."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        errors = {}
+        for path, reason in _unstorable_parts(value):
+            place = errors
+            for key in path[:-1]:
+                place = place.setdefault(key, {})
+            place[path[-1]] = [reason]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+def check_node_config(node_type, config, *, strict=False):
+    """Validate ``config`` for ``node_type`` as a node body's ``config``; return its warnings (ignored keys).
+
+    :raise ValidationError: a known key's value is invalid, or (``strict``) a key is unknown; the messages are
+        nested under ``config``, as the body is.
+    """
+    try:
+        load_config(node_type, config, strict=strict)
+    except ValidationError as exc:
+        raise ValidationError({"config": exc.messages}) from None
+    return config_warnings(node_type, config)
+
+
 class NodeCreateSchema(Schema):
-    """Body of ``POST /workflows/{id}/nodes``: ``config`` is validated by the schema of ``node_type``.
+    """Body of ``POST /workflows/{id}/nodes``. The view validates ``config`` for ``node_type`` (check_node_config),
+    after this schema has loaded a known type and an object.
 
     The loaded ``config`` is the client's object unchanged (it is stored as sent); defaults apply at execution.
     """
 
     node_type = fields.String(required=True, validate=validate.OneOf(NODE_TYPES))
-    config = fields.Dict(required=True)
-
-    @validates_schema
-    def _config_matches_type(self, data, **kwargs):
-        try:
-            CONFIG_SCHEMAS[data["node_type"]].load(data["config"])
-        except ValidationError as exc:
-            raise ValidationError(exc.messages, field_name="config") from None
+    config = ConfigObject(required=True)
 
 
 class RunRequestSchema(Schema):
@@ -140,7 +203,7 @@ class NodePatchSchema(Schema):
     ``node_type``, or both; the resulting config must be valid for the resulting type (checked by the view)."""
 
     node_type = fields.String(validate=validate.OneOf(NODE_TYPES))
-    config = fields.Dict()
+    config = ConfigObject()
 
     @validates_schema
     def _something_to_change(self, data, **kwargs):
@@ -214,12 +277,23 @@ class WorkflowListSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
 
 
+_WARNINGS_DESCRIPTION = ("One sentence per config key the node type does not use (kept as sent, ignored when the "
+                         "node runs); left out when there is none.")
+
+
 class NodeAddedSchema(Schema):
     """Answer of ``POST /workflows/{id}/nodes``."""
 
     message = fields.String(required=True, metadata={"enum": ["Node added"]})
     node_id = fields.UUID(required=True)
     position = fields.Integer(required=True)
+    warnings = fields.List(fields.String(), metadata={"description": _WARNINGS_DESCRIPTION})
+
+
+class NodeChangedSchema(NodeSchema):
+    """Answer of ``PATCH /workflows/{id}/nodes/{node_id}``: the node, and what its config holds that is not used."""
+
+    warnings = fields.List(fields.String(), metadata={"description": _WARNINGS_DESCRIPTION})
 
 
 class RunSchema(Schema):

@@ -23,12 +23,25 @@ def test_defaults_apply_when_settings_are_unset_or_empty():
     assert config.from_env({}) == config.from_env({name: "" for name in config.from_env({})} | {"LOG_LEVEL": "INFO"})
     settings = config.from_env({})
     assert (settings["DB_POOL_TIMEOUT_S"], settings["STATEMENT_TIMEOUT_MS"], settings["SYNC_RUN_TIMEOUT_S"]) == (2.0, 5000, 25.0)
-    assert settings["CORS_ORIGINS"] == []
+    assert settings["CORS_ORIGINS"] == ["http://localhost:3000", "http://127.0.0.1:3000"]
+    assert settings["LLM_MODEL"] == "gpt-4o-mini"
 
 
-def test_cors_origins_are_a_comma_separated_list():
+def test_cors_origins_are_a_comma_separated_list_that_replaces_the_default():
     assert config.from_env({"CORS_ORIGINS": " https://a.example, http://localhost:3000 ,"})["CORS_ORIGINS"] == [
         "https://a.example", "http://localhost:3000"]
+    assert config.from_env({"CORS_ORIGINS": "https://a.example:8443"})["CORS_ORIGINS"] == ["https://a.example:8443"]
+
+
+@pytest.mark.parametrize("value", ["none", "None", " NONE "])
+def test_cors_origins_none_turns_cors_off(value):
+    assert config.from_env({"CORS_ORIGINS": value})["CORS_ORIGINS"] == []
+
+
+@pytest.mark.parametrize("value", ["localhost:3000", "http://app.example/path", "ftp://app.example", "https://"])
+def test_a_cors_origin_that_is_not_an_origin_is_refused_at_start(value):
+    with pytest.raises(config.ConfigError, match="CORS_ORIGINS"):
+        config.from_env({"CORS_ORIGINS": value})
 
 
 @pytest.mark.parametrize("env, message", [

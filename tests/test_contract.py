@@ -123,9 +123,6 @@ def test_unknown_ids_are_404_without_internal_details(client, method, path, deta
     ({"node_type": "formatter", "config": {"rules": ["shout"]}},
      {"config": {"rules": {"0": ["Must be one of: uppercase, lowercase, full_to_half, half_to_full, normalize_width, "
                                  "strip, collapse_whitespace, nfkc."]}}}),
-    ({"node_type": "formatter", "config": {"rule": ["uppercase"]}}, {"config": {"rule": ["Unknown field."]}}),
-    ({"node_type": "generative_ai", "config": {}},
-     {"config": {"prompt": ["Missing data for required field."], "model": ["Missing data for required field."]}}),
     ({"node_type": "generative_ai", "config": {"prompt": "x" * 4001, "model": "m"}},
      {"config": {"prompt": ["Length must be between 1 and 4000."]}}),
     ({"node_type": "generative_ai", "config": {"prompt": "p", "model": " "}}, {"config": {"model": ["Must not be blank."]}}),
@@ -145,6 +142,19 @@ def test_unknown_ids_are_404_without_internal_details(client, method, path, deta
 def test_invalid_node_payloads_are_422_naming_the_field(client, workflow, payload, errors):
     workflow_id = workflow()
     response = client.post(f"/workflows/{workflow_id}/nodes", json=payload)
+    assert response.status_code == 422
+    assert response.json["errors"] == {k: v for k, v in errors.items()}
+    assert isinstance(response.json["detail"], str)
+    assert client.get(f"/workflows/{workflow_id}").json["nodes"] == []
+
+
+@pytest.mark.parametrize("payload, errors", [
+    ({"node_type": "formatter", "config": {"rule": ["uppercase"]}}, {"config": {"rule": ["Unknown field."]}}),
+])
+def test_unknown_config_keys_are_422_naming_the_field_for_a_strict_client(client, workflow, payload, errors):
+    """Before, every client got this 422; now a client asks for it with Prefer: handling=strict."""
+    workflow_id = workflow()
+    response = client.post(f"/workflows/{workflow_id}/nodes", json=payload, headers={"Prefer": "handling=strict"})
     assert response.status_code == 422
     assert response.json["errors"] == {k: v for k, v in errors.items()}
     assert isinstance(response.json["detail"], str)
@@ -241,5 +251,12 @@ def test_cors_origins_come_from_configuration(make_app):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_no_cors_headers_by_default(client):
+def test_by_default_cors_allows_the_earlier_front_end_only(client):
+    for origin in ("http://localhost:3000", "http://127.0.0.1:3000"):
+        assert client.get("/livez", headers={"Origin": origin}).headers["Access-Control-Allow-Origin"] == origin
     assert "Access-Control-Allow-Origin" not in client.get("/livez", headers={"Origin": "https://app.example"}).headers
+
+
+def test_cors_origins_none_sends_no_cors_headers(make_app):
+    client = make_app(CORS_ORIGINS=[]).test_client()
+    assert "Access-Control-Allow-Origin" not in client.get("/livez", headers={"Origin": "http://localhost:3000"}).headers

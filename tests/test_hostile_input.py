@@ -206,7 +206,9 @@ def _check_node_create(client, world, sql, value):
                  {"node_type": "formatter", "config": {"rules": [value]}},
                  {"node_type": "extract_text", "config": {"file_id": value}},
                  {"node_type": value, "config": {}},
-                 {"node_type": "formatter", "config": {value or "k": "v"}},
+                 # A key the type does not know is kept as sent (beside rules: [], so the later sync run's
+                 # formatters still pass text through).
+                 {"node_type": "formatter", "config": {"rules": [], value or "k": "v"}},
                  {"node_type": "formatter", "config": {}, value or "k": "v"}):
         response = _send(client, "POST", path, body)
         if _status_ok(response) == 200:

@@ -76,10 +76,13 @@ def test_node_configs_one_component_per_type_discriminated_by_node_type(document
         assert variant["properties"]["node_type"] == {"type": "string", "enum": [node_type]}
         assert set(variant["required"]) == {"node_type", "config"}
         config = variant["properties"]["config"]["$ref"].rsplit("/", 1)[1]
-        assert schemas[config]["type"] == "object" and schemas[config]["additionalProperties"] is False
+        # Any object is a config (CONTRACT.md route 3): unknown keys are allowed, kept and reported.
+        assert schemas[config]["type"] == "object" and schemas[config]["additionalProperties"] is True
+        assert "Prefer: handling=strict" in schemas[config]["description"]
         configs.add(config)
     assert len(configs) == len(NODE_TYPES)
-    assert set(schemas["GenerativeAIConfig"]["required"]) == {"prompt", "model"}
+    assert "required" not in schemas["GenerativeAIConfig"]  # prompt and model have defaults
+    assert schemas["GenerativeAIConfig"]["properties"]["prompt"]["default"] == "{text}"
     assert schemas["FormatterConfig"]["properties"]["rules"]["items"]["enum"]
 
 

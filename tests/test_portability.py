@@ -206,6 +206,21 @@ def test_a_file_that_is_not_a_version_1_export_is_refused_with_a_clear_error(tar
     assert _count(target) == EMPTY
 
 
+def test_config_keys_a_node_type_does_not_know_are_imported_as_sent_and_verified(target, tmp_path):
+    document = _valid_document()
+    config = {"rules": ["strip"], "prompt": "Summarise", "nested": {"説明": [1, None, {"x": "ｶﾀｶﾅ"}]}}
+    document["workflows"][0]["nodes"][0]["config"] = config
+    result = flask(target, "import", _write(tmp_path, document))
+    assert result.returncode == 0, _err(result)
+    assert "verified: 1 workflow read back identical" in result.stdout.decode()
+    [node] = _rows(target)["nodes"]
+    assert node["config"] == config
+    # Anywhere but inside a config, an unknown key is still refused.
+    document["workflows"][0]["nodes"][0]["prompt"] = "p"
+    refused = flask(target, "import", _write(tmp_path, document))
+    assert refused.returncode == 1 and "nodes[0].prompt: Unknown field." in _err(refused)
+
+
 def test_an_invalid_node_config_names_the_workflow_node_and_field_and_nothing_is_imported(target, tmp_path):
     good, bad = _valid_document()["workflows"][0], _valid_document()["workflows"][0]
     bad["nodes"][0]["config"] = {"rules": ["strip", "shout"]}
@@ -228,8 +243,8 @@ def _broken(change):
     (_broken(lambda d, w: w.update(name="")), "workflows[0] (id "),
     (_broken(lambda d, w: w.update(name="  ")), "name: Must not be blank."),
     (_broken(lambda d, w: w["nodes"][0].update(node_type="rocket")), "nodes[0].node_type: Must be one of"),
-    (_broken(lambda d, w: w["nodes"][0].update(config={"prompt": "p"}, node_type="generative_ai")),
-     "nodes[0].config.model: Missing data for required field."),
+    (_broken(lambda d, w: w["nodes"][0].update(config={"prompt": ""}, node_type="generative_ai")),
+     "nodes[0].config.prompt: Length must be between 1 and 4000."),
     (_broken(lambda d, w: w["nodes"][0].update(position=1)), "nodes: Node positions must be 0..0, each once; found [1]."),
     (_broken(lambda d, w: w.update(created_at="2024-05-01T10:00:00")), "created_at: Not a valid aware datetime."),
     (_broken(lambda d, w: w.update(id="00000000-0000-0000-0000-000000000000")), "id: Must not be the nil UUID."),

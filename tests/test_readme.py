@@ -22,7 +22,8 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     assert result.returncode == 0, result.stderr
     (added_1, added_2, added_3, workflow, runs, run, queued, queued_run, cancelled, queued_events,
      missing, invalid, ready, renamed, too_late, workflows_page, runs_page, events,
-     node, patched, reordered, deleted) = _json_documents(result.stdout)
+     node, patched, reordered, deleted,
+     front_1, front_2, front_3, front_strict, front_run) = _json_documents(result.stdout)
     assert added_1["message"] == added_2["message"] == added_3["message"] == "Node added"
     assert [n["node_type"] for n in workflow["nodes"]] == ["formatter", "generative_ai", "formatter"]
     assert runs["runs"][0]["final_output"] == run["run"]["final_output"] == "SUMMARISE: INVOICE テスト"
@@ -42,6 +43,11 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     assert [e["status"] for e in events["events"]] == ["Running", "Succeeded"]
     assert node["config"] == {"rules": ["normalize_width", "strip"]} and patched["config"] == {"rules": ["strip"]}
     assert [n["id"] for n in reordered["nodes"]][-1] == node["id"] and deleted == {"deleted": 204}
+    assert front_1["warnings"] == ["config.prompt is not used by extract_text nodes: kept, ignored"]
+    assert "warnings" not in front_2
+    assert front_3["warnings"] == ["config.prompt is not used by formatter nodes: kept, ignored"]
+    assert front_strict["errors"] == {"config": {"prompt": ["Unknown field."]}}
+    assert front_run["final_output"] == "SUMMARISE: INVOICE 42"
 
 
 def _json_documents(text):

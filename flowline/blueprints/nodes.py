@@ -4,15 +4,16 @@ Every change locks the workflow row first (bumping its version), which serialise
 workflow's nodes and keeps positions unique and gap-free (0..n-1).
 """
 
-from flask import Blueprint, jsonify
-from marshmallow import ValidationError
+import json
+
+from flask import Blueprint, after_this_request, jsonify, request
 from psycopg.types.json import Jsonb
 
-from .. import db
+from .. import db, prefer
 from ..errors import NotFound, Unprocessable
-from ..http import (expected_versions, load_json, parse_id, precondition_failed, query_json_response,
+from ..http import (etag, expected_versions, load_json, parse_id, precondition_failed, query_json_response,
                     require_file, row_json_response, workflow_write_refused)
-from ..schemas import CONFIG_SCHEMAS, NodeCreateSchema, NodeOrderSchema, NodePatchSchema
+from ..schemas import NodeCreateSchema, NodeOrderSchema, NodePatchSchema, check_node_config
 
 bp = Blueprint("nodes", __name__)
 
@@ -31,6 +32,33 @@ def _check_file_exists(conn, node_type, config):
         require_file(conn, file_id, "config", "file_id")
 
 
+def _vary_on_prefer(response):
+    response.vary.add("Prefer")
+    return response
+
+
+def _strict_applied(response):
+    response.headers[prefer.APPLIED_HEADER] = prefer.STRICT_APPLIED
+    return response
+
+
+def _checked_config(node_type, config):
+    """Validate ``config`` for ``node_type``; return the warnings for the keys it does not know (kept, ignored).
+
+    Keys the type knows are validated whatever the client prefers; the others are refused only for a client that
+    sent ``Prefer: handling=strict`` (its 422 then carries ``Preference-Applied``). Every answer of a route that
+    calls this varies on ``Prefer``.
+
+    :raise ValidationError: 422 keyed by field under ``config``.
+    """
+    after_this_request(_vary_on_prefer)
+    warnings = check_node_config(node_type, config)
+    if warnings and prefer.handling_is_strict(request):
+        after_this_request(_strict_applied)
+        check_node_config(node_type, config, strict=True)
+    return warnings
+
+
 def _lock_workflow(conn, workflow_id, versions=None):
     """Lock ``workflow_id`` and bump its version for a change to its nodes.
 
@@ -47,16 +75,26 @@ def add_node(workflow_id):
 
     :raise 404: unknown workflow.
     :raise 412: ``If-Match`` names a workflow version that is no longer current.
-    :raise 422: an unknown node type, or a config invalid for its type (errors keyed by field).
+    Keys of ``config`` the node type does not know are stored as sent and named in ``warnings``; with
+    ``Prefer: handling=strict`` they are a 422 instead.
+
+    :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current.
+    :raise 422: an unknown node type, a config that is not an object, a known config key with an invalid value,
+        or (strict) an unknown config key; errors keyed by field.
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
+    warnings = _checked_config(data["node_type"], data["config"])
     with db.transaction() as conn:
         # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
         _lock_workflow(conn, workflow_id, expected_versions())
         _check_file_exists(conn, data["node_type"], data["config"])
         node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"]))
-    return jsonify({"message": "Node added", "node_id": node["id"], "position": node["position"]})
+    answer = {"message": "Node added", "node_id": node["id"], "position": node["position"]}
+    if warnings:
+        answer["warnings"] = warnings
+    return jsonify(answer)
 
 
 @bp.get("/workflows/<workflow_id>/nodes/<node_id>")
@@ -74,11 +112,13 @@ def change_node(workflow_id, node_id):
     """Replace a node's ``config``, its ``node_type``, or both; 200 with the node and its new ``ETag``.
 
     The resulting config must be valid for the resulting type: changing only ``node_type`` keeps the config,
-    which must then suit the new type. With ``If-Match`` (the node's ETag), only if unchanged since.
+    which must then suit the new type; keys the type does not know are kept and named in ``warnings`` (a 422
+    with ``Prefer: handling=strict``). With ``If-Match`` (the node's ETag), only if unchanged since.
 
     :raise 404: unknown workflow or node.
     :raise 412: ``If-Match`` names a node version that is no longer current (nothing changed).
-    :raise 422: nothing to change, an unknown type, or a config invalid for the type (errors keyed by field).
+    :raise 422: nothing to change, an unknown type, a known config key with an invalid value, or (strict) an
+        unknown config key; errors keyed by field.
     """
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     data = load_json(_patch_schema)
@@ -89,16 +129,17 @@ def change_node(workflow_id, node_id):
             raise NotFound("Node not found")
         node_type = data.get("node_type", current["node_type"])
         config = data.get("config", current["config"])
-        try:
-            CONFIG_SCHEMAS[node_type].load(config)
-        except ValidationError as exc:
-            raise ValidationError({"config": exc.messages}) from None
+        warnings = _checked_config(node_type, config)
         _check_file_exists(conn, node_type, config)
         row = db.one(conn, "update_node", workflow_id=workflow_id, node_id=node_id, node_type=node_type,
                      config=Jsonb(config), expected_versions=expected_versions())
         if row is None:
             raise precondition_failed(current["version"])
-    return row_json_response(row)
+    if not warnings:
+        return row_json_response(row)
+    response = jsonify({**json.loads(row["body"]), "warnings": warnings})
+    response.headers["ETag"] = etag(row["version"])
+    return response
 
 
 @bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
