@@ -4,6 +4,7 @@ database built once per session, and a fresh database cloned from it for every t
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -202,6 +203,52 @@ def server(make_server, database_url):
     server = make_server(database_url)
     server.start()
     return server
+
+
+# --- a real browser ---------------------------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Screenshots of what the browser tests saw, one per test, kept for a person to look at (git ignores them).
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    """Playwright, driving Debian's Chromium (never a browser build it would download)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("the browser tests need Chromium: apt-get install chromium (or set CHROMIUM to its path)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as running:
+        yield running
+
+
+def launch_chromium(playwright, *args):
+    """Return a headless Chromium started with ``args`` besides the ones every test needs."""
+    # --no-sandbox: CI runs the suite as root; the others keep Chromium off the network it cannot reach.
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", *args])
+
+
+@pytest.fixture(scope="session")
+def browser(playwright):
+    browser = launch_chromium(playwright)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page (its own context: no cookies or cache shared); a screenshot of it is saved at the end."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    SCREENSHOTS.mkdir(exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+    context.close()
 
 
 # --- PostgreSQL clusters a test may stop and start --------------------------------------------------------------
