@@ -12,7 +12,7 @@ import functools
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from . import auth, schemas
+from . import auth, nodes, schemas
 
 OPENAPI_VERSION = "3.0.3"
 JSON = "application/json"
@@ -28,9 +28,7 @@ def _ref(kind, name):
 # itself under the same name and the explicit registration raises DuplicateComponentNameError.
 _SCHEMAS = {
     "Error": schemas.ErrorSchema,
-    "ExtractTextConfig": schemas.ExtractTextConfigSchema,
-    "GenerativeAIConfig": schemas.GenerativeAIConfigSchema,
-    "FormatterConfig": schemas.FormatterConfigSchema,
+    **{f"{node_type.component}Config": node_type.config_schema for node_type in nodes.ALL},
     "WorkflowCreate": schemas.WorkflowCreateSchema,
     "WorkflowPatch": schemas.WorkflowPatchSchema,
     "NodePatch": schemas.NodePatchSchema,
@@ -59,11 +57,8 @@ _SCHEMAS = {
 }
 
 # node_type -> (component of its config schema, component of the POST /workflows/{id}/nodes body for it)
-NODE_CONFIG_COMPONENTS = {
-    "extract_text": ("ExtractTextConfig", "ExtractTextNodeCreate"),
-    "generative_ai": ("GenerativeAIConfig", "GenerativeAINodeCreate"),
-    "formatter": ("FormatterConfig", "FormatterNodeCreate"),
-}
+NODE_CONFIG_COMPONENTS = {node_type.name: (f"{node_type.component}Config", f"{node_type.component}NodeCreate")
+                          for node_type in nodes.ALL}
 
 _HEADERS = {
     "X-Request-ID": {"description": "The request's id: the client's X-Request-ID when it sent a valid one.",
@@ -282,7 +277,7 @@ PATHS = {
 def _node_create_variant(node_type, config_component):
     return {
         "type": "object",
-        "description": f"A `{node_type}` node.",
+        "description": nodes.BY_NAME[node_type].description,
         "required": ["node_type", "config"],
         "properties": {"node_type": {"type": "string", "enum": [node_type]},
                        "config": _ref("schemas", config_component)},

@@ -45,7 +45,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from . import db
+from . import db, nodes
 from .config import connection_kwargs, mask_url
 from .schemas import RUN_STATUSES, NodeCreateSchema, Text, WorkflowCreateSchema, check_node_config
 
@@ -428,12 +428,22 @@ def _iter_runs(conn, workflow_id, batch_size):
         after_created_at, after_id = rows[-1]["created_at"], rows[-1]["id"]
 
 
+# The config keys that name an uploaded file, by node type, as the two parallel arrays export's query takes.
+_FILE_KEYS = {"file_node_types": [t.name for t in nodes.ALL for _ in t.file_keys],
+              "file_config_keys": [key for t in nodes.ALL for key in t.file_keys]}
+
+
+def _workflows_batch(conn, workflow_ids, after_id, batch_size):
+    """Return up to ``batch_size`` workflows of ``workflow_ids`` (None: all) after ``after_id``, as export writes them."""
+    return db.many(conn, "export_workflows_batch", workflow_ids=workflow_ids, after_id=after_id,
+                   batch_size=batch_size, **_FILE_KEYS)
+
+
 def _iter_workflows(conn, workflow_ids, batch_size):
     """Yield workflows (rows with ``body`` JSON text, nodes included) in id order, batch by batch."""
     after_id = None
     while True:
-        rows = db.many(conn, "export_workflows_batch", workflow_ids=workflow_ids, after_id=after_id,
-                       batch_size=batch_size)
+        rows = _workflows_batch(conn, workflow_ids, after_id, batch_size)
         yield from rows
         if len(rows) < batch_size:
             return
@@ -552,16 +562,16 @@ def _existing(conn, ids):
 
 
 def _missing_files(conn, workflows, document_label):
-    """Return a line per extract_text node naming a file this database does not have."""
-    referencing = [(w, n, UUID(node["config"]["file_id"]))
+    """Return a line per file reference of a node (the config keys its type declares) that this database lacks."""
+    referencing = [(w, n, node["node_type"], UUID(file_id))
                    for w, workflow in workflows for n, node in enumerate(workflow["nodes"])
-                   if node["node_type"] == "extract_text" and node["config"].get("file_id") is not None]
-    wanted = sorted({file_id for _, _, file_id in referencing})
+                   for _, file_id in nodes.BY_NAME[node["node_type"]].files(node["config"])]
+    wanted = sorted({file_id for *_, file_id in referencing})
     present = set()
     for chunk in _chunks(wanted, ROW_BATCH):
         present |= {row["id"] for row in db.many(conn, "find_existing_files", file_ids=chunk)}
-    return [f"{document_label(w)}: nodes[{n}] (extract_text) names file {file_id}, which this database does not have"
-            for w, n, file_id in referencing if file_id not in present]
+    return [f"{document_label(w)}: nodes[{n}] ({node_type}) names file {file_id}, which this database does not have"
+            for w, n, node_type, file_id in referencing if file_id not in present]
 
 
 _INSERTS = {
@@ -597,7 +607,7 @@ def _insert(conn, workflows, with_runs, bar):
 def _read_back(conn, workflow_ids, with_runs):
     """Yield (id, document) for each of ``workflow_ids`` the database holds, read as export reads it."""
     for chunk in _chunks(workflow_ids, WORKFLOW_BATCH):
-        for row in db.many(conn, "export_workflows_batch", workflow_ids=chunk, after_id=None, batch_size=len(chunk)):
+        for row in _workflows_batch(conn, chunk, None, len(chunk)):
             document = json.loads(row["body"])
             if with_runs:
                 document["runs"] = [json.loads(run["body"]) for run in _iter_runs(conn, row["id"], RUN_BATCH)]
@@ -760,7 +770,7 @@ def export_command(workflow_ids, with_runs, output):
             where = output
     click.echo(f"exported {_summary(result.counts)} to {where}", err=True)
     if result.file_references:
-        click.echo(f"note: {plural(result.file_references, 'extract_text node')} in the export name an uploaded "
+        click.echo(f"note: {plural(result.file_references, 'node')} in the export name an uploaded "
                    "file; files are not exported: where they are missing, such nodes fail their runs until they are "
                    "pointed at a file uploaded there", err=True)
 
@@ -801,7 +811,7 @@ def import_command(file, dry_run, skip_existing, with_runs):
     click.echo(f"verified: {plural(result.imported['workflows'], 'workflow')} read back identical to the file "
                f"(counts, and the md5 of each workflow's canonical JSON); checksum {result.checksum}")
     if result.missing_files:
-        click.echo(f"warning: {plural(len(result.missing_files), 'extract_text node')} imported name a file "
+        click.echo(f"warning: {plural(len(result.missing_files), 'node')} imported name a file "
                    "this database does not have (listed on stderr)")
     if dry_run:
         click.echo("dry run: rolled back, nothing was written")

@@ -16,8 +16,8 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from .config import DEFAULT_LLM_MODEL, mask_secret_url
-from .engine import ProviderFailed, ProviderUnavailable, RunTimedOut
-from .schemas import unstorable_reason
+from .engine.errors import ProviderFailed, ProviderUnavailable, RunTimedOut
+from .fields import unstorable_reason
 
 log = logging.getLogger("flowline.providers")
 

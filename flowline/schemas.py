@@ -1,4 +1,4 @@
-"""marshmallow schemas: one per request body and one per node type's ``config``.
+"""marshmallow schemas: one per request body (each node type's ``config`` schema lives in its flowline/nodes/ module).
 
 Unknown keys in a request body are rejected (marshmallow's default ``unknown=RAISE``), so a typo is a 422, not a
 silent no-op. A node's ``config`` is the exception the earlier service's contract forces (CONTRACT.md route 3):
@@ -6,112 +6,18 @@ keys its type does not know are kept, ignored when it runs and reported as warni
 ``Prefer: handling=strict``.
 """
 
-import math
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from . import nodes
+from .fields import Text, not_blank, unstorable_reason
 
-from . import formatter
-
-NODE_TYPES = ("extract_text", "generative_ai", "formatter")
-
-
-def unstorable_reason(text):
-    """Return why PostgreSQL cannot store ``text`` (a NUL character, an unpaired surrogate), or None if it can."""
-    if "\x00" in text:
-        return "Must not contain NUL (\\u0000) characters."
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "Must be valid Unicode (unpaired surrogate escape)."
-    return None
-
-
-class Text(fields.String):
-    """A string PostgreSQL can store: no NUL characters and no unpaired surrogates."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs)
-        reason = unstorable_reason(value)
-        if reason:
-            raise ValidationError(reason)
-        return value
-
-
-class StrictFloat(fields.Float):
-    """A JSON number (not a string, not a boolean), finite."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValidationError("Not a valid number.")
-        if not math.isfinite(value):
-            raise ValidationError("Must be a finite number.")
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-def _not_blank(value):
-    if value and not value.strip():
-        raise ValidationError("Must not be blank.")
-
-
-# --- node configs -------------------------------------------------------------------------------------------
-
-
-class FormatterConfigSchema(Schema):
-    """``formatter``: rules applied in order. ``{}`` means ``["uppercase"]``; ``{"rules": []}`` passes text through."""
-
-    rules = fields.List(
-        fields.String(validate=validate.OneOf(formatter.RULES)),
-        load_default=lambda: list(formatter.DEFAULT_RULES),
-        validate=validate.Length(max=50),
-        metadata={"description": "Rules applied in order: " + ", ".join(formatter.RULES)},
-    )
-
-
-class GenerativeAIConfigSchema(Schema):
-    """``generative_ai``: ``{text}`` in the prompt is replaced by the node's input; without it the input follows.
-    No ``prompt``: the input is the prompt. No ``model``: the server's LLM_MODEL."""
-
-    prompt = Text(load_default="{text}", validate=validate.Length(min=1, max=4000),
-                  metadata={"description": "Default `{text}`: the node's input is the whole prompt."})
-    # No load_default: a missing model is left out (the executor asks for LLM_MODEL), while null stays a 422.
-    model = Text(validate=[validate.Length(min=1, max=200), _not_blank],
-                 metadata={"description": "Default: the server's LLM_MODEL setting."})
-    temperature = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=2))
-    max_tokens = fields.Integer(strict=True, load_default=1024, validate=validate.Range(min=1, max=4096))
-    top_p = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=1))
-
-
-class ExtractTextConfigSchema(Schema):
-    """``extract_text``: the text of an uploaded PDF (``file_id``), else the node's input unchanged."""
-
-    file_id = fields.UUID(load_default=None)
-
-
-CONFIG_SCHEMAS = {
-    "extract_text": ExtractTextConfigSchema(),
-    "generative_ai": GenerativeAIConfigSchema(),
-    "formatter": FormatterConfigSchema(),
-}
-
-
-def ignored_keys(node_type, config):
-    """Return the keys of ``config`` that ``node_type`` does not know, in the order sent: kept, never used."""
-    known = CONFIG_SCHEMAS[node_type].fields
-    return [key for key in config if key not in known]
+NODE_TYPES = nodes.NAMES
 
 
 def config_warnings(node_type, config):
     """Return one warning per key of ``config`` that ``node_type`` does not know (empty when there is none)."""
-    return [f"config.{key} is not used by {node_type} nodes: kept, ignored" for key in ignored_keys(node_type, config)]
-
-
-def load_config(node_type, config, *, strict=False):
-    """Return ``config`` validated for ``node_type`` with defaults applied (what an executor receives).
-
-    Keys the type knows are validated; the others are left out of the result (``strict``: refused).
-    :raise ValidationError: a known key's value is invalid, or (``strict``) a key is unknown.
-    """
-    return CONFIG_SCHEMAS[node_type].load(config, unknown=RAISE if strict else EXCLUDE)
+    return [f"config.{key} is not used by {node_type} nodes: kept, ignored"
+            for key in nodes.BY_NAME[node_type].ignored_keys(config)]
 
 
 # --- request bodies -----------------------------------------------------------------------------------------
@@ -120,7 +26,7 @@ def load_config(node_type, config, *, strict=False):
 class WorkflowCreateSchema(Schema):
     """Body of ``POST /workflows``."""
 
-    name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
 
 
 def _unstorable_parts(value):
@@ -167,7 +73,7 @@ def check_node_config(node_type, config, *, strict=False):
         nested under ``config``, as the body is.
     """
     try:
-        load_config(node_type, config, strict=strict)
+        nodes.BY_NAME[node_type].load_config(config, strict=strict)
     except ValidationError as exc:
         raise ValidationError({"config": exc.messages}) from None
     return config_warnings(node_type, config)
@@ -195,7 +101,7 @@ class RunRequestSchema(Schema):
 class WorkflowPatchSchema(Schema):
     """Body of ``PATCH /workflows/{id}``."""
 
-    name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
 
 
 class NodePatchSchema(Schema):

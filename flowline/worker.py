@@ -33,7 +33,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import config as settings
-from . import db, engine, logs, metrics, providers
+from . import db, logs, metrics, providers
+from .engine import runner
+from .engine.errors import LeaseLost
 
 log = logging.getLogger("flowline.worker")
 
@@ -142,7 +144,7 @@ class Worker:
             return False
         # More may be waiting: let an idle thread look too (one notification may stand for several runs).
         self._wake()
-        ctx = engine.RunContext(
+        ctx = runner.RunContext(
             run_id=row["id"], lease_token=lease_token, lease_seconds=self.lease_seconds,
             deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"], provider=self.provider,
             pool=self.pool, conn=conn, input_file_id=row["input"].get("file_id"), attempt=row["attempt"],
@@ -155,8 +157,8 @@ class Worker:
         with self._active_lock:
             self._active[ctx.run_id] = ctx
         try:
-            outcome = engine.execute(ctx, row["nodes"], row["input"].get("input_text") or "")
-        except engine.LeaseLost:
+            outcome = runner.execute(ctx, row["nodes"], row["input"].get("input_text") or "")
+        except LeaseLost:
             log.warning("worker %s: lost the lease of run %s (attempt %d): another worker took it over; "
                         "nothing more is written", worker_id, ctx.run_id, ctx.attempt)
             return
@@ -204,7 +206,7 @@ class Worker:
             return
         with db.connection(self.pool) as conn:
             for ctx in active:
-                if not engine.renew_lease(conn, ctx):
+                if not runner.renew_lease(conn, ctx):
                     log.warning("worker %s: run %s is no longer held by this worker", self.id, ctx.run_id)
 
     def sweep(self):

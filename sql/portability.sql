@@ -18,12 +18,15 @@ SELECT (SELECT count(*)
 -- Returns up to batch_size workflows (all, or those in workflow_ids) with ids above after_id, in id order, each as JSON text with its nodes in position order.
 SELECT w.id,
        (SELECT count(*) FROM nodes WHERE nodes.workflow_id = w.id) AS node_count,
-       -- extract_text nodes naming an uploaded file: the file's bytes are not exported.
+       -- Nodes naming an uploaded file (file_node_types[i] and file_config_keys[i]: a node type and a config key
+       -- of its that names a file, from flowline/nodes/): the file's bytes are not exported.
        (SELECT count(*)
         FROM nodes
         WHERE nodes.workflow_id = w.id
-          AND nodes.node_type = 'extract_text'
-          AND jsonb_typeof(nodes.config -> 'file_id') = 'string') AS file_references,
+          AND EXISTS (SELECT 1
+                      FROM unnest(%(file_node_types)s::text[], %(file_config_keys)s::text[]) AS f (node_type, config_key)
+                      WHERE f.node_type = nodes.node_type
+                        AND jsonb_typeof(nodes.config -> f.config_key) = 'string')) AS file_references,
        json_build_object(
            'id', w.id,
            'name', w.name,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flowline import formatter
+from flowline.nodes import formatter
 
 
 @pytest.mark.parametrize("rule, text, expected", [

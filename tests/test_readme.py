@@ -5,7 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from flowline import config, formatter
+from flowline import config
+from flowline.nodes import formatter
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

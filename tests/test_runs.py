@@ -5,7 +5,9 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from flowline import db, engine, providers
+from flowline import db, providers
+from flowline.engine import runner
+from flowline.engine.errors import LeaseLost
 
 
 def _events(sql, run_id):
@@ -113,11 +115,11 @@ def test_a_run_whose_lease_was_taken_over_writes_nothing_more(app, workflow, sql
         row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": "x"}),
                      lease_token=token, lease_seconds=30, worker_id="test")
     sql.execute("UPDATE runs SET lease_token = gen_random_uuid() WHERE id = %s", (row["id"],))
-    ctx = engine.RunContext(run_id=row["id"], lease_token=token, lease_seconds=30, deadline=float("inf"),
+    ctx = runner.RunContext(run_id=row["id"], lease_token=token, lease_seconds=30, deadline=float("inf"),
                             provider=providers.EchoProvider(), pool=pool)
 
-    with pytest.raises(engine.LeaseLost):
-        engine.execute(ctx, row["nodes"], "x")
+    with pytest.raises(LeaseLost):
+        runner.execute(ctx, row["nodes"], "x")
 
     assert sql.execute("SELECT count(*) AS n FROM run_steps WHERE run_id = %s", (row["id"],)).fetchone()["n"] == 0
     assert sql.execute("SELECT status FROM runs WHERE id = %s", (row["id"],)).fetchone()["status"] == "Running"

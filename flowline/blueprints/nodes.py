@@ -9,7 +9,7 @@ import json
 from flask import Blueprint, after_this_request, jsonify, request
 from psycopg.types.json import Jsonb
 
-from .. import db, prefer
+from .. import db, nodes, prefer
 from ..errors import NotFound, Unprocessable
 from ..http import (etag, expected_versions, load_json, parse_id, precondition_failed, query_json_response,
                     require_file, row_json_response, workflow_write_refused)
@@ -23,13 +23,12 @@ _order_schema = NodeOrderSchema()
 
 
 def _check_file_exists(conn, node_type, config):
-    """An extract_text node may only name a file that exists.
+    """A node may only name uploaded files that exist (the config keys its type declares as file references).
 
-    :raise ValidationError: 422 keyed ``config.file_id`` when it does not.
+    :raise ValidationError: 422 keyed ``config.<key>`` for the first file that does not.
     """
-    file_id = config.get("file_id") if node_type == "extract_text" else None
-    if file_id is not None:
-        require_file(conn, file_id, "config", "file_id")
+    for key, file_id in nodes.BY_NAME[node_type].files(config):
+        require_file(conn, file_id, "config", key)
 
 
 def _vary_on_prefer(response):

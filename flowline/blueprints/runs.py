@@ -10,7 +10,8 @@ from flask import Blueprint, current_app, jsonify, request
 from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 
-from .. import db, engine, metrics
+from .. import db, metrics
+from ..engine import runner
 from ..errors import Conflict, NotFound, Unprocessable, error_response
 from ..http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
                     query_json_response, require_file)
@@ -55,7 +56,7 @@ def run_workflow(workflow_id):
     data = _load_run_request()
     config = current_app.config
     try:
-        result = engine.run_sync(
+        result = runner.run_sync(
             db.app_pool(),
             workflow_id,
             data["input_text"],

@@ -1,7 +1,11 @@
-"""The ``formatter`` node's rules: pure text transformations applied in order."""
+"""``formatter``: pure text transformations (rules) applied in order."""
 
 import re
 import unicodedata
+
+from marshmallow import Schema, fields, validate
+
+from .base import NodeType
 
 # U+FF01..U+FF5E are the full-width forms of U+0021..U+007E; U+3000 is the ideographic space.
 _FULL_TO_HALF = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
@@ -37,3 +41,30 @@ def apply(rules, text):
     for rule in rules:
         text = RULE_FUNCTIONS[rule](text)
     return text
+
+
+class FormatterConfigSchema(Schema):
+    """``formatter``: rules applied in order. ``{}`` means ``["uppercase"]``; ``{"rules": []}`` passes text through."""
+
+    rules = fields.List(
+        fields.String(validate=validate.OneOf(RULES)),
+        load_default=lambda: list(DEFAULT_RULES),
+        validate=validate.Length(max=50),
+        metadata={"description": "Rules applied in order: " + ", ".join(RULES)},
+    )
+
+
+def run(config, text, ctx):
+    """Return ``text`` with the config's rules applied."""
+    return apply(config["rules"], text), None
+
+
+NODE_TYPE = NodeType(
+    name="formatter",
+    config_schema=FormatterConfigSchema(),
+    run=run,
+    waits_outside=False,
+    file_keys=(),
+    component="Formatter",
+    description="A `formatter` node: its rules applied to the input in order (`{}`: uppercase).",
+)

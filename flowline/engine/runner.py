@@ -18,57 +18,10 @@ from datetime import datetime, timezone
 from marshmallow import ValidationError
 from psycopg.types.json import Jsonb
 
-from . import db, formatter, logs, metrics, schemas
+from .. import db, logs, metrics, nodes
+from .errors import InputRejected, InternalStepError, LeaseLost, RunCancelled, RunTimedOut, StepFailed
 
 log = logging.getLogger("flowline.engine")
-
-
-class StepFailed(Exception):
-    """A node could not produce its output; the run fails with this message."""
-
-    http_status = 422
-    # True when another attempt may well succeed (an async run is then re-queued with backoff).
-    retryable = False
-
-
-class InputRejected(StepFailed):
-    """A node rejected its input or configuration."""
-
-    http_status = 422
-
-
-class ProviderFailed(StepFailed):
-    """An external provider failed or timed out."""
-
-    http_status = 502
-
-
-class ProviderUnavailable(ProviderFailed):
-    """An external provider was overloaded, failing or unreachable (429, 5xx, timeout): worth another attempt."""
-
-    retryable = True
-
-
-class RunCancelled(StepFailed):
-    """A client cancelled the run; it stopped at a node boundary."""
-
-    http_status = 409
-
-
-class RunTimedOut(StepFailed):
-    """The run's time bound was hit."""
-
-    http_status = 504
-
-
-class InternalStepError(StepFailed):
-    """A bug in Flowline failed the node."""
-
-    http_status = 500
-
-
-class LeaseLost(Exception):
-    """The run's lease token no longer matches: another holder took over, or the run was finished elsewhere."""
 
 
 @dataclass
@@ -105,61 +58,13 @@ class RunContext:
     # The holder's id, for log lines (a worker's run threads set theirs for the whole thread).
     worker_id: str | None = None
 
+    def connection(self):
+        """Return a context manager yielding a connection: the run's own, or a pooled one for this write."""
+        return nullcontext(self.conn) if self.conn is not None else db.connection(self.pool)
+
 
 def _now():
     return datetime.now(timezone.utc).isoformat()
-
-
-def _render_prompt(prompt, text):
-    if "{text}" in prompt:
-        return prompt.replace("{text}", text)
-    return f"{prompt}\n\n{text}"
-
-
-def _run_formatter(config, text, ctx):
-    return formatter.apply(config["rules"], text), None
-
-
-def _run_generative_ai(config, text, ctx):
-    remaining = ctx.deadline - time.monotonic()
-    model = config.get("model") or ctx.provider.default_model
-    completion = ctx.provider.complete(
-        prompt=_render_prompt(config["prompt"], text),
-        model=model,
-        temperature=config["temperature"],
-        max_tokens=config["max_tokens"],
-        top_p=config["top_p"],
-        timeout=remaining,
-    )
-    if "model" not in config:
-        return completion.text, f"{completion.note}; model {model} is LLM_MODEL (the node names none)"
-    return completion.text, completion.note
-
-
-def _run_extract_text(config, text, ctx):
-    file_id = config["file_id"] or ctx.input_file_id
-    if file_id is None:
-        return text, "no file given: the input text passed through unchanged"
-    with _connection(ctx) as conn:
-        row = db.one(conn, "get_file_text", file_id=file_id)
-    if row is None:
-        raise InputRejected(f"file {file_id} not found (it may have been deleted)")
-    source = "the node's" if config["file_id"] else "the run's input"
-    return row["text_content"], f"text of {source} file {file_id}, extracted with pypdf at upload"
-
-
-@dataclass(frozen=True)
-class Executor:
-    run: object
-    # True when the node waits on the outside world: its Running step is written before it starts.
-    slow: bool
-
-
-EXECUTORS = {
-    "formatter": Executor(_run_formatter, slow=False),
-    "generative_ai": Executor(_run_generative_ai, slow=True),
-    "extract_text": Executor(_run_extract_text, slow=False),
-}
 
 
 # Longest wait between two attempts of an async run.
@@ -178,10 +83,6 @@ def _flushed(ctx, row):
     ctx.steps = []
 
 
-def _connection(ctx):
-    return nullcontext(ctx.conn) if ctx.conn is not None else db.connection(ctx.pool)
-
-
 def renew_lease(conn, ctx, steps=()):
     """Write ``steps`` (none: a heartbeat) and renew the lease; note a client's cancellation request.
 
@@ -196,7 +97,7 @@ def renew_lease(conn, ctx, steps=()):
 
 def _save_steps(ctx):
     """Write the buffered steps and renew the lease."""
-    with _connection(ctx) as conn:
+    with ctx.connection() as conn:
         held = renew_lease(conn, ctx, ctx.steps)
     _flushed(ctx, {"held": held})
 
@@ -213,7 +114,7 @@ def _finish(ctx, outcome, note):
     becomes Pending (or Cancelled, when a client asked meanwhile).
     """
     error_message = None if outcome.error is None or outcome.status == "Cancelled" else str(outcome.error)
-    with _connection(ctx) as conn:
+    with ctx.connection() as conn:
         if _retries(ctx, outcome):
             backoff = retry_backoff(ctx.retry_backoff_s, ctx.attempt)
             row = db.one(conn, "requeue_run", run_id=ctx.run_id, lease_token=ctx.lease_token,
@@ -229,8 +130,8 @@ def _finish(ctx, outcome, note):
 
 
 def _is_slow(node):
-    executor = EXECUTORS.get(node["node_type"])
-    return executor is not None and executor.slow
+    node_type = nodes.BY_NAME.get(node["node_type"])
+    return node_type is not None and node_type.waits_outside
 
 
 def waits_outside(nodes):
@@ -254,11 +155,12 @@ def _load_config(node_type, config_json):
     :raise InputRejected: when the config is not valid for its type (e.g. written by an older release).
     """
     stored = _stored_config(config_json)
+    declared = nodes.BY_NAME[node_type]
     try:
-        config = schemas.load_config(node_type, stored)
+        config = declared.load_config(stored)
     except ValidationError as exc:
         raise InputRejected(f"invalid config: {exc.normalized_messages()}") from None
-    ignored = schemas.ignored_keys(node_type, stored)
+    ignored = declared.ignored_keys(stored)
     note = f"config keys not used by {node_type} nodes, ignored: {', '.join(ignored)}" if ignored else None
     return config, note
 
@@ -270,12 +172,12 @@ def _joined(*notes):
 def _execute_node(node, text, ctx):
     """Return ``(output, note)`` of ``node`` on ``text``; raise StepFailed when it fails."""
     node_type = node["node_type"]
-    executor = EXECUTORS.get(node_type)
-    if executor is None:
+    declared = nodes.BY_NAME.get(node_type)
+    if declared is None:
         raise InputRejected(f"unknown node type {node_type!r}")
     config, ignored_note = _load_config(node_type, node["config_json"])
     try:
-        output, note = executor.run(config, text, ctx)
+        output, note = declared.run(config, text, ctx)
         return output, _joined(note, ignored_note)
     except StepFailed:
         raise
@@ -294,7 +196,7 @@ def _timed_node(node, text, ctx):
         status = "Succeeded"
         return result
     finally:
-        metrics.step_finished(node["node_type"], node["node_type"] in EXECUTORS, status,
+        metrics.step_finished(node["node_type"], node["node_type"] in nodes.BY_NAME, status,
                               time.perf_counter() - started)
 
 
