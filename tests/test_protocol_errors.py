@@ -74,6 +74,16 @@ def test_each_refused_request_gets_its_own_request_id(server):
     assert len(ids) == 3
 
 
+def test_a_malformed_chunked_body_is_a_400_not_a_500(server):
+    raw = request(b"POST /workflows HTTP/1.1", b"Content-Type: application/json", b"Transfer-Encoding: chunked",
+                  body=b"zz\r\n{}\r\n0\r\n\r\n")
+    status, headers, body = exchange(server, raw)
+    assert status == 400, body
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"]
+    assert json.loads(body) == {"detail": "The chunked request body is malformed."}
+
+
 def test_a_well_formed_request_is_still_served(server):
     status, headers, body = exchange(server, request(b"GET /livez HTTP/1.1", b"Connection: close"))
     assert status == 200 and headers["content-type"] == "application/json"
