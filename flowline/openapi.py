@@ -81,7 +81,7 @@ _ERRORS = {
     "400": "The request is malformed: a JSON body that is not valid JSON, or a request line, header or chunked body "
            "HTTP/1.1 does not allow (refused by the HTTP server before the route: any operation).",
     "401": "API_TOKENS is set and the request has no valid `Authorization: Bearer <token>`.",
-    "404": "Unknown id (also an id that is not a UUID).",
+    "404": "Unknown id (also an id that is not a UUID, or not spelt lowercase and hyphenated).",
     "409": "The run is not in a state that allows this: already finished (cancel), or cancelled while it ran "
            "(sync run; persisted as Cancelled, `run_id` names it).",
     "412": "If-Match names a version that is no longer current; `etag` gives the current one. Nothing changed.",
@@ -101,7 +101,7 @@ _ERRORS = {
     "503": "The database is unreachable or busy; retry after Retry-After seconds.",
 }
 
-_ID = {"type": "string", "format": "uuid"}
+_ID = {"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
 _IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]+$"},
                     "description": "Repeating a request with the same key (and body) answers the same run and "
@@ -112,7 +112,8 @@ _IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"
 
 def _path_param(name, what):
     return {"name": name, "in": "path", "required": True, "schema": _ID,
-            "description": f"The {what}'s id (anything that is not a known id answers 404)."}
+            "description": f"The {what}'s id, lowercase and hyphenated as Flowline sends it (anything else, "
+                           "such as the same id in uppercase, answers 404 like an unknown id)."}
 
 
 def _headers(*names):
