@@ -82,25 +82,23 @@ class Pool(ConnectionPool):
                 and not self._lent)
 
     def _probe(self):
-        """Connect now, the pool's way; the connection joins the pool (counted if there is room, else closed).
+        """Connect now, the pool's way, and add the connection to the pool, counted as one of its own.
+
+        Counted even when the pool's own attempts (waiting out their backoff) already fill ``max_size``: when they
+        succeed too, the pool holds one connection more than ``max_size`` until an idle one is closed
+        (``max_idle``), rather than this caller waiting for their next attempt.
 
         :raise DatabaseDown: the attempt failed.
         """
         with self._lock:
-            counted = self._nconns < self._max_size
-            if counted:
-                self._nconns += 1
+            self._nconns += 1
         try:
             conn = self._connect(timeout=self.timeout)
         except Exception:
-            if counted:
-                with self._lock:
-                    self._nconns -= 1
+            with self._lock:
+                self._nconns -= 1
             raise DatabaseDown(f"the pool {self.name!r} could not connect to the database") from None
-        if counted:
-            self._add_to_pool(conn)
-        else:
-            conn.close()
+        self._add_to_pool(conn)
 
     def _fail_fast(self):
         """Raise DatabaseDown while the database is known to be down, but let one probe through per window."""
