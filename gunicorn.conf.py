@@ -8,7 +8,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one worker overlap database waits; the pool's max size follows so no thread waits for a connection.
 # Two, because on a 2-core box more threads only contend for the GIL (bench/http_bench.py measured 4 threads
 # slower on every route); raise it when many sync runs wait on an LLM provider at once.
-worker_class = "gthread"
+# gunicorn's gthread worker, but what its HTTP parser refuses (a NUL in a header, a request line over 4094 bytes...)
+# is answered in Flowline's JSON error shape, not as gunicorn's HTML page (flowline/serving.py).
+worker_class = "flowline.serving.JsonErrorThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 os.environ.setdefault("DB_POOL_MAX_SIZE", str(threads))
 # Above SYNC_RUN_TIMEOUT_S, so a sync run hits its own bound (and answers 504) before gunicorn kills the worker.

@@ -4,9 +4,12 @@ import logging
 
 import psycopg
 from flask import current_app, jsonify, request
+from gunicorn.http.errors import ParseException
 from marshmallow import ValidationError
 from psycopg_pool import PoolTimeout, TooManyRequests
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .serving import answer_for
 
 log = logging.getLogger("flowline.errors")
 
@@ -142,6 +145,14 @@ def register(app):
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    @app.errorhandler(ParseException)
+    def unreadable_body(exc):
+        # gunicorn parses a body while the view reads it (a malformed chunk, a bad trailer): the client's error,
+        # answered as gunicorn answers a malformed request line or header; gunicorn then closes the connection.
+        status, _, detail = answer_for(exc)
+        log.warning("unreadable request body: %s", type(exc).__name__)
+        return error_response(status, detail)
 
     # PoolTimeout (no free connection) subclasses OperationalError (server unreachable, connection lost);
     # both mean "try again soon", never a 500.

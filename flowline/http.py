@@ -14,15 +14,19 @@ from . import db
 from .errors import ApiError, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, body_too_large
 
 
+# The one spelling of an id in a URL, the one Flowline sends: lowercase hex, hyphenated (36 characters).
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def parse_id(value, what):
-    """Return ``value`` as a UUID; an id that is not a UUID cannot exist, so it is a 404 like any unknown id.
+    """Return ``value``, an id in a URL, as a UUID; anything but its canonical spelling is a 404 like any unknown
+    id, so each resource has one URL (no hyphenless, ``urn:uuid:``, braced or uppercase aliases).
 
     :raise NotFound: "<what> not found".
     """
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} not found") from None
+    if not CANONICAL_ID.fullmatch(value):
+        raise NotFound(f"{what} not found")
+    return uuid.UUID(value)
 
 
 # The shape of any JSON body a client may send. Flowline's own bodies nest three levels deep at most and hold at

@@ -74,22 +74,30 @@ _HEADERS = {
 }
 
 _ERRORS = {
-    "400": "Malformed JSON.",
+    "400": "The request is malformed: a JSON body that is not valid JSON, or a request line, header or chunked body "
+           "HTTP/1.1 does not allow (refused by the HTTP server before the route: any operation).",
     "401": "API_TOKENS is set and the request has no valid `Authorization: Bearer <token>`.",
-    "404": "Unknown id (also an id that is not a UUID).",
+    "404": "Unknown id (also an id that is not a UUID, or not spelt lowercase and hyphenated).",
     "409": "The run is not in a state that allows this: already finished (cancel), or cancelled while it ran "
            "(sync run; persisted as Cancelled, `run_id` names it).",
     "412": "If-Match names a version that is no longer current; `etag` gives the current one. Nothing changed.",
     "413": "The request body is too large.",
+    "414": "The request line (method, path and query string) is over 4094 bytes; refused by the HTTP server before "
+           "the route.",
     "415": "The body is not of the required content type.",
+    "417": "The Expect header asks for something other than 100-continue; refused by the HTTP server before the route.",
     "422": "Invalid request: `errors` holds marshmallow's messages keyed by field, nested as the payload.",
+    "431": "The request has more than 100 headers, or one over 8190 bytes; refused by the HTTP server before the "
+           "route.",
     "500": "The run failed on a bug in a node (persisted as Failed; `run_id` names it).",
     "502": "The run failed: the LLM provider failed (persisted as Failed; `run_id` names it).",
+    "501": "The Transfer-Encoding is not one the server reads (send Content-Length or chunked); refused by the HTTP "
+           "server before the route.",
     "504": "The run failed: it hit SYNC_RUN_TIMEOUT_S (persisted as Failed; `run_id` names it).",
     "503": "The database is unreachable or busy; retry after Retry-After seconds.",
 }
 
-_ID = {"type": "string", "format": "uuid"}
+_ID = {"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
 _IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]+$"},
                     "description": "Repeating a request with the same key (and body) answers the same run and "
@@ -104,7 +112,8 @@ _IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"
 
 def _path_param(name, what):
     return {"name": name, "in": "path", "required": True, "schema": _ID,
-            "description": f"The {what}'s id (anything that is not a known id answers 404)."}
+            "description": f"The {what}'s id, lowercase and hyphenated as Flowline sends it (anything else, "
+                           "such as the same id in uppercase, answers 404 like an unknown id)."}
 
 
 def _headers(*names):
@@ -122,9 +131,13 @@ def _no_content(description):
     return {"204": {"description": description, "headers": _headers()}}
 
 
+# What gunicorn's HTTP parser refuses before any route (flowline/serving.py answers it in the error shape): a
+# malformed request line or header, a request line or headers too large, an Expect or Transfer-Encoding it does not do.
+_PROTOCOL_ERRORS = (400, 414, 417, 431, 501)
+
+
 def _errors(*codes):
-    # Any request line (method, path and query string) over 4094 bytes is refused by gunicorn before Flowline.
-    return {str(code): _ref("responses", f"Error{code}") for code in (*codes, 414)}
+    return {str(code): _ref("responses", f"Error{code}") for code in sorted({*codes, *_PROTOCOL_ERRORS})}
 
 
 def _json_body(schema, *, required=True):
@@ -324,10 +337,6 @@ def build():
         spec.components.header(name, header)
     for code in _ERRORS:
         spec.components.response(f"Error{code}", _error_response(code))
-    spec.components.response("Error414", {
-        "description": "The request line (method, path and query string) is over 4094 bytes: refused by gunicorn "
-                       "(its limit_request_line) before Flowline sees it, so as HTML, not the JSON error shape.",
-        "content": {"text/html": {"schema": {"type": "string"}}}})
     for path, operations in PATHS.items():
         operations = copy.deepcopy(operations)
         for operation in operations.values():

@@ -58,7 +58,11 @@ class Worker:
         self.lease_seconds = config["RUN_LEASE_SECONDS"]
         # Renew leases and sweep three times per lease period: a lease survives two missed renewals.
         self.maintenance_interval = self.lease_seconds / 3
-        self.pool = db.create_pool({**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker")
+        # No fail-fast (db.FAIL_FAST_S): no client waits on a worker, and a run's next write that waits out a short
+        # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
+        # to its lease (RUN_LEASE_SECONDS) and a retry.
+        self.pool = db.create_pool({**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker",
+                                   fail_fast_s=0)
         self.provider = providers.from_config(config)
         self.stopping = threading.Event()
         self._wakeup = threading.Condition()

@@ -96,6 +96,53 @@ def test_database_down_answers_503_fast_and_service_resumes_without_a_restart(pr
     assert "Traceback" not in server.log.read_text()
 
 
+def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_returns_is_served(private_cluster,
+                                                                                               make_server):
+    url, pg_ctl = private_cluster
+    migrations.apply(url)
+    server = make_server(url)  # DB_POOL_TIMEOUT_S: the default, 2 s
+    server.start()
+    workflow_id = server.request("POST", "/workflows", {"name": "under load"})[1]["id"]
+    answers, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            sent = time.monotonic()
+            status, _, headers = server.request("GET", f"/workflows/{workflow_id}")
+            answers.append((sent, time.monotonic() - sent, status, headers.get("Retry-After")))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        pg_ctl("-m", "fast", "stop")
+        stopped = time.monotonic()
+        # The first requests find the pooled connections dead and wait out the pool timeout; later ones know.
+        time.sleep(db.FAIL_FAST_S + 2 + 1.5)
+        pg_ctl("start")
+        back = time.monotonic()
+        wait_for(lambda: any(sent >= back and status == 200 for sent, _, status, _ in answers), timeout=15,
+                 interval=0.05, message="a 200 after the database came back")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    down = [(elapsed, status, retry) for sent, elapsed, status, retry in answers
+            if stopped + 2.5 <= sent and sent + elapsed <= back]
+    assert down, "no request was answered while the database was down: each waited out the pool timeout"
+    assert {(status, retry) for _, status, retry in down} == {(503, "1")}
+    latencies = sorted(elapsed for elapsed, _, _ in down)
+    median = latencies[len(latencies) // 2]
+    assert median < 0.5, f"the median 503 of {len(down)} took {median:.2f} s with a 2 s pool timeout"
+    assert len(down) >= 20, f"only {len(down)} answers while the database was down"
+    first_ok = min(sent + elapsed for sent, elapsed, status, _ in answers if sent >= back and status == 200)
+    # A request tries to connect at least once per FAIL_FAST_S, and its connection serves it at once.
+    assert first_ok - back < db.FAIL_FAST_S + 0.5, f"the first 200 came {first_ok - back:.1f} s after the database was back"
+    assert "Traceback" not in server.log.read_text()
+
+
 # --- the pool exhausted by slow requests ---------------------------------------------------------------------
 
 
