@@ -556,8 +556,10 @@ def _existing(conn, ids):
     found = []
     longest = max(len(v) for v in by_kind.values())
     for start in range(0, longest, ROW_BATCH):
-        part = {f"{kind}_ids": values[start:start + ROW_BATCH] for kind, values in by_kind.items()}
-        found += [(row["kind"], row["id"], row["workflow_id"]) for row in db.many(conn, "find_existing_ids", **part)]
+        part = {kind: values[start:start + ROW_BATCH] for kind, values in by_kind.items()}
+        rows = db.many(conn, "find_existing_ids", workflow_ids=part["workflow"], node_ids=part["node"],
+                       run_ids=part["run"], step_ids=part["step"], event_ids=part["event"])
+        found += [(row["kind"], row["id"], row["workflow_id"]) for row in rows]
     return found
 
 

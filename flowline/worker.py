@@ -225,15 +225,12 @@ class Worker:
 
     # -- heartbeats -----------------------------------------------------------------------------------------------
 
-    def _worker_row(self):
-        return {"worker_id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                "concurrency": self.concurrency}
-
     def register(self):
         """Record this worker's start in the workers table (and forget workers silent for a day)."""
         metrics.worker_heartbeat(self.id, 0, self.concurrency)
         with db.connection(self.pool) as conn:
-            db.execute(conn, "register_worker", **self._worker_row())
+            db.execute(conn, "register_worker", worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
+                       concurrency=self.concurrency)
             db.execute(conn, "forget_workers", forget_after_s=FORGET_WORKERS_AFTER_S)
 
     def heartbeat(self):
@@ -242,7 +239,8 @@ class Worker:
             busy = len(self._active)
         metrics.worker_heartbeat(self.id, busy, self.concurrency)
         with db.connection(self.pool) as conn:
-            db.execute(conn, "record_worker_heartbeat", runs_in_progress=busy, **self._worker_row())
+            db.execute(conn, "record_worker_heartbeat", runs_in_progress=busy, worker_id=self.id,
+                       hostname=socket.gethostname(), pid=os.getpid(), concurrency=self.concurrency)
 
     # -- life cycle -----------------------------------------------------------------------------------------------
 

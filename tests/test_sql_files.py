@@ -24,26 +24,77 @@ def _callee(call):
     return None
 
 
-def _query_names_used_in_code():
-    """Return {query name: "file:line"} for every call that names a query in the app's code."""
-    used = {}
+def _dict_keys(statements):
+    """Return {name: its keys} for the assignments among ``statements`` of a dict with constant keys: a literal
+    (``{"a": 1}``) or a call of ``dict`` with keywords (``dict(a=1)``); what ``**name`` then passes."""
+    found = {}
+    for node in statements:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+            found[node.targets[0].id] = {k.value for k in value.keys}
+        elif isinstance(value, ast.Call) and _callee(value) == "dict" and not value.args \
+                and all(k.arg for k in value.keywords):
+            found[node.targets[0].id] = {k.arg for k in value.keywords}
+    return found
+
+
+def _query_calls_in_code():
+    """Yield ``(query name, the parameter names the call passes, "file:line")`` for every call naming a query."""
     sources = [ROOT / "app.py", ROOT / "gunicorn.conf.py", *sorted((ROOT / "flowline").rglob("*.py"))]
     for path in sources:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        # A helper that takes a query name itself (query_json_response) forwards its parameter: not a use.
-        forwarded = {id(call) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef) and fn.name in QUERY_NAME_ARGUMENT
-                     for call in ast.walk(fn) if isinstance(call, ast.Call)}
+        module_dicts = _dict_keys(tree.body)
+        enclosing = {}  # id(node) -> the function it is in, for the dicts assigned there
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef):
+                for inner in ast.walk(fn):
+                    enclosing[id(inner)] = fn  # ast.walk is breadth-first: the innermost function is set last
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or _callee(node) not in QUERY_NAME_ARGUMENT or id(node) in forwarded:
+            if not isinstance(node, ast.Call) or _callee(node) not in QUERY_NAME_ARGUMENT:
                 continue
+            fn = enclosing.get(id(node))
+            # A helper that takes a query name itself (query_json_response) forwards its parameter: not a use.
+            if fn is not None and fn.name in QUERY_NAME_ARGUMENT:
+                continue
+            dicts = {**module_dicts, **(_dict_keys(ast.walk(fn)) if fn is not None else {})}
             index = QUERY_NAME_ARGUMENT[_callee(node)]
             if len(node.args) <= index:
                 continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
             name = node.args[index]
             assert isinstance(name, ast.Constant) and isinstance(name.value, str), (
-                f"{path.name}:{node.lineno}: query names must be string literals so they can be checked")
-            used.setdefault(name.value, f"{path.relative_to(ROOT)}:{node.lineno}")
+                f"{where}: query names must be string literals so they can be checked")
+            passed = set()
+            for keyword in node.keywords:
+                if keyword.arg is not None:
+                    passed.add(keyword.arg)
+                elif isinstance(keyword.value, ast.Name) and keyword.value.id in dicts:
+                    passed |= dicts[keyword.value.id]
+                else:
+                    raise AssertionError(f"{where}: pass query parameters by name (or **a dict with constant "
+                                         "keys assigned in the same function or module) so they can be checked")
+            yield name.value, passed, where
+
+
+def _query_names_used_in_code():
+    """Return {query name: "file:line"} for every call that names a query in the app's code."""
+    used = {}
+    for name, _, where in _query_calls_in_code():
+        used.setdefault(name, where)
     return used
+
+
+def test_every_call_passes_exactly_the_parameters_its_query_uses():
+    problems = []
+    for name, passed, where in _query_calls_in_code():
+        if name not in sql.QUERIES:
+            continue  # test_every_query_used_in_code_exists names it
+        wanted = set(re.findall(r"%\((\w+)\)s", sql.QUERIES[name].text))
+        if passed != wanted:
+            problems.append(f"{where} {name}: missing {sorted(wanted - passed)}, not in the query {sorted(passed - wanted)}")
+    assert not problems, "\n".join(problems)
 
 
 def test_every_query_used_in_code_exists():
