@@ -11,7 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from flowline import config as settings
-from flowline import auth, db, errors, logs, metrics, portability, providers, retention, worker
+from flowline import auth, db, errors, logs, metrics, pdf, portability, providers, retention, worker
 from flowline.blueprints import files, health, nodes, openapi, runs, workflows
 from flowline.blueprints import metrics as metrics_bp
 
@@ -58,6 +58,8 @@ def create_app(config=None):
 
     app.extensions[db.EXTENSION] = db.create_pool(app.config)
     app.extensions["flowline.provider"] = providers.from_config(app.config)
+    # Per process: its semaphore bounds the extractions of this gunicorn worker.
+    app.extensions[pdf.EXTENSION] = pdf.Extractor.from_config(app.config)
 
     if app.config["CORS_ORIGINS"]:
         CORS(app, origins=app.config["CORS_ORIGINS"],
