@@ -106,8 +106,8 @@ def test_a_hostile_pdf_is_refused_within_the_time_bound_while_livez_answers(make
 
 def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_keeps_answering(
         make_server, database_url, sql):
-    # Four threads per worker, at most two of them waiting on an extraction: two stay free for other requests.
-    server = make_server(database_url, PDF_EXTRACT_TIMEOUT_S=TIMEOUT_S, GUNICORN_THREADS=4, PDF_EXTRACT_CONCURRENCY=2)
+    # The defaults: two workers of two threads, one extraction each, so one thread per worker stays free.
+    server = make_server(database_url, PDF_EXTRACT_TIMEOUT_S=TIMEOUT_S)
     server.start()
     data = hostile_pdf(8)
     started = time.monotonic()
@@ -121,8 +121,8 @@ def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_k
     refused = [r for r in results if r[0] == 422]
     turned_away = [r for r in results if r[0] == 503]
     assert len(refused) + len(turned_away) == 8, statuses
-    # Two slots per worker: whichever worker took the first uploads ran two extractions to their bound.
-    assert len(refused) >= 2, statuses
+    # One slot per worker: at least the worker that took the first upload ran an extraction to its bound.
+    assert len(refused) >= 1 and turned_away, statuses
     for _, body, _, seconds in refused:
         assert body == {"detail": f"The PDF is too complex to extract within {TIMEOUT_S:g} s; nothing was stored."}
         assert seconds < TIMEOUT_S + MARGIN_S
@@ -137,8 +137,7 @@ def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_k
 
 
 def test_uploads_past_the_concurrency_bound_get_503_with_retry_after_at_once(make_server, database_url, sql):
-    server = make_server(database_url, WEB_CONCURRENCY=1, GUNICORN_THREADS=4, PDF_EXTRACT_CONCURRENCY=1,
-                         PDF_EXTRACT_TIMEOUT_S=3)
+    server = make_server(database_url, WEB_CONCURRENCY=1, PDF_EXTRACT_TIMEOUT_S=3)  # one slot: the default
     server.start()
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(post_file, server.base, hostile_pdf(8))
