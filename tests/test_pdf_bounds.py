@@ -200,3 +200,16 @@ def test_the_child_is_given_none_of_the_servers_secrets(make_app, monkeypatch):
                            content_type="multipart/form-data")
     assert response.status_code == 201
     assert seen and set(seen) <= {"PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"}
+
+
+def test_a_child_that_fails_unexpectedly_answers_a_generic_500_and_stores_nothing(make_app, sql, monkeypatch,
+                                                                                     tmp_path):
+    from flowline import pdf
+
+    monkeypatch.setattr(pdf, "_PACKAGE_PARENT", tmp_path)  # `python -m flowline.pdf` finds no package there
+    client = make_app(PROPAGATE_EXCEPTIONS=False).test_client()
+    response = client.post("/files", data={"file": (io.BytesIO(make_pdf("hello")), "a.pdf")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 500
+    assert response.json == {"detail": "Internal server error; the request id identifies it in the logs."}
+    assert stored_files(sql) == 0
