@@ -106,7 +106,7 @@ def extract(data, max_chars=None):
 class Extractor:
     """Extracts uploads' text in child processes, at most ``concurrency`` at a time in this process.
 
-    A child per upload (``python -m flowline.pdf``), not a pool: a fresh interpreter (about 0.1 s) inherits no
+    A child per upload (``python -m flowline.pdf``), not a pool: a fresh interpreter (about 0.2 s) inherits no
     thread, database connection or listening socket of the gunicorn worker, and killing it at the time bound
     leaves nothing to repair. Its memory is bounded by RLIMIT_AS, which the child sets on itself before it reads
     the file (a ``preexec_fn`` would be unsafe in a threaded server).
