@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test migrate rollback migrate-status venv bench bench-queue bench-soak clean
+.PHONY: run test migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-queue: venv
 ## The soak test: 10 minutes of steady mixed load (gunicorn and two workers); errors, p99 per route, memory.
 bench-soak: venv
 	$(BIN)/python bench/soak_bench.py
+
+## Hostile PDF uploads: /livez and GET /workflows/{id} p50/p99 with and without eight at once, and one alone.
+bench-pdf: venv
+	$(BIN)/python bench/pdf_bench.py
 
 clean:
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from flowline import config as settings
-from flowline import auth, cors, db, errors, logs, metrics, portability, providers, retention, worker
+from flowline import auth, cors, db, errors, logs, metrics, pdf, portability, providers, retention, worker
 from flowline.blueprints import files, health, nodes, openapi, runs, workflows
 from flowline.blueprints import metrics as metrics_bp
 
@@ -57,6 +57,8 @@ def create_app(config=None):
 
     app.extensions[db.EXTENSION] = db.create_pool(app.config)
     app.extensions["flowline.provider"] = providers.from_config(app.config)
+    # Per process: its semaphore bounds the extractions of this gunicorn worker.
+    app.extensions[pdf.EXTENSION] = pdf.Extractor.from_config(app.config)
 
     # Request ids made here are this process's random prefix and a counter: unique like a uuid4 per request,
     # at a tenth of its cost (no urandom read per request). create_app runs in each worker after fork.

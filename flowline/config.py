@@ -180,6 +180,14 @@ def from_env(env=None):
         "WORKER_METRICS_PORT": _port(env, "WORKER_METRICS_PORT", 0),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
+        # POST /files extracts a PDF's text in a child process: killed past this many seconds (422), and given
+        # this much address space, the interpreter and pypdf's ~40 MB included (over it: 422); at most this many
+        # children per gunicorn worker process (the next upload gets 503 at once, not a queue). Each running
+        # child holds one of the worker's GUNICORN_THREADS while it waits, so the default leaves one of the two
+        # default threads free for every other request.
+        "PDF_EXTRACT_TIMEOUT_S": _float(env, "PDF_EXTRACT_TIMEOUT_S", 5.0, minimum=0.1),
+        "PDF_EXTRACT_MEMORY_MB": _int(env, "PDF_EXTRACT_MEMORY_MB", 512, minimum=64),
+        "PDF_EXTRACT_CONCURRENCY": _int(env, "PDF_EXTRACT_CONCURRENCY", 1, minimum=1),
         # Largest JSON request body (larger: 413). 12 MiB holds MAX_INPUT_CHARS' million characters however the client
         # encodes them: up to 12 bytes per character when an emoji is sent as a \ud83d\ude00 surrogate-pair escape.
         "MAX_JSON_KB": _int(env, "MAX_JSON_KB", 12 * 1024, minimum=1),

@@ -76,10 +76,11 @@ def error_response(http_status, detail, /, **extra):
     return response
 
 
-def unavailable_response(detail, /, **extra):
-    """Return the 503 for a database that is down or busy, with ``Retry-After`` so clients come back soon."""
+def unavailable_response(detail, /, retry_after_s=1, **extra):
+    """Return the 503 for a database (or another resource) that is down or busy, with ``Retry-After``
+    (``retry_after_s``, whole seconds) so clients come back soon."""
     response = error_response(503, detail, **extra)
-    response.headers["Retry-After"] = "1"
+    response.headers["Retry-After"] = str(retry_after_s)
     return response
 
 

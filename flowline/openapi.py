@@ -140,6 +140,22 @@ def _errors(*codes):
     return {str(code): _ref("responses", f"Error{code}") for code in sorted({*codes, *_PROTOCOL_ERRORS})}
 
 
+def _error(description, *headers):
+    return {"description": description, "headers": _headers(*headers),
+            "content": {JSON: {"schema": _ref("schemas", "Error")}}}
+
+
+# POST /files' own reasons for a 422 and a 503, beyond the shared ones.
+_UPLOAD_REFUSED = {
+    "422": _error("No `file` field, or a PDF that cannot be used (nothing is stored; `detail` says which): empty, "
+                  "corrupt, encrypted or page-less; too complex to extract within PDF_EXTRACT_TIMEOUT_S (`The PDF "
+                  "is too complex to extract within 5 s`) or PDF_EXTRACT_MEMORY_MB (`... within 512 MB of "
+                  "memory`); or text longer than MAX_INPUT_CHARS, more than a run accepts."),
+    "503": _error("The server process already runs PDF_EXTRACT_CONCURRENCY extractions (refused at once, not "
+                  "queued), or the database is unreachable or busy; retry after Retry-After seconds.", "Retry-After"),
+}
+
+
 def _json_body(schema, *, required=True):
     body = schema if isinstance(schema, dict) else _ref("schemas", schema)
     return {"required": required, "content": {JSON: {"schema": body}}}
@@ -243,8 +259,10 @@ PATHS = {
             params=[_RUN], tag="runs"),
     },
     "/files": {
-        "post": _operation("Upload a PDF (multipart field `file`); its text is extracted now", {
-            **_ok("FileCreated", "The file was stored.", "Location", status="201"), **_errors(400, 413, 415, 422, 503)},
+        "post": _operation("Upload a PDF (multipart field `file`); its text is extracted now, in a bounded child "
+                           "process", {
+            **_ok("FileCreated", "The file was stored.", "Location", status="201"), **_errors(400, 413, 415),
+            **_UPLOAD_REFUSED},
             body={"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "format": "binary",

@@ -49,6 +49,9 @@ def test_a_cors_origin_that_is_not_an_origin_is_refused_at_start(value):
     ({"DB_POOL_MAX_SIZE": "0"}, "DB_POOL_MAX_SIZE must be at least 1, got 0"),
     ({"SYNC_RUN_TIMEOUT_S": "soon"}, "SYNC_RUN_TIMEOUT_S must be a number, got 'soon'"),
     ({"DB_POOL_TIMEOUT_S": "nan"}, "DB_POOL_TIMEOUT_S must be at least 0.1, got nan"),
+    ({"PDF_EXTRACT_TIMEOUT_S": "0"}, "PDF_EXTRACT_TIMEOUT_S must be at least 0.1, got 0.0"),
+    ({"PDF_EXTRACT_MEMORY_MB": "32"}, "PDF_EXTRACT_MEMORY_MB must be at least 64, got 32"),
+    ({"PDF_EXTRACT_CONCURRENCY": "0"}, "PDF_EXTRACT_CONCURRENCY must be at least 1, got 0"),
 ])
 def test_unusable_values_are_refused_with_a_clear_message(env, message):
     with pytest.raises(config.ConfigError, match=message):

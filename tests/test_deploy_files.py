@@ -26,7 +26,8 @@ INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?-)(?P<defaul
 # Flowline settings (config.from_env) only one side reads: the API (the worker sizes its own pool and reads a run's
 # attempts from the run), or the worker. Every other one is passed to both.
 API_ONLY = {"DB_POOL_MAX_SIZE", "DB_POOL_MAX_WAITING", "SYNC_RUN_TIMEOUT_S", "RUN_MAX_ATTEMPTS", "MAX_INPUT_CHARS",
-            "MAX_UPLOAD_MB", "MAX_JSON_KB", "CORS_ORIGINS", "API_TOKENS", "METRICS_PUBLIC"}
+            "MAX_UPLOAD_MB", "MAX_JSON_KB", "CORS_ORIGINS", "API_TOKENS", "METRICS_PUBLIC", "PDF_EXTRACT_TIMEOUT_S",
+            "PDF_EXTRACT_MEMORY_MB", "PDF_EXTRACT_CONCURRENCY"}
 WORKER_ONLY = {"RUN_RETRY_BACKOFF_S", "ASYNC_RUN_TIMEOUT_S", "WORKER_CONCURRENCY", "WORKER_POLL_INTERVAL_S",
                "WORKER_DRAIN_TIMEOUT_S", "WORKER_METRICS_PORT"}
 # Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines

@@ -1,16 +1,19 @@
 """Files: upload a PDF (its text is extracted once, here), read its metadata, delete it."""
 
 import hashlib
+import logging
+import math
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import Blueprint, current_app, request
 
 from .. import db, pdf
-from ..errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType
+from ..errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType, unavailable_response
 from ..http import parse_id, query_json_response, row_json_response
 
 bp = Blueprint("files", __name__)
+log = logging.getLogger("flowline.files")
 
 # Room for the multipart framing around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -42,7 +45,10 @@ def upload_file():
 
     :raise 413: larger than MAX_UPLOAD_MB (refused before the body is read when Content-Length says so).
     :raise 415: not multipart/form-data, or bytes that do not start with ``%PDF-``.
-    :raise 422: no ``file`` field; an empty, corrupt, encrypted or page-less PDF (``detail`` says which).
+    :raise 422: no ``file`` field; an empty, corrupt, encrypted or page-less PDF, one too complex to extract
+        within PDF_EXTRACT_TIMEOUT_S or PDF_EXTRACT_MEMORY_MB, or one whose text is longer than MAX_INPUT_CHARS
+        (``detail`` says which); nothing is stored.
+    :raise 503: PDF_EXTRACT_CONCURRENCY extractions already run in this process; with ``Retry-After``.
     """
     limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
     too_large = PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
@@ -58,12 +64,24 @@ def upload_file():
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
         raise too_large
+    extractor = current_app.extensions[pdf.EXTENSION]
     try:
-        page_count, text = pdf.extract(data)
+        page_count, text = extractor.extract(data)
     except pdf.NotAPdf as exc:
         raise UnsupportedMediaType(f"Only PDF files are accepted: {exc}.") from None
     except pdf.UnreadablePdf as exc:
         raise Unprocessable(f"The PDF cannot be read: {exc}.") from None
+    except pdf.TooComplex as exc:
+        log.warning("PDF upload refused: extraction went past its bound of %s (%d bytes)", exc, len(data))
+        raise Unprocessable(f"The PDF is too complex to extract within {exc}; nothing was stored.") from None
+    except pdf.TextTooLong:
+        raise Unprocessable(f"The PDF's text is longer than {extractor.max_chars} characters (MAX_INPUT_CHARS), "
+                            "more than a run accepts; nothing was stored.") from None
+    except pdf.Busy as exc:
+        log.warning("PDF upload refused: %s", exc)
+        # A slot frees within one extraction's time bound at most.
+        return unavailable_response("The server is extracting as many PDFs as it allows at once; retry shortly.",
+                                    retry_after_s=math.ceil(extractor.timeout_s))
     with db.connection() as conn:
         row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
                      content_type=_safe_content_type(upload.mimetype), size_bytes=len(data),
