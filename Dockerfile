@@ -1,5 +1,5 @@
 # Flowline's image: gunicorn serving 'app:create_app()' (the api service) or `flask --app app worker` (the worker
-# service). Migrations run from the same image as a one-shot (`python -m flowline.migrations apply`, the compose
+# service). Migrations run from the same image as a one-shot (`python -m flowline.data.migrations apply`, the compose
 # `migrate` service); this image never applies them itself.
 FROM python:3.11-slim
 

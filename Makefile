@@ -29,15 +29,15 @@ test: venv
 
 ## Apply pending migrations to DATABASE_URL (or to `make run`'s private database).
 migrate: venv
-	$(LOCAL_PG) $(BIN)/python -m flowline.migrations apply
+	$(LOCAL_PG) $(BIN)/python -m flowline.data.migrations apply
 
 ## Roll back the newest migration (ID=<migration id> to roll back to and including it; ALL=1 for all). Data in what it created is lost.
 rollback: venv
-	$(LOCAL_PG) $(BIN)/python -m flowline.migrations rollback $(if $(ID),--id $(ID)) $(if $(ALL),--all)
+	$(LOCAL_PG) $(BIN)/python -m flowline.data.migrations rollback $(if $(ID),--id $(ID)) $(if $(ALL),--all)
 
 ## List migrations and whether each is applied.
 migrate-status: venv
-	$(LOCAL_PG) $(BIN)/python -m flowline.migrations status
+	$(LOCAL_PG) $(BIN)/python -m flowline.data.migrations status
 
 ## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
 bench: venv

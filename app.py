@@ -9,10 +9,16 @@ from datetime import datetime
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from flowline import config as settings
-from flowline import auth, cors, db, errors, logs, metrics, pdf, portability, providers, retention, worker
-from flowline.blueprints import files, health, nodes, openapi, runs, workflows
-from flowline.blueprints import metrics as metrics_bp
+from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, workflows
+from flowline.core import config as settings
+from flowline.core import logs
+from flowline.data import db
+from flowline.engine import providers
+from flowline.ops import health
+from flowline.ops import metrics as ops_metrics
+from flowline.tools import cli as tools_cli
+from flowline.tools import prune
+from flowline.worker import cli as worker_cli
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -82,13 +88,13 @@ def create_app(config=None):
     auth.install(app)
 
     # Every request counted and timed by route and status (the clock starts before auth's check).
-    metrics.init_app(app)
+    ops_metrics.init_app(app)
 
-    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, metrics_bp.bp):
+    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, ops_metrics.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
-    app.cli.add_command(worker.worker_command)
-    # Data portability and retention: export, import, prune-runs (flowline/portability.py, retention.py).
-    for command in (portability.export_command, portability.import_command, retention.prune_runs_command):
+    # The commands: worker (flowline/worker/cli.py); export, import, prune-runs (flowline/tools/).
+    for command in (worker_cli.worker_command, tools_cli.export_command, tools_cli.import_command,
+                    prune.prune_runs_command):
         app.cli.add_command(command)
     return app

@@ -9,8 +9,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Two, because on a 2-core box more threads only contend for the GIL (bench/http_bench.py measured 4 threads
 # slower on every route); raise it when many sync runs wait on an LLM provider at once.
 # gunicorn's gthread worker, but what its HTTP parser refuses (a NUL in a header, a request line over 4094 bytes...)
-# is answered in Flowline's JSON error shape, not as gunicorn's HTML page (flowline/serving.py).
-worker_class = "flowline.serving.JsonErrorThreadWorker"
+# is answered in Flowline's JSON error shape, not as gunicorn's HTML page (flowline/api/serving.py).
+worker_class = "flowline.api.serving.JsonErrorThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 os.environ.setdefault("DB_POOL_MAX_SIZE", str(threads))
 # Above SYNC_RUN_TIMEOUT_S, so a sync run hits its own bound (and answers 504) before gunicorn kills the worker.
@@ -27,10 +27,10 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's own lines and its access log in Flowline's LOG_FORMAT: as JSON objects (with the request's
 # request_id, method, path, status, duration_ms...), or as text: the combined log format plus the request id.
 if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
-    logger_class = "flowline.logs.GunicornLogger"
+    logger_class = "flowline.core.logs.GunicornLogger"
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms request_id=%({x-request-id}o)s'
 
-# Metrics (flowline/metrics.py): prometheus-client's multiprocess mode, so a scrape of any worker reports the
+# Metrics (flowline/core/metrics.py, flowline/ops/metrics.py): prometheus-client's multiprocess mode, so a scrape of any worker reports the
 # requests of all of them. Its directory, PROMETHEUS_MULTIPROC_DIR, is emptied at start (unset or empty: a private
 # temporary directory, removed at exit); one directory per gunicorn, never shared with another one or a worker.
 _created_metrics_dirs = []
@@ -41,8 +41,8 @@ def when_ready(server):
     """Say loudly, once, when the database schema is behind the code (or the database is unreachable)."""
     import psycopg
 
-    from flowline import migrations
-    from flowline.config import mask_url
+    from flowline.core.config import mask_url
+    from flowline.data import migrations
 
     url = os.environ.get("DATABASE_URL", "")
     log = logging.getLogger("gunicorn.error")
@@ -59,14 +59,14 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """Open this worker's pool after fork, without waiting, so the worker boots even while the database is down."""
-    from flowline import db
+    from flowline.data import db
 
     db.open_pool(worker.wsgi.extensions[db.EXTENSION])
 
 
 def worker_exit(server, worker):
     """Close this worker's pool and LLM provider client so their connections end cleanly."""
-    from flowline import db
+    from flowline.data import db
 
     app = getattr(worker, "wsgi", None)
     if app is not None:

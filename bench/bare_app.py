@@ -17,9 +17,9 @@ from flask import Flask, Response, request
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from flowline import db
-from flowline.config import connection_kwargs, from_env
-from flowline.sql import QUERIES
+from flowline.core.config import connection_kwargs, from_env
+from flowline.data import db
+from flowline.data.sql import QUERIES
 
 CREATE_WORKFLOW = QUERIES["create_workflow"].text
 GET_WORKFLOW_JSON = QUERIES["get_workflow_json"].text

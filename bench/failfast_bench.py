@@ -115,7 +115,9 @@ def measure(code, args, venv_bin):
         env = {**os.environ, "DATABASE_URL": url, "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
                "DB_POOL_TIMEOUT_S": "2", "ACCESS_LOG": "", "LOG_LEVEL": "warning"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        subprocess.run([venv_bin / "python", "-m", "flowline.migrations", "apply"], cwd=code, env=env, check=True,
+        # The module moved in the layout of #12; a tree from before it has it at flowline/migrations.py.
+        module = "flowline.data.migrations" if (code / "flowline" / "data").is_dir() else "flowline.migrations"
+        subprocess.run([venv_bin / "python", "-m", module, "apply"], cwd=code, env=env, check=True,
                        capture_output=True)
         port = free_port()
         log = open(Path(tempfile.gettempdir()) / f"failfast-gunicorn-{port}.log", "w")

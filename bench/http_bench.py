@@ -430,7 +430,7 @@ def pgbench_binary():
 
 def pgbench_script(query_name, tmp):
     """The named query's SQL text, with psycopg's %(name)s placeholders as pgbench's :name variables."""
-    from flowline.sql import QUERIES
+    from flowline.data.sql import QUERIES
 
     text = QUERIES[query_name].text
     text = re.sub(r"%\((\w+)\)s", r":\1", text).replace("%%", "%")
@@ -676,7 +676,7 @@ def main(argv):
     try:
         env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(WORKERS), ACCESS_LOG="", LOG_LEVEL="warning")
         env.pop("BIND", None)
-        migrate = run_text([sys.executable, "-m", "flowline.migrations", "apply"], cwd=ROOT, env=env)
+        migrate = run_text([sys.executable, "-m", "flowline.data.migrations", "apply"], cwd=ROOT, env=env)
         if migrate.returncode != 0:
             raise RuntimeError(f"migrations failed:\n{migrate.stdout}{migrate.stderr}")
         settings = gunicorn_settings(env)

@@ -12,7 +12,7 @@ eight uploads of a PDF that is slow to extract (issue #11), and how long one suc
    to measure before a change); the migrations and the probes stay this checkout's.
 3. It seeds one workflow with three nodes, then measures, in order:
    - idle: a prober sends GET /livez and GET /workflows/{id} in turn, back to back, for ``--idle-s`` seconds;
-   - one hostile upload (tests/hostile_pdf.py, ``--pages`` pages, ~8 KB) alone: its status and seconds;
+   - one hostile upload (tests/support/hostile_pdf.py, ``--pages`` pages, ~8 KB) alone: its status and seconds;
    - ``--uploads`` hostile uploads at once, the same prober running until the last upload has answered.
    A probe waits up to 120 s for its answer, so a pinned server shows up as latency, not as an error.
 4. It prints the machine, p50/p99/max per probe and phase, and the uploads' statuses and seconds, and writes
@@ -42,9 +42,9 @@ import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from hostile_pdf import hostile_pdf  # noqa: E402
+from tests.support.hostile_pdf import hostile_pdf  # noqa: E402
 
 PROBE_TIMEOUT_S = 120
 NODES = [{"node_type": "formatter", "config": {"rules": ["strip"]}},
@@ -238,7 +238,7 @@ def main(argv):
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
-        migrate = subprocess.run([sys.executable, "-m", "flowline.migrations", "apply"], cwd=ROOT, env=env,
+        migrate = subprocess.run([sys.executable, "-m", "flowline.data.migrations", "apply"], cwd=ROOT, env=env,
                                  capture_output=True, text=True)
         if migrate.returncode != 0:
             raise RuntimeError(f"migrations failed:\n{migrate.stdout}{migrate.stderr}")

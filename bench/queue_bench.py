@@ -42,8 +42,8 @@ import machine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowline import db, migrations  # noqa: E402
-from flowline.sql import QUERIES  # noqa: E402
+from flowline.data import db, migrations  # noqa: E402
+from flowline.data.sql import QUERIES  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # (worker processes, threads each): the 1 and 4 processes, and 4 threads in one process beside them.

@@ -39,7 +39,7 @@ from http_bench import http as api
 
 sys.path.insert(0, str(ROOT))
 
-from flowline import migrations  # noqa: E402
+from flowline.data import migrations  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FORMATTERS = [{"rules": ["strip"]}, {"rules": ["collapse_whitespace"]}, {"rules": ["normalize_width"]},

@@ -7,13 +7,13 @@ BIN=.venv/bin
 BIND=${BIND:-127.0.0.1:8000}
 export BIND
 
-$BIN/python -m flowline.migrations apply
+$BIN/python -m flowline.data.migrations apply
 
 echo
 echo "Flowline is starting on http://$BIND  (Ctrl-C stops it). Try the README's walk-through in another shell:"
 echo
 echo "BASE=http://$BIND"
-# The README's examples block, printed as is (tests/test_readme.py runs it against a live server).
+# The README's examples block, printed as is (tests/e2e/test_readme.py runs it against a live server).
 sed -n '/<!-- api-examples/,/^```$/p' README.md | sed '1,2d;$d' | grep -v '^BASE='
 echo
 

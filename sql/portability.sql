@@ -1,5 +1,5 @@
 -- Portability: export and import of workflows, their nodes and their finished runs (run_steps, run_events),
--- for `flask --app app export` and `flask --app app import` (flowline/portability.py). Files are never exported.
+-- for `flask --app app export` and `flask --app app import` (flowline/tools/). Files are never exported.
 -- Export reads in keyset batches inside one REPEATABLE READ READ ONLY transaction (one consistent snapshot);
 -- import writes in batches of JSON arrays expanded with jsonb_to_recordset, inside one transaction.
 

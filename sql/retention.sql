@@ -1,5 +1,5 @@
 -- Retention: deleting finished runs (their run_steps and run_events cascade) older than a cutoff, for
--- `flask --app app prune-runs` (flowline/retention.py). Every batch is its own short transaction.
+-- `flask --app app prune-runs` (flowline/tools/prune.py). Every batch is its own short transaction.
 -- Only finished runs (Succeeded, Failed, Cancelled) are ever touched: Pending and Running runs are the queue.
 
 -- name: prune_cutoff :one

@@ -1,4 +1,4 @@
--- Workers: the workers table, one row per worker process with its heartbeat (written by flowline/worker.py,
+-- Workers: the workers table, one row per worker process with its heartbeat (written by flowline/worker/heartbeat.py,
 -- read by GET /metrics through sql/metrics.sql).
 
 -- name: register_worker :exec

@@ -2,35 +2,25 @@
 database built once per session, and a fresh database cloned from it for every test that needs one."""
 
 import io
-import json
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
-from flowline import migrations
-
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
-def url_for_database(url, dbname):
-    """Return the URL ``url`` pointing at database ``dbname`` on the same server (a URL, as DATABASE_URL is)."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+from flowline.data import migrations
+from tests.support import (
+    CHROMIUM,
+    ROOT,
+    Server,
+    WorkerProcess,
+    launch_chromium,
+    make_pdf,
+    throwaway_cluster,
+    url_for_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -131,54 +121,6 @@ def workflow(client):
     return make
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
-
-    def __init__(self, database_url, tmp_path, env=None):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", **(env or {})}
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.log = tmp_path / "gunicorn.log"
-        self.process = None
-
-    def start(self, ready=("/readyz", 200)):
-        """Start gunicorn and wait until ``ready`` (path, status) answers."""
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
-                                             "app:create_app()"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"gunicorn exited early:\n{self.log.read_text()}"
-            try:
-                if self.request("GET", ready[0])[0] == ready[1]:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not become ready:\n{self.log.read_text()}")
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=30) == 0, self.log.read_text()
-
-    def request(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as response:
-                return response.status, json.loads(response.read()), response.headers
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read()), error.headers
-
-
 @pytest.fixture
 def make_server(tmp_path):
     """Return a factory of gunicorn servers (not started) on a database URL, with extra environment; any still
@@ -207,7 +149,6 @@ def server(make_server, database_url):
 
 # --- a real browser ---------------------------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Screenshots of what the browser tests saw, one per test, kept for a person to look at (git ignores them).
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 
@@ -221,14 +162,6 @@ def playwright():
 
     with sync_playwright() as running:
         yield running
-
-
-def launch_chromium(playwright, *args):
-    """Return a headless Chromium started with ``args`` besides the ones every test needs."""
-    # --no-sandbox: CI runs the suite as root; the others keep Chromium off the network it cannot reach.
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", *args])
 
 
 @pytest.fixture(scope="session")
@@ -253,74 +186,12 @@ def page(browser, request):
 
 # --- PostgreSQL clusters a test may stop and start --------------------------------------------------------------
 
-PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-
-@contextmanager
-def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
-    """Run a PostgreSQL cluster of the caller's own in a temporary folder (trust auth on its unix socket there,
-    port 5432 unless ``options`` says otherwise); yield ``(home, pg_ctl)``.
-
-    ``configure(data_dir)`` runs after initdb and before the first start (to add certificates, edit pg_hba.conf);
-    the files it writes are handed to the server's user. ``pg_ctl(*args)`` runs pg_ctl on the cluster (``"stop"``,
-    ``"-m", "fast", "restart"``...), passing the server ``options`` again on a start or restart.
-    """
-    if PGBIN is None or not Path(PGBIN, "pg_ctl").exists():
-        pytest.fail("PostgreSQL server binaries are needed (Debian: apt-get install postgresql)")
-    home = Path(tempfile.mkdtemp(prefix=prefix))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(home, "postgres")
-    data = home / "data"
-    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
-
-    def pg_ctl(*args):
-        if args and args[-1] in ("start", "restart"):
-            args = ("-o", options, *args)
-        done = subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-                              capture_output=True, text=True)
-        if done.returncode:
-            log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
-            raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
-
-    try:
-        subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
-                        "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
-        if configure is not None:
-            configure(data)
-            if as_postgres:
-                subprocess.run(["chown", "-R", "postgres:", data], check=True)
-        pg_ctl("start")
-        yield home, pg_ctl
-    finally:
-        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.fixture
 def private_cluster():
     """A throwaway PostgreSQL cluster of this test's own (unix socket only), so the test may stop, start or
     restart it: ``(url, pg_ctl)``."""
     with throwaway_cluster("flowline-restart-") as (home, pg_ctl):
         yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
-
-
-def make_pdf(*pages):
-    """Return the bytes of a PDF with one line of ``pages[i]`` on page i, in a CID font that draws Japanese and
-    accented Latin alike (reportlab's built-in HeiseiKakuGo-W5: no font file needed)."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.pdfgen import canvas
-
-    pdfmetrics.registerFont(UnicodeCIDFont("HeiseiKakuGo-W5"))
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer)
-    for text in pages:
-        pdf.setFont("HeiseiKakuGo-W5", 12)
-        pdf.drawString(72, 720, text)
-        pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -348,38 +219,6 @@ def failing_workflow(client, workflow, upload):
     return make
 
 
-class WorkerProcess:
-    """One `python -m flowline.worker` process on a database, logging to a file the test can read."""
-
-    def __init__(self, database_url, tmp_path, env):
-        self.env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO", **env}
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.log = tmp_path / "worker.log"
-        self.process = None
-
-    @property
-    def pid(self):
-        return self.process.pid
-
-    def start(self, concurrency=1):
-        """Start the worker and wait until it listens for work."""
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "flowline.worker", "--concurrency", str(concurrency)],
-                                            cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while f"worker {socket.gethostname()}:{self.pid}: " not in self.log.read_text():
-            assert self.process.poll() is None, f"the worker exited early:\n{self.log.read_text()}"
-            assert time.monotonic() < deadline, f"the worker did not start:\n{self.log.read_text()}"
-            time.sleep(0.05)
-        return self
-
-    def signal(self, signum):
-        self.process.send_signal(signum)
-
-    def wait(self, timeout=30):
-        return self.process.wait(timeout=timeout)
-
-
 @pytest.fixture
 def make_worker(tmp_path, database_url):
     """Return a factory of worker processes (not started) on this test's database (or ``database_url=``), with
@@ -396,15 +235,3 @@ def make_worker(tmp_path, database_url):
         if worker.process is not None and worker.process.poll() is None:
             worker.process.kill()
             worker.process.wait()
-
-
-def wait_for(predicate, timeout=30, interval=0.05, message="condition"):
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)

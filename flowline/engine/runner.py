@@ -7,21 +7,31 @@ write is fenced by the run's lease token: once the lease is lost, nothing more i
 """
 
 import functools
+from collections.abc import Iterable, Sequence
 import json
 import logging
 import time
 import uuid
+from uuid import UUID
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from marshmallow import ValidationError
+from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from .. import db, logs, metrics, nodes
-from .errors import InputRejected, InternalStepError, LeaseLost, RunCancelled, RunTimedOut, StepFailed
+from ..nodes import BY_NAME as NODE_TYPES
+from ..core import logs, metrics
+from ..data import db
+from ..data.db import Pool
+from ..nodes.base import InputRejected, InternalStepError, RunCancelled, RunTimedOut, StepFailed
 
 log = logging.getLogger("flowline.engine")
+
+
+class LeaseLost(Exception):
+    """The run's lease token no longer matches: another holder took over, or the run was finished elsewhere."""
 
 
 @dataclass
@@ -71,7 +81,7 @@ def _now():
 MAX_RETRY_BACKOFF_S = 300.0
 
 
-def retry_backoff(base_s, attempt):
+def retry_backoff(base_s: float, attempt: int) -> float:
     """Return the wait before the attempt after ``attempt``: base, then doubling, capped at MAX_RETRY_BACKOFF_S."""
     return min(MAX_RETRY_BACKOFF_S, base_s * 2 ** (attempt - 1))
 
@@ -83,7 +93,7 @@ def _flushed(ctx, row):
     ctx.steps = []
 
 
-def renew_lease(conn, ctx, steps=()):
+def renew_lease(conn: Connection, ctx: RunContext, steps: Iterable[dict] = ()) -> bool:
     """Write ``steps`` (none: a heartbeat) and renew the lease; note a client's cancellation request.
 
     Returns False, writing nothing, when the lease is no longer held.
@@ -130,11 +140,11 @@ def _finish(ctx, outcome, note):
 
 
 def _is_slow(node):
-    node_type = nodes.BY_NAME.get(node["node_type"])
+    node_type = NODE_TYPES.get(node["node_type"])
     return node_type is not None and node_type.waits_outside
 
 
-def waits_outside(nodes):
+def waits_outside(nodes: Iterable[dict]) -> bool:
     """Return True when one of ``nodes`` waits on the outside world: such a run must not hold a connection."""
     return any(_is_slow(node) for node in nodes)
 
@@ -155,7 +165,7 @@ def _load_config(node_type, config_json):
     :raise InputRejected: when the config is not valid for its type (e.g. written by an older release).
     """
     stored = _stored_config(config_json)
-    declared = nodes.BY_NAME[node_type]
+    declared = NODE_TYPES[node_type]
     try:
         config = declared.load_config(stored)
     except ValidationError as exc:
@@ -172,7 +182,7 @@ def _joined(*notes):
 def _execute_node(node, text, ctx):
     """Return ``(output, note)`` of ``node`` on ``text``; raise StepFailed when it fails."""
     node_type = node["node_type"]
-    declared = nodes.BY_NAME.get(node_type)
+    declared = NODE_TYPES.get(node_type)
     if declared is None:
         raise InputRejected(f"unknown node type {node_type!r}")
     config, ignored_note = _load_config(node_type, node["config_json"])
@@ -196,11 +206,11 @@ def _timed_node(node, text, ctx):
         status = "Succeeded"
         return result
     finally:
-        metrics.step_finished(node["node_type"], node["node_type"] in nodes.BY_NAME, status,
+        metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status,
                               time.perf_counter() - started)
 
 
-def execute(ctx, nodes, text):
+def execute(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     """``execute_nodes`` with the run's id, attempt and holder on its log lines and its outcome in the metrics."""
     started = time.perf_counter()
     with logs.context(run_id=ctx.run_id, attempt=ctx.attempt, worker_id=ctx.worker_id):
@@ -209,7 +219,7 @@ def execute(ctx, nodes, text):
     return outcome
 
 
-def execute_nodes(ctx, nodes, text):
+def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
     order) on ``text`` and record it all.
 
@@ -268,7 +278,8 @@ def execute_nodes(ctx, nodes, text):
     return outcome
 
 
-def run_sync(pool, workflow_id, input_text, *, timeout_s, lease_seconds, provider, worker_id, input_file_id=None):
+def run_sync(pool: Pool, workflow_id: UUID, input_text: str, *, timeout_s: float, lease_seconds: float, provider,
+             worker_id: str, input_file_id: UUID | None = None) -> tuple[UUID, Outcome] | None:
     """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
 
     The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the

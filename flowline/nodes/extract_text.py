@@ -2,9 +2,8 @@
 
 from marshmallow import Schema, fields
 
-from .. import db
-from ..engine.errors import InputRejected
-from .base import NodeType
+from ..data import db
+from .base import InputRejected, NodeType
 
 
 class ExtractTextConfigSchema(Schema):

@@ -4,7 +4,7 @@ import time
 
 from marshmallow import Schema, fields, validate
 
-from ..fields import StrictFloat, Text, not_blank
+from ..core.fields import StrictFloat, Text, not_blank
 from .base import NodeType
 
 

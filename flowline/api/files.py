@@ -1,0 +1,112 @@
+"""Files: upload a PDF (its text is extracted once, here), read its metadata, delete it."""
+
+import hashlib
+import logging
+import math
+import unicodedata
+from pathlib import PurePosixPath, PureWindowsPath
+
+from flask import Blueprint, current_app, request
+
+from ..data import db
+from . import pdf
+from .errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType, unavailable_response
+from .http import parse_id, query_json_response, row_json_response
+
+bp = Blueprint("files", __name__)
+log = logging.getLogger("flowline.files")
+
+# Room for the multipart framing around the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class PayloadTooLarge(ApiError):
+    """The upload is larger than MAX_UPLOAD_MB."""
+
+    status = 413
+
+
+def _safe_filename(raw):
+    """Return the client's file name without any folder part or control characters, at most 255 characters."""
+    name = PureWindowsPath(PurePosixPath(raw or "").name).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:255] or "upload.pdf"
+
+
+def _safe_content_type(raw):
+    """Return the part's declared content type without control characters (PostgreSQL text cannot hold NUL),
+    at most 255 characters; it is advisory only."""
+    kept = "".join(ch for ch in raw or "" if unicodedata.category(ch)[0] != "C").strip()
+    return kept[:255] or "application/octet-stream"
+
+
+@bp.post("/files")
+def upload_file():
+    """Upload a PDF as multipart field ``file``; 201 ``{file_id, filename, size}`` with ``Location``.
+
+    :raise 413: larger than MAX_UPLOAD_MB (refused before the body is read when Content-Length says so).
+    :raise 415: not multipart/form-data, or bytes that do not start with ``%PDF-``.
+    :raise 422: no ``file`` field; an empty, corrupt, encrypted or page-less PDF, one too complex to extract
+        within PDF_EXTRACT_TIMEOUT_S or PDF_EXTRACT_MEMORY_MB, or one whose text is longer than MAX_INPUT_CHARS
+        (``detail`` says which); nothing is stored.
+    :raise 503: PDF_EXTRACT_CONCURRENCY extractions already run in this process; with ``Retry-After``.
+    """
+    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    too_large = PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
+    if request.content_length is not None and request.content_length > limit + _MULTIPART_OVERHEAD:
+        raise too_large
+    # Also bounds a body sent without Content-Length (chunked): werkzeug stops reading past it with a 413.
+    request.max_content_length = limit + _MULTIPART_OVERHEAD
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType("Upload the file as multipart/form-data, in a field named 'file'.")
+    upload = request.files.get("file")
+    if upload is None:
+        raise Unprocessable("The multipart field 'file' is missing.", errors={"file": ["Missing data for required field."]})
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    extractor = current_app.extensions[pdf.EXTENSION]
+    try:
+        page_count, text = extractor.extract(data)
+    except pdf.NotAPdf as exc:
+        raise UnsupportedMediaType(f"Only PDF files are accepted: {exc}.") from None
+    except pdf.UnreadablePdf as exc:
+        raise Unprocessable(f"The PDF cannot be read: {exc}.") from None
+    except pdf.TooComplex as exc:
+        log.warning("PDF upload refused: extraction went past its bound of %s (%d bytes)", exc, len(data))
+        raise Unprocessable(f"The PDF is too complex to extract within {exc}; nothing was stored.") from None
+    except pdf.TextTooLong:
+        raise Unprocessable(f"The PDF's text is longer than {extractor.max_chars} characters (MAX_INPUT_CHARS), "
+                            "more than a run accepts; nothing was stored.") from None
+    except pdf.Busy as exc:
+        log.warning("PDF upload refused: %s", exc)
+        # A slot frees within one extraction's time bound at most.
+        return unavailable_response("The server is extracting as many PDFs as it allows at once; retry shortly.",
+                                    retry_after_s=math.ceil(extractor.timeout_s))
+    with db.connection() as conn:
+        row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
+                     content_type=_safe_content_type(upload.mimetype), size_bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
+                     text_content=text)
+    return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
+
+
+@bp.get("/files/<file_id>")
+def get_file(file_id):
+    """Return a file's metadata: ``{file_id, filename, content_type, size, sha256, page_count, created_at}``.
+
+    :raise 404: unknown file.
+    """
+    return query_json_response("get_file_json", "File not found", file_id=parse_id(file_id, "File"))
+
+
+@bp.delete("/files/<file_id>")
+def delete_file(file_id):
+    """Delete a file; 204. Nodes that name it fail their step from then on.
+
+    :raise 404: unknown file.
+    """
+    with db.connection() as conn:
+        if db.one(conn, "delete_file", file_id=parse_id(file_id, "File")) is None:
+            raise NotFound("File not found")
+    return "", 204

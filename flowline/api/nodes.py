@@ -1,0 +1,205 @@
+"""Nodes: add, read, change, delete and reorder a workflow's nodes.
+
+Every change locks the workflow row first (bumping its version), which serialises concurrent changes to one
+workflow's nodes and keeps positions unique and gap-free (0..n-1).
+"""
+
+import json
+
+from flask import Blueprint, after_this_request, jsonify, request
+from psycopg.types.json import Jsonb
+
+from .. import nodes
+from ..data import db
+from . import prefer
+from .errors import NotFound, Unprocessable
+from .http import (etag, expected_versions, load_json, parse_id, precondition_failed, query_json_response,
+                    require_file, row_json_response, workflow_write_refused)
+from .schemas import NodeCreateSchema, NodeOrderSchema, NodePatchSchema, check_node_config
+
+bp = Blueprint("nodes", __name__)
+
+_create_schema = NodeCreateSchema()
+_patch_schema = NodePatchSchema()
+_order_schema = NodeOrderSchema()
+
+
+def _check_file_exists(conn, node_type, config):
+    """A node may only name uploaded files that exist (the config keys its type declares as file references).
+
+    :raise ValidationError: 422 keyed ``config.<key>`` for the first file that does not.
+    """
+    for key, file_id in nodes.BY_NAME[node_type].files(config):
+        require_file(conn, file_id, "config", key)
+
+
+def _vary_on_prefer(response):
+    response.vary.add("Prefer")
+    return response
+
+
+def _strict_applied(response):
+    response.headers[prefer.APPLIED_HEADER] = prefer.STRICT_APPLIED
+    return response
+
+
+def _checked_config(node_type, config):
+    """Validate ``config`` for ``node_type``; return the warnings for the keys it does not know (kept, ignored).
+
+    Keys the type knows are validated whatever the client prefers; the others are refused only for a client that
+    sent ``Prefer: handling=strict`` (its 422 then carries ``Preference-Applied``). Every answer of a route that
+    calls this varies on ``Prefer``.
+
+    :raise ValidationError: 422 keyed by field under ``config``.
+    """
+    after_this_request(_vary_on_prefer)
+    warnings = check_node_config(node_type, config)
+    if warnings and prefer.handling_is_strict(request):
+        after_this_request(_strict_applied)
+        check_node_config(node_type, config, strict=True)
+    return warnings
+
+
+def _lock_workflow(conn, workflow_id, versions=None):
+    """Lock ``workflow_id`` and bump its version for a change to its nodes.
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: ``versions`` given and the workflow's version is not among them.
+    """
+    if db.one(conn, "lock_workflow_for_node_change", workflow_id=workflow_id, expected_versions=versions) is None:
+        raise workflow_write_refused(conn, workflow_id)
+
+
+@bp.post("/workflows/<workflow_id>/nodes")
+def add_node(workflow_id):
+    """Append a node at the workflow's next position; 200 ``{message: "Node added", node_id, position}``.
+
+    :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current.
+    Keys of ``config`` the node type does not know are stored as sent and named in ``warnings``; with
+    ``Prefer: handling=strict`` they are a 422 instead.
+
+    :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current.
+    :raise 422: an unknown node type, a config that is not an object, a known config key with an invalid value,
+        or (strict) an unknown config key; errors keyed by field.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    data = load_json(_create_schema)
+    warnings = _checked_config(data["node_type"], data["config"])
+    with db.transaction() as conn:
+        # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
+        _lock_workflow(conn, workflow_id, expected_versions())
+        _check_file_exists(conn, data["node_type"], data["config"])
+        node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"]))
+    answer = {"message": "Node added", "node_id": node["id"], "position": node["position"]}
+    if warnings:
+        answer["warnings"] = warnings
+    return jsonify(answer)
+
+
+@bp.get("/workflows/<workflow_id>/nodes/<node_id>")
+def get_node(workflow_id, node_id):
+    """Return one node of a workflow, with its version as ``ETag``.
+
+    :raise 404: unknown workflow or node.
+    """
+    return query_json_response("get_node_json", "Node not found", workflow_id=parse_id(workflow_id, "Workflow"),
+                               node_id=parse_id(node_id, "Node"))
+
+
+@bp.patch("/workflows/<workflow_id>/nodes/<node_id>")
+def change_node(workflow_id, node_id):
+    """Replace a node's ``config``, its ``node_type``, or both; 200 with the node and its new ``ETag``.
+
+    The resulting config must be valid for the resulting type: changing only ``node_type`` keeps the config,
+    which must then suit the new type; keys the type does not know are kept and named in ``warnings`` (a 422
+    with ``Prefer: handling=strict``). With ``If-Match`` (the node's ETag), only if unchanged since.
+
+    :raise 404: unknown workflow or node.
+    :raise 412: ``If-Match`` names a node version that is no longer current (nothing changed).
+    :raise 422: nothing to change, an unknown type, a known config key with an invalid value, or (strict) an
+        unknown config key; errors keyed by field.
+    """
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    data = load_json(_patch_schema)
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id)
+        current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
+        if current is None:
+            raise NotFound("Node not found")
+        node_type = data.get("node_type", current["node_type"])
+        config = data.get("config", current["config"])
+        warnings = _checked_config(node_type, config)
+        _check_file_exists(conn, node_type, config)
+        row = db.one(conn, "update_node", workflow_id=workflow_id, node_id=node_id, node_type=node_type,
+                     config=Jsonb(config), expected_versions=expected_versions())
+        if row is None:
+            raise precondition_failed(current["version"])
+    if not warnings:
+        return row_json_response(row)
+    response = jsonify({**json.loads(row["body"]), "warnings": warnings})
+    response.headers["ETag"] = etag(row["version"])
+    return response
+
+
+@bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
+def delete_node(workflow_id, node_id):
+    """Delete a node; the nodes after it move up one position. 204. Its run history stays, with node_id null.
+
+    :raise 404: unknown workflow or node.
+    :raise 412: ``If-Match`` names a node version that is no longer current (nothing deleted).
+    """
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id)
+        deleted = db.one(conn, "delete_node", workflow_id=workflow_id, node_id=node_id,
+                         expected_versions=expected_versions())
+        if deleted is None:
+            current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
+            raise NotFound("Node not found") if current is None else precondition_failed(current["version"])
+        db.execute(conn, "close_position_gap", workflow_id=workflow_id, position=deleted["position"])
+    return "", 204
+
+
+@bp.put("/workflows/<workflow_id>/nodes/order")
+def reorder_nodes(workflow_id):
+    """Put the workflow's nodes in the order of ``node_ids``; 200 with the workflow and its new ``ETag``.
+
+    ``node_ids`` must name every node of the workflow exactly once. With ``If-Match`` (the workflow's ETag),
+    only if the workflow is unchanged since.
+
+    :raise 404: unknown workflow.
+    :raise 412: ``If-Match`` names a workflow version that is no longer current (nothing changed).
+    :raise 422: ``node_ids`` repeats a node, names one not in the workflow, or leaves one out.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    wanted = load_json(_order_schema)["node_ids"]
+    with db.transaction() as conn:
+        _lock_workflow(conn, workflow_id, expected_versions())
+        existing = [row["id"] for row in db.many(conn, "list_node_ids", workflow_id=workflow_id)]
+        problems = _order_problems(wanted, existing)
+        if problems:
+            raise Unprocessable("node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + ".")
+        db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    return row_json_response(row)
+
+
+def _order_problems(wanted, existing):
+    """Return what is wrong with ``wanted`` as an ordering of ``existing`` (empty when nothing is)."""
+    problems = []
+    seen, repeated = set(), []
+    for node_id in wanted:
+        if node_id in seen and node_id not in repeated:
+            repeated.append(node_id)
+        seen.add(node_id)
+    if repeated:
+        problems.append("repeated " + ", ".join(map(str, repeated)))
+    unknown = [str(n) for n in wanted if n not in set(existing)]
+    if unknown:
+        problems.append("not in this workflow " + ", ".join(unknown))
+    missing = [str(n) for n in existing if n not in seen]
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    return problems

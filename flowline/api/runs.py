@@ -1,0 +1,205 @@
+"""Runs: execute a workflow synchronously or queue it for a worker, list a workflow's runs, read a run with
+its steps and events, cancel a run."""
+
+import hashlib
+import json
+import os
+import socket
+
+from flask import Blueprint, current_app, jsonify, request
+from psycopg.errors import ForeignKeyViolation
+from psycopg.types.json import Jsonb
+
+from ..core import metrics
+from ..data import db
+from ..engine import runner
+from .errors import Conflict, NotFound, Unprocessable, error_response
+from .http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
+                    query_json_response, require_file)
+from .schemas import RunRequestSchema, RunsQuerySchema
+
+bp = Blueprint("runs", __name__)
+
+_run_schema = RunRequestSchema()
+_runs_query_schema = RunsQuerySchema()
+_WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
+# What an Idempotency-Key may be: printable ASCII without spaces, as it travels in a header and is stored.
+_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+def _load_run_request():
+    """Return the validated run request body: ``input_text`` (default "") and ``file_id`` (default None).
+
+    :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
+    """
+    data = load_json(_run_schema, optional=True)
+    limit = current_app.config["MAX_INPUT_CHARS"]
+    if len(data["input_text"]) > limit:
+        raise Unprocessable(f"input_text is longer than {limit} characters.")
+    if data["file_id"] is not None:
+        with db.connection() as conn:
+            require_file(conn, data["file_id"], "file_id")
+    return data
+
+
+@bp.post("/workflows/<workflow_id>/run")
+def run_workflow(workflow_id):
+    """Run a workflow in the request on ``input_text`` (default "") and optionally a ``file_id`` that
+    extract_text nodes without their own read; 200 ``{final_output, run_id}``.
+
+    A failed run is persisted as Failed and answered with ``{detail, run_id}``: 422 when a node rejected its
+    input or configuration, 502 when a provider failed, 504 when SYNC_RUN_TIMEOUT_S was hit, 500 for a bug.
+
+    :raise 404: unknown workflow.
+    :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    data = _load_run_request()
+    config = current_app.config
+    try:
+        result = runner.run_sync(
+            db.app_pool(),
+            workflow_id,
+            data["input_text"],
+            timeout_s=config["SYNC_RUN_TIMEOUT_S"],
+            lease_seconds=config["RUN_LEASE_SECONDS"],
+            provider=current_app.extensions["flowline.provider"],
+            worker_id=_WORKER_ID,
+            input_file_id=data["file_id"],
+        )
+    except ForeignKeyViolation:
+        result = None  # the workflow was deleted while the run was being created
+    if result is None:
+        raise NotFound("Workflow not found")
+    run_id, outcome = result
+    if outcome.status == "Succeeded":
+        return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
+    return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
+
+
+def _idempotency_key():
+    """Return the request's Idempotency-Key header, or None.
+
+    :raise 422: a key that is empty, longer than 255 characters, or not printable ASCII.
+    """
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not set(key) <= _KEY_CHARS:
+        raise Unprocessable("Idempotency-Key must be 1 to 255 printable ASCII characters without spaces.")
+    return key
+
+
+def _queued_response(run_id, *, replayed):
+    response = jsonify({"run_id": run_id, "status": "Pending"})
+    response.status_code = 202
+    response.headers["Location"] = f"/runs/{run_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.post("/workflows/<workflow_id>/runs")
+def queue_run(workflow_id):
+    """Queue a run of a workflow for a worker, on ``input_text`` (default "") and optionally a ``file_id``;
+    202 ``{run_id, status: "Pending"}`` with ``Location: /runs/{run_id}``.
+
+    With an ``Idempotency-Key`` header, a repeat of the same request for the same workflow answers the same
+    202 (with ``Idempotent-Replayed: true``) and queues nothing: the database's unique constraint on
+    (workflow, key) decides between concurrent requests.
+
+    :raise 404: unknown workflow.
+    :raise 422: an invalid body or key, or a key already used with a different body.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    key = _idempotency_key()
+    data = _load_run_request()
+    stored_input = {"input_text": data["input_text"], "file_id": data["file_id"] and str(data["file_id"])}
+    request_hash = hashlib.sha256(json.dumps(stored_input, sort_keys=True).encode()).hexdigest()
+    try:
+        # Two autocommit statements, no transaction needed: when a concurrent request with the same key inserted
+        # first, enqueue_run waits for it to commit and inserts nothing, and the next statement sees its run.
+        with db.connection() as conn:
+            row = db.one(conn, "enqueue_run", workflow_id=workflow_id, input=Jsonb(stored_input),
+                         max_attempts=current_app.config["RUN_MAX_ATTEMPTS"], idempotency_key=key,
+                         request_hash=request_hash)
+            if row is not None:
+                return _queued_response(row["id"], replayed=False)
+            existing = key and db.one(conn, "get_run_by_idempotency_key", workflow_id=workflow_id,
+                                      idempotency_key=key)
+    except ForeignKeyViolation:
+        existing = None  # the workflow was deleted while the run was being queued
+    if not existing:
+        raise NotFound("Workflow not found")
+    if existing["request_hash"] != request_hash:
+        raise Unprocessable("This Idempotency-Key was already used for this workflow with a different request "
+                            "body; use a new key for a different request.", run_id=existing["id"])
+    return _queued_response(existing["id"], replayed=True)
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id):
+    """Cancel a run: a Pending one at once (200, status Cancelled: it never starts); a Running one at its next
+    node boundary (202, status still Running: the remaining nodes do not run, and the run ends Cancelled).
+
+    :raise 404: unknown run.
+    :raise 409: the run already finished (Succeeded, Failed or Cancelled).
+    """
+    with db.connection() as conn:
+        row = db.one(conn, "cancel_run", run_id=parse_id(run_id, "Run"))
+    if row is None:
+        raise NotFound("Run not found")
+    if row["previous_status"] == "Pending":
+        metrics.run_finished("async", "Cancelled")  # only async runs wait in Pending
+        return jsonify({"run_id": row["id"], "status": "Cancelled"})
+    if row["previous_status"] == "Running":
+        response = jsonify({"run_id": row["id"], "status": "Running",
+                            "note": "cancellation requested: the run stops at its next node boundary"})
+        response.status_code = 202
+        return response
+    raise Conflict(f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
+                   run_id=row["id"], status=row["status"])
+
+
+@bp.get("/workflows/<workflow_id>/runs")
+def list_runs(workflow_id):
+    """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``.
+
+    With ``limit`` (1..200) or ``cursor``, one page: ``{runs, next_cursor}`` (``limit`` defaults to 50 then;
+    ``next_cursor`` is null on the last page). Without them, every run, as milestone-1 clients expect.
+
+    :raise 404: unknown workflow.
+    :raise 422: an unknown status, a limit out of range, a cursor this service did not make.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    query = load_query(_runs_query_schema)
+    status = query.get("status")
+    if "limit" not in query and "cursor" not in query:
+        return query_json_response("list_workflow_runs_json", "Workflow not found", workflow_id=workflow_id,
+                                   status=status)
+    limit = query.get("limit", DEFAULT_PAGE_SIZE)
+    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    with db.connection() as conn:
+        rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status,
+                       after_created_at=after_created_at, after_id=after_id, row_limit=limit + 1)
+        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
+            raise NotFound("Workflow not found")
+    return page_response("runs", rows, limit)
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id):
+    """Return ``{run: Run, steps: [Step]}``, steps in execution order.
+
+    :raise 404: unknown run.
+    """
+    return query_json_response("get_run_json", "Run not found", run_id=parse_id(run_id, "Run"))
+
+
+@bp.get("/runs/<run_id>/events")
+def list_run_events(run_id):
+    """Return ``{events: [{id, status, at, attempt, worker_id, note}]}``: every status transition, oldest first.
+
+    :raise 404: unknown run.
+    """
+    return query_json_response("list_run_events_json", "Run not found", run_id=parse_id(run_id, "Run"))

@@ -1,0 +1,338 @@
+"""marshmallow schemas: one per request body (each node type's ``config`` schema lives in its flowline/nodes/ module).
+
+Unknown keys in a request body are rejected (marshmallow's default ``unknown=RAISE``), so a typo is a 422, not a
+silent no-op. A node's ``config`` is the exception the earlier service's contract forces (CONTRACT.md route 3):
+keys its type does not know are kept, ignored when it runs and reported as warnings, unless the client asks for
+``Prefer: handling=strict``.
+"""
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from .. import nodes
+from ..core.fields import Text, not_blank, unstorable_reason
+from ..core.statuses import RUN_STATUSES
+
+NODE_TYPES = nodes.NAMES
+
+
+def config_warnings(node_type, config):
+    """Return one warning per key of ``config`` that ``node_type`` does not know (empty when there is none)."""
+    return [f"config.{key} is not used by {node_type} nodes: kept, ignored"
+            for key in nodes.BY_NAME[node_type].ignored_keys(config)]
+
+
+# --- request bodies -----------------------------------------------------------------------------------------
+
+
+class WorkflowCreateSchema(Schema):
+    """Body of ``POST /workflows``."""
+
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
+
+
+def _unstorable_parts(value):
+    """Yield ``(path, reason)`` for every key or string inside the JSON ``value`` that PostgreSQL cannot store."""
+    stack = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            reason = unstorable_reason(item)
+            if reason:
+                yield path, reason
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                reason = unstorable_reason(key)
+                if reason:
+                    yield path + (key,), "This key: " + reason[0].lower() + reason[1:]
+                else:
+                    stack.append((path + (key,), child))
+        elif isinstance(item, list):
+            stack.extend((path + (str(index),), child) for index, child in enumerate(item))
+
+
+class ConfigObject(fields.Dict):
+    """A node's ``config``: any JSON object PostgreSQL can store (no NUL, no unpaired surrogate in any key or
+    string, however deep); what its node type makes of it is checked by ``check_node_config``."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        errors = {}
+        for path, reason in _unstorable_parts(value):
+            place = errors
+            for key in path[:-1]:
+                place = place.setdefault(key, {})
+            place[path[-1]] = [reason]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+def check_node_config(node_type, config, *, strict=False):
+    """Validate ``config`` for ``node_type`` as a node body's ``config``; return its warnings (ignored keys).
+
+    :raise ValidationError: a known key's value is invalid, or (``strict``) a key is unknown; the messages are
+        nested under ``config``, as the body is.
+    """
+    try:
+        nodes.BY_NAME[node_type].load_config(config, strict=strict)
+    except ValidationError as exc:
+        raise ValidationError({"config": exc.messages}) from None
+    return config_warnings(node_type, config)
+
+
+class NodeCreateSchema(Schema):
+    """Body of ``POST /workflows/{id}/nodes``. The view validates ``config`` for ``node_type`` (check_node_config),
+    after this schema has loaded a known type and an object.
+
+    The loaded ``config`` is the client's object unchanged (it is stored as sent); defaults apply at execution.
+    """
+
+    node_type = fields.String(required=True, validate=validate.OneOf(NODE_TYPES))
+    config = ConfigObject(required=True)
+
+
+class RunRequestSchema(Schema):
+    """Body of ``POST /workflows/{id}/run`` (optional): the text the first node receives, and a file that
+    ``extract_text`` nodes without a ``file_id`` of their own read."""
+
+    input_text = Text(load_default="")
+    file_id = fields.UUID(load_default=None)
+
+
+class WorkflowPatchSchema(Schema):
+    """Body of ``PATCH /workflows/{id}``."""
+
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
+
+
+class NodePatchSchema(Schema):
+    """Body of ``PATCH /workflows/{id}/nodes/{node_id}``: a new ``config`` (replacing the old one), a new
+    ``node_type``, or both; the resulting config must be valid for the resulting type (checked by the view)."""
+
+    node_type = fields.String(validate=validate.OneOf(NODE_TYPES))
+    config = ConfigObject()
+
+    @validates_schema
+    def _something_to_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give node_type, config, or both.", field_name="_schema")
+
+
+class NodeOrderSchema(Schema):
+    """Body of ``PUT /workflows/{id}/nodes/order``: every node id of the workflow, once each, in the new order."""
+
+    node_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=10_000))
+
+
+class PageQuerySchema(Schema):
+    """Query of a paginated list: ``limit`` (1..200) and the opaque ``cursor`` of the previous page."""
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class RunsQuerySchema(PageQuerySchema):
+    """Query of ``GET /workflows/{id}/runs``: ``status`` filters; ``limit`` or ``cursor`` turn pagination on."""
+
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+
+
+# --- responses (documentation only: never used to load or dump; see flowline/api/openapi.py) --------------------
+# ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
+
+
+
+class WorkflowSchema(Schema):
+    """A workflow, without its nodes."""
+
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True, metadata={"description": "Bumped on every change (the ETag)."})
+
+
+class WorkflowNodeSchema(Schema):
+    """A node as listed in its workflow (``config`` exactly as sent)."""
+
+    id = fields.UUID(required=True)
+    node_type = fields.String(required=True, metadata={"enum": list(NODE_TYPES)})
+    config = fields.Dict(required=True)
+    position = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True)
+
+
+class NodeSchema(WorkflowNodeSchema):
+    """One node, read or changed on its own."""
+
+    workflow_id = fields.UUID(required=True)
+
+
+class WorkflowWithNodesSchema(WorkflowSchema):
+    """A workflow and its nodes in position order."""
+
+    nodes = fields.List(fields.Nested(WorkflowNodeSchema), required=True)
+
+
+class WorkflowListSchema(Schema):
+    """One page of workflows, newest first."""
+
+    workflows = fields.List(fields.Nested(WorkflowSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
+
+
+_WARNINGS_DESCRIPTION = ("One sentence per config key the node type does not use (kept as sent, ignored when the "
+                         "node runs); left out when there is none.")
+
+
+class NodeAddedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/nodes``."""
+
+    message = fields.String(required=True, metadata={"enum": ["Node added"]})
+    node_id = fields.UUID(required=True)
+    position = fields.Integer(required=True)
+    warnings = fields.List(fields.String(), metadata={"description": _WARNINGS_DESCRIPTION})
+
+
+class NodeChangedSchema(NodeSchema):
+    """Answer of ``PATCH /workflows/{id}/nodes/{node_id}``: the node, and what its config holds that is not used."""
+
+    warnings = fields.List(fields.String(), metadata={"description": _WARNINGS_DESCRIPTION})
+
+
+class RunSchema(Schema):
+    """A run: every key is always present (null when empty)."""
+
+    id = fields.UUID(required=True)
+    workflow_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    final_output = fields.String(required=True, allow_none=True)
+    mode = fields.String(required=True, metadata={"enum": ["sync", "async"]})
+    attempt = fields.Integer(required=True)
+    max_attempts = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class StepSchema(Schema):
+    """One executed node of a run attempt: every key is always present (null when empty)."""
+
+    id = fields.UUID(required=True)
+    run_id = fields.UUID(required=True)
+    node_id = fields.UUID(required=True, allow_none=True, metadata={"description": "null once the node is deleted"})
+    node_type = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+    input_text = fields.String(required=True, allow_none=True)
+    output_text = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    position = fields.Integer(required=True)
+    config_snapshot = fields.Dict(required=True)
+    note = fields.String(required=True, allow_none=True)
+
+
+class RunDetailSchema(Schema):
+    """Answer of ``GET /runs/{run_id}``: the run and its steps in execution order."""
+
+    run = fields.Nested(RunSchema, required=True)
+    steps = fields.List(fields.Nested(StepSchema), required=True)
+
+
+class RunListSchema(Schema):
+    """A workflow's runs, newest first; ``next_cursor`` only when paginated (``limit`` or ``cursor`` given)."""
+
+    runs = fields.List(fields.Nested(RunSchema), required=True)
+    next_cursor = fields.String(allow_none=True, metadata={"description": "present when paginated; null on the last page"})
+
+
+class RunResultSchema(Schema):
+    """Answer of a successful ``POST /workflows/{id}/run``."""
+
+    final_output = fields.String(required=True, allow_none=True)
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Succeeded"]})
+
+
+class RunQueuedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/runs``: the queued run (also for a repeat with the same Idempotency-Key)."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Pending"]})
+
+
+class RunCancelledSchema(Schema):
+    """Answer of ``POST /runs/{run_id}/cancel``: Cancelled (it was Pending), or Running with a ``note`` (it stops
+    at its next node boundary)."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Cancelled", "Running"]})
+    note = fields.String()
+
+
+class RunEventSchema(Schema):
+    """One status transition of a run."""
+
+    id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(RUN_STATUSES)})
+    at = fields.DateTime(required=True)
+    attempt = fields.Integer(required=True)
+    worker_id = fields.String(required=True, allow_none=True)
+    note = fields.String(required=True, allow_none=True)
+
+
+class RunEventsSchema(Schema):
+    """Answer of ``GET /runs/{run_id}/events``, oldest first."""
+
+    events = fields.List(fields.Nested(RunEventSchema), required=True)
+
+
+class FileCreatedSchema(Schema):
+    """Answer of ``POST /files``."""
+
+    file_id = fields.UUID(required=True)
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+
+
+class FileSchema(FileCreatedSchema):
+    """A file's metadata (never its bytes)."""
+
+    content_type = fields.String(required=True)
+    sha256 = fields.String(required=True)
+    page_count = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class LivenessSchema(Schema):
+    """Answer of ``GET /livez``."""
+
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class ReadinessSchema(Schema):
+    """Answer of ``GET /readyz`` when ready."""
+
+    status = fields.String(required=True, metadata={"enum": ["ready"]})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    llm_provider = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error: ``detail``; on 422 ``errors`` (marshmallow's messages keyed by field, nested as the payload);
+    some errors add keys: ``run_id`` and ``status`` (a failed run), ``etag`` (412), ``checks`` (503 from /readyz)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    detail = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "422 only: messages keyed by field"})
+    run_id = fields.UUID()
+    status = fields.String()
+    etag = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())

@@ -1,1 +1,0 @@
-"""One blueprint per resource; ``app.create_app`` registers them all."""

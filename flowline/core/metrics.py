@@ -1,0 +1,164 @@
+"""Prometheus metrics: the series and the functions that record them (flowline/ops/metrics.py exposes them on
+``GET /metrics`` of the API and on a worker's own endpoint, WORKER_METRICS_PORT).
+
+Where each series comes from (the README's "Metrics and logs" section has the same list for operators):
+
+* Counted by the process that did the work, kept in memory (or, under gunicorn, in prometheus-client's
+  multiprocess files, so the gunicorn workers add up in one scrape):
+
+  - ``flowline_http_requests_total{method,route,status}`` and ``flowline_http_request_duration_seconds{...}``:
+    every answered request. ``route`` is the Flask URL rule (``/workflows/<workflow_id>``), never the raw path,
+    and ``unmatched`` for a path no route serves; ``method`` is one of the HTTP methods Flowline knows, else
+    ``other``: a client cannot create series at will.
+  - ``flowline_db_pool_*{pool}``: this process's connection pool (psycopg_pool ``get_stats()``): connections
+    open, in use, requests waiting for one, and the pool's maximum. Summed over live gunicorn workers.
+  - ``flowline_runs_finished_total{mode,status}``: runs that reached Succeeded, Failed or Cancelled, counted
+    where they finished (the API for sync runs and for cancelling a Pending run, a worker for async runs and for
+    runs whose lease it swept). A counter, not a table count: it costs nothing with millions of rows.
+  - ``flowline_runs_requeued_total{reason}``: attempts that went back to the queue (``retry``: a retryable
+    failure; ``lease_expired``: its holder stopped renewing the lease and a sweep took it back).
+  - ``flowline_run_duration_seconds{mode,status}``: one attempt of a run in this process, from its first node to
+    its outcome written (``status`` Pending: re-queued for another attempt).
+  - ``flowline_step_duration_seconds{node_type,status}``: one node's execution (the node's own work: an LLM call,
+    a formatter), by node type.
+  - Worker processes only: ``flowline_worker_heartbeat_timestamp_seconds{worker_id}``,
+    ``flowline_worker_runs_in_progress{worker_id}`` and ``flowline_worker_threads{worker_id}``.
+
+* Read from PostgreSQL when the API is scraped (flowline/ops/metrics.py's ``DatabaseCollector``, with its limits), each query bounded by the queue or by
+  ``COUNT_CAP``, never by the run history:
+
+  - ``flowline_database_up``: 1 when those queries answered within ``DB_TIMEOUT_S``; 0 and none of the series
+    below when the database is unreachable or the pool had no free connection in time (the scrape still answers).
+  - ``flowline_runs{status="Pending"|"Running"}``: counted through the partial indexes that hold only Pending and
+    only Running runs; capped at ``COUNT_CAP``.
+  - ``flowline_queue_depth``: Pending runs a worker may claim now (not waiting out a retry backoff); capped.
+  - ``flowline_queue_oldest_pending_age_seconds``: how long the oldest claimable run has waited since it became
+    claimable (0 when none waits): the first sign that workers do not keep up, or that none is running.
+  - ``flowline_worker_last_heartbeat_timestamp_seconds{worker_id}``: each worker's last heartbeat as recorded in
+    the ``workers`` table (workers heard from in the last ``WORKER_SHOWN_FOR_S``, clean stops excluded), and
+    ``flowline_workers_alive``: how many beat within the last RUN_LEASE_SECONDS. They cover workers on any host,
+    whether or not Prometheus scrapes them.
+"""
+
+import os
+import time
+
+# prometheus-client chooses multiprocess mode at import from this variable being present; an empty value would
+# make it write its files into the working directory. Empty means unset, as for every other Flowline setting.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics  # noqa: E402
+
+from .statuses import FINISHED_STATUSES, PENDING  # noqa: E402
+
+
+# Under gunicorn (gunicorn.conf.py sets the directory before the workers start): every process writes its values
+# to files there, and a scrape of any worker reads them all.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+# No *_created series (each counter's start time): they double the output and multiprocess mode has none.
+disable_created_metrics()
+
+# The metrics this process records. Not prometheus-client's default registry: its process and platform
+# collectors do not work in multiprocess mode, and the API and the worker should expose the same kind of series.
+REGISTRY = CollectorRegistry()
+
+HTTP_REQUESTS = Counter(
+    "flowline_http_requests", "HTTP requests answered, by method, route (the URL rule) and status.",
+    ["method", "route", "status"], registry=REGISTRY)
+HTTP_DURATION = Histogram(
+    "flowline_http_request_duration_seconds", "Time to answer an HTTP request (until the response is built), "
+    "by method, route and status.", ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=REGISTRY)
+
+POOL_CONNECTIONS = Gauge(
+    "flowline_db_pool_connections", "Database connections the pool holds open, in use or idle.", ["pool"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+POOL_IN_USE = Gauge(
+    "flowline_db_pool_connections_in_use", "Database connections lent out of the pool.", ["pool"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+POOL_WAITING = Gauge(
+    "flowline_db_pool_requests_waiting", "Requests waiting for a connection of the pool.", ["pool"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+POOL_MAX = Gauge(
+    "flowline_db_pool_max_connections", "Most connections the pool may open.", ["pool"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+
+RUNS_FINISHED = Counter(
+    "flowline_runs_finished", "Runs that reached a final status (Succeeded, Failed, Cancelled), counted by the "
+    "process that finished them.", ["mode", "status"], registry=REGISTRY)
+RUNS_REQUEUED = Counter(
+    "flowline_runs_requeued", "Run attempts that went back to the queue: retry (a retryable failure) or "
+    "lease_expired (its holder stopped renewing its lease).", ["reason"], registry=REGISTRY)
+RUN_DURATION = Histogram(
+    "flowline_run_duration_seconds", "One attempt of a run in this process, by mode and the status it left the "
+    "run in (Pending: re-queued).", ["mode", "status"], buckets=RUN_BUCKETS, registry=REGISTRY)
+STEP_DURATION = Histogram(
+    "flowline_step_duration_seconds", "One node's execution, by node type and step status.",
+    ["node_type", "status"], buckets=RUN_BUCKETS, registry=REGISTRY)
+
+WORKER_HEARTBEAT = Gauge(
+    "flowline_worker_heartbeat_timestamp_seconds", "When this worker last renewed its leases and recorded its "
+    "heartbeat (Unix time).", ["worker_id"], multiprocess_mode="livemax", registry=REGISTRY)
+WORKER_BUSY = Gauge(
+    "flowline_worker_runs_in_progress", "Runs this worker is executing.", ["worker_id"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+WORKER_THREADS = Gauge(
+    "flowline_worker_threads", "Run threads of this worker (its concurrency).", ["worker_id"],
+    multiprocess_mode="livesum", registry=REGISTRY)
+
+
+# --- recording ---------------------------------------------------------------------------------------------------
+
+
+def observe_request(method, route, status, seconds):
+    """Count one answered request; ``route`` is the URL rule (None: no route matched)."""
+    labels = (method if method in METHODS else "other", route or "unmatched", str(status))
+    HTTP_REQUESTS.labels(*labels).inc()
+    if seconds is not None:
+        HTTP_DURATION.labels(*labels).observe(seconds)
+
+
+def observe_pool(pool):
+    """Set the pool gauges from ``pool``'s current statistics."""
+    stats = pool.get_stats()
+    size = stats.get("pool_size", 0)
+    name = pool.name or "flowline"
+    POOL_CONNECTIONS.labels(name).set(size)
+    POOL_IN_USE.labels(name).set(max(0, size - stats.get("pool_available", 0)))
+    POOL_WAITING.labels(name).set(stats.get("requests_waiting", 0))
+    POOL_MAX.labels(name).set(stats.get("pool_max", pool.max_size))
+
+
+def run_finished(mode, status, seconds=None):
+    """Count one attempt's outcome: a final ``status`` counts a finished run, Pending a re-queued attempt."""
+    if status in FINISHED_STATUSES:
+        RUNS_FINISHED.labels(mode, status).inc()
+    elif status == PENDING:
+        RUNS_REQUEUED.labels("retry").inc()
+    if seconds is not None:
+        RUN_DURATION.labels(mode, status).observe(seconds)
+
+
+def run_swept(mode, status):
+    """Count a run whose holder's lease expired: re-queued (Pending) or finished (Failed, Cancelled)."""
+    if status == PENDING:
+        RUNS_REQUEUED.labels("lease_expired").inc()
+    elif status in FINISHED_STATUSES:
+        RUNS_FINISHED.labels(mode, status).inc()
+
+
+def step_finished(node_type, known, status, seconds):
+    """Observe one node's execution; an unknown node type (a row written by a newer release) counts as unknown."""
+    STEP_DURATION.labels(node_type if known else "unknown", status).observe(seconds)
+
+
+def worker_heartbeat(worker_id, runs_in_progress, threads):
+    """Record a worker's heartbeat: now, its runs in progress and its threads."""
+    WORKER_HEARTBEAT.labels(worker_id).set(time.time())
+    WORKER_BUSY.labels(worker_id).set(runs_in_progress)
+    WORKER_THREADS.labels(worker_id).set(threads)

@@ -1,0 +1,226 @@
+"""The database layer: one connection pool per process, one transaction helper, and small query helpers.
+
+Views read::
+
+    with db.transaction() as conn:
+        row = db.one(conn, "create_workflow", name=name)
+
+``transaction()`` commits when the block exits normally and rolls back when it raises. Pooled connections are
+in autocommit mode, so ``connection()`` serves single-statement work (each statement is its own transaction)
+without the two extra round trips of BEGIN and COMMIT.
+"""
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from time import monotonic
+
+from flask import current_app
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+
+from ..core.config import connection_kwargs
+from .sql import QUERIES
+
+EXTENSION = "flowline.pool"
+
+# How long the pool retries a lost connection in the background, its waits doubling (1, 2, 4... s), before it gives
+# up; the next request that needs a connection then starts a fresh attempt at once. psycopg_pool's default (300 s)
+# lets the waits grow to minutes, so a service whose database was down for a while would stay down for about as
+# long again after it came back; with 10 s it resumes within a few seconds.
+RECONNECT_TIMEOUT_S = 10.0
+
+# While the database is known to be down (a pool's last connection attempt failed and it has no connection open),
+# a request is answered 503 at once (DatabaseDown) instead of waiting DB_POOL_TIMEOUT_S for a connection that will
+# not come, and once a second one request tries to connect itself, so the first request after the database is back
+# waits at most this long (the pool's own background attempts, on a backoff of 1, 2, 4 s..., also end the outage).
+FAIL_FAST_S = 1.0
+
+
+class DatabaseDown(PoolTimeout):
+    """The pool's last connection attempt failed and it has no connection open: refused without waiting."""
+
+
+class Pool(ConnectionPool):
+    """A ConnectionPool that fails fast while the database is known to be down, and whose callers, holding or
+    waiting for a connection, are at most ``max_size + max_waiting``: one more gets TooManyRequests at once instead
+    of queueing (``max_waiting=0``: no bound).
+
+    Not psycopg_pool's own ``max_waiting``: its queue keeps every request that timed out waiting until a connection
+    frees up, so while the database is down a few timeouts fill it for good, every request is refused before it
+    can ask the pool to reconnect, and the service never comes back (seen with psycopg_pool 3.3.3).
+
+    Failing fast (``fail_fast_s`` > 0): once a connection attempt failed, while no connection is idle in the pool
+    or lent out, ``getconn`` raises DatabaseDown at once, except that every ``fail_fast_s`` one caller tries to
+    connect itself (a probe, bounded by the pool timeout): its connection joins the pool and the caller is served,
+    or it fails and the caller gets DatabaseDown. With a connection open the database was reached, so a failed
+    attempt then means a full server (max_connections), not one down: callers wait as usual. The probe counts its
+    connection as the pool's own do (psycopg_pool 3.3.3's ``_nconns`` under ``_lock``, then ``_add_to_pool``).
+    """
+
+    def __init__(self, *args, max_waiting=0, fail_fast_s=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_callers = self.max_size + max_waiting if max_waiting else None
+        self._callers = threading.BoundedSemaphore(self.max_callers) if max_waiting else None
+        self.fail_fast_s = fail_fast_s
+        # monotonic() of the latest failed connection attempt, None once one succeeds; connections lent out.
+        self._connect_failed_at = None
+        self._lent = 0
+        self._lent_lock = threading.Lock()
+        self._probing = threading.Lock()
+
+    def _connect(self, timeout=None):
+        try:
+            conn = super()._connect(timeout)
+        except Exception:
+            self._connect_failed_at = monotonic()
+            raise
+        self._connect_failed_at = None
+        return conn
+
+    def _known_down(self):
+        return (self.fail_fast_s > 0 and self._connect_failed_at is not None and not self._pool
+                and not self._lent)
+
+    def _probe(self):
+        """Connect now, the pool's way, and add the connection to the pool, counted as one of its own.
+
+        Counted even when the pool's own attempts (waiting out their backoff) already fill ``max_size``: when they
+        succeed too, the pool holds one connection more than ``max_size`` until an idle one is closed
+        (``max_idle``), rather than this caller waiting for their next attempt.
+
+        :raise DatabaseDown: the attempt failed.
+        """
+        with self._lock:
+            self._nconns += 1
+        try:
+            conn = self._connect(timeout=self.timeout)
+        except Exception:
+            with self._lock:
+                self._nconns -= 1
+            raise DatabaseDown(f"the pool {self.name!r} could not connect to the database") from None
+        self._add_to_pool(conn)
+
+    def _fail_fast(self):
+        """Raise DatabaseDown while the database is known to be down, but let one probe through per window."""
+        if not self._known_down():
+            return
+        if monotonic() - self._connect_failed_at < self.fail_fast_s or not self._probing.acquire(blocking=False):
+            raise DatabaseDown(f"the pool {self.name!r} failed to connect less than {self.fail_fast_s} s ago")
+        try:
+            if self._known_down():
+                self._probe()
+        finally:
+            self._probing.release()
+
+    def getconn(self, timeout=None):
+        self._fail_fast()
+        if self._callers is not None and not self._callers.acquire(blocking=False):
+            raise TooManyRequests(f"the pool {self.name!r} has {self.max_callers} requests holding or waiting for "
+                                  "a connection")
+        try:
+            conn = super().getconn(timeout)
+        except BaseException:
+            if self._callers is not None:
+                self._callers.release()
+            raise
+        with self._lent_lock:
+            self._lent += 1
+        return conn
+
+    def putconn(self, conn):
+        with self._lent_lock:
+            self._lent -= 1
+        try:
+            super().putconn(conn)
+        finally:
+            if self._callers is not None:
+                self._callers.release()
+
+
+def create_pool(config: Mapping, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
+    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
+
+    A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
+    requests hold one, at most DB_POOL_MAX_WAITING more wait: the next gets TooManyRequests at once; within
+    ``fail_fast_s`` of a failed connection attempt, with no connection open, DatabaseDown at once. All are
+    answered 503 with Retry-After (flowline/api/errors.py).
+    """
+    return Pool(
+        connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
+        min_size=config["DB_POOL_MIN_SIZE"],
+        max_size=max(config["DB_POOL_MAX_SIZE"], config["DB_POOL_MIN_SIZE"], 1),
+        timeout=config["DB_POOL_TIMEOUT_S"],
+        max_waiting=config.get("DB_POOL_MAX_WAITING", 0),
+        fail_fast_s=fail_fast_s,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        # A connection killed by a server restart or failover is replaced instead of failing a request.
+        check=ConnectionPool.check_connection,
+        open=False,
+        name=application_name,
+    )
+
+
+_open_lock = threading.Lock()
+
+
+def open_pool(pool: Pool) -> Pool:
+    """Open ``pool`` once, without waiting for connections, so a process starts even while the database is down."""
+    with _open_lock:
+        if pool.closed:
+            pool.open(wait=False)
+    return pool
+
+
+def app_pool() -> Pool:
+    """Return the current Flask app's pool, opening it on first use."""
+    pool = current_app.extensions[EXTENSION]
+    if pool.closed:
+        open_pool(pool)
+    return pool
+
+
+@contextmanager
+def connection(pool: Pool | None = None) -> Iterator[Connection]:
+    """Yield a pooled autocommit connection: every statement commits on its own.
+
+    :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
+    :raise DatabaseDown: at once, while the database is known to be down (a PoolTimeout: mapped to 503).
+    :raise psycopg_pool.TooManyRequests: when DB_POOL_MAX_WAITING requests already wait (mapped to 503).
+    """
+    with (pool or app_pool()).connection() as conn:
+        yield conn
+
+
+@contextmanager
+def transaction(pool: Pool | None = None) -> Iterator[Connection]:
+    """Yield a pooled connection inside one transaction: committed on normal exit, rolled back on error.
+
+    :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
+    """
+    with connection(pool) as conn, conn.transaction():
+        yield conn
+
+
+def _execute(conn, query_name, cardinality, params):
+    query = QUERIES[query_name]
+    if query.cardinality != cardinality:
+        raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
+    return conn.execute(query.text, params)
+
+
+def one(conn: Connection, query_name: str, /, **params) -> dict | None:
+    """Run the ``:one`` query ``query_name``; return its row as a dict, or None when it returned no row."""
+    return _execute(conn, query_name, ":one", params).fetchone()
+
+
+def many(conn: Connection, query_name: str, /, **params) -> list[dict]:
+    """Run the ``:many`` query ``query_name``; return its rows as a list of dicts."""
+    return _execute(conn, query_name, ":many", params).fetchall()
+
+
+def execute(conn: Connection, query_name: str, /, **params) -> int:
+    """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
+    return _execute(conn, query_name, ":exec", params).rowcount

@@ -1,0 +1,37 @@
+"""Health: liveness (process up) and readiness (database reachable, schema current)."""
+
+import logging
+
+import psycopg
+from flask import Blueprint, current_app, jsonify
+from psycopg_pool import PoolTimeout
+
+from ..api.errors import error_response, unavailable_response
+from ..data import db, migrations
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("flowline.health")
+
+
+@bp.get("/livez")
+def livez():
+    """200 while the process serves requests; touches no database."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
+    try:
+        with db.connection() as conn:
+            db.one(conn, "ping")
+            todo = migrations.pending(conn)
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        log.warning("readiness: database unreachable (%s)", type(exc).__name__)
+        return unavailable_response("The database is unreachable.", checks={"database": "unreachable"})
+    if todo:
+        log.error("schema is behind: %d migration(s) pending (%s); run `make migrate`", len(todo), ", ".join(todo))
+        return error_response(503, f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",
+                              checks={"database": "ok", "migrations": "pending"})
+    return jsonify({"status": "ready", "checks": {"database": "ok", "migrations": "current"},
+                    "llm_provider": current_app.extensions["flowline.provider"].name})

@@ -1,0 +1,178 @@
+"""Metrics exposed: ``GET /metrics`` in Prometheus' text format (OpenMetrics when the scraper asks for it), a
+worker's own endpoint, and the request instrumentation that feeds them. The series are flowline/core/metrics.py's.
+"""
+
+import logging
+import time
+
+import psycopg
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder, start_http_server
+
+from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
+from ..data import db
+
+bp = Blueprint("metrics", __name__)
+log = logging.getLogger("flowline.metrics")
+
+# Longest wait for a pooled connection, and longest query time, of a scrape's database queries.
+DB_TIMEOUT_S = 0.5
+# The most Pending (or Running) runs a scrape counts: beyond it the gauges stay at the cap (the queue's age still
+# tells how far behind it is), so a scrape costs the same with a backlog of millions.
+COUNT_CAP = 10_000
+# Workers not heard from for this long, or stopped cleanly, are no longer listed.
+WORKER_SHOWN_FOR_S = 3600
+# Most workers one scrape lists.
+WORKER_ROWS = 500
+# How often a gunicorn worker refreshes its pool gauges between scrapes (on a request, never more often).
+POOL_REFRESH_S = 1.0
+
+
+def init_app(app):
+    """Count every request of ``app``: its method, route, status and duration.
+
+    The clock starts before any other before_request function (an early answer, such as a 401, is timed too)
+    and stops when the response is built.
+    """
+    last_pool_refresh = [0.0]
+
+    def start_clock():
+        g.metrics_started = time.perf_counter()
+
+    app.before_request_funcs.setdefault(None, []).insert(0, start_clock)
+
+    @app.after_request
+    def count_request(response):
+        started = g.get("metrics_started")
+        seconds = None if started is None else time.perf_counter() - started
+        rule = request.url_rule
+        observe_request(request.method, rule.rule if rule is not None else None, response.status_code, seconds)
+        # Between scrapes the pool gauges of this process follow its requests, at most once a second.
+        now = time.monotonic()
+        if MULTIPROCESS and now - last_pool_refresh[0] >= POOL_REFRESH_S:
+            last_pool_refresh[0] = now
+            pool = app.extensions.get(db.EXTENSION)
+            if pool is not None and not pool.closed:
+                observe_pool(pool)
+        return response
+
+
+# --- exposing ----------------------------------------------------------------------------------------------------
+
+
+class DatabaseCollector:
+    """The series read from PostgreSQL at scrape time (see the module's docstring); never raises."""
+
+    def __init__(self, pool, alive_within_s):
+        self.pool = pool
+        self.alive_within_s = alive_within_s
+
+    def _read(self):
+        db.open_pool(self.pool)
+        with self.pool.connection(timeout=DB_TIMEOUT_S) as conn, conn.transaction():
+            db.one(conn, "set_local_statement_timeout", timeout_ms=int(DB_TIMEOUT_S * 1000))
+            queue = db.one(conn, "get_queue_stats", count_cap=COUNT_CAP)
+            try:
+                with conn.transaction():
+                    workers = db.many(conn, "list_worker_heartbeats", shown_for_s=WORKER_SHOWN_FOR_S,
+                                      alive_within_s=self.alive_within_s, row_limit=WORKER_ROWS)
+            except psycopg.errors.UndefinedTable:
+                workers = None  # the workers table's migration is pending: /readyz says so
+        return queue, workers
+
+    def collect(self):
+        up = GaugeMetricFamily("flowline_database_up", "1 when this scrape's database queries answered in time, "
+                               "0 when the database is unreachable or no pooled connection was free in time.")
+        try:
+            queue, workers = self._read()
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
+            log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        runs = GaugeMetricFamily("flowline_runs", f"Runs in a non-final status (Pending, Running), counted through "
+                                 f"their partial indexes, at most {COUNT_CAP}.", labels=["status"])
+        runs.add_metric(["Pending"], queue["pending"])
+        runs.add_metric(["Running"], queue["running"])
+        yield runs
+        yield GaugeMetricFamily("flowline_queue_depth", f"Pending runs a worker may claim now (not waiting out a "
+                                f"retry backoff), at most {COUNT_CAP}.", value=queue["claimable"])
+        yield GaugeMetricFamily("flowline_queue_oldest_pending_age_seconds", "How long the oldest claimable "
+                                "Pending run has waited since it became claimable (0: none waits).",
+                                value=float(queue["oldest_claimable_age_s"] or 0))
+        if workers is None:
+            return
+        heartbeats = GaugeMetricFamily("flowline_worker_last_heartbeat_timestamp_seconds", "Each worker's last "
+                                       "heartbeat recorded in the database (Unix time); workers stopped cleanly or "
+                                       f"silent for over {WORKER_SHOWN_FOR_S} s are left out.", labels=["worker_id"])
+        alive = 0
+        for row in workers:
+            heartbeats.add_metric([row["id"]], float(row["heartbeat_at_s"]))
+            alive += bool(row["alive"])
+        yield heartbeats
+        yield GaugeMetricFamily("flowline_workers_alive", "Workers whose last heartbeat is within RUN_LEASE_SECONDS.",
+                                value=alive)
+
+
+class _Collectors:
+    """Several collectors exposed as one (what the exposition functions take as a registry)."""
+
+    def __init__(self, *collectors):
+        self.collectors = collectors
+
+    def collect(self):
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+def render(pool, alive_within_s, accept=None):
+    """Return ``(body, content_type)`` of the API's /metrics: every process's series plus the database's.
+
+    Under gunicorn the series of all its workers are read from the multiprocess directory (counters and
+    histograms summed, pool gauges summed over live workers); otherwise this process's.
+    """
+    if not pool.closed:
+        observe_pool(pool)
+    if MULTIPROCESS:
+        local = CollectorRegistry()
+        multiprocess.MultiProcessCollector(local)
+    else:
+        local = REGISTRY
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_Collectors(local, DatabaseCollector(pool, alive_within_s))), content_type
+
+
+class _Refreshed:
+    """This process's series, with the pool gauges refreshed first (a worker's endpoint)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def collect(self):
+        if not self.pool.closed:
+            observe_pool(self.pool)
+        # This process's values even in multiprocess mode: a worker's endpoint must not show the API's series.
+        yield from REGISTRY.collect()
+
+
+def serve_worker_metrics(port, pool):
+    """Serve this process's series on ``port`` (all interfaces) in a daemon thread; return the server."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Refreshed(pool))
+    server, _thread = start_http_server(port, registry=registry)
+    return server
+
+
+@bp.get("/metrics")
+def get_metrics():
+    """Return every ``flowline_*`` series of this gunicorn's workers, plus the queue and the worker heartbeats read
+    from the database (left out, with ``flowline_database_up 0``, when it does not answer within
+    DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.
+    """
+    body, content_type = render(current_app.extensions[db.EXTENSION], current_app.config["RUN_LEASE_SECONDS"],
+                                request.headers.get("Accept"))
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,105 @@
+"""Retention: ``flask --app app prune-runs --older-than 30d [--status Succeeded ...] [--dry-run]``.
+
+Deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that finished
+before a cutoff, with their steps and events (ON DELETE CASCADE). It deletes in batches, each its own short
+transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking runs_finished_idx oldest
+first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a prune stopped half-way
+(Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
+"""
+
+import re
+
+import click
+from flask.cli import with_appcontext
+
+from ..core.statuses import FINISHED_STATUSES
+from ..data import db
+from .cli import command_connection, plural
+
+DEFAULT_BATCH_SIZE = 1000
+_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([hdw])\s*$")
+
+
+def parse_duration(text):
+    """Return the seconds in a duration such as ``12h``, ``30d`` or ``2w`` (hours, days, weeks; at least 1).
+
+    :raise ValueError: for anything else, with a message saying what is accepted.
+    """
+    match = _DURATION.match(text or "")
+    if not match or int(match[1]) < 1:
+        raise ValueError(f"{text!r} is not a duration: use a whole number of hours, days or weeks, such as 12h, 30d "
+                         "or 2w")
+    return int(match[1]) * _UNITS[match[2]]
+
+
+class Duration(click.ParamType):
+    """A click parameter read with :func:`parse_duration` (seconds)."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _walk(conn, status, cutoff, batch_size, *, dry_run):
+    """Delete (or with ``dry_run`` only count) the runs in ``status`` that finished before ``cutoff``, batch by
+    batch; return {"runs", "steps", "events", "batches"}."""
+    totals = {"runs": 0, "steps": 0, "events": 0, "batches": 0}
+    after_finished_at = after_id = None
+    while True:
+        params = dict(status=status, cutoff=cutoff, after_finished_at=after_finished_at, after_id=after_id,
+                      batch_size=batch_size)
+        if dry_run:
+            row = db.one(conn, "count_prunable_runs_batch", **params)
+        else:
+            # Autocommit: this statement is its own transaction, so its row locks end with it.
+            row = db.one(conn, "prune_runs_batch", **params)
+        if not row["runs"]:
+            return totals
+        for key in ("runs", "steps", "events"):
+            totals[key] += row[key]
+        totals["batches"] += 1
+        after_finished_at, after_id = row["last_finished_at"], row["last_id"]
+
+
+def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=False):
+    """Delete (or count) the finished runs in ``statuses`` older than ``older_than_seconds`` on the autocommit
+    connection ``conn``; return (cutoff, {status: totals}).
+
+    :raise ValueError: a status that is not a finished one.
+    """
+    unknown = set(statuses) - set(FINISHED_STATUSES)
+    if unknown:
+        raise ValueError(f"only finished runs can be pruned, not {', '.join(sorted(unknown))}")
+    cutoff = db.one(conn, "prune_cutoff", older_than_seconds=older_than_seconds)["cutoff"]
+    return cutoff, {status: _walk(conn, status, cutoff, batch_size, dry_run=dry_run) for status in statuses}
+
+
+@click.command("prune-runs")
+@click.option("--older-than", "older_than", type=Duration(), required=True, metavar="DURATION",
+              help="Prune runs that finished longer ago than this: 12h, 30d, 2w (hours, days, weeks).")
+@click.option("--status", "statuses", type=click.Choice(FINISHED_STATUSES), multiple=True,
+              help="Only runs that ended in this status (repeatable). Default: Succeeded, Failed and Cancelled.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Runs deleted per transaction.")
+@with_appcontext
+def prune_runs_command(older_than, statuses, dry_run, batch_size):
+    """Delete finished runs (with their steps and events) older than a duration, in small batches."""
+    statuses = tuple(dict.fromkeys(statuses)) or FINISHED_STATUSES
+    with command_connection("flowline-prune") as conn:
+        cutoff, results = prune(conn, older_than, statuses, batch_size=batch_size, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    total = {key: sum(r[key] for r in results.values()) for key in ("runs", "steps", "events", "batches")}
+    for status, r in [*results.items(), ("total", total)]:
+        click.echo(f"{status}: {verb} {plural(r['runs'], 'run')}, {plural(r['steps'], 'step')}, "
+                   f"{plural(r['events'], 'event')} in {plural(r['batches'], 'batch', 'batches')}")
+    click.echo(f"cutoff: runs that finished before {cutoff.isoformat()}")
+    if dry_run:
+        click.echo("dry run: nothing was deleted")

@@ -1,0 +1,47 @@
+"""The worker's two commands: ``flask --app app worker`` and ``python -m flowline.worker``."""
+
+import argparse
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from ..core import config as settings
+from ..core import logs
+from .process import Worker
+
+
+def main(config, concurrency=None):
+    """Run a worker in this process until it is stopped by a signal; return its exit status."""
+    logs.configure(config["LOG_LEVEL"], config.get("LOG_FORMAT", "text"), logs.secrets_of(config))
+    worker = Worker(config, concurrency=concurrency)
+    worker.install_signal_handlers()
+    return worker.run()
+
+
+def from_command_line(argv=None):
+    """``python -m flowline.worker [--concurrency N]``, with settings from the environment; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m flowline.worker",
+                                     description="Execute async runs from the queue until SIGTERM or SIGINT.")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="run threads in this process (default: WORKER_CONCURRENCY, 2)")
+    args = parser.parse_args(argv)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    try:
+        config = settings.from_env()
+    except settings.ConfigError as exc:
+        parser.error(str(exc))
+    if not config["DATABASE_URL"]:
+        parser.error("DATABASE_URL is not set (a libpq URL such as postgresql://user@host/db)")
+    return main(config, args.concurrency)
+
+
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Run threads in this process (default: WORKER_CONCURRENCY, 2).")
+@with_appcontext
+def worker_command(concurrency):
+    """Execute async runs from the queue until SIGTERM or SIGINT."""
+    sys.exit(main(dict(current_app.config), concurrency))

@@ -1,0 +1,19 @@
+"""Lease renewal: every run in progress keeps its lease while its worker is alive, however long it takes."""
+
+import logging
+
+from ..data import db
+from ..engine import runner
+
+log = logging.getLogger("flowline.worker")
+
+
+def renew_leases(worker):
+    """Renew the lease of every run in progress in ``worker``; a run whose lease was lost stops at its next write."""
+    active = worker.runs_in_progress()
+    if not active:
+        return
+    with db.connection(worker.pool) as conn:
+        for ctx in active:
+            if not runner.renew_lease(conn, ctx):
+                log.warning("worker %s: run %s is no longer held by this worker", worker.id, ctx.run_id)

@@ -1,0 +1,43 @@
+"""The LISTEN thread: wakes a run thread for each notification of a queued run.
+
+The enqueuing statement sends ``NOTIFY flowline_runs`` (delivered on commit); it arrives on a connection of this
+thread's own, not a pooled one. On every (re)connect the run threads look at the queue once, since a notification
+sent while the connection was down is lost; polling every WORKER_POLL_INTERVAL_S covers the rest.
+"""
+
+import logging
+
+import psycopg
+
+from ..core import config as settings
+from ..core import logs
+
+log = logging.getLogger("flowline.worker")
+
+CHANNEL = "flowline_runs"
+# Longest wait before reconnecting to a database that went away (here and in the run threads).
+RECONNECT_CAP_S = 5.0
+
+
+def listen(worker):
+    """Hold a LISTEN connection and wake one of ``worker``'s run threads per notification until it stops,
+    reconnecting with backoff."""
+    logs.bind(worker_id=worker.id)
+    delay = 0.1
+    conninfo = settings.connection_kwargs(worker.config["DATABASE_URL"], 0, "flowline-worker-listen")
+    while not worker.stopping.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                delay = 0.1
+                worker.wake(worker.concurrency)
+                while not worker.stopping.is_set():
+                    for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        worker.wake()
+        except psycopg.Error as exc:
+            if worker.stopping.is_set():
+                return
+            log.warning("worker %s: LISTEN connection lost (%s); polling every %g s, reconnecting in %g s",
+                        worker.id, type(exc).__name__, worker.config["WORKER_POLL_INTERVAL_S"], delay)
+            worker.stopping.wait(delay)
+            delay = min(RECONNECT_CAP_S, delay * 2)

@@ -1,0 +1,230 @@
+"""One worker process: its run threads and the claim loop, its background duties' threads, its life cycle."""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import psycopg
+
+from ..core import config as settings
+from ..core import logs
+from ..data import db
+from ..engine import providers, runner
+from ..ops.metrics import serve_worker_metrics
+from . import heartbeat, lease_renewal, sweep
+from .listener import RECONNECT_CAP_S, listen
+
+log = logging.getLogger("flowline.worker")
+
+
+class Worker:
+    """One worker process: ``concurrency`` run threads, a LISTEN thread and a maintenance thread."""
+
+    def __init__(self, config, *, concurrency=None):
+        self.config = config
+        self.concurrency = concurrency or config["WORKER_CONCURRENCY"]
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.lease_seconds = config["RUN_LEASE_SECONDS"]
+        # Renew leases and sweep three times per lease period: a lease survives two missed renewals.
+        self.maintenance_interval = self.lease_seconds / 3
+        # No fail-fast (db.FAIL_FAST_S): no client waits on a worker, and a run's next write that waits out a short
+        # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
+        # to its lease (RUN_LEASE_SECONDS) and a retry.
+        self.pool = db.create_pool({**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker",
+                                   fail_fast_s=0)
+        self.provider = providers.from_config(config)
+        self.stopping = threading.Event()
+        self._wakeup = threading.Condition()
+        self._signals = 0
+        # Runs in progress in this process, by id: the maintenance thread renews their leases.
+        self._active = {}
+        self._active_lock = threading.Lock()
+        # The HTTP server of this worker's own /metrics (WORKER_METRICS_PORT; None: not served).
+        self.metrics_server = None
+
+    # -- waking up ------------------------------------------------------------------------------------------------
+
+    def wake(self, n=1):
+        """Wake up to ``n`` idle run threads to look at the queue."""
+        with self._wakeup:
+            self._signals = min(self.concurrency, self._signals + n)
+            self._wakeup.notify(n)
+
+    def _wait_for_work(self):
+        with self._wakeup:
+            if self._signals == 0 and not self.stopping.is_set():
+                self._wakeup.wait(self.config["WORKER_POLL_INTERVAL_S"])
+            self._signals = max(0, self._signals - 1)
+
+    def runs_in_progress(self):
+        """Return the RunContexts of the runs this process is executing now."""
+        with self._active_lock:
+            return list(self._active.values())
+
+    # -- running --------------------------------------------------------------------------------------------------
+
+    def _run_thread(self, index):
+        """Claim and execute runs until stopped, on one connection held for as long as it works.
+
+        The thread never needs two connections at once, and a held connection spares each run the pool's
+        check on checkout; a connection that breaks (a database restart) is replaced on the next round.
+        """
+        worker_id = f"{self.id}:{index}"
+        logs.bind(worker_id=worker_id)
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                with db.connection(self.pool) as conn:
+                    while not self.stopping.is_set():
+                        claimed = self.work_once(conn, worker_id)
+                        failures = 0
+                        if not claimed:
+                            self._wait_for_work()
+            except psycopg.OperationalError as exc:
+                failures += 1
+                delay = min(RECONNECT_CAP_S, 0.1 * 2 ** failures)
+                log.warning("worker %s: database unavailable (%s); retrying in %.1f s",
+                            worker_id, type(exc).__name__, delay)
+                self.stopping.wait(delay)
+            except Exception:
+                log.exception("worker %s: unexpected error; the run's lease will expire and the sweep re-queues it",
+                              worker_id)
+                self.stopping.wait(1.0)
+
+    def work_once(self, conn, worker_id):
+        """Claim one available run on ``conn`` and execute it there; return False when none was available."""
+        lease_token = uuid.uuid4()
+        row = db.one(conn, "claim_run", lease_token=lease_token, lease_seconds=self.lease_seconds,
+                     worker_id=worker_id)
+        if row is None:
+            return False
+        # More may be waiting: let an idle thread look too (one notification may stand for several runs).
+        self.wake()
+        ctx = runner.RunContext(
+            run_id=row["id"], lease_token=lease_token, lease_seconds=self.lease_seconds,
+            deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"], provider=self.provider,
+            pool=self.pool, conn=conn, input_file_id=row["input"].get("file_id"), attempt=row["attempt"],
+            max_attempts=row["max_attempts"], retry_backoff_s=self.config["RUN_RETRY_BACKOFF_S"])
+        with logs.context(run_id=row["id"], attempt=row["attempt"]):
+            self._execute(ctx, row, worker_id)
+        return True
+
+    def _execute(self, ctx, row, worker_id):
+        with self._active_lock:
+            self._active[ctx.run_id] = ctx
+        try:
+            outcome = runner.execute(ctx, row["nodes"], row["input"].get("input_text") or "")
+        except runner.LeaseLost:
+            log.warning("worker %s: lost the lease of run %s (attempt %d): another worker took it over; "
+                        "nothing more is written", worker_id, ctx.run_id, ctx.attempt)
+            return
+        except psycopg.OperationalError:
+            log.warning("worker %s: database unavailable during run %s (attempt %d); its lease will expire and "
+                        "the sweep re-queues it", worker_id, ctx.run_id, ctx.attempt)
+            raise
+        finally:
+            with self._active_lock:
+                self._active.pop(ctx.run_id, None)
+        log.info("worker %s: run %s attempt %d of %d: %s", worker_id, ctx.run_id, ctx.attempt, ctx.max_attempts,
+                 outcome.status)
+
+    # -- background duties ----------------------------------------------------------------------------------------
+
+    def _maintain(self):
+        """Renew the leases of runs in progress and sweep expired ones, every third of a lease period.
+
+        While the worker drains it goes on renewing (the runs in progress still need their leases) but stops
+        sweeping: a stopping worker takes on no one else's runs. Each round also records the worker's heartbeat.
+        """
+        logs.bind(worker_id=self.id)
+        try:
+            heartbeat.register(self)
+        except psycopg.Error as exc:
+            log.warning("worker %s: could not record its start (%s); the next heartbeat will", self.id,
+                        type(exc).__name__)
+        while True:
+            time.sleep(self.maintenance_interval)
+            try:
+                lease_renewal.renew_leases(self)
+                heartbeat.beat(self)
+                if not self.stopping.is_set():
+                    sweep.sweep(self)
+            except psycopg.OperationalError as exc:
+                log.warning("worker %s: database unavailable for lease upkeep (%s)", self.id, type(exc).__name__)
+            except Exception:
+                log.exception("worker %s: lease upkeep failed", self.id)
+
+    # -- life cycle -----------------------------------------------------------------------------------------------
+
+    def run(self):
+        """Work until stopped (``stop()``, SIGTERM, SIGINT); return the process exit status."""
+        logs.bind(worker_id=self.id)
+        port = self.config.get("WORKER_METRICS_PORT") or 0
+        if port:
+            try:
+                self.metrics_server = serve_worker_metrics(port, self.pool)
+            except OSError as exc:
+                log.error("worker %s: cannot serve its metrics on port %d (WORKER_METRICS_PORT): %s", self.id,
+                          port, exc.strerror or exc)
+                return 2
+        db.open_pool(self.pool)
+        log.info("worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s", self.id,
+                 self.concurrency, self.lease_seconds, self.config["WORKER_POLL_INTERVAL_S"],
+                 settings.mask_url(self.config["DATABASE_URL"]),
+                 f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)")
+        helpers = [threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
+                   threading.Thread(target=self._maintain, name="maintain", daemon=True)]
+        runners = [threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
+                   for i in range(1, self.concurrency + 1)]
+        for thread in helpers + runners:
+            thread.start()
+        self.stopping.wait()
+        deadline = time.monotonic() + self.config["WORKER_DRAIN_TIMEOUT_S"]
+        for thread in runners:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in runners):
+            with self._active_lock:
+                left = sorted(str(run_id) for run_id in self._active)
+            log.error("worker %s: runs still in progress after %g s (%s); leaving them to the lease sweep",
+                      self.id, self.config["WORKER_DRAIN_TIMEOUT_S"], ", ".join(left))
+            return 1
+        self.close()
+        log.info("worker %s: stopped", self.id)
+        return 0
+
+    def stop(self):
+        """Stop claiming; runs in progress finish."""
+        self.stopping.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def close(self):
+        try:
+            heartbeat.record_stop(self)
+        except psycopg.Error as exc:
+            log.warning("worker %s: could not record its stop (%s)", self.id, type(exc).__name__)
+        self.pool.close()
+        self.provider.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+
+    def install_signal_handlers(self):
+        """First SIGTERM/SIGINT: drain. Second: exit at once, leaving runs in progress to the lease sweep."""
+        def handle(signum, frame):
+            if self.stopping.is_set():
+                log.error("worker %s: %s again; exiting now, runs in progress are left to the lease sweep",
+                          self.id, signal.Signals(signum).name)
+                os._exit(1)
+            log.info("worker %s: %s; finishing runs in progress, claiming no more", self.id,
+                     signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+

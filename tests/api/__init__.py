@@ -1,0 +1,1 @@
+"""The Flask app under its test client, against a real PostgreSQL database."""

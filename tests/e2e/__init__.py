@@ -1,0 +1,1 @@
+"""End to end: real gunicorn, real workers, throwaway PostgreSQL clusters, a real browser."""

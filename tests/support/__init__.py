@@ -1,0 +1,16 @@
+"""Helpers the tests import by name (conftest.py holds only fixtures): ``from tests.support import make_pdf, wait_for``.
+
+Besides what is re-exported here: tests.support.fake_llm (a local OpenAI-compatible server), tests.support.hostile_pdf
+(a PDF slow to extract) and tests/support/front_end.html (the stand-in front end the browser tests serve).
+"""
+
+from tests.support.browser import CHROMIUM, launch_chromium
+from tests.support.clusters import PGBIN, throwaway_cluster
+from tests.support.paths import ROOT, SUPPORT
+from tests.support.pdf import make_pdf
+from tests.support.processes import GUNICORN, Server, WorkerProcess
+from tests.support.urls import free_port, url_for_database
+from tests.support.waiting import wait_for
+
+__all__ = ["CHROMIUM", "GUNICORN", "PGBIN", "ROOT", "SUPPORT", "Server", "WorkerProcess", "free_port",
+           "launch_chromium", "make_pdf", "throwaway_cluster", "url_for_database", "wait_for"]

@@ -1,0 +1,53 @@
+"""PostgreSQL clusters a test may stop and start."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+
+
+@contextmanager
+def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
+    """Run a PostgreSQL cluster of the caller's own in a temporary folder (trust auth on its unix socket there,
+    port 5432 unless ``options`` says otherwise); yield ``(home, pg_ctl)``.
+
+    ``configure(data_dir)`` runs after initdb and before the first start (to add certificates, edit pg_hba.conf);
+    the files it writes are handed to the server's user. ``pg_ctl(*args)`` runs pg_ctl on the cluster (``"stop"``,
+    ``"-m", "fast", "restart"``...), passing the server ``options`` again on a start or restart.
+    """
+    if PGBIN is None or not Path(PGBIN, "pg_ctl").exists():
+        pytest.fail("PostgreSQL server binaries are needed (Debian: apt-get install postgresql)")
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(home, "postgres")
+    data = home / "data"
+    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
+
+    def pg_ctl(*args):
+        if args and args[-1] in ("start", "restart"):
+            args = ("-o", options, *args)
+        done = subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
+                              capture_output=True, text=True)
+        if done.returncode:
+            log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
+            raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
+
+    try:
+        subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
+                        "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+        if configure is not None:
+            configure(data)
+            if as_postgres:
+                subprocess.run(["chown", "-R", "postgres:", data], check=True)
+        pg_ctl("start")
+        yield home, pg_ctl
+    finally:
+        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)

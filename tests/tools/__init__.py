@@ -1,0 +1,1 @@
+"""The command-line tools: migrations, export/import (flowline.tools), prune-runs, the database roles script."""

@@ -1,0 +1,1 @@
+"""Pure Python: no database, no server; `pytest tests/unit` runs in seconds."""

@@ -1,0 +1,1 @@
+"""The async worker (flowline.worker) and its faults: queued runs, leases, signals, real worker processes."""
