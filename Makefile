@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf clean
+.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf clean
 
 venv: $(STAMP)
 
@@ -23,9 +23,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: venv
 	$(LOCAL_PG) scripts/serve.sh
 
-## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE).
-test: venv
+## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE),
+## after ruff's lint and format checks (`make lint`; `make format` rewrites the files ruff would change).
+test: lint
 	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ## Apply pending migrations to DATABASE_URL (or to `make run`'s private database).
 migrate: venv

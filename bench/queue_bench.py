@@ -33,11 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import machine
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-
-import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -31,9 +31,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psycopg
-
 import machine
+import psycopg
 from http_bench import ROOT, Server, say, url_for_database
 from http_bench import http as api
 

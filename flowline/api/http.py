@@ -13,7 +13,6 @@ from marshmallow import ValidationError
 from ..data import db
 from .errors import ApiError, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, body_too_large
 
-
 # The one spelling of an id in a URL, the one Flowline sends: lowercase hex, hyphenated (36 characters).
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -13,8 +13,17 @@ from .. import nodes
 from ..data import db
 from . import prefer
 from .errors import NotFound, Unprocessable
-from .http import (etag, expected_versions, load_json, parse_id, precondition_failed, query_json_response,
-                    require_file, row_json_response, workflow_write_refused)
+from .http import (
+    etag,
+    expected_versions,
+    load_json,
+    parse_id,
+    precondition_failed,
+    query_json_response,
+    require_file,
+    row_json_response,
+    workflow_write_refused,
+)
 from .schemas import NodeCreateSchema, NodeOrderSchema, NodePatchSchema, check_node_config
 
 bp = Blueprint("nodes", __name__)

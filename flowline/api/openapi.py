@@ -11,7 +11,6 @@ import functools
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-
 from flask import Blueprint, jsonify
 
 from .. import nodes

@@ -14,8 +14,16 @@ from ..core import metrics
 from ..data import db
 from ..engine import runner
 from .errors import Conflict, NotFound, Unprocessable, error_response
-from .http import (DEFAULT_PAGE_SIZE, decode_cursor, load_json, load_query, page_response, parse_id,
-                    query_json_response, require_file)
+from .http import (
+    DEFAULT_PAGE_SIZE,
+    decode_cursor,
+    load_json,
+    load_query,
+    page_response,
+    parse_id,
+    query_json_response,
+    require_file,
+)
 from .schemas import RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)

@@ -3,8 +3,18 @@
 from flask import Blueprint
 
 from ..data import db
-from .http import (DEFAULT_PAGE_SIZE, decode_cursor, expected_versions, load_json, load_query, page_response,
-                    parse_id, query_json_response, row_json_response, workflow_write_refused)
+from .http import (
+    DEFAULT_PAGE_SIZE,
+    decode_cursor,
+    expected_versions,
+    load_json,
+    load_query,
+    page_response,
+    parse_id,
+    query_json_response,
+    row_json_response,
+    workflow_write_refused,
+)
 from .schemas import PageQuerySchema, WorkflowCreateSchema, WorkflowPatchSchema
 
 bp = Blueprint("workflows", __name__)

@@ -52,7 +52,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from .statuses import FINISHED_STATUSES, PENDING  # noqa: E402
 
-
 # Under gunicorn (gunicorn.conf.py sets the directory before the workers start): every process writes its values
 # to files there, and a scrape of any worker reads them all.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 
-from . import db
 from ..core.config import mask_url
+from . import db
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 

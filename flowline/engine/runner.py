@@ -7,24 +7,24 @@ write is fenced by the run's lease token: once the lease is lost, nothing more i
 """
 
 import functools
-from collections.abc import Iterable, Sequence
 import json
 import logging
 import time
 import uuid
-from uuid import UUID
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from uuid import UUID
 
 from marshmallow import ValidationError
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from ..nodes import BY_NAME as NODE_TYPES
 from ..core import logs, metrics
 from ..data import db
 from ..data.db import Pool
+from ..nodes import BY_NAME as NODE_TYPES
 from ..nodes.base import InputRejected, InternalStepError, RunCancelled, RunTimedOut, StepFailed
 
 log = logging.getLogger("flowline.engine")

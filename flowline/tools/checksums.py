@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from uuid import UUID
 
 
-
 def _canonical_value(value):
     if isinstance(value, dict):
         return {str(k): _canonical_value(v) for k, v in value.items()}

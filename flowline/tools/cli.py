@@ -18,6 +18,7 @@ from .export import export
 from .export_format import PortabilityError, read_document
 from .importer import import_data
 
+
 @contextlib.contextmanager
 def command_connection(application_name):
     """Yield a direct autocommit connection (dict rows) to the app's DATABASE_URL for a command, with the pool's

@@ -12,7 +12,7 @@ import psycopg
 
 from .. import nodes
 from ..data import db
-from .export_format import FORMAT, KINDS, PortabilityError, VERSION
+from .export_format import FORMAT, KINDS, VERSION, PortabilityError
 
 # Rows per read: a batch of runs carries their steps' input and output texts, hence the smaller batch.
 WORKFLOW_BATCH = 100

@@ -27,9 +27,8 @@ a conflicting id, a constraint violation or a failed verification (every importe
 with the file: counts, and the md5 of its canonical JSON) rolls all of it back.
 """
 
-from uuid import UUID
-
 import json
+from uuid import UUID
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 

@@ -14,9 +14,9 @@ from psycopg.types.json import Jsonb
 
 from .. import nodes
 from ..data import db
+from .checksums import workflow_checksum
 from .export import RUN_BATCH, WORKFLOW_BATCH, iter_runs, progress_bar, workflows_batch
 from .export_format import KINDS, PortabilityError, add_counts, counts_text, listing, workflow_label, workflow_schema
-from .checksums import workflow_checksum
 
 # Rows per INSERT statement, and ids per conflict lookup.
 ROW_BATCH = 1000

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowline.ops import metrics
 from flowline.data import sql as sql_files
+from flowline.ops import metrics
 from tests.support import free_port, wait_for
 
 UPPER = ("formatter", {"rules": ["uppercase"]})
