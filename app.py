@@ -94,7 +94,11 @@ def create_app(config=None):
         app.register_blueprint(blueprint)
     errors.register(app)
     # The commands: worker (flowline/worker/cli.py); export, import, prune-runs (flowline/tools/).
-    for command in (worker_cli.worker_command, tools_cli.export_command, tools_cli.import_command,
-                    prune.prune_runs_command):
+    for command in (
+        worker_cli.worker_command,
+        tools_cli.export_command,
+        tools_cli.import_command,
+        prune.prune_runs_command,
+    ):
         app.cli.add_command(command)
     return app

@@ -50,11 +50,18 @@ def when_ready(server):
         with psycopg.connect(url, connect_timeout=3, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
             todo = migrations.pending(conn)
     except psycopg.Error as exc:
-        log.warning("database %s unreachable at start-up (%s); requests answer 503 until it is", mask_url(url), type(exc).__name__)
+        log.warning(
+            "database %s unreachable at start-up (%s); requests answer 503 until it is",
+            mask_url(url),
+            type(exc).__name__,
+        )
         return
     if todo:
-        log.error("SCHEMA IS BEHIND: %d migration(s) pending (%s); /readyz answers 503. Run `make migrate`.",
-                  len(todo), ", ".join(todo))
+        log.error(
+            "SCHEMA IS BEHIND: %d migration(s) pending (%s); /readyz answers 503. Run `make migrate`.",
+            len(todo),
+            ", ".join(todo),
+        )
 
 
 def post_worker_init(worker):
@@ -99,7 +106,7 @@ def _remove_orphaned_metrics_dirs(parent):
     import shutil
 
     for path in glob.glob(os.path.join(parent, f"{_METRICS_DIR_PREFIX}*-*")):
-        pid = os.path.basename(path)[len(_METRICS_DIR_PREFIX):].split("-", 1)[0]
+        pid = os.path.basename(path)[len(_METRICS_DIR_PREFIX) :].split("-", 1)[0]
         if not pid.isdigit():
             continue
         try:

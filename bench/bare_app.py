@@ -51,8 +51,9 @@ def create_app():
         name = json.loads(request.get_data())["name"]
         with pool.connection() as conn:
             row = conn.execute(CREATE_WORKFLOW, {"name": name}).fetchone()
-        return Response(json.dumps(row, default=_to_json), mimetype="application/json",
-                        headers={"ETag": f'"{row["version"]}"'})
+        return Response(
+            json.dumps(row, default=_to_json), mimetype="application/json", headers={"ETag": f'"{row["version"]}"'}
+        )
 
     @app.get("/workflows/<workflow_id>")
     def get_workflow(workflow_id):

@@ -67,12 +67,18 @@ def cluster():
     def pg_ctl(*args):
         if args[-1] in ("start", "restart"):
             args = ("-o", options, *args)
-        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
+            check=True,
+            capture_output=True,
+        )
 
     try:
-        subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
         pg_ctl("start")
         yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
     finally:
@@ -103,26 +109,40 @@ def summary(answers):
     statuses = {}
     for _, _, status in answers:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return {"answers": len(answers), "statuses": statuses,
-            "median_ms": round(pct(latencies, 0.5) * 1000, 1) if latencies else None,
-            "p90_ms": round(pct(latencies, 0.9) * 1000, 1) if latencies else None,
-            "p99_ms": round(pct(latencies, 0.99) * 1000, 1) if latencies else None}
+    return {
+        "answers": len(answers),
+        "statuses": statuses,
+        "median_ms": round(pct(latencies, 0.5) * 1000, 1) if latencies else None,
+        "p90_ms": round(pct(latencies, 0.9) * 1000, 1) if latencies else None,
+        "p99_ms": round(pct(latencies, 0.99) * 1000, 1) if latencies else None,
+    }
 
 
 def measure(code, args, venv_bin):
     with cluster() as (url, pg_ctl):
-        env = {**os.environ, "DATABASE_URL": url, "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
-               "DB_POOL_TIMEOUT_S": "2", "ACCESS_LOG": "", "LOG_LEVEL": "warning"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_THREADS": "2",
+            "DB_POOL_TIMEOUT_S": "2",
+            "ACCESS_LOG": "",
+            "LOG_LEVEL": "warning",
+        }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # The module moved in the layout of #12; a tree from before it has it at flowline/migrations.py.
         module = "flowline.data.migrations" if (code / "flowline" / "data").is_dir() else "flowline.migrations"
-        subprocess.run([venv_bin / "python", "-m", module, "apply"], cwd=code, env=env, check=True,
-                       capture_output=True)
+        subprocess.run([venv_bin / "python", "-m", module, "apply"], cwd=code, env=env, check=True, capture_output=True)
         port = free_port()
         log = open(Path(tempfile.gettempdir()) / f"failfast-gunicorn-{port}.log", "w")
-        server = subprocess.Popen([venv_bin / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}",
-                                   "app:create_app()"], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [venv_bin / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:create_app()"],
+            cwd=code,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
@@ -130,8 +150,12 @@ def measure(code, args, venv_bin):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"gunicorn did not become ready in {code}")
                 time.sleep(0.1)
-            request = urllib.request.Request(base + "/workflows", data=b'{"name": "bench"}', method="POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                base + "/workflows",
+                data=b'{"name": "bench"}',
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 target = base + "/workflows/" + json.loads(response.read())["id"]
 
@@ -205,24 +229,37 @@ def main():
     with cluster() as (url, _), psycopg.connect(url) as conn:
         os.environ["DATABASE_URL"] = url
         facts = machine.facts(conn)
-    report = {"at": datetime.now(timezone.utc).isoformat(), "machine": facts,
-              "settings": {"outages": args.outages, "outage_s": args.outage_s, "clients": args.clients,
-                           "DB_POOL_TIMEOUT_S": 2, "WEB_CONCURRENCY": 2, "GUNICORN_THREADS": 2},
-              "results": results}
+    report = {
+        "at": datetime.now(timezone.utc).isoformat(),
+        "machine": facts,
+        "settings": {
+            "outages": args.outages,
+            "outage_s": args.outage_s,
+            "clients": args.clients,
+            "DB_POOL_TIMEOUT_S": 2,
+            "WEB_CONCURRENCY": 2,
+            "GUNICORN_THREADS": 2,
+        },
+        "results": results,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"failfast-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
 
-    print(f"machine: {facts['cpu_model']}, {facts['cores']} cores, {facts['ram_gib']} GiB, {facts['os']}, "
-          f"PostgreSQL {facts['postgresql']}, load {facts['load_average_at_start']}")
+    print(
+        f"machine: {facts['cpu_model']}, {facts['cores']} cores, {facts['ram_gib']} GiB, {facts['os']}, "
+        f"PostgreSQL {facts['postgresql']}, load {facts['load_average_at_start']}"
+    )
     print(f"{args.outages} outages of {args.outage_s:g} s, {args.clients} clients, DB_POOL_TIMEOUT_S=2")
     header = f"{'code':40} {'down: n':>8} {'med ms':>8} {'p99 ms':>8} {'/s':>6} {'after 3s med':>13} {'p99':>8} {'first 2xx ms':>18}"
     print(header)
     for r in results:
         d, s = r["while_down"], r[f"while_down_after_first_{SETTLE_S:g}_s"]
-        print(f"{r['code'][-40:]:40} {d['answers']:>8} {d['median_ms']!s:>8} {d['p99_ms']!s:>8} "
-              f"{d['answers_per_s']:>6} {s['median_ms']!s:>13} {s['p99_ms']!s:>8} "
-              f"{','.join(map(str, r['first_2xx_after_back_ms'])):>18}")
+        print(
+            f"{r['code'][-40:]:40} {d['answers']:>8} {d['median_ms']!s:>8} {d['p99_ms']!s:>8} "
+            f"{d['answers_per_s']:>6} {s['median_ms']!s:>13} {s['p99_ms']!s:>8} "
+            f"{','.join(map(str, r['first_2xx_after_back_ms'])):>18}"
+        )
     print(f"written to {path.relative_to(ROOT)}")
 
 

@@ -123,9 +123,14 @@ def run_text(cmd, **kwargs):
 
 def machine_facts(pg_conn, gunicorn_settings):
     wrk_version = run_text(["wrk", "--version"]).stdout.split("\n")[0].split(" [")[0].strip()
-    return {**machine.facts(pg_conn, packages=("flask", "werkzeug", "gunicorn", "psycopg", "psycopg-binary",
-                                               "psycopg-pool", "marshmallow")),
-            "wrk": wrk_version, "gunicorn_settings": gunicorn_settings}
+    return {
+        **machine.facts(
+            pg_conn,
+            packages=("flask", "werkzeug", "gunicorn", "psycopg", "psycopg-binary", "psycopg-pool", "marshmallow"),
+        ),
+        "wrk": wrk_version,
+        "gunicorn_settings": gunicorn_settings,
+    }
 
 
 def gunicorn_settings(env):
@@ -139,10 +144,17 @@ def gunicorn_settings(env):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"workers": conf["workers"], "worker_class": conf["worker_class"], "threads": conf["threads"],
-            "keepalive": conf["keepalive"], "accesslog": conf["accesslog"], "loglevel": conf["loglevel"],
-            "preload_app": conf["preload_app"], "db_pool_max_size": int(pool_max) if pool_max else None,
-            "bare_pool_size": int(env.get("BARE_POOL_SIZE", "1"))}
+    return {
+        "workers": conf["workers"],
+        "worker_class": conf["worker_class"],
+        "threads": conf["threads"],
+        "keepalive": conf["keepalive"],
+        "accesslog": conf["accesslog"],
+        "loglevel": conf["loglevel"],
+        "preload_app": conf["preload_app"],
+        "db_pool_max_size": int(pool_max) if pool_max else None,
+        "bare_pool_size": int(env.get("BARE_POOL_SIZE", "1")),
+    }
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -157,10 +169,20 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp) / f"{name}.log"
         self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
-               *extra_args, app_spec]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            *extra_args,
+            app_spec,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, path, timeout=30):
         deadline = time.monotonic() + timeout
@@ -207,8 +229,11 @@ def seed(base):
     t0 = time.monotonic()
     w20 = http("POST", f"{base}/workflows", {"name": "bench: 20 nodes"})["id"]
     for i in range(20):
-        http("POST", f"{base}/workflows/{w20}/nodes",
-             {"node_type": "formatter", "config": {"rules": ["strip", "collapse_whitespace", "uppercase"][: 1 + i % 3]}})
+        http(
+            "POST",
+            f"{base}/workflows/{w20}/nodes",
+            {"node_type": "formatter", "config": {"rules": ["strip", "collapse_whitespace", "uppercase"][: 1 + i % 3]}},
+        )
     spread = [http("POST", f"{base}/workflows", {"name": f"bench: node target {i}"})["id"] for i in range(NODE_SPREAD)]
 
     w5 = http("POST", f"{base}/workflows", {"name": "bench: 5 formatters"})["id"]
@@ -240,20 +265,38 @@ def routes(ids):
     """The benchmarked routes, in order: (key, label, method, path, lua script or None, kind)."""
     spread = ", ".join(f'"{i}"' for i in ids["spread"])
     return [
-        ("create_workflow", "POST /workflows", "POST", "/workflows",
-         _post_lua("/workflows", {"name": "bench workflow"}), "post"),
+        (
+            "create_workflow",
+            "POST /workflows",
+            "POST",
+            "/workflows",
+            _post_lua("/workflows", {"name": "bench workflow"}),
+            "post",
+        ),
         ("get_workflow", "GET /workflows/{id} (20 nodes)", "GET", f"/workflows/{ids['w20']}", None, "get"),
-        ("add_node", f"POST /workflows/{{id}}/nodes ({NODE_SPREAD} wfs)", "POST", None,
-         f"""local ids = {{{spread}}}
+        (
+            "add_node",
+            f"POST /workflows/{{id}}/nodes ({NODE_SPREAD} wfs)",
+            "POST",
+            None,
+            f"""local ids = {{{spread}}}
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local body = {lua_long_string(json.dumps(NODE_BODY))}
 request = function()
   return wrk.format(nil, "/workflows/" .. ids[math.random(#ids)] .. "/nodes", nil, body)
 end
-""", "post"),
-        ("run_workflow", "POST /workflows/{id}/run (5 formatters)", "POST", f"/workflows/{ids['w5']}/run",
-         _post_lua(f"/workflows/{ids['w5']}/run", {"input_text": RUN_INPUT}), "run"),
+""",
+            "post",
+        ),
+        (
+            "run_workflow",
+            "POST /workflows/{id}/run (5 formatters)",
+            "POST",
+            f"/workflows/{ids['w5']}/run",
+            _post_lua(f"/workflows/{ids['w5']}/run", {"input_text": RUN_INPUT}),
+            "run",
+        ),
         ("list_runs", "GET /workflows/{id}/runs (200 runs)", "GET", f"/workflows/{ids['w200']}/runs", None, "get"),
         ("get_run", "GET /runs/{id} (5 steps)", "GET", f"/runs/{ids['run5']}", None, "get"),
     ]
@@ -282,8 +325,14 @@ def _ms(text):
 
 
 def parse_wrk(out):
-    result = {"requests_per_s": None, "p50_ms": None, "p99_ms": None, "requests": None, "non_2xx": 0,
-              "socket_errors": 0}
+    result = {
+        "requests_per_s": None,
+        "p50_ms": None,
+        "p99_ms": None,
+        "requests": None,
+        "non_2xx": 0,
+        "socket_errors": 0,
+    }
     if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
         result["requests_per_s"] = float(m[1])
     if m := re.search(r"(\d+) requests in", out):
@@ -446,14 +495,36 @@ def run_pgbench(binary, db_url, script, variables, duration, tmp, sample=0.1):
 
     params = conninfo_to_dict(db_url)
     env = dict(os.environ)
-    for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE"),
-                     ("password", "PGPASSWORD")):
+    for key, var in (
+        ("host", "PGHOST"),
+        ("port", "PGPORT"),
+        ("user", "PGUSER"),
+        ("dbname", "PGDATABASE"),
+        ("password", "PGPASSWORD"),
+    ):
         if params.get(key):
             env[var] = str(params[key])
     logdir = Path(tmp) / f"pgbench_{script.stem}_{time.monotonic_ns()}"
     logdir.mkdir()
-    cmd = [binary, "-n", "-M", "prepared", "-c", str(WRK_CONNECTIONS), "-j", str(WRK_THREADS), "-T", str(duration),
-           "-f", str(script), "-l", "--sampling-rate", str(sample), "--log-prefix", str(logdir / "log")]
+    cmd = [
+        binary,
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(WRK_CONNECTIONS),
+        "-j",
+        str(WRK_THREADS),
+        "-T",
+        str(duration),
+        "-f",
+        str(script),
+        "-l",
+        "--sampling-rate",
+        str(sample),
+        "--log-prefix",
+        str(logdir / "log"),
+    ]
     for key, value in variables.items():
         cmd += ["-D", f"{key}={value}"]
     proc = run_text(cmd, env=env)
@@ -500,8 +571,10 @@ def aggregate(rounds):
     row["socket_errors"] = sum(r["socket_errors"] for r in rounds)
     if "bare" in row:
         row["bare"] = dict(median_of([r["bare"] for r in rounds], lambda b: b["requests_per_s"]))
-        row["bare"]["requests_per_s_range"] = [min(r["bare"]["requests_per_s"] for r in rounds),
-                                               max(r["bare"]["requests_per_s"] for r in rounds)]
+        row["bare"]["requests_per_s_range"] = [
+            min(r["bare"]["requests_per_s"] for r in rounds),
+            max(r["bare"]["requests_per_s"] for r in rounds),
+        ]
         row["bare"]["non_2xx"] = sum(r["bare"]["non_2xx"] for r in rounds)
         row["bare"]["socket_errors"] = sum(r["bare"]["socket_errors"] for r in rounds)
         row["share_of_bare"] = median_of([r["share_of_bare"] for r in rounds], lambda x: x)
@@ -539,17 +612,37 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
         "all on this machine",
         "",
     ]
-    header = ["route", "req/s", "p50 ms", "p99 ms", "non-2xx", "conns", "cpu/steal%", "CPU us/req py/pg",
-              "bare req/s", "pgbench tps", "% of bare"]
+    header = [
+        "route",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx",
+        "conns",
+        "cpu/steal%",
+        "CPU us/req py/pg",
+        "bare req/s",
+        "pgbench tps",
+        "% of bare",
+    ]
     table = []
     for r in rows:
         bare, pgb = r.get("bare"), r.get("pgbench")
-        table.append([
-            r["label"], fmt(r["requests_per_s"]), fmt(r["p50_ms"], "{:.2f}"), fmt(r["p99_ms"], "{:.2f}"),
-            str(r["non_2xx"] + r["socket_errors"]), _split(r), _cpu(r), _per_request(r),
-            fmt(bare and bare["requests_per_s"]), fmt(pgb and pgb["tps"]),
-            f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") is not None else "-",
-        ])
+        table.append(
+            [
+                r["label"],
+                fmt(r["requests_per_s"]),
+                fmt(r["p50_ms"], "{:.2f}"),
+                fmt(r["p99_ms"], "{:.2f}"),
+                str(r["non_2xx"] + r["socket_errors"]),
+                _split(r),
+                _cpu(r),
+                _per_request(r),
+                fmt(bare and bare["requests_per_s"]),
+                fmt(pgb and pgb["tps"]),
+                f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") is not None else "-",
+            ]
+        )
         if rounds > 1:
             lo, hi = r["requests_per_s_range"]
             table[-1].insert(2, f"{lo:,.0f}-{hi:,.0f}")
@@ -559,7 +652,9 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
         header = header[:2] + ["range"] + header[2:] + ["% each round"]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
     for i, row in enumerate([header, *table]):
-        lines.append("  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines += [
@@ -575,12 +670,16 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
     for r in rows:
         b, pgb = r.get("bare"), r.get("pgbench")
         if b:
-            lines.append(f"  {r['label']}: bare {b['requests_per_s']:,.0f} req/s, p50 {b['p50_ms']:.2f} / p99 "
-                         f"{b['p99_ms']:.2f} ms, non-2xx {b['non_2xx'] + b['socket_errors']}, conns {_split(b)}, "
-                         f"cpu/steal {_cpu(b)}%, CPU us/req py/pg {_per_request(b)}")
+            lines.append(
+                f"  {r['label']}: bare {b['requests_per_s']:,.0f} req/s, p50 {b['p50_ms']:.2f} / p99 "
+                f"{b['p99_ms']:.2f} ms, non-2xx {b['non_2xx'] + b['socket_errors']}, conns {_split(b)}, "
+                f"cpu/steal {_cpu(b)}%, CPU us/req py/pg {_per_request(b)}"
+            )
         if pgb:
-            lines.append(f"  {' ' * len(r['label'])}  pgbench {pgb['tps']:,.0f} tps, p50 {fmt(pgb['p50_ms'], '{:.2f}')} / "
-                         f"p99 {fmt(pgb['p99_ms'], '{:.2f}')} ms, failed {pgb['failed']}")
+            lines.append(
+                f"  {' ' * len(r['label'])}  pgbench {pgb['tps']:,.0f} tps, p50 {fmt(pgb['p50_ms'], '{:.2f}')} / "
+                f"p99 {fmt(pgb['p99_ms'], '{:.2f}')} ms, failed {pgb['failed']}"
+            )
     noisy = [r["label"] for r in rows for x in (r, r.get("bare")) if x and x.get("cpu") and x["cpu"]["steal_pct"] >= 5]
     if noisy:
         lines.append("")
@@ -590,8 +689,14 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
     for t in targets:
         lines.append(f"  [{'met   ' if t['met'] else 'MISSED'}] {t['what']}: {t['detail']}")
     lines.append("")
-    lines.append("result: " + ("VALID (every response 2xx, no socket errors)" if valid
-                               else "INVALID: some responses were not 2xx or had socket errors (see non-2xx)"))
+    lines.append(
+        "result: "
+        + (
+            "VALID (every response 2xx, no socket errors)"
+            if valid
+            else "INVALID: some responses were not 2xx or had socket errors (see non-2xx)"
+        )
+    )
     lines.append(f"took {elapsed:.0f}s")
     return "\n".join(lines)
 
@@ -617,17 +722,31 @@ def evaluate(rows):
     for key in CEILING_ROUTES:
         r = by_key.get(key)
         if r and r.get("share_of_bare") is not None:
-            targets.append({"what": f"{r['label']} >= {BARE_SHARE_TARGET:.0%} of its bare view",
-                            "met": r["share_of_bare"] >= BARE_SHARE_TARGET,
-                            "detail": f"{r['requests_per_s']:,.0f} / {r['bare']['requests_per_s']:,.0f} req/s "
-                                      f"= {r['share_of_bare']:.0%}"})
+            targets.append(
+                {
+                    "what": f"{r['label']} >= {BARE_SHARE_TARGET:.0%} of its bare view",
+                    "met": r["share_of_bare"] >= BARE_SHARE_TARGET,
+                    "detail": f"{r['requests_per_s']:,.0f} / {r['bare']['requests_per_s']:,.0f} req/s "
+                    f"= {r['share_of_bare']:.0%}",
+                }
+            )
     for r in rows:
         if r["kind"] == "get":
-            targets.append({"what": f"{r['label']} >= {GET_TARGET:,.0f} req/s", "met": r["requests_per_s"] >= GET_TARGET,
-                            "detail": f"{r['requests_per_s']:,.0f} req/s"})
+            targets.append(
+                {
+                    "what": f"{r['label']} >= {GET_TARGET:,.0f} req/s",
+                    "met": r["requests_per_s"] >= GET_TARGET,
+                    "detail": f"{r['requests_per_s']:,.0f} req/s",
+                }
+            )
         if r["kind"] == "run":
-            targets.append({"what": f"{r['label']} >= {RUN_TARGET:,.0f} runs/s", "met": r["requests_per_s"] >= RUN_TARGET,
-                            "detail": f"{r['requests_per_s']:,.0f} runs/s"})
+            targets.append(
+                {
+                    "what": f"{r['label']} >= {RUN_TARGET:,.0f} runs/s",
+                    "met": r["requests_per_s"] >= RUN_TARGET,
+                    "detail": f"{r['requests_per_s']:,.0f} runs/s",
+                }
+            )
     return targets
 
 
@@ -638,13 +757,23 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured wrk/pgbench run (default 10)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up before each measured run (default 2)")
-    ap.add_argument("--routes", default=",".join(ROUTE_KEYS),
-                    help="comma-separated subset of: " + ", ".join(ROUTE_KEYS))
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="measure every route this many times, rounds interleaved; the table shows medians (default 1)")
+    ap.add_argument(
+        "--routes", default=",".join(ROUTE_KEYS), help="comma-separated subset of: " + ", ".join(ROUTE_KEYS)
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every route this many times, rounds interleaved; the table shows medians (default 1)",
+    )
     ap.add_argument("--no-ceilings", action="store_true", help="skip the bare-view and pgbench ceilings")
-    ap.add_argument("--keep-servers", type=int, default=0, metavar="SECONDS",
-                    help="after the run, keep the servers up this long (for profiling)")
+    ap.add_argument(
+        "--keep-servers",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="after the run, keep the servers up this long (for profiling)",
+    )
     args = ap.parse_args(argv)
     args.routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     unknown = set(args.routes) - set(ROUTE_KEYS)
@@ -707,8 +836,13 @@ def main(argv):
                 say(f"{tag}: warm-up {args.warmup}s, then {args.duration}s")
                 if args.warmup:
                     run_wrk(app, path, lua, args.warmup, tmp, key)
-                row = {"key": key, "label": label, "method": method, "kind": kind,
-                       **run_wrk(app, path, lua, args.duration, tmp, key, balanced=True)}
+                row = {
+                    "key": key,
+                    "label": label,
+                    "method": method,
+                    "kind": kind,
+                    **run_wrk(app, path, lua, args.duration, tmp, key, balanced=True),
+                }
                 if key in CEILING_ROUTES and want_ceilings:
                     say(f"{tag}: bare view, warm-up {args.warmup}s, then {args.duration}s")
                     if args.warmup:
@@ -721,8 +855,9 @@ def main(argv):
                             "create_workflow": ("create_workflow", {"name": "bench workflow"}),
                             "get_workflow": ("get_workflow_json", {"workflow_id": ids["w20"]}),
                         }[key]
-                        row["pgbench"] = run_pgbench(pgbench, db_url, pgbench_script(query, tmp), variables,
-                                                     args.duration, tmp)
+                        row["pgbench"] = run_pgbench(
+                            pgbench, db_url, pgbench_script(query, tmp), variables, args.duration, tmp
+                        )
                 measured.setdefault(key, []).append(row)
         rows = [aggregate(r) for r in measured.values()]
 
@@ -743,10 +878,13 @@ def main(argv):
             admin.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    valid = all(r["non_2xx"] == 0 and r["socket_errors"] == 0
-                and (not r.get("bare") or (r["bare"]["non_2xx"] == 0 and r["bare"]["socket_errors"] == 0))
-                and (not r.get("pgbench") or r["pgbench"]["failed"] == 0)
-                for r in rows)
+    valid = all(
+        r["non_2xx"] == 0
+        and r["socket_errors"] == 0
+        and (not r.get("bare") or (r["bare"]["non_2xx"] == 0 and r["bare"]["socket_errors"] == 0))
+        and (not r.get("pgbench") or r["pgbench"]["failed"] == 0)
+        for r in rows
+    )
     targets = evaluate(rows)
     elapsed = time.monotonic() - started
     print(report(facts, rows, targets, args.duration, elapsed, valid, args.rounds))
@@ -754,13 +892,27 @@ def main(argv):
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}.json"
-    out.write_text(json.dumps({
-        "timestamp": stamp, "git_commit": run_text(["git", "rev-parse", "HEAD"], cwd=ROOT).stdout.strip() or None,
-        "git_dirty": bool(run_text(["git", "status", "--porcelain"], cwd=ROOT).stdout.strip()),
-        "machine": facts, "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-        "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS}, "valid": valid,
-        "routes": rows, "targets": targets, "elapsed_s": round(elapsed, 1),
-    }, indent=2, default=str) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "timestamp": stamp,
+                "git_commit": run_text(["git", "rev-parse", "HEAD"], cwd=ROOT).stdout.strip() or None,
+                "git_dirty": bool(run_text(["git", "status", "--porcelain"], cwd=ROOT).stdout.strip()),
+                "machine": facts,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "rounds": args.rounds,
+                "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS},
+                "valid": valid,
+                "routes": rows,
+                "targets": targets,
+                "elapsed_s": round(elapsed, 1),
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     print(f"results: {out.relative_to(ROOT)}")
     return 0 if valid else 1
 

@@ -21,9 +21,11 @@ def _first_value(path, prefix):
 def facts(pg_conn, packages=("flask", "gunicorn", "psycopg", "psycopg-binary", "psycopg-pool", "marshmallow")):
     """Return the machine's facts as a dict; ``pg_conn`` is a connection to the server the benchmark used."""
     mem_kib = _first_value("/proc/meminfo", "MemTotal:")
-    pg = pg_conn.execute("SELECT current_setting('server_version'), current_setting('fsync'), "
-                         "current_setting('synchronous_commit'), current_setting('shared_buffers'), "
-                         "current_setting('max_connections')").fetchone()
+    pg = pg_conn.execute(
+        "SELECT current_setting('server_version'), current_setting('fsync'), "
+        "current_setting('synchronous_commit'), current_setting('shared_buffers'), "
+        "current_setting('max_connections')"
+    ).fetchone()
     versions = {}
     for dist in packages:
         try:
@@ -41,10 +43,15 @@ def facts(pg_conn, packages=("flask", "gunicorn", "psycopg", "psycopg-binary", "
         "os": _first_value("/etc/os-release", "PRETTY_NAME=") or platform.platform(),
         "python": platform.python_version(),
         "postgresql": pg[0],
-        "postgresql_settings": {"fsync": pg[1], "synchronous_commit": pg[2], "shared_buffers": pg[3],
-                                "max_connections": pg[4]},
-        "postgresql_via": ("unix socket" if "host=/" in (host.query or "") or not host.hostname
-                           else f"tcp {host.hostname}"),
+        "postgresql_settings": {
+            "fsync": pg[1],
+            "synchronous_commit": pg[2],
+            "shared_buffers": pg[3],
+            "max_connections": pg[4],
+        },
+        "postgresql_via": (
+            "unix socket" if "host=/" in (host.query or "") or not host.hostname else f"tcp {host.hostname}"
+        ),
         "load_average_at_start": os.getloadavg(),
         "packages": versions,
     }

@@ -47,9 +47,11 @@ sys.path.insert(0, str(ROOT))
 from tests.support.hostile_pdf import hostile_pdf  # noqa: E402
 
 PROBE_TIMEOUT_S = 120
-NODES = [{"node_type": "formatter", "config": {"rules": ["strip"]}},
-         {"node_type": "formatter", "config": {"rules": ["normalize_width"]}},
-         {"node_type": "formatter", "config": {}}]
+NODES = [
+    {"node_type": "formatter", "config": {"rules": ["strip"]}},
+    {"node_type": "formatter", "config": {"rules": ["normalize_width"]}},
+    {"node_type": "formatter", "config": {}},
+]
 
 
 def say(msg):
@@ -77,10 +79,17 @@ def http(method, url, body=None, headers=None, timeout=PROBE_TIMEOUT_S):
 
 def upload(base, data):
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hostile.pdf"\r\n'
-            "Content-Type: application/pdf\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    status, answer, seconds = http("POST", base + "/files", body,
-                                   {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hostile.pdf"\r\n'
+            "Content-Type: application/pdf\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, answer, seconds = http(
+        "POST", base + "/files", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     detail = json.loads(answer).get("detail", "stored") if status is not None else f"no answer ({answer.decode()})"
     return {"status": status, "seconds": round(seconds, 3), "detail": detail}
 
@@ -125,9 +134,14 @@ def summary(seconds):
 def serve(app_root, env, log_path):
     port = free_port()
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b",
-                                f"127.0.0.1:{port}", "app:create_app()"], cwd=app_root, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:create_app()"],
+        cwd=app_root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -154,13 +168,18 @@ def stop(process, log):
 
 
 def seed(base):
-    status, body, _ = http("POST", base + "/workflows", json.dumps({"name": "pdf bench"}).encode(),
-                           {"Content-Type": "application/json"})
+    status, body, _ = http(
+        "POST", base + "/workflows", json.dumps({"name": "pdf bench"}).encode(), {"Content-Type": "application/json"}
+    )
     assert status == 200, body
     workflow_id = json.loads(body)["id"]
     for node in NODES:
-        status, body, _ = http("POST", f"{base}/workflows/{workflow_id}/nodes", json.dumps(node).encode(),
-                               {"Content-Type": "application/json"})
+        status, body, _ = http(
+            "POST",
+            f"{base}/workflows/{workflow_id}/nodes",
+            json.dumps(node).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body
     return workflow_id
 
@@ -176,18 +195,29 @@ def measure(base, workflow_id, args):
     started = time.monotonic()
     with Prober(base, workflow_id) as loaded, ThreadPoolExecutor(args.uploads) as pool:
         uploads = list(pool.map(lambda _: upload(base, data), range(args.uploads)))
-    return {"pdf_bytes": len(data), "pages": args.pages, "single_upload": single,
-            "uploads": uploads, "uploads_wall_s": round(time.monotonic() - started, 3),
-            "idle": {name: summary(s) for name, s in idle.samples.items()}, "idle_errors": idle.errors,
-            "loaded": {name: summary(s) for name, s in loaded.samples.items()}, "loaded_errors": loaded.errors}
+    return {
+        "pdf_bytes": len(data),
+        "pages": args.pages,
+        "single_upload": single,
+        "uploads": uploads,
+        "uploads_wall_s": round(time.monotonic() - started, 3),
+        "idle": {name: summary(s) for name, s in idle.samples.items()},
+        "idle_errors": idle.errors,
+        "loaded": {name: summary(s) for name, s in loaded.samples.items()},
+        "loaded_errors": loaded.errors,
+    }
 
 
 def report(facts, settings, result):
     f, p = facts, facts["postgresql_settings"]
-    print(f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores ({f['cores_usable']} usable), "
-          f"{f['ram_gib']} GiB, {f['os']}, kernel {f['kernel']}, Python {f['python']}")
-    print(f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
-          f"synchronous_commit={p['synchronous_commit']}); load average at start {f['load_average_at_start']}")
+    print(
+        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores ({f['cores_usable']} usable), "
+        f"{f['ram_gib']} GiB, {f['os']}, kernel {f['kernel']}, Python {f['python']}"
+    )
+    print(
+        f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
+        f"synchronous_commit={p['synchronous_commit']}); load average at start {f['load_average_at_start']}"
+    )
     print(f"served      {settings['app_root']} with gunicorn -c gunicorn.conf.py, settings {settings['env']}")
     print(f"hostile PDF {result['pages']} pages, {result['pdf_bytes']} bytes")
     print()
@@ -203,8 +233,10 @@ def report(facts, settings, result):
     for name in ("livez", "get_workflow"):
         for phase, label in (("idle", "no uploads"), ("loaded", "during uploads")):
             s = result[phase][name]
-            print(f"{name:<14} {label:<16} {s['n']:>5} {s.get('p50_ms', '-'):>9} {s.get('p99_ms', '-'):>9} "
-                  f"{s.get('max_ms', '-'):>9}")
+            print(
+                f"{name:<14} {label:<16} {s['n']:>5} {s.get('p50_ms', '-'):>9} {s.get('p99_ms', '-'):>9} "
+                f"{s.get('max_ms', '-'):>9}"
+            )
     if result["idle_errors"] or result["loaded_errors"]:
         print(f"probe errors: idle {result['idle_errors']}, during uploads {result['loaded_errors']}")
 
@@ -231,15 +263,26 @@ def main(argv):
     dbname = f"flowline_pdfbench_{uuid.uuid4().hex[:10]}"
     db_url = urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
     extra = dict(item.split("=", 1) for item in args.env)
-    env = {**os.environ, "DATABASE_URL": db_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", "LOG_LEVEL": "warning",
-           **extra}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "WEB_CONCURRENCY": "2",
+        "ACCESS_LOG": "",
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
     env.pop("BIND", None)
     tmp = Path(tempfile.mkdtemp(prefix="flowline-pdfbench."))
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
-        migrate = subprocess.run([sys.executable, "-m", "flowline.data.migrations", "apply"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "flowline.data.migrations", "apply"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if migrate.returncode != 0:
             raise RuntimeError(f"migrations failed:\n{migrate.stdout}{migrate.stderr}")
         process, log, base = serve(args.app_root.resolve(), env, tmp / "gunicorn.log")
@@ -259,8 +302,9 @@ def main(argv):
     print(f"files stored afterwards: {result['files_stored']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"pdf-{stamp}.json").write_text(json.dumps({"machine": facts, "settings": settings, **result},
-                                                          indent=2, default=str))
+    (RESULTS / f"pdf-{stamp}.json").write_text(
+        json.dumps({"machine": facts, "settings": settings, **result}, indent=2, default=str)
+    )
     return 0
 
 

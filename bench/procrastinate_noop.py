@@ -65,8 +65,9 @@ def parse_args():
     parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs to run (default 5000)")
     parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs at a time per worker (default 1)")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds the workers may take before the run fails (default 600)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds the workers may take before the run fails (default 600)"
+    )
     args = parser.parse_args()
     for name in ("jobs", "workers", "concurrency"):
         if getattr(args, name) < 1:
@@ -94,8 +95,11 @@ def ensure_venv_and_reexec():
     if subprocess.run([str(python), "-c", check, json.dumps(PINS)]).returncode != 0:
         requirements = [f"{name}=={version}" for name, version in PINS.items()]
         log(f"installing {' '.join(requirements)} into {VENV}")
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        *requirements], check=True, stdout=sys.stderr)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+            check=True,
+            stdout=sys.stderr,
+        )
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
@@ -141,8 +145,9 @@ def run_workers(args):
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(args.workers + 1)
     procs = [
-        ctx.Process(target=worker_process, args=(args.database_url, args.concurrency, barrier),
-                    name=f"procrastinate-worker-{i}")
+        ctx.Process(
+            target=worker_process, args=(args.database_url, args.concurrency, barrier), name=f"procrastinate-worker-{i}"
+        )
         for i in range(args.workers)
     ]
     try:
@@ -206,15 +211,20 @@ def main():
     asyncio.run(prepare(args.database_url, args.jobs))
     run_workers(args)
     seconds = measure(args.database_url, args.jobs)
-    print(json.dumps({
-        "queue": "procrastinate",
-        "version": version("procrastinate"),
-        "jobs": args.jobs,
-        "workers": args.workers,
-        "concurrency": args.concurrency,
-        "seconds": round(seconds, 3),
-        "jobs_per_s": round(args.jobs / seconds, 1),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "queue": "procrastinate",
+                "version": version("procrastinate"),
+                "jobs": args.jobs,
+                "workers": args.workers,
+                "concurrency": args.concurrency,
+                "seconds": round(seconds, 3),
+                "jobs_per_s": round(args.jobs / seconds, 1),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

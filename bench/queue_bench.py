@@ -84,14 +84,24 @@ class Database:
 
 def one_node_workflow(conn):
     workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('queue bench') RETURNING id").fetchone()["id"]
-    conn.execute("INSERT INTO nodes (workflow_id, position, node_type, config) "
-                 "VALUES (%s, 0, 'formatter', '{\"rules\": [\"uppercase\"]}')", (workflow_id,))
+    conn.execute(
+        "INSERT INTO nodes (workflow_id, position, node_type, config) "
+        "VALUES (%s, 0, 'formatter', '{\"rules\": [\"uppercase\"]}')",
+        (workflow_id,),
+    )
     return workflow_id
 
 
 def enqueue(conn, workflow_id, text):
-    return db.one(conn, "enqueue_run", workflow_id=workflow_id, input=Jsonb({"input_text": text, "file_id": None}),
-                  max_attempts=3, idempotency_key=None, request_hash=None)["id"]
+    return db.one(
+        conn,
+        "enqueue_run",
+        workflow_id=workflow_id,
+        input=Jsonb({"input_text": text, "file_id": None}),
+        max_attempts=3,
+        idempotency_key=None,
+        request_hash=None,
+    )["id"]
 
 
 @contextmanager
@@ -102,8 +112,15 @@ def running_workers(url, count, log_dir, threads=1):
     processes = []
     for i in range(count):
         with open(log_dir / f"worker{i}.log", "ab") as log:
-            processes.append(subprocess.Popen([sys.executable, "-m", "flowline.worker", "--concurrency", str(threads)],
-                                              cwd=ROOT, env=env, stdout=log, stderr=log))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "flowline.worker", "--concurrency", str(threads)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
     try:
         yield
     finally:
@@ -131,9 +148,16 @@ def throughput(server_url, runs, workers, threads, log_dir):
         # As procrastinate_noop.py does for its jobs table: statistics a production table would have.
         conn.execute("ANALYZE runs")
         with running_workers(database.url, workers, log_dir / f"throughput-{workers}x{threads}", threads):
-            wait_until(lambda: conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'Pending' "
-                                            "OR status = 'Running'").fetchone()["n"] == 0,
-                       600, f"{runs} runs")
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) AS n FROM runs WHERE status = 'Pending' OR status = 'Running'"
+                    ).fetchone()["n"]
+                    == 0
+                ),
+                600,
+                f"{runs} runs",
+            )
         row = conn.execute("""SELECT count(*) FILTER (WHERE status = 'Succeeded' AND attempt = 1) AS ok,
                                      count(*) AS total,
                                      extract(epoch FROM max(finished_at) - min(started_at)) AS seconds
@@ -141,8 +165,13 @@ def throughput(server_url, runs, workers, threads, log_dir):
     if row["ok"] != runs or row["total"] != runs:
         raise RuntimeError(f"{row['ok']} of {row['total']} runs succeeded at their first attempt")
     seconds = float(row["seconds"])
-    return {"workers": workers, "threads": threads, "runs": runs, "seconds": round(seconds, 3),
-            "runs_per_s": round(runs / seconds, 1)}
+    return {
+        "workers": workers,
+        "threads": threads,
+        "runs": runs,
+        "seconds": round(seconds, 3),
+        "runs_per_s": round(runs / seconds, 1),
+    }
 
 
 def latency(server_url, samples, log_dir):
@@ -153,31 +182,46 @@ def latency(server_url, samples, log_dir):
             time.sleep(2)
             for i in range(samples + 20):
                 run_id = enqueue(conn, workflow_id, f"sample {i}")
-                wait_until(lambda: conn.execute("SELECT status FROM runs WHERE id = %s",
-                                                (run_id,)).fetchone()["status"] == "Succeeded", 30, "a run")
+                wait_until(
+                    lambda: (
+                        conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"]
+                        == "Succeeded"
+                    ),
+                    30,
+                    "a run",
+                )
                 time.sleep(0.01)
         rows = conn.execute("""SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms
                                FROM runs ORDER BY created_at OFFSET 20""").fetchall()
     values = sorted(float(r["ms"]) for r in rows)
-    return {"samples": len(values), "p50_ms": round(statistics.median(values), 2),
-            "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
-            "max_ms": round(values[-1], 2)}
+    return {
+        "samples": len(values),
+        "p50_ms": round(statistics.median(values), 2),
+        "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
+        "max_ms": round(values[-1], 2),
+    }
 
 
 def claim_plan(server_url, finished_rows, pending_rows):
     with Database(server_url) as database, database.connect() as conn:
         workflow_id = one_node_workflow(conn)
         say(f"  inserting {finished_rows:,} finished runs ...")
-        conn.execute("""INSERT INTO runs (workflow_id, mode, status, attempt, started_at, finished_at, final_output)
+        conn.execute(
+            """INSERT INTO runs (workflow_id, mode, status, attempt, started_at, finished_at, final_output)
                         SELECT %s, 'async', 'Succeeded', 1, now(), now(), 'x'
-                        FROM generate_series(1, %s)""", (workflow_id, finished_rows))
-        conn.execute("""INSERT INTO runs (workflow_id, mode, input)
+                        FROM generate_series(1, %s)""",
+            (workflow_id, finished_rows),
+        )
+        conn.execute(
+            """INSERT INTO runs (workflow_id, mode, input)
                         SELECT %s, 'async', '{"input_text": "waiting"}' FROM generate_series(1, %s)""",
-                     (workflow_id, pending_rows))
+            (workflow_id, pending_rows),
+        )
         conn.execute("VACUUM ANALYZE runs")
-        plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
-                            {"lease_token": uuid.uuid4(), "lease_seconds": 30,
-                             "worker_id": "bench"}).fetchone()["QUERY PLAN"][0]
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
+            {"lease_token": uuid.uuid4(), "lease_seconds": 30, "worker_id": "bench"},
+        ).fetchone()["QUERY PLAN"][0]
     scans = []
 
     def walk(node):
@@ -187,16 +231,32 @@ def claim_plan(server_url, finished_rows, pending_rows):
             walk(child)
 
     walk(plan["Plan"])
-    return {"finished_rows": finished_rows, "pending_rows": pending_rows, "runs_scans": scans,
-            "seq_scan_on_runs": any(s.startswith("Seq Scan") for s in scans),
-            "execution_ms": plan["Execution Time"]}
+    return {
+        "finished_rows": finished_rows,
+        "pending_rows": pending_rows,
+        "runs_scans": scans,
+        "seq_scan_on_runs": any(s.startswith("Seq Scan") for s in scans),
+        "execution_ms": plan["Execution Time"],
+    }
 
 
 def procrastinate(server_url, jobs, workers):
     with Database(server_url, migrate=False) as database:
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / "procrastinate_noop.py"),
-                                 "--database-url", database.url, "--jobs", str(jobs), "--workers", str(workers)],
-                                capture_output=True, text=True, timeout=1200)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "procrastinate_noop.py"),
+                "--database-url",
+                database.url,
+                "--jobs",
+                str(jobs),
+                "--workers",
+                str(workers),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"procrastinate benchmark failed:\n{result.stderr[-3000:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])
@@ -210,8 +270,9 @@ def main():
     parser.add_argument("--skip-procrastinate", action="store_true")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
-        os.execvp(str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable,
-                                                         *sys.argv])
+        os.execvp(
+            str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable, *sys.argv]
+        )
     server_url = os.environ["DATABASE_URL"]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"queue-{stamp}-logs"
@@ -238,10 +299,14 @@ def main():
 def report(results):
     f = results["machine"]
     p = f["postgresql_settings"]
-    print(f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
-          f"kernel {f['kernel']}, Python {f['python']}")
-    print(f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
-          f"synchronous_commit={p['synchronous_commit']}); workers, server and this script share the machine")
+    print(
+        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
+        f"kernel {f['kernel']}, Python {f['python']}"
+    )
+    print(
+        f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
+        f"synchronous_commit={p['synchronous_commit']}); workers, server and this script share the machine"
+    )
     print()
     print(f"{'processes x threads':>19}  {'flowline runs/s':>15}  {'procrastinate jobs/s':>20}  {'ratio':>6}")
     by_workers = {r["workers"]: r for r in results["procrastinate"]}
@@ -249,21 +314,29 @@ def report(results):
         other = by_workers.get(run["workers"]) if run["threads"] == 1 else None
         ratio = f"{run['runs_per_s'] / other['jobs_per_s']:.2f}x" if other else "-"
         shape = f"{run['workers']} x {run['threads']}"
-        print(f"{shape:>19}  {run['runs_per_s']:>15,.1f}  "
-              f"{(other['jobs_per_s'] if other else float('nan')):>20,.1f}  {ratio:>6}")
+        print(
+            f"{shape:>19}  {run['runs_per_s']:>15,.1f}  "
+            f"{(other['jobs_per_s'] if other else float('nan')):>20,.1f}  {ratio:>6}"
+        )
     lat = results["latency"]
     print()
-    print(f"enqueue->start with an idle worker ({lat['samples']} runs): p50 {lat['p50_ms']} ms, "
-          f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (target p50 < {LATENCY_P50_TARGET_MS:g} ms)")
+    print(
+        f"enqueue->start with an idle worker ({lat['samples']} runs): p50 {lat['p50_ms']} ms, "
+        f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (target p50 < {LATENCY_P50_TARGET_MS:g} ms)"
+    )
     for plan in results["claim_plans"]:
-        print(f"claim with {plan['finished_rows']:,} finished and {plan['pending_rows']:,} pending runs: "
-              f"{', '.join(plan['runs_scans'])}; {plan['execution_ms']:.3f} ms; "
-              f"sequential scan on runs: {'YES' if plan['seq_scan_on_runs'] else 'no'}")
+        print(
+            f"claim with {plan['finished_rows']:,} finished and {plan['pending_rows']:,} pending runs: "
+            f"{', '.join(plan['runs_scans'])}; {plan['execution_ms']:.3f} ms; "
+            f"sequential scan on runs: {'YES' if plan['seq_scan_on_runs'] else 'no'}"
+        )
     four = {(r["workers"], r["threads"]): r for r in results["flowline"]}.get((4, 1))
     if four and by_workers.get(4):
         target = TARGET_RATIO * by_workers[4]["jobs_per_s"]
-        print(f"target: 4 workers >= {TARGET_RATIO}x procrastinate = {target:,.1f} runs/s: "
-              f"{'met' if four['runs_per_s'] >= target else 'MISSED'} ({four['runs_per_s']:,.1f})")
+        print(
+            f"target: 4 workers >= {TARGET_RATIO}x procrastinate = {target:,.1f} runs/s: "
+            f"{'met' if four['runs_per_s'] >= target else 'MISSED'} ({four['runs_per_s']:,.1f})"
+        )
 
 
 if __name__ == "__main__":

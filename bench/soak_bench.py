@@ -41,8 +41,13 @@ sys.path.insert(0, str(ROOT))
 from flowline.data import migrations  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-FORMATTERS = [{"rules": ["strip"]}, {"rules": ["collapse_whitespace"]}, {"rules": ["normalize_width"]},
-              {"rules": ["lowercase"]}, {"rules": ["uppercase"]}]
+FORMATTERS = [
+    {"rules": ["strip"]},
+    {"rules": ["collapse_whitespace"]},
+    {"rules": ["normalize_width"]},
+    {"rules": ["lowercase"]},
+    {"rules": ["uppercase"]},
+]
 INPUT = "  Hello,   Ｆｌｏｗｌｉｎｅ   ﾃｽﾄ  world  "
 RSS_EVERY_S = 10
 WORKERS = 2
@@ -69,18 +74,34 @@ class Load:
         self.mix = [
             (25, "GET /workflows/{id}", lambda: ("GET", f"/workflows/{ids['w10']}", None, 200)),
             (10, "GET /workflows?limit=20", lambda: ("GET", "/workflows?limit=20", None, 200)),
-            (10, "GET /workflows/{id}/runs?limit=20", lambda: ("GET", f"/workflows/{ids['w5']}/runs?limit=20",
-                                                                None, 200)),
+            (
+                10,
+                "GET /workflows/{id}/runs?limit=20",
+                lambda: ("GET", f"/workflows/{ids['w5']}/runs?limit=20", None, 200),
+            ),
             (10, "GET /runs/{id}", lambda: ("GET", f"/runs/{self.a_run()}", None, 200)),
             (5, "GET /runs/{id}/events", lambda: ("GET", f"/runs/{self.a_run()}/events", None, 200)),
             (10, "POST /workflows", lambda: ("POST", "/workflows", {"name": f"soak {random.random()}"}, 200)),
-            (5, "POST /workflows/{id}/nodes", lambda: ("POST", f"/workflows/{random.choice(ids['spread'])}/nodes",
-                                                       {"node_type": "formatter", "config": {"rules": ["strip"]}},
-                                                       200)),
-            (15, "POST /workflows/{id}/run", lambda: ("POST", f"/workflows/{ids['w5']}/run",
-                                                      {"input_text": INPUT}, 200)),
-            (10, "POST /workflows/{id}/runs", lambda: ("POST", f"/workflows/{ids['w5']}/runs",
-                                                       {"input_text": INPUT}, 202)),
+            (
+                5,
+                "POST /workflows/{id}/nodes",
+                lambda: (
+                    "POST",
+                    f"/workflows/{random.choice(ids['spread'])}/nodes",
+                    {"node_type": "formatter", "config": {"rules": ["strip"]}},
+                    200,
+                ),
+            ),
+            (
+                15,
+                "POST /workflows/{id}/run",
+                lambda: ("POST", f"/workflows/{ids['w5']}/run", {"input_text": INPUT}, 200),
+            ),
+            (
+                10,
+                "POST /workflows/{id}/runs",
+                lambda: ("POST", f"/workflows/{ids['w5']}/runs", {"input_text": INPUT}, 202),
+            ),
         ]
         self.labels = [label for _, label, _ in self.mix]
         self.weights = [weight for weight, _, _ in self.mix]
@@ -188,8 +209,11 @@ def main():
         server.wait_ready("/readyz")
         for i in range(WORKERS):
             log = open(tmp / f"worker{i}.log", "w")
-            workers.append(subprocess.Popen([sys.executable, "-m", "flowline.worker"], cwd=ROOT, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT))
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "flowline.worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
         ids = seed(server.base)
         load = Load(ids)
 
@@ -203,9 +227,13 @@ def main():
         sampler = threading.Thread(target=sample_rss, args=(pids, rss, stop), daemon=True)
         sampler.start()
         start = time.monotonic() + 0.5
-        drivers = [threading.Thread(target=drive, args=(server.port, load, start, args.rate, args.duration, i,
-                                                        args.connections, results, stop))
-                   for i in range(args.connections)]
+        drivers = [
+            threading.Thread(
+                target=drive,
+                args=(server.port, load, start, args.rate, args.duration, i, args.connections, results, stop),
+            )
+            for i in range(args.connections)
+        ]
         for thread in drivers:
             thread.start()
         for thread in drivers:
@@ -222,8 +250,11 @@ def main():
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            async_status = dict(conn.execute("SELECT status, count(*) FROM runs WHERE id = ANY(%s::uuid[]) "
-                                             "GROUP BY status", (load.async_runs,)).fetchall())
+            async_status = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM runs WHERE id = ANY(%s::uuid[]) GROUP BY status", (load.async_runs,)
+                ).fetchall()
+            )
     finally:
         for worker in workers:
             worker.terminate()
@@ -246,40 +277,61 @@ def summarise(results, rss, async_status, load, elapsed, args):
         rows = [r for r in results if r[0] == label]
         times = sorted(r[1] for r in rows)
         errors = [r[3] for r in rows if not r[2]]
-        routes[label] = {"count": len(rows), "errors": len(errors), "error_statuses": sorted(set(map(str, errors))),
-                         "p50_ms": round(statistics.median(times), 1) if times else None,
-                         "p99_ms": round(percentile(times, 0.99), 1) if times else None,
-                         "max_ms": round(times[-1], 1) if times else None}
+        routes[label] = {
+            "count": len(rows),
+            "errors": len(errors),
+            "error_statuses": sorted(set(map(str, errors))),
+            "p50_ms": round(statistics.median(times), 1) if times else None,
+            "p99_ms": round(percentile(times, 0.99), 1) if times else None,
+            "max_ms": round(times[-1], 1) if times else None,
+        }
     lateness = sorted(r[4] * 1000 for r in results)
     first, last = rss[0][1], rss[-1][1]
-    memory = {name: {"start_mib": round(first[name] / 1024, 1) if first.get(name) else None,
-                     "end_mib": round(last[name] / 1024, 1) if last.get(name) else None,
-                     "peak_mib": round(max(s.get(name) or 0 for _, s in rss) / 1024, 1)}
-              for name in first}
-    return {"duration_s": round(elapsed, 1), "rate": args.rate, "connections": args.connections,
-            "requests": len(results), "achieved_rate": round(len(results) / elapsed, 1),
-            "late_p99_ms": round(percentile(lateness, 0.99), 1) if lateness else None,
-            "routes": routes, "memory": memory,
-            "rss_samples_mib": [{"t": round(t - rss[0][0]), **{n: round(v / 1024, 1) for n, v in sample.items() if v}}
-                                for t, sample in rss],
-            "async_runs": len(load.async_runs),
-            "async_status": async_status}
+    memory = {
+        name: {
+            "start_mib": round(first[name] / 1024, 1) if first.get(name) else None,
+            "end_mib": round(last[name] / 1024, 1) if last.get(name) else None,
+            "peak_mib": round(max(s.get(name) or 0 for _, s in rss) / 1024, 1),
+        }
+        for name in first
+    }
+    return {
+        "duration_s": round(elapsed, 1),
+        "rate": args.rate,
+        "connections": args.connections,
+        "requests": len(results),
+        "achieved_rate": round(len(results) / elapsed, 1),
+        "late_p99_ms": round(percentile(lateness, 0.99), 1) if lateness else None,
+        "routes": routes,
+        "memory": memory,
+        "rss_samples_mib": [
+            {"t": round(t - rss[0][0]), **{n: round(v / 1024, 1) for n, v in sample.items() if v}} for t, sample in rss
+        ],
+        "async_runs": len(load.async_runs),
+        "async_status": async_status,
+    }
 
 
 def report(s):
     f = s["machine"]
-    print(f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
-          f"Python {f['python']}, PostgreSQL {f['postgresql']} via {f['postgresql_via']}")
-    print(f"load        {s['requests']:,} requests in {s['duration_s']:g} s ({s['achieved_rate']:g}/s of "
-          f"{s['rate']:g} scheduled, {s['connections']} connections); p99 start lateness {s['late_p99_ms']} ms")
+    print(
+        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
+        f"Python {f['python']}, PostgreSQL {f['postgresql']} via {f['postgresql_via']}"
+    )
+    print(
+        f"load        {s['requests']:,} requests in {s['duration_s']:g} s ({s['achieved_rate']:g}/s of "
+        f"{s['rate']:g} scheduled, {s['connections']} connections); p99 start lateness {s['late_p99_ms']} ms"
+    )
     print()
     print(f"{'route':<36} {'count':>7} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     errors = 0
     for label, r in s["routes"].items():
         errors += r["errors"]
         p50, p99, top = (str(r[k]) if r[k] is not None else "-" for k in ("p50_ms", "p99_ms", "max_ms"))
-        print(f"{label:<36} {r['count']:>7,} {r['errors']:>6} {p50:>8} {p99:>8} {top:>8}"
-              + (f"  {r['error_statuses']}" if r["errors"] else ""))
+        print(
+            f"{label:<36} {r['count']:>7,} {r['errors']:>6} {p50:>8} {p99:>8} {top:>8}"
+            + (f"  {r['error_statuses']}" if r["errors"] else "")
+        )
     print()
     print(f"{'process':<28} {'RSS start MiB':>14} {'end MiB':>8} {'peak MiB':>9}")
     for name, m in s["memory"].items():
@@ -288,8 +340,11 @@ def report(s):
     succeeded = s["async_status"].get("Succeeded", 0)
     print(f"async runs: {s['async_runs']:,} queued, {s['async_status']}")
     valid = errors == 0 and succeeded == s["async_runs"]
-    print("VALID: 0 errors, every async run Succeeded" if valid else
-          f"INVALID: {errors} errors, {succeeded} of {s['async_runs']} async runs Succeeded")
+    print(
+        "VALID: 0 errors, every async run Succeeded"
+        if valid
+        else f"INVALID: {errors} errors, {succeeded} of {s['async_runs']} async runs Succeeded"
+    )
     return valid
 
 

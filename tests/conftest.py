@@ -186,6 +186,7 @@ def page(browser, request):
 
 # --- PostgreSQL clusters a test may stop and start --------------------------------------------------------------
 
+
 @pytest.fixture
 def private_cluster():
     """A throwaway PostgreSQL cluster of this test's own (unix socket only), so the test may stop, start or
@@ -199,8 +200,9 @@ def upload(client):
     """Return a function uploading ``data`` as multipart field ``file`` through the API; returns the response."""
 
     def send(data, filename="doc.pdf", content_type="application/pdf"):
-        return client.post("/files", data={"file": (io.BytesIO(data), filename, content_type)},
-                           content_type="multipart/form-data")
+        return client.post(
+            "/files", data={"file": (io.BytesIO(data), filename, content_type)}, content_type="multipart/form-data"
+        )
 
     return send
 
@@ -226,7 +228,9 @@ def make_worker(tmp_path, database_url):
     workers = []
 
     def make(url=None, **env):
-        worker = WorkerProcess(url or database_url, tmp_path / f"worker{len(workers)}", {k: str(v) for k, v in env.items()})
+        worker = WorkerProcess(
+            url or database_url, tmp_path / f"worker{len(workers)}", {k: str(v) for k, v in env.items()}
+        )
         workers.append(worker)
         return worker
 

@@ -30,9 +30,13 @@ def is_preflight(req, origins):
     """Return True when ``req`` is a CORS preflight (``OPTIONS`` with ``Origin`` and
     ``Access-Control-Request-Method``) from one of ``origins`` to the JSON API."""
     origin = req.headers.get("Origin")
-    return (req.method == "OPTIONS" and origin is not None and "Access-Control-Request-Method" in req.headers
-            and API_PATHS.match(req.path) is not None
-            and ("*" in origins or origin.casefold() in {o.casefold() for o in origins}))
+    return (
+        req.method == "OPTIONS"
+        and origin is not None
+        and "Access-Control-Request-Method" in req.headers
+        and API_PATHS.match(req.path) is not None
+        and ("*" in origins or origin.casefold() in {o.casefold() for o in origins})
+    )
 
 
 def install(app):
@@ -40,11 +44,18 @@ def install(app):
     origins = app.config.get("CORS_ORIGINS") or []
     if not origins:
         return
-    CORS(app, resources={API_PATHS: {}}, origins=list(origins), methods=list(METHODS),
-         allow_headers=list(ALLOW_HEADERS), expose_headers=list(EXPOSE_HEADERS), supports_credentials=False,
-         max_age=PREFLIGHT_MAX_AGE_S,
-         # A request without Origin is not a cross-origin one: it gets no CORS headers (flask-cors would guess one).
-         always_send=False)
+    CORS(
+        app,
+        resources={API_PATHS: {}},
+        origins=list(origins),
+        methods=list(METHODS),
+        allow_headers=list(ALLOW_HEADERS),
+        expose_headers=list(EXPOSE_HEADERS),
+        supports_credentials=False,
+        max_age=PREFLIGHT_MAX_AGE_S,
+        # A request without Origin is not a cross-origin one: it gets no CORS headers (flask-cors would guess one).
+        always_send=False,
+    )
 
     @app.before_request
     def answer_preflight():

@@ -65,8 +65,10 @@ def body_too_large(limit_bytes):
     """Return the 413 for a body over ``limit_bytes`` (the request's max_content_length)."""
     if limit_bytes is None:
         return PayloadTooLarge()
-    return PayloadTooLarge(f"The request body is larger than {limit_bytes // 1024} KiB, the most this route accepts "
-                           "(MAX_JSON_KB for JSON bodies).")
+    return PayloadTooLarge(
+        f"The request body is larger than {limit_bytes // 1024} KiB, the most this route accepts "
+        "(MAX_JSON_KB for JSON bodies)."
+    )
 
 
 def error_response(http_status, detail, /, **extra):
@@ -94,27 +96,33 @@ def _database_unavailable(exc):
 def _pool_queue_full(exc):
     # Every connection is busy and DB_POOL_MAX_WAITING requests already wait: refused at once, not queued.
     log.warning("database pool exhausted: %s", exc)
-    return unavailable_response("The service is at capacity: every database connection is busy and too many "
-                                "requests are waiting for one; retry shortly.")
+    return unavailable_response(
+        "The service is at capacity: every database connection is busy and too many "
+        "requests are waiting for one; retry shortly."
+    )
 
 
 def _statement_timed_out(exc):
     # statement_timeout (STATEMENT_TIMEOUT_MS) cancelled the statement, often one waiting for a lock another
     # transaction held; the transaction was rolled back and the connection is back in the pool, usable.
     timeout_ms = current_app.config.get("STATEMENT_TIMEOUT_MS")
-    log.warning("statement cancelled after the %s ms statement timeout (%s %s)", timeout_ms, request.method,
-                request.path)
-    return unavailable_response(f"A database statement took longer than the {timeout_ms} ms statement timeout "
-                                "(the database is busy, or the data is locked by another request); nothing was "
-                                "changed; retry shortly.")
+    log.warning(
+        "statement cancelled after the %s ms statement timeout (%s %s)", timeout_ms, request.method, request.path
+    )
+    return unavailable_response(
+        f"A database statement took longer than the {timeout_ms} ms statement timeout "
+        "(the database is busy, or the data is locked by another request); nothing was "
+        "changed; retry shortly."
+    )
 
 
 def _privilege_missing(exc):
     # The database role the service runs as lacks a grant (deploy/roles.sql, migration 0006): an operator's fix,
     # not the client's; the log names what was refused, the answer does not.
     log.error("the database refused a privilege: %s (see the README's 'Database roles')", exc.diag.message_primary)
-    return unavailable_response("The service's database role lacks a privilege it needs; an operator must grant "
-                                "it. Retry later.")
+    return unavailable_response(
+        "The service's database role lacks a privilege it needs; an operator must grant it. Retry later."
+    )
 
 
 def _too_complex_for_the_database(exc):

@@ -61,7 +61,9 @@ def upload_file():
         raise UnsupportedMediaType("Upload the file as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
     if upload is None:
-        raise Unprocessable("The multipart field 'file' is missing.", errors={"file": ["Missing data for required field."]})
+        raise Unprocessable(
+            "The multipart field 'file' is missing.", errors={"file": ["Missing data for required field."]}
+        )
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
         raise too_large
@@ -76,18 +78,29 @@ def upload_file():
         log.warning("PDF upload refused: extraction went past its bound of %s (%d bytes)", exc, len(data))
         raise Unprocessable(f"The PDF is too complex to extract within {exc}; nothing was stored.") from None
     except pdf.TextTooLong:
-        raise Unprocessable(f"The PDF's text is longer than {extractor.max_chars} characters (MAX_INPUT_CHARS), "
-                            "more than a run accepts; nothing was stored.") from None
+        raise Unprocessable(
+            f"The PDF's text is longer than {extractor.max_chars} characters (MAX_INPUT_CHARS), "
+            "more than a run accepts; nothing was stored."
+        ) from None
     except pdf.Busy as exc:
         log.warning("PDF upload refused: %s", exc)
         # A slot frees within one extraction's time bound at most.
-        return unavailable_response("The server is extracting as many PDFs as it allows at once; retry shortly.",
-                                    retry_after_s=math.ceil(extractor.timeout_s))
+        return unavailable_response(
+            "The server is extracting as many PDFs as it allows at once; retry shortly.",
+            retry_after_s=math.ceil(extractor.timeout_s),
+        )
     with db.connection() as conn:
-        row = db.one(conn, "create_file", filename=_safe_filename(upload.filename),
-                     content_type=_safe_content_type(upload.mimetype), size_bytes=len(data),
-                     sha256=hashlib.sha256(data).hexdigest(), page_count=page_count, data=data,
-                     text_content=text)
+        row = db.one(
+            conn,
+            "create_file",
+            filename=_safe_filename(upload.filename),
+            content_type=_safe_content_type(upload.mimetype),
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            page_count=page_count,
+            data=data,
+            text_content=text,
+        )
     return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
 
 

@@ -64,8 +64,12 @@ def _body():
     raw = request.get_data(cache=True)
     # A body without Content-Length (chunked) is cut at the limit by werkzeug without a word: whether more
     # followed only the server's input stream can tell.
-    if limit is not None and request.content_length is None and len(raw) >= limit \
-            and request.environ["wsgi.input"].read(1):
+    if (
+        limit is not None
+        and request.content_length is None
+        and len(raw) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
         raise body_too_large(limit)
     return raw
 
@@ -199,7 +203,8 @@ def precondition_failed(current_version):
     """Return the 412 error for a write whose If-Match did not name ``current_version``."""
     return PreconditionFailed(
         f"If-Match does not match the current ETag {etag(current_version)}: the resource changed since you read it.",
-        etag=etag(current_version))
+        etag=etag(current_version),
+    )
 
 
 def workflow_write_refused(conn, workflow_id):

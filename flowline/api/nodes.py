@@ -100,7 +100,9 @@ def add_node(workflow_id):
         # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
         _lock_workflow(conn, workflow_id, expected_versions())
         _check_file_exists(conn, data["node_type"], data["config"])
-        node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"]))
+        node = db.one(
+            conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"])
+        )
     answer = {"message": "Node added", "node_id": node["id"], "position": node["position"]}
     if warnings:
         answer["warnings"] = warnings
@@ -113,8 +115,12 @@ def get_node(workflow_id, node_id):
 
     :raise 404: unknown workflow or node.
     """
-    return query_json_response("get_node_json", "Node not found", workflow_id=parse_id(workflow_id, "Workflow"),
-                               node_id=parse_id(node_id, "Node"))
+    return query_json_response(
+        "get_node_json",
+        "Node not found",
+        workflow_id=parse_id(workflow_id, "Workflow"),
+        node_id=parse_id(node_id, "Node"),
+    )
 
 
 @bp.patch("/workflows/<workflow_id>/nodes/<node_id>")
@@ -141,8 +147,15 @@ def change_node(workflow_id, node_id):
         config = data.get("config", current["config"])
         warnings = _checked_config(node_type, config)
         _check_file_exists(conn, node_type, config)
-        row = db.one(conn, "update_node", workflow_id=workflow_id, node_id=node_id, node_type=node_type,
-                     config=Jsonb(config), expected_versions=expected_versions())
+        row = db.one(
+            conn,
+            "update_node",
+            workflow_id=workflow_id,
+            node_id=node_id,
+            node_type=node_type,
+            config=Jsonb(config),
+            expected_versions=expected_versions(),
+        )
         if row is None:
             raise precondition_failed(current["version"])
     if not warnings:
@@ -162,8 +175,9 @@ def delete_node(workflow_id, node_id):
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     with db.transaction() as conn:
         _lock_workflow(conn, workflow_id)
-        deleted = db.one(conn, "delete_node", workflow_id=workflow_id, node_id=node_id,
-                         expected_versions=expected_versions())
+        deleted = db.one(
+            conn, "delete_node", workflow_id=workflow_id, node_id=node_id, expected_versions=expected_versions()
+        )
         if deleted is None:
             current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
             raise NotFound("Node not found") if current is None else precondition_failed(current["version"])
@@ -189,7 +203,9 @@ def reorder_nodes(workflow_id):
         existing = [row["id"] for row in db.many(conn, "list_node_ids", workflow_id=workflow_id)]
         problems = _order_problems(wanted, existing)
         if problems:
-            raise Unprocessable("node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + ".")
+            raise Unprocessable(
+                "node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + "."
+            )
         db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
         row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
     return row_json_response(row)

@@ -122,8 +122,12 @@ class Extractor:
     @classmethod
     def from_config(cls, config):
         """Return the extractor the settings ask for (PDF_EXTRACT_*, MAX_INPUT_CHARS)."""
-        return cls(config["PDF_EXTRACT_TIMEOUT_S"], config["PDF_EXTRACT_MEMORY_MB"],
-                   config["PDF_EXTRACT_CONCURRENCY"], config["MAX_INPUT_CHARS"])
+        return cls(
+            config["PDF_EXTRACT_TIMEOUT_S"],
+            config["PDF_EXTRACT_MEMORY_MB"],
+            config["PDF_EXTRACT_CONCURRENCY"],
+            config["MAX_INPUT_CHARS"],
+        )
 
     def extract(self, data):
         """Return ``(page_count, text)`` of the PDF ``data``, extracted in a child process.
@@ -146,8 +150,9 @@ class Extractor:
         cpu_s = math.ceil(self.timeout_s) + 1
         command = [sys.executable, "-m", "flowline.api.pdf", str(self.memory_mb), str(cpu_s), str(self.max_chars)]
         env = {name: os.environ[name] for name in _CHILD_ENV if name in os.environ}
-        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 cwd=_PACKAGE_PARENT, env=env)
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_PACKAGE_PARENT, env=env
+        )
         try:
             out, err = child.communicate(data, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
@@ -163,8 +168,10 @@ class Extractor:
                 log.warning("PDF extraction process killed by signal %d", -child.returncode)
             raise TooComplex(f"{self.memory_mb} MB of memory")
         if child.returncode != 0:
-            raise RuntimeError(f"the PDF extraction process exited with status {child.returncode}: "
-                               f"{err.decode('utf-8', 'replace')[-2000:]}")
+            raise RuntimeError(
+                f"the PDF extraction process exited with status {child.returncode}: "
+                f"{err.decode('utf-8', 'replace')[-2000:]}"
+            )
         result = json.loads(out)
         if "unreadable" in result:
             raise UnreadablePdf(result["unreadable"])

@@ -128,20 +128,28 @@ def queue_run(workflow_id):
         # Two autocommit statements, no transaction needed: when a concurrent request with the same key inserted
         # first, enqueue_run waits for it to commit and inserts nothing, and the next statement sees its run.
         with db.connection() as conn:
-            row = db.one(conn, "enqueue_run", workflow_id=workflow_id, input=Jsonb(stored_input),
-                         max_attempts=current_app.config["RUN_MAX_ATTEMPTS"], idempotency_key=key,
-                         request_hash=request_hash)
+            row = db.one(
+                conn,
+                "enqueue_run",
+                workflow_id=workflow_id,
+                input=Jsonb(stored_input),
+                max_attempts=current_app.config["RUN_MAX_ATTEMPTS"],
+                idempotency_key=key,
+                request_hash=request_hash,
+            )
             if row is not None:
                 return _queued_response(row["id"], replayed=False)
-            existing = key and db.one(conn, "get_run_by_idempotency_key", workflow_id=workflow_id,
-                                      idempotency_key=key)
+            existing = key and db.one(conn, "get_run_by_idempotency_key", workflow_id=workflow_id, idempotency_key=key)
     except ForeignKeyViolation:
         existing = None  # the workflow was deleted while the run was being queued
     if not existing:
         raise NotFound("Workflow not found")
     if existing["request_hash"] != request_hash:
-        raise Unprocessable("This Idempotency-Key was already used for this workflow with a different request "
-                            "body; use a new key for a different request.", run_id=existing["id"])
+        raise Unprocessable(
+            "This Idempotency-Key was already used for this workflow with a different request "
+            "body; use a new key for a different request.",
+            run_id=existing["id"],
+        )
     return _queued_response(existing["id"], replayed=True)
 
 
@@ -161,12 +169,20 @@ def cancel_run(run_id):
         metrics.run_finished("async", "Cancelled")  # only async runs wait in Pending
         return jsonify({"run_id": row["id"], "status": "Cancelled"})
     if row["previous_status"] == "Running":
-        response = jsonify({"run_id": row["id"], "status": "Running",
-                            "note": "cancellation requested: the run stops at its next node boundary"})
+        response = jsonify(
+            {
+                "run_id": row["id"],
+                "status": "Running",
+                "note": "cancellation requested: the run stops at its next node boundary",
+            }
+        )
         response.status_code = 202
         return response
-    raise Conflict(f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
-                   run_id=row["id"], status=row["status"])
+    raise Conflict(
+        f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
+        run_id=row["id"],
+        status=row["status"],
+    )
 
 
 @bp.get("/workflows/<workflow_id>/runs")
@@ -183,13 +199,21 @@ def list_runs(workflow_id):
     query = load_query(_runs_query_schema)
     status = query.get("status")
     if "limit" not in query and "cursor" not in query:
-        return query_json_response("list_workflow_runs_json", "Workflow not found", workflow_id=workflow_id,
-                                   status=status)
+        return query_json_response(
+            "list_workflow_runs_json", "Workflow not found", workflow_id=workflow_id, status=status
+        )
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))
     with db.connection() as conn:
-        rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status,
-                       after_created_at=after_created_at, after_id=after_id, row_limit=limit + 1)
+        rows = db.many(
+            conn,
+            "list_workflow_runs_page",
+            workflow_id=workflow_id,
+            status=status,
+            after_created_at=after_created_at,
+            after_id=after_id,
+            row_limit=limit + 1,
+        )
         if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
             raise NotFound("Workflow not found")
     return page_response("runs", rows, limit)

@@ -17,8 +17,10 @@ NODE_TYPES = nodes.NAMES
 
 def config_warnings(node_type, config):
     """Return one warning per key of ``config`` that ``node_type`` does not know (empty when there is none)."""
-    return [f"config.{key} is not used by {node_type} nodes: kept, ignored"
-            for key in nodes.BY_NAME[node_type].ignored_keys(config)]
+    return [
+        f"config.{key} is not used by {node_type} nodes: kept, ignored"
+        for key in nodes.BY_NAME[node_type].ignored_keys(config)
+    ]
 
 
 # --- request bodies -----------------------------------------------------------------------------------------
@@ -141,7 +143,6 @@ class RunsQuerySchema(PageQuerySchema):
 # ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
 
 
-
 class WorkflowSchema(Schema):
     """A workflow, without its nodes."""
 
@@ -183,8 +184,10 @@ class WorkflowListSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
 
 
-_WARNINGS_DESCRIPTION = ("One sentence per config key the node type does not use (kept as sent, ignored when the "
-                         "node runs); left out when there is none.")
+_WARNINGS_DESCRIPTION = (
+    "One sentence per config key the node type does not use (kept as sent, ignored when the "
+    "node runs); left out when there is none."
+)
 
 
 class NodeAddedSchema(Schema):
@@ -248,7 +251,9 @@ class RunListSchema(Schema):
     """A workflow's runs, newest first; ``next_cursor`` only when paginated (``limit`` or ``cursor`` given)."""
 
     runs = fields.List(fields.Nested(RunSchema), required=True)
-    next_cursor = fields.String(allow_none=True, metadata={"description": "present when paginated; null on the last page"})
+    next_cursor = fields.String(
+        allow_none=True, metadata={"description": "present when paginated; null on the last page"}
+    )
 
 
 class RunResultSchema(Schema):

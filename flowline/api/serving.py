@@ -27,43 +27,76 @@ def _invalid_header(exc, cfg):
         return "Transfer-Encoding must end with chunked, name it once, and needs HTTP/1.1."
     if exc.hdr == "bare LF as line terminator":
         return "A header line ends with a bare LF: HTTP lines end with CRLF."
-    return ("A header is malformed: each is a name, a colon and a value on one line ending in CRLF, with no NUL, "
-            "CR or LF inside it.")
+    return (
+        "A header is malformed: each is a name, a colon and a value on one line ending in CRLF, with no NUL, "
+        "CR or LF inside it."
+    )
 
 
 def _too_many_headers(exc, cfg):
     if cfg is None:  # trailers of a chunked body, read by the app
         return "The request's trailers are too large."
-    return (f"The request headers are too large: at most {cfg.limit_request_fields} headers of at most "
-            f"{cfg.limit_request_field_size} bytes each.")
+    return (
+        f"The request headers are too large: at most {cfg.limit_request_fields} headers of at most "
+        f"{cfg.limit_request_field_size} bytes each."
+    )
 
 
 # gunicorn 27's own statuses (gunicorn/workers/base.py, Worker.handle_error), the most specific class first:
 # exception class -> (status, reason, the detail as a string or a function of the exception and gunicorn's cfg).
 _ANSWERS = [
-    (errors.InvalidRequestLine, *_BAD_REQUEST,
-     "The request line is malformed: it must be METHOD, a space, the path, a space and HTTP/1.1, ending in CRLF."),
-    (errors.InvalidRequestMethod, *_BAD_REQUEST,
-     "The request method is not a valid HTTP method (upper-case letters, such as GET or POST)."),
+    (
+        errors.InvalidRequestLine,
+        *_BAD_REQUEST,
+        "The request line is malformed: it must be METHOD, a space, the path, a space and HTTP/1.1, ending in CRLF.",
+    ),
+    (
+        errors.InvalidRequestMethod,
+        *_BAD_REQUEST,
+        "The request method is not a valid HTTP method (upper-case letters, such as GET or POST).",
+    ),
     (errors.InvalidHTTPVersion, *_BAD_REQUEST, "The HTTP version is not supported: send HTTP/1.1 or HTTP/1.0."),
-    (errors.UnsupportedTransferCoding, 501, "Not Implemented",
-     "The Transfer-Encoding is not supported: send the body with Content-Length or chunked."),
-    (errors.ConfigurationProblem, 500, "Internal Server Error",
-     "The server is misconfigured; the request id identifies it in the logs."),
-    (errors.ObsoleteFolding, *_BAD_REQUEST,
-     "A header value continues on a line of its own (obsolete line folding): send each header on one line."),
-    (errors.InvalidHeaderName, *_BAD_REQUEST,
-     "A header name is malformed: it must be letters, digits and !#$%&'*+-.^_`|~ only."),
+    (
+        errors.UnsupportedTransferCoding,
+        501,
+        "Not Implemented",
+        "The Transfer-Encoding is not supported: send the body with Content-Length or chunked.",
+    ),
+    (
+        errors.ConfigurationProblem,
+        500,
+        "Internal Server Error",
+        "The server is misconfigured; the request id identifies it in the logs.",
+    ),
+    (
+        errors.ObsoleteFolding,
+        *_BAD_REQUEST,
+        "A header value continues on a line of its own (obsolete line folding): send each header on one line.",
+    ),
+    (
+        errors.InvalidHeaderName,
+        *_BAD_REQUEST,
+        "A header name is malformed: it must be letters, digits and !#$%&'*+-.^_`|~ only.",
+    ),
     (errors.InvalidHeader, *_BAD_REQUEST, _invalid_header),
-    (errors.LimitRequestLine, 414, "URI Too Long",
-     lambda exc, cfg: f"The request line (method, path and query string) is longer than {cfg.limit_request_line} bytes."),
+    (
+        errors.LimitRequestLine,
+        414,
+        "URI Too Long",
+        lambda exc, cfg: (
+            f"The request line (method, path and query string) is longer than {cfg.limit_request_line} bytes."
+        ),
+    ),
     (errors.ExpectationFailed, 417, "Expectation Failed", "The Expect header may only ask for 100-continue."),
     (errors.LimitRequestHeaders, 431, "Request Header Fields Too Large", _too_many_headers),
     (errors.InvalidProxyLine, *_BAD_REQUEST, "The PROXY protocol line is malformed."),
     (errors.ForbiddenProxyRequest, 403, "Forbidden", "PROXY protocol lines are not accepted from this address."),
     (errors.InvalidSchemeHeaders, *_BAD_REQUEST, "The request's scheme headers contradict each other."),
-    ((errors.InvalidChunkSize, errors.ChunkMissingTerminator, errors.InvalidChunkExtension), *_BAD_REQUEST,
-     "The chunked request body is malformed."),
+    (
+        (errors.InvalidChunkSize, errors.ChunkMissingTerminator, errors.InvalidChunkExtension),
+        *_BAD_REQUEST,
+        "The chunked request body is malformed.",
+    ),
     (errors.InvalidH2CPreface, *_BAD_REQUEST, "The HTTP/2 connection preface is malformed."),
     (ssl.SSLError, 403, "Forbidden", "The TLS handshake failed."),
 ]
@@ -86,8 +119,10 @@ def answer_for(exc, cfg=None):
 def error_bytes(status, reason, detail, request_id):
     """Return the whole HTTP response for an error: the JSON error shape, then the connection closes."""
     body = json.dumps({"detail": detail}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -103,8 +138,9 @@ class JsonErrorThreadWorker(ThreadWorker):
             self.log.exception("Error handling request (request_id=%s)", request_id)
         else:
             # repr: the client's bytes, escaped, so the log line stays one line of text.
-            self.log.warning("Invalid request from ip=%s: %r (answered %s, request_id=%s)", addr[0], str(exc),
-                             status, request_id)
+            self.log.warning(
+                "Invalid request from ip=%s: %r (answered %s, request_id=%s)", addr[0], str(exc), status, request_id
+            )
         if req is None and isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName)):
             req = getattr(exc, "req", None)  # the request whose headers failed, for the access log
         if req is not None:

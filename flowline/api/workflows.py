@@ -56,8 +56,9 @@ def list_workflows():
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))
     with db.connection() as conn:
-        rows = db.many(conn, "list_workflows_page", after_created_at=after_created_at, after_id=after_id,
-                       row_limit=limit + 1)
+        rows = db.many(
+            conn, "list_workflows_page", after_created_at=after_created_at, after_id=after_id, row_limit=limit + 1
+        )
     return page_response("workflows", rows, limit)
 
 
@@ -72,8 +73,9 @@ def rename_workflow(workflow_id):
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_patch_schema)
     with db.connection() as conn:
-        row = db.one(conn, "rename_workflow", workflow_id=workflow_id, name=data["name"],
-                     expected_versions=expected_versions())
+        row = db.one(
+            conn, "rename_workflow", workflow_id=workflow_id, name=data["name"], expected_versions=expected_versions()
+        )
         if row is None:
             raise workflow_write_refused(conn, workflow_id)
     return row_json_response(row)

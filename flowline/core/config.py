@@ -77,11 +77,14 @@ def _api_tokens(env):
     tokens = [t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()]
     for n, token in enumerate(tokens, 1):
         if not all(" " < ch < "\x7f" for ch in token):
-            raise ConfigError(f"API_TOKENS: token {n} contains whitespace, control or non-ASCII characters "
-                              "(the value is not shown)")
+            raise ConfigError(
+                f"API_TOKENS: token {n} contains whitespace, control or non-ASCII characters (the value is not shown)"
+            )
         if len(token) < API_TOKEN_MIN_CHARS:
-            raise ConfigError(f"API_TOKENS: token {n} is shorter than {API_TOKEN_MIN_CHARS} characters; make one "
-                              "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise ConfigError(
+                f"API_TOKENS: token {n} is shorter than {API_TOKEN_MIN_CHARS} characters; make one "
+                "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
     return tokens
 
 
@@ -94,8 +97,9 @@ def _llm_base_url(env):
     except ValueError:
         usable = False
     if not usable:
-        raise ConfigError("LLM_BASE_URL must be an http(s) URL such as https://api.openai.com/v1, "
-                          f"got {mask_secret_url(url)!r}")
+        raise ConfigError(
+            f"LLM_BASE_URL must be an http(s) URL such as https://api.openai.com/v1, got {mask_secret_url(url)!r}"
+        )
     if parts.username is not None or parts.password is not None:
         # It would replace the Bearer key with Basic auth, and it would show up wherever the URL is shown.
         raise ConfigError("LLM_BASE_URL must not contain a user or password; put the key in LLM_API_KEY")
@@ -127,10 +131,13 @@ def _cors_origins(env):
     origins = [o.strip() for o in raw.split(",") if o.strip()]
     for origin in origins:
         parts = urlsplit(origin)
-        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path
-                              or parts.query or parts.fragment):
-            raise ConfigError(f"CORS_ORIGINS: {origin!r} is not an origin such as https://app.example or "
-                              "http://localhost:3000 (scheme and host, optional port, no path); 'none' turns CORS off")
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment
+        ):
+            raise ConfigError(
+                f"CORS_ORIGINS: {origin!r} is not an origin such as https://app.example or "
+                "http://localhost:3000 (scheme and host, optional port, no path); 'none' turns CORS off"
+            )
     return origins
 
 

@@ -33,8 +33,7 @@ FORMATS = ("text", "json")
 RUN_FIELDS = ("run_id", "node_id", "worker_id", "attempt")
 _FIELDS = ("request_id", *RUN_FIELDS)
 # A LogRecord's own attributes: anything else on a record came from ``extra=`` (or from a filter) and is shown.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime",
-                                                                                       "taskName"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 # Secrets shorter than this are not searched for (API tokens have at least 16 characters; LLM keys more).
 _MIN_SECRET_CHARS = 8
 # A password where it can be recognised by its place: user:password@ in a URL, password=... in a libpq string.
@@ -130,7 +129,12 @@ class JsonFormatter(_Redacting):
             if value is not None and value != "-":
                 line[name] = value
         for name, value in vars(record).items():
-            if name not in _RECORD_ATTRIBUTES and name not in _FIELDS and name != "context" and not name.startswith("_"):
+            if (
+                name not in _RECORD_ATTRIBUTES
+                and name not in _FIELDS
+                and name != "context"
+                and not name.startswith("_")
+            ):
                 line[name] = self.redact(value) if isinstance(value, str) else value
         if record.exc_info:
             line["exception"] = self.redact(self.formatException(record.exc_info))
@@ -227,14 +231,20 @@ if glogging is not None:
                 headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
                 request_id = next((v for k, v in headers if k.lower() == "x-request-id"), None)
                 method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
-                self.access_log.info("%s %s %s", method, path, status, extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "status": int(status),
-                    "duration_ms": round(request_time.total_seconds() * 1000, 3),
-                    "bytes": getattr(resp, "sent", None),
-                    "remote_addr": environ.get("REMOTE_ADDR"),
-                })
+                self.access_log.info(
+                    "%s %s %s",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "path": path,
+                        "status": int(status),
+                        "duration_ms": round(request_time.total_seconds() * 1000, 3),
+                        "bytes": getattr(resp, "sent", None),
+                        "remote_addr": environ.get("REMOTE_ADDR"),
+                    },
+                )
             except Exception:
                 self.exception("could not write an access log line")

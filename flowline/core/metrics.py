@@ -68,47 +68,97 @@ disable_created_metrics()
 REGISTRY = CollectorRegistry()
 
 HTTP_REQUESTS = Counter(
-    "flowline_http_requests", "HTTP requests answered, by method, route (the URL rule) and status.",
-    ["method", "route", "status"], registry=REGISTRY)
+    "flowline_http_requests",
+    "HTTP requests answered, by method, route (the URL rule) and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
 HTTP_DURATION = Histogram(
-    "flowline_http_request_duration_seconds", "Time to answer an HTTP request (until the response is built), "
-    "by method, route and status.", ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=REGISTRY)
+    "flowline_http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response is built), by method, route and status.",
+    ["method", "route", "status"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
 
 POOL_CONNECTIONS = Gauge(
-    "flowline_db_pool_connections", "Database connections the pool holds open, in use or idle.", ["pool"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_db_pool_connections",
+    "Database connections the pool holds open, in use or idle.",
+    ["pool"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 POOL_IN_USE = Gauge(
-    "flowline_db_pool_connections_in_use", "Database connections lent out of the pool.", ["pool"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_db_pool_connections_in_use",
+    "Database connections lent out of the pool.",
+    ["pool"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 POOL_WAITING = Gauge(
-    "flowline_db_pool_requests_waiting", "Requests waiting for a connection of the pool.", ["pool"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_db_pool_requests_waiting",
+    "Requests waiting for a connection of the pool.",
+    ["pool"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 POOL_MAX = Gauge(
-    "flowline_db_pool_max_connections", "Most connections the pool may open.", ["pool"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_db_pool_max_connections",
+    "Most connections the pool may open.",
+    ["pool"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 
 RUNS_FINISHED = Counter(
-    "flowline_runs_finished", "Runs that reached a final status (Succeeded, Failed, Cancelled), counted by the "
-    "process that finished them.", ["mode", "status"], registry=REGISTRY)
+    "flowline_runs_finished",
+    "Runs that reached a final status (Succeeded, Failed, Cancelled), counted by the process that finished them.",
+    ["mode", "status"],
+    registry=REGISTRY,
+)
 RUNS_REQUEUED = Counter(
-    "flowline_runs_requeued", "Run attempts that went back to the queue: retry (a retryable failure) or "
-    "lease_expired (its holder stopped renewing its lease).", ["reason"], registry=REGISTRY)
+    "flowline_runs_requeued",
+    "Run attempts that went back to the queue: retry (a retryable failure) or "
+    "lease_expired (its holder stopped renewing its lease).",
+    ["reason"],
+    registry=REGISTRY,
+)
 RUN_DURATION = Histogram(
-    "flowline_run_duration_seconds", "One attempt of a run in this process, by mode and the status it left the "
-    "run in (Pending: re-queued).", ["mode", "status"], buckets=RUN_BUCKETS, registry=REGISTRY)
+    "flowline_run_duration_seconds",
+    "One attempt of a run in this process, by mode and the status it left the run in (Pending: re-queued).",
+    ["mode", "status"],
+    buckets=RUN_BUCKETS,
+    registry=REGISTRY,
+)
 STEP_DURATION = Histogram(
-    "flowline_step_duration_seconds", "One node's execution, by node type and step status.",
-    ["node_type", "status"], buckets=RUN_BUCKETS, registry=REGISTRY)
+    "flowline_step_duration_seconds",
+    "One node's execution, by node type and step status.",
+    ["node_type", "status"],
+    buckets=RUN_BUCKETS,
+    registry=REGISTRY,
+)
 
 WORKER_HEARTBEAT = Gauge(
-    "flowline_worker_heartbeat_timestamp_seconds", "When this worker last renewed its leases and recorded its "
-    "heartbeat (Unix time).", ["worker_id"], multiprocess_mode="livemax", registry=REGISTRY)
+    "flowline_worker_heartbeat_timestamp_seconds",
+    "When this worker last renewed its leases and recorded its heartbeat (Unix time).",
+    ["worker_id"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 WORKER_BUSY = Gauge(
-    "flowline_worker_runs_in_progress", "Runs this worker is executing.", ["worker_id"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_worker_runs_in_progress",
+    "Runs this worker is executing.",
+    ["worker_id"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 WORKER_THREADS = Gauge(
-    "flowline_worker_threads", "Run threads of this worker (its concurrency).", ["worker_id"],
-    multiprocess_mode="livesum", registry=REGISTRY)
+    "flowline_worker_threads",
+    "Run threads of this worker (its concurrency).",
+    ["worker_id"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 
 
 # --- recording ---------------------------------------------------------------------------------------------------

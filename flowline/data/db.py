@@ -80,8 +80,7 @@ class Pool(ConnectionPool):
         return conn
 
     def _known_down(self):
-        return (self.fail_fast_s > 0 and self._connect_failed_at is not None and not self._pool
-                and not self._lent)
+        return self.fail_fast_s > 0 and self._connect_failed_at is not None and not self._pool and not self._lent
 
     def _probe(self):
         """Connect now, the pool's way, and add the connection to the pool, counted as one of its own.
@@ -117,8 +116,9 @@ class Pool(ConnectionPool):
     def getconn(self, timeout=None):
         self._fail_fast()
         if self._callers is not None and not self._callers.acquire(blocking=False):
-            raise TooManyRequests(f"the pool {self.name!r} has {self.max_callers} requests holding or waiting for "
-                                  "a connection")
+            raise TooManyRequests(
+                f"the pool {self.name!r} has {self.max_callers} requests holding or waiting for a connection"
+            )
         try:
             conn = super().getconn(timeout)
         except BaseException:

@@ -22,7 +22,7 @@ def yoyo_url(database_url):
     """Return ``database_url`` in the form yoyo's psycopg 3 backend accepts."""
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix):]
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
     raise ValueError("DATABASE_URL must start with postgresql:// or postgres://")
 
 

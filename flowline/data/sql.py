@@ -73,7 +73,9 @@ def load(directory=SQL_DIR):
     for path in sorted(Path(directory).glob("*.sql")):
         for query in parse(path.read_text(encoding="utf-8"), path.name):
             if query.name in queries:
-                raise SQLFileError(f"{query.source}: query {query.name} is already defined at {queries[query.name].source}")
+                raise SQLFileError(
+                    f"{query.source}: query {query.name} is already defined at {queries[query.name].source}"
+                )
             queries[query.name] = query
     return queries
 

@@ -128,8 +128,9 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, *, api_key, base_url, timeout_s=30.0, max_retries=3, backoff_s=0.5,
-                 default_model=DEFAULT_LLM_MODEL):
+    def __init__(
+        self, *, api_key, base_url, timeout_s=30.0, max_retries=3, backoff_s=0.5, default_model=DEFAULT_LLM_MODEL
+    ):
         if not api_key:
             raise ValueError("the openai provider needs an API key")
         self.default_model = default_model
@@ -185,17 +186,28 @@ class OpenAIProvider:
                 delay = self._delay(attempt, failure.retry_after)
                 if time.monotonic() + delay >= deadline:
                     asked = " (it asked to wait " + _seconds(delay) + ")" if failure.retry_after is not None else ""
-                    self._fail(ProviderUnavailable, f"LLM provider {failure.cause} after {_attempts(attempt)}; "
-                                               f"no time left before the run's deadline to retry{asked}")
-                log.warning("LLM provider %s (attempt %d of %d); retrying in %s",
-                            failure.cause, attempt, self.max_retries + 1, _seconds(delay))
+                    self._fail(
+                        ProviderUnavailable,
+                        f"LLM provider {failure.cause} after {_attempts(attempt)}; "
+                        f"no time left before the run's deadline to retry{asked}",
+                    )
+                log.warning(
+                    "LLM provider %s (attempt %d of %d); retrying in %s",
+                    failure.cause,
+                    attempt,
+                    self.max_retries + 1,
+                    _seconds(delay),
+                )
                 time.sleep(delay)
                 continue
             if 200 <= status < 300:
                 return self._completion(body, model, attempt, started)
             code = _error_code(body)
-            self._fail(ProviderFailed, f"LLM provider answered {status} {reason}".rstrip()
-                       + (f" ({code}; not retried)" if code else " (not retried)"))
+            self._fail(
+                ProviderFailed,
+                f"LLM provider answered {status} {reason}".rstrip()
+                + (f" ({code}; not retried)" if code else " (not retried)"),
+            )
 
     def _fail(self, exception_class, message):
         log.warning("%s", message)
@@ -219,8 +231,11 @@ class OpenAIProvider:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > MAX_RESPONSE_BYTES:
-                        self._fail(ProviderFailed, f"LLM provider's response is larger than "
-                                                   f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB (not retried)")
+                        self._fail(
+                            ProviderFailed,
+                            f"LLM provider's response is larger than "
+                            f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB (not retried)",
+                        )
                     chunks.append(chunk)
                     if time.monotonic() > attempt_deadline:
                         raise _AttemptTimedOut
@@ -252,8 +267,10 @@ class OpenAIProvider:
         if not isinstance(text, str):
             self._fail(ProviderFailed, "LLM provider returned a malformed response (no choices[0].message.content)")
         if unstorable_reason(text):
-            self._fail(ProviderFailed, "LLM provider returned text that cannot be stored (a NUL character or an "
-                                       "unpaired surrogate)")
+            self._fail(
+                ProviderFailed,
+                "LLM provider returned text that cannot be stored (a NUL character or an unpaired surrogate)",
+            )
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
@@ -265,7 +282,7 @@ class OpenAIProvider:
         return Completion(
             text=text,
             note=f"openai provider: model {_shown_model(data.get('model'), model)}, {tokens}{cut}, "
-                 f"{_attempts(attempts)}, {elapsed_ms} ms",
+            f"{_attempts(attempts)}, {elapsed_ms} ms",
         )
 
 
@@ -284,6 +301,10 @@ def from_config(config):
         backoff_s=config.get("LLM_BACKOFF_S", 0.5),
         default_model=default_model,
     )
-    log.info("LLM provider: openai at %s (%s per attempt, up to %d retries)", mask_secret_url(provider.url),
-             _seconds(provider.timeout_s), provider.max_retries)
+    log.info(
+        "LLM provider: openai at %s (%s per attempt, up to %d retries)",
+        mask_secret_url(provider.url),
+        _seconds(provider.timeout_s),
+        provider.max_retries,
+    )
     return provider

@@ -98,8 +98,14 @@ def renew_lease(conn: Connection, ctx: RunContext, steps: Iterable[dict] = ()) -
 
     Returns False, writing nothing, when the lease is no longer held.
     """
-    row = db.one(conn, "save_run_steps", run_id=ctx.run_id, lease_token=ctx.lease_token,
-                 steps=Jsonb(list(steps)), lease_seconds=ctx.lease_seconds)
+    row = db.one(
+        conn,
+        "save_run_steps",
+        run_id=ctx.run_id,
+        lease_token=ctx.lease_token,
+        steps=Jsonb(list(steps)),
+        lease_seconds=ctx.lease_seconds,
+    )
     if row["cancel_requested"]:
         ctx.cancel_requested = True
     return bool(row["held"])
@@ -113,8 +119,12 @@ def _save_steps(ctx):
 
 
 def _retries(ctx, outcome):
-    return (outcome.status == "Failed" and outcome.error.retryable and ctx.retry_backoff_s is not None
-            and ctx.attempt < ctx.max_attempts)
+    return (
+        outcome.status == "Failed"
+        and outcome.error.retryable
+        and ctx.retry_backoff_s is not None
+        and ctx.attempt < ctx.max_attempts
+    )
 
 
 def _finish(ctx, outcome, note):
@@ -127,15 +137,30 @@ def _finish(ctx, outcome, note):
     with ctx.connection() as conn:
         if _retries(ctx, outcome):
             backoff = retry_backoff(ctx.retry_backoff_s, ctx.attempt)
-            row = db.one(conn, "requeue_run", run_id=ctx.run_id, lease_token=ctx.lease_token,
-                         steps=Jsonb(ctx.steps), backoff_seconds=backoff, error_message=error_message,
-                         note=f"attempt {ctx.attempt} of {ctx.max_attempts} {note}; retrying in {backoff:g} s")
+            row = db.one(
+                conn,
+                "requeue_run",
+                run_id=ctx.run_id,
+                lease_token=ctx.lease_token,
+                steps=Jsonb(ctx.steps),
+                backoff_seconds=backoff,
+                error_message=error_message,
+                note=f"attempt {ctx.attempt} of {ctx.max_attempts} {note}; retrying in {backoff:g} s",
+            )
             if row["held"]:
                 outcome.status = row["status"]
         else:
-            row = db.one(conn, "finish_run", run_id=ctx.run_id, lease_token=ctx.lease_token,
-                         steps=Jsonb(ctx.steps), status=outcome.status, final_output=outcome.final_output,
-                         error_message=error_message, note=note)
+            row = db.one(
+                conn,
+                "finish_run",
+                run_id=ctx.run_id,
+                lease_token=ctx.lease_token,
+                steps=Jsonb(ctx.steps),
+                status=outcome.status,
+                final_output=outcome.final_output,
+                error_message=error_message,
+                note=note,
+            )
     _flushed(ctx, row)
 
 
@@ -206,8 +231,7 @@ def _timed_node(node, text, ctx):
         status = "Succeeded"
         return result
     finally:
-        metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status,
-                              time.perf_counter() - started)
+        metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status, time.perf_counter() - started)
 
 
 def execute(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
@@ -243,11 +267,16 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
             "note": None,
         }
         if ctx.cancel_requested:
-            outcome = Outcome("Cancelled", error=RunCancelled(
-                f"cancelled by a client at a node boundary: {index} of {len(nodes)} node(s) ran"))
+            outcome = Outcome(
+                "Cancelled",
+                error=RunCancelled(f"cancelled by a client at a node boundary: {index} of {len(nodes)} node(s) ran"),
+            )
             break
         if time.monotonic() >= ctx.deadline:
-            outcome = Outcome("Failed", error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"))
+            outcome = Outcome(
+                "Failed",
+                error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"),
+            )
             break
         if _is_slow(node):
             ctx.steps.append(dict(step))
@@ -278,8 +307,17 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     return outcome
 
 
-def run_sync(pool: Pool, workflow_id: UUID, input_text: str, *, timeout_s: float, lease_seconds: float, provider,
-             worker_id: str, input_file_id: UUID | None = None) -> tuple[UUID, Outcome] | None:
+def run_sync(
+    pool: Pool,
+    workflow_id: UUID,
+    input_text: str,
+    *,
+    timeout_s: float,
+    lease_seconds: float,
+    provider,
+    worker_id: str,
+    input_file_id: UUID | None = None,
+) -> tuple[UUID, Outcome] | None:
     """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
 
     The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the
@@ -290,13 +328,28 @@ def run_sync(pool: Pool, workflow_id: UUID, input_text: str, *, timeout_s: float
     lease_token = uuid.uuid4()
     lease_seconds = timeout_s + lease_seconds
     with db.connection(pool) as conn:
-        row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": input_text, "file_id": input_file_id and str(input_file_id)}),
-                     lease_token=lease_token, lease_seconds=lease_seconds, worker_id=worker_id)
+        row = db.one(
+            conn,
+            "start_sync_run",
+            workflow_id=workflow_id,
+            input=Jsonb({"input_text": input_text, "file_id": input_file_id and str(input_file_id)}),
+            lease_token=lease_token,
+            lease_seconds=lease_seconds,
+            worker_id=worker_id,
+        )
         if row is None:
             return None
-        ctx = RunContext(run_id=row["id"], lease_token=lease_token, lease_seconds=lease_seconds,
-                         deadline=time.monotonic() + timeout_s, provider=provider, pool=pool,
-                         input_file_id=input_file_id, mode="sync", worker_id=worker_id)
+        ctx = RunContext(
+            run_id=row["id"],
+            lease_token=lease_token,
+            lease_seconds=lease_seconds,
+            deadline=time.monotonic() + timeout_s,
+            provider=provider,
+            pool=pool,
+            input_file_id=input_file_id,
+            mode="sync",
+            worker_id=worker_id,
+        )
         if not waits_outside(row["nodes"]):
             ctx.conn = conn
             return row["id"], execute(ctx, row["nodes"], input_text)

@@ -36,5 +36,5 @@ NODE_TYPE = NodeType(
     file_keys=("file_id",),
     component="ExtractText",
     description="An `extract_text` node: the text of the uploaded PDF `file_id` (else of the run's input file; "
-                "else the input passes through).",
+    "else the input passes through).",
 )

@@ -12,11 +12,16 @@ class GenerativeAIConfigSchema(Schema):
     """``generative_ai``: ``{text}`` in the prompt is replaced by the node's input; without it the input follows.
     No ``prompt``: the input is the prompt. No ``model``: the server's LLM_MODEL."""
 
-    prompt = Text(load_default="{text}", validate=validate.Length(min=1, max=4000),
-                  metadata={"description": "Default `{text}`: the node's input is the whole prompt."})
+    prompt = Text(
+        load_default="{text}",
+        validate=validate.Length(min=1, max=4000),
+        metadata={"description": "Default `{text}`: the node's input is the whole prompt."},
+    )
     # No load_default: a missing model is left out (the executor asks for LLM_MODEL), while null stays a 422.
-    model = Text(validate=[validate.Length(min=1, max=200), not_blank],
-                 metadata={"description": "Default: the server's LLM_MODEL setting."})
+    model = Text(
+        validate=[validate.Length(min=1, max=200), not_blank],
+        metadata={"description": "Default: the server's LLM_MODEL setting."},
+    )
     temperature = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=2))
     max_tokens = fields.Integer(strict=True, load_default=1024, validate=validate.Range(min=1, max=4096))
     top_p = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=1))
@@ -58,5 +63,5 @@ NODE_TYPE = NodeType(
     file_keys=(),
     component="GenerativeAI",
     description="A `generative_ai` node: its prompt, with the input in place of `{text}`, completed by the "
-                "server's LLM provider.",
+    "server's LLM provider.",
 )

@@ -31,7 +31,15 @@ def readyz():
         return unavailable_response("The database is unreachable.", checks={"database": "unreachable"})
     if todo:
         log.error("schema is behind: %d migration(s) pending (%s); run `make migrate`", len(todo), ", ".join(todo))
-        return error_response(503, f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",
-                              checks={"database": "ok", "migrations": "pending"})
-    return jsonify({"status": "ready", "checks": {"database": "ok", "migrations": "current"},
-                    "llm_provider": current_app.extensions["flowline.provider"].name})
+        return error_response(
+            503,
+            f"{len(todo)} migration(s) pending: {', '.join(todo)}; run `make migrate`.",
+            checks={"database": "ok", "migrations": "pending"},
+        )
+    return jsonify(
+        {
+            "status": "ready",
+            "checks": {"database": "ok", "migrations": "current"},
+            "llm_provider": current_app.extensions["flowline.provider"].name,
+        }
+    )

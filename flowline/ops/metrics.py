@@ -76,15 +76,23 @@ class DatabaseCollector:
             queue = db.one(conn, "get_queue_stats", count_cap=COUNT_CAP)
             try:
                 with conn.transaction():
-                    workers = db.many(conn, "list_worker_heartbeats", shown_for_s=WORKER_SHOWN_FOR_S,
-                                      alive_within_s=self.alive_within_s, row_limit=WORKER_ROWS)
+                    workers = db.many(
+                        conn,
+                        "list_worker_heartbeats",
+                        shown_for_s=WORKER_SHOWN_FOR_S,
+                        alive_within_s=self.alive_within_s,
+                        row_limit=WORKER_ROWS,
+                    )
             except psycopg.errors.UndefinedTable:
                 workers = None  # the workers table's migration is pending: /readyz says so
         return queue, workers
 
     def collect(self):
-        up = GaugeMetricFamily("flowline_database_up", "1 when this scrape's database queries answered in time, "
-                               "0 when the database is unreachable or no pooled connection was free in time.")
+        up = GaugeMetricFamily(
+            "flowline_database_up",
+            "1 when this scrape's database queries answered in time, "
+            "0 when the database is unreachable or no pooled connection was free in time.",
+        )
         try:
             queue, workers = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
@@ -94,28 +102,42 @@ class DatabaseCollector:
             return
         up.add_metric([], 1)
         yield up
-        runs = GaugeMetricFamily("flowline_runs", f"Runs in a non-final status (Pending, Running), counted through "
-                                 f"their partial indexes, at most {COUNT_CAP}.", labels=["status"])
+        runs = GaugeMetricFamily(
+            "flowline_runs",
+            f"Runs in a non-final status (Pending, Running), counted through "
+            f"their partial indexes, at most {COUNT_CAP}.",
+            labels=["status"],
+        )
         runs.add_metric(["Pending"], queue["pending"])
         runs.add_metric(["Running"], queue["running"])
         yield runs
-        yield GaugeMetricFamily("flowline_queue_depth", f"Pending runs a worker may claim now (not waiting out a "
-                                f"retry backoff), at most {COUNT_CAP}.", value=queue["claimable"])
-        yield GaugeMetricFamily("flowline_queue_oldest_pending_age_seconds", "How long the oldest claimable "
-                                "Pending run has waited since it became claimable (0: none waits).",
-                                value=float(queue["oldest_claimable_age_s"] or 0))
+        yield GaugeMetricFamily(
+            "flowline_queue_depth",
+            f"Pending runs a worker may claim now (not waiting out a retry backoff), at most {COUNT_CAP}.",
+            value=queue["claimable"],
+        )
+        yield GaugeMetricFamily(
+            "flowline_queue_oldest_pending_age_seconds",
+            "How long the oldest claimable Pending run has waited since it became claimable (0: none waits).",
+            value=float(queue["oldest_claimable_age_s"] or 0),
+        )
         if workers is None:
             return
-        heartbeats = GaugeMetricFamily("flowline_worker_last_heartbeat_timestamp_seconds", "Each worker's last "
-                                       "heartbeat recorded in the database (Unix time); workers stopped cleanly or "
-                                       f"silent for over {WORKER_SHOWN_FOR_S} s are left out.", labels=["worker_id"])
+        heartbeats = GaugeMetricFamily(
+            "flowline_worker_last_heartbeat_timestamp_seconds",
+            "Each worker's last "
+            "heartbeat recorded in the database (Unix time); workers stopped cleanly or "
+            f"silent for over {WORKER_SHOWN_FOR_S} s are left out.",
+            labels=["worker_id"],
+        )
         alive = 0
         for row in workers:
             heartbeats.add_metric([row["id"]], float(row["heartbeat_at_s"]))
             alive += bool(row["alive"])
         yield heartbeats
-        yield GaugeMetricFamily("flowline_workers_alive", "Workers whose last heartbeat is within RUN_LEASE_SECONDS.",
-                                value=alive)
+        yield GaugeMetricFamily(
+            "flowline_workers_alive", "Workers whose last heartbeat is within RUN_LEASE_SECONDS.", value=alive
+        )
 
 
 class _Collectors:
@@ -173,6 +195,7 @@ def get_metrics():
     from the database (left out, with ``flowline_database_up 0``, when it does not answer within
     DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.
     """
-    body, content_type = render(current_app.extensions[db.EXTENSION], current_app.config["RUN_LEASE_SECONDS"],
-                                request.headers.get("Accept"))
+    body, content_type = render(
+        current_app.extensions[db.EXTENSION], current_app.config["RUN_LEASE_SECONDS"], request.headers.get("Accept")
+    )
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -27,9 +27,13 @@ def canonical_workflow(workflow, *, with_runs):
     workflow = dict(workflow, nodes=sorted(workflow["nodes"], key=lambda n: n["position"]))
     if with_runs:
         workflow["runs"] = [
-            dict(run, steps=sorted(run["steps"], key=lambda s: (s["attempt"], s["position"])),
-                 events=sorted(run["events"], key=lambda e: (e["at"], str(e["id"]))))
-            for run in sorted(workflow["runs"], key=lambda r: str(r["id"]))]
+            dict(
+                run,
+                steps=sorted(run["steps"], key=lambda s: (s["attempt"], s["position"])),
+                events=sorted(run["events"], key=lambda e: (e["at"], str(e["id"]))),
+            )
+            for run in sorted(workflow["runs"], key=lambda r: str(r["id"]))
+        ]
     else:
         workflow.pop("runs", None)
     return json.dumps(_canonical_value(workflow), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -38,5 +42,3 @@ def canonical_workflow(workflow, *, with_runs):
 def workflow_checksum(workflow, *, with_runs):
     """Return the md5 (hex) of :func:`canonical_workflow`: equal for a workflow in the file and read back."""
     return hashlib.md5(canonical_workflow(workflow, with_runs=with_runs).encode("utf-8")).hexdigest()
-
-

@@ -28,13 +28,17 @@ def command_connection(application_name):
     """
     config = current_app.config
     try:
-        with psycopg.connect(connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"],
-                                               application_name), autocommit=True, row_factory=dict_row) as conn:
+        with psycopg.connect(
+            connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
+            autocommit=True,
+            row_factory=dict_row,
+        ) as conn:
             yield conn
     except psycopg.errors.IntegrityError as exc:
         detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
         raise click.ClickException(
-            f"the database refused the data: {exc.diag.message_primary}{detail}; nothing was written") from None
+            f"the database refused the data: {exc.diag.message_primary}{detail}; nothing was written"
+        ) from None
     except psycopg.OperationalError as exc:
         reason = (exc.diag.message_primary or str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
         raise click.ClickException(f"database {mask_url(config['DATABASE_URL'])}: {reason}") from None
@@ -48,16 +52,29 @@ def plural(n, word, words=None):
 
 
 def _summary(counts):
-    return (f"{plural(counts['workflows'], 'workflow')}, {plural(counts['nodes'], 'node')}, "
-            f"{plural(counts['runs'], 'run')}, {plural(counts['steps'], 'step')}, {plural(counts['events'], 'event')}")
+    return (
+        f"{plural(counts['workflows'], 'workflow')}, {plural(counts['nodes'], 'node')}, "
+        f"{plural(counts['runs'], 'run')}, {plural(counts['steps'], 'step')}, {plural(counts['events'], 'event')}"
+    )
 
 
 @click.command("export")
-@click.option("--workflow", "workflow_ids", type=click.UUID, multiple=True, metavar="ID",
-              help="Export only this workflow (repeat for more). Default: every workflow.")
+@click.option(
+    "--workflow",
+    "workflow_ids",
+    type=click.UUID,
+    multiple=True,
+    metavar="ID",
+    help="Export only this workflow (repeat for more). Default: every workflow.",
+)
 @click.option("--with-runs", is_flag=True, help="Include each workflow's finished runs with their steps and events.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to this file (complete or not at all: written aside, then renamed) instead of stdout.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file (complete or not at all: written aside, then renamed) instead of stdout.",
+)
 @with_appcontext
 def export_command(workflow_ids, with_runs, output):
     """Write workflows and their nodes (and run history) as one versioned JSON document to stdout."""
@@ -91,17 +108,26 @@ def export_command(workflow_ids, with_runs, output):
             where = output
     click.echo(f"exported {_summary(result.counts)} to {where}", err=True)
     if result.file_references:
-        click.echo(f"note: {plural(result.file_references, 'node')} in the export name an uploaded "
-                   "file; files are not exported: where they are missing, such nodes fail their runs until they are "
-                   "pointed at a file uploaded there", err=True)
+        click.echo(
+            f"note: {plural(result.file_references, 'node')} in the export name an uploaded "
+            "file; files are not exported: where they are missing, such nodes fail their runs until they are "
+            "pointed at a file uploaded there",
+            err=True,
+        )
 
 
 @click.command("import")
 @click.argument("file", type=click.File("rb"))
-@click.option("--dry-run", is_flag=True,
-              help="Do the whole import and its verification in a transaction, then roll it back: nothing is written.")
-@click.option("--skip-existing", is_flag=True,
-              help="Skip the workflows whose id already exists (with their nodes and runs) instead of refusing the file.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Do the whole import and its verification in a transaction, then roll it back: nothing is written.",
+)
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Skip the workflows whose id already exists (with their nodes and runs) instead of refusing the file.",
+)
 @click.option("--with-runs", is_flag=True, help="Also import the run history the file holds (runs, steps, events).")
 @with_appcontext
 def import_command(file, dry_run, skip_existing, with_runs):
@@ -117,22 +143,31 @@ def import_command(file, dry_run, skip_existing, with_runs):
         except PortabilityError as exc:
             raise click.ClickException(str(exc)) from None
     for line in result.missing_files:
-        click.echo(f"warning: {line}; its runs fail until the node names an uploaded file "
-                   "(upload the PDF, then PATCH the node's config)", err=True)
+        click.echo(
+            f"warning: {line}; its runs fail until the node names an uploaded file "
+            "(upload the PDF, then PATCH the node's config)",
+            err=True,
+        )
     verb = "would import" if dry_run else "imported"
     click.echo(f"{verb} {_summary(result.imported)}")
     if any(result.skipped.values()):
         click.echo(f"skipped (the workflow already exists): {_summary(result.skipped)}")
     if not with_runs and result.runs_left_out["runs"]:
         left = result.runs_left_out
-        click.echo(f"not imported: {plural(left['runs'], 'run')} with {plural(left['steps'], 'step')} and "
-                   f"{plural(left['events'], 'event')} (pass --with-runs to import the run history)")
+        click.echo(
+            f"not imported: {plural(left['runs'], 'run')} with {plural(left['steps'], 'step')} and "
+            f"{plural(left['events'], 'event')} (pass --with-runs to import the run history)"
+        )
     if with_runs and not any(workflow["runs"] for workflow in data["workflows"]):
         click.echo("note: the file holds no run history (exported without --with-runs?)")
-    click.echo(f"verified: {plural(result.imported['workflows'], 'workflow')} read back identical to the file "
-               f"(counts, and the md5 of each workflow's canonical JSON); checksum {result.checksum}")
+    click.echo(
+        f"verified: {plural(result.imported['workflows'], 'workflow')} read back identical to the file "
+        f"(counts, and the md5 of each workflow's canonical JSON); checksum {result.checksum}"
+    )
     if result.missing_files:
-        click.echo(f"warning: {plural(len(result.missing_files), 'node')} imported name a file "
-                   "this database does not have (listed on stderr)")
+        click.echo(
+            f"warning: {plural(len(result.missing_files), 'node')} imported name a file "
+            "this database does not have (listed on stderr)"
+        )
     if dry_run:
         click.echo("dry run: rolled back, nothing was written")

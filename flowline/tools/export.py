@@ -41,8 +41,14 @@ def iter_runs(conn, workflow_id, batch_size):
     """Yield the finished runs of one workflow (rows with ``body`` JSON text), newest first, batch by batch."""
     after_created_at = after_id = None
     while True:
-        rows = db.many(conn, "export_runs_batch", workflow_id=workflow_id, after_created_at=after_created_at,
-                       after_id=after_id, batch_size=batch_size)
+        rows = db.many(
+            conn,
+            "export_runs_batch",
+            workflow_id=workflow_id,
+            after_created_at=after_created_at,
+            after_id=after_id,
+            batch_size=batch_size,
+        )
         yield from rows
         if len(rows) < batch_size:
             return
@@ -50,14 +56,22 @@ def iter_runs(conn, workflow_id, batch_size):
 
 
 # The config keys that name an uploaded file, by node type, as the two parallel arrays export's query takes.
-_FILE_KEYS = {"file_node_types": [t.name for t in nodes.ALL for _ in t.file_keys],
-              "file_config_keys": [key for t in nodes.ALL for key in t.file_keys]}
+_FILE_KEYS = {
+    "file_node_types": [t.name for t in nodes.ALL for _ in t.file_keys],
+    "file_config_keys": [key for t in nodes.ALL for key in t.file_keys],
+}
 
 
 def workflows_batch(conn, workflow_ids, after_id, batch_size):
     """Return up to ``batch_size`` workflows of ``workflow_ids`` (None: all) after ``after_id``, as export writes them."""
-    return db.many(conn, "export_workflows_batch", workflow_ids=workflow_ids, after_id=after_id,
-                   batch_size=batch_size, **_FILE_KEYS)
+    return db.many(
+        conn,
+        "export_workflows_batch",
+        workflow_ids=workflow_ids,
+        after_id=after_id,
+        batch_size=batch_size,
+        **_FILE_KEYS,
+    )
 
 
 def _iter_workflows(conn, workflow_ids, batch_size):
@@ -71,8 +85,16 @@ def _iter_workflows(conn, workflow_ids, batch_size):
         after_id = rows[-1]["id"]
 
 
-def export(conn, out, *, workflow_ids=None, with_runs=False, batch_size=WORKFLOW_BATCH, run_batch_size=RUN_BATCH,
-           progress=progress_bar):
+def export(
+    conn,
+    out,
+    *,
+    workflow_ids=None,
+    with_runs=False,
+    batch_size=WORKFLOW_BATCH,
+    run_batch_size=RUN_BATCH,
+    progress=progress_bar,
+):
     """Write the export of ``workflow_ids`` (None: every workflow) to the binary stream ``out``; return an
     :class:`ExportResult`.
 
@@ -98,11 +120,14 @@ def _export_snapshot(conn, out, workflow_ids, with_runs, batch_size, run_batch_s
     with conn.transaction():
         head = db.one(conn, "count_workflows_for_export", workflow_ids=workflow_ids)
         if head["missing"]:
-            raise PortabilityError("no workflow has the id(s) " + ", ".join(map(str, head["missing"])) +
-                                   " (nothing was exported)")
-        write(f'{{"format": "{FORMAT}", "version": {VERSION}, '
-              f'"exported_at": "{head["exported_at"].isoformat()}", "with_runs": {json.dumps(with_runs)},\n'
-              f'"workflows": [')
+            raise PortabilityError(
+                "no workflow has the id(s) " + ", ".join(map(str, head["missing"])) + " (nothing was exported)"
+            )
+        write(
+            f'{{"format": "{FORMAT}", "version": {VERSION}, '
+            f'"exported_at": "{head["exported_at"].isoformat()}", "with_runs": {json.dumps(with_runs)},\n'
+            f'"workflows": ['
+        )
         with progress("Exporting workflows", head["workflows"]) as bar:
             for row in _iter_workflows(conn, workflow_ids, batch_size):
                 write(",\n" if counts["workflows"] else "\n")
@@ -124,5 +149,3 @@ def _export_snapshot(conn, out, workflow_ids, with_runs, batch_size, run_batch_s
                 bar.update(1)
         write(f'\n],\n"counts": {json.dumps(counts)}}}\n')
     return ExportResult(counts, file_references)
-
-

@@ -144,8 +144,10 @@ class ExportRunSchema(Schema):
         for index, step in enumerate(data["steps"]):
             key = (step["attempt"], step["position"])
             if key in seen:
-                raise ValidationError({index: {"position": [f"A second step at attempt {key[0]}, position {key[1]}."]}},
-                                      field_name="steps")
+                raise ValidationError(
+                    {index: {"position": [f"A second step at attempt {key[0]}, position {key[1]}."]}},
+                    field_name="steps",
+                )
             seen.add(key)
 
 
@@ -171,12 +173,14 @@ class ExportWorkflowSchema(WorkflowCreateSchema):
             key = run["idempotency_key"]
             if key is not None and key in keys:
                 errors.setdefault("runs", {}).setdefault(r, {})["idempotency_key"] = [
-                    "Another run of this workflow has this idempotency_key."]
+                    "Another run of this workflow has this idempotency_key."
+                ]
             keys.add(key)
             for s, step in enumerate(run["steps"]):
                 if step["node_id"] is not None and step["node_id"] not in node_ids:
                     errors.setdefault("runs", {}).setdefault(r, {}).setdefault("steps", {})[s] = {
-                        "node_id": ["Must be null or the id of one of this workflow's nodes."]}
+                        "node_id": ["Must be null or the id of one of this workflow's nodes."]
+                    }
         if errors:
             raise ValidationError(errors)
 
@@ -239,7 +243,9 @@ def workflow_label(document, index):
     """Return how a problem in workflows[index] is named: its index, and its id and name when the file has them."""
     try:
         workflow = document["workflows"][index]
-        return f'workflows[{index}] (id {workflow.get("id")}, name {json.dumps(workflow.get("name"), ensure_ascii=False)})'
+        return (
+            f"workflows[{index}] (id {workflow.get('id')}, name {json.dumps(workflow.get('name'), ensure_ascii=False)})"
+        )
     except (KeyError, IndexError, TypeError, AttributeError):
         return f"workflows[{index}]"
 
@@ -271,25 +277,33 @@ def read_document(stream, source):
     except UnicodeDecodeError as exc:
         raise PortabilityError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise PortabilityError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise PortabilityError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise PortabilityError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise PortabilityError(f'{source} is not a Flowline export (it needs "format": "{FORMAT}" at the top level)')
     if document.get("version") != VERSION or isinstance(document.get("version"), bool):
-        raise PortabilityError(f"{source} is in export format version {json.dumps(document.get('version'))}; "
-                               f"this Flowline reads version {VERSION} only")
+        raise PortabilityError(
+            f"{source} is in export format version {json.dumps(document.get('version'))}; "
+            f"this Flowline reads version {VERSION} only"
+        )
     try:
         data = _file_schema.load(document)
     except ValidationError as exc:
         lines = [f"{_describe(path, document)}: {message}" for path, message in _flatten(exc.messages)]
-        raise PortabilityError(f"{source} is not a valid Flowline export ({len(lines)} problem(s), nothing was "
-                               f"imported):\n{listing(lines)}") from None
+        raise PortabilityError(
+            f"{source} is not a valid Flowline export ({len(lines)} problem(s), nothing was "
+            f"imported):\n{listing(lines)}"
+        ) from None
     _check_ids_unique(data, document, source)
     counts = _file_counts(data["workflows"])
     if data["counts"] is not None and data["counts"] != counts:
-        raise PortabilityError(f"{source} says it holds {counts_text(data['counts'])} but holds {counts_text(counts)}: "
-                               "it was changed or cut short after export")
+        raise PortabilityError(
+            f"{source} says it holds {counts_text(data['counts'])} but holds {counts_text(counts)}: "
+            "it was changed or cut short after export"
+        )
     return data
 
 
@@ -334,5 +348,3 @@ def add_counts(counts, workflow, *, with_runs):
 
 def counts_text(counts):
     return ", ".join(f"{counts[kind]} {kind}" for kind in KINDS)
-
-

@@ -33,7 +33,7 @@ class ImportResult:
 
 def chunks(items, size):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _json_default(value):
@@ -70,24 +70,37 @@ def _existing(conn, ids):
     found = []
     longest = max(len(v) for v in by_kind.values())
     for start in range(0, longest, ROW_BATCH):
-        part = {kind: values[start:start + ROW_BATCH] for kind, values in by_kind.items()}
-        rows = db.many(conn, "find_existing_ids", workflow_ids=part["workflow"], node_ids=part["node"],
-                       run_ids=part["run"], step_ids=part["step"], event_ids=part["event"])
+        part = {kind: values[start : start + ROW_BATCH] for kind, values in by_kind.items()}
+        rows = db.many(
+            conn,
+            "find_existing_ids",
+            workflow_ids=part["workflow"],
+            node_ids=part["node"],
+            run_ids=part["run"],
+            step_ids=part["step"],
+            event_ids=part["event"],
+        )
         found += [(row["kind"], row["id"], row["workflow_id"]) for row in rows]
     return found
 
 
 def _missing_files(conn, workflows, document_label):
     """Return a line per file reference of a node (the config keys its type declares) that this database lacks."""
-    referencing = [(w, n, node["node_type"], UUID(file_id))
-                   for w, workflow in workflows for n, node in enumerate(workflow["nodes"])
-                   for _, file_id in nodes.BY_NAME[node["node_type"]].files(node["config"])]
+    referencing = [
+        (w, n, node["node_type"], UUID(file_id))
+        for w, workflow in workflows
+        for n, node in enumerate(workflow["nodes"])
+        for _, file_id in nodes.BY_NAME[node["node_type"]].files(node["config"])
+    ]
     wanted = sorted({file_id for *_, file_id in referencing})
     present = set()
     for chunk in chunks(wanted, ROW_BATCH):
         present |= {row["id"] for row in db.many(conn, "find_existing_files", file_ids=chunk)}
-    return [f"{document_label(w)}: nodes[{n}] ({node_type}) names file {file_id}, which this database does not have"
-            for w, n, node_type, file_id in referencing if file_id not in present]
+    return [
+        f"{document_label(w)}: nodes[{n}] ({node_type}) names file {file_id}, which this database does not have"
+        for w, n, node_type, file_id in referencing
+        if file_id not in present
+    ]
 
 
 _INSERTS = {
@@ -108,8 +121,9 @@ def _insert(conn, workflows, with_runs, bar):
             tables["workflows"].append({k: workflow[k] for k in ("id", "name", "created_at", "updated_at", "version")})
             tables["nodes"] += [dict(node, workflow_id=workflow["id"]) for node in workflow["nodes"]]
             for run in workflow["runs"] if with_runs else ():
-                tables["runs"].append(dict({k: v for k, v in run.items() if k not in ("steps", "events")},
-                                           workflow_id=workflow["id"]))
+                tables["runs"].append(
+                    dict({k: v for k, v in run.items() if k not in ("steps", "events")}, workflow_id=workflow["id"])
+                )
                 tables["steps"] += [dict(step, run_id=run["id"]) for step in run["steps"]]
                 tables["events"] += [dict(event, run_id=run["id"]) for event in run["events"]]
         # Parents first (KINDS is in that order): the foreign keys are checked row by row.
@@ -159,8 +173,9 @@ def _verify(conn, workflows, with_runs, document_label, bar):
     if counts != expected_counts:
         problems.append(f"read back {counts_text(counts)}; the file has {counts_text(expected_counts)}")
     if problems:
-        raise PortabilityError("verification failed, the import was rolled back (nothing was imported):\n"
-                               + listing(problems))
+        raise PortabilityError(
+            "verification failed, the import was rolled back (nothing was imported):\n" + listing(problems)
+        )
     digest = hashlib.md5()
     for workflow_id in sorted(found, key=str):
         digest.update(found[workflow_id].encode())
@@ -187,16 +202,26 @@ def import_data(conn, data, *, dry_run=False, skip_existing=False, with_runs=Fal
         skipped = existing_workflows if skip_existing else set()
         # One line per workflow that exists; ids inside it are not listed again. Other ids that exist belong to
         # another workflow of the database: never skippable.
-        conflicts = [f"{label(ids[kind, id_])}: workflow already exists" for kind, id_, _ in existing
-                     if kind == "workflow" and id_ not in skipped]
-        conflicts += [f"{label(ids[kind, id_])}: {kind} {id_} already exists in workflow {workflow_id}"
-                      for kind, id_, workflow_id in existing
-                      if kind != "workflow" and listed[ids[kind, id_]]["id"] not in existing_workflows]
+        conflicts = [
+            f"{label(ids[kind, id_])}: workflow already exists"
+            for kind, id_, _ in existing
+            if kind == "workflow" and id_ not in skipped
+        ]
+        conflicts += [
+            f"{label(ids[kind, id_])}: {kind} {id_} already exists in workflow {workflow_id}"
+            for kind, id_, workflow_id in existing
+            if kind != "workflow" and listed[ids[kind, id_]]["id"] not in existing_workflows
+        ]
         if conflicts:
-            hint = ("--skip-existing skips whole workflows that exist; these ids belong to other workflows in the "
-                    "database" if skip_existing else "pass --skip-existing to skip workflows that already exist")
-            raise PortabilityError(f"{len(conflicts)} id(s) in the file already exist in the database; nothing was "
-                                   f"imported ({hint}):\n{listing(conflicts)}")
+            hint = (
+                "--skip-existing skips whole workflows that exist; these ids belong to other workflows in the database"
+                if skip_existing
+                else "pass --skip-existing to skip workflows that already exist"
+            )
+            raise PortabilityError(
+                f"{len(conflicts)} id(s) in the file already exist in the database; nothing was "
+                f"imported ({hint}):\n{listing(conflicts)}"
+            )
         todo = [(w, workflow) for w, workflow in enumerate(listed) if workflow["id"] not in skipped]
         for workflow in listed:
             if workflow["id"] in skipped:
@@ -209,5 +234,3 @@ def import_data(conn, data, *, dry_run=False, skip_existing=False, with_runs=Fal
         with progress("Verifying workflows", len(todo)) as bar:
             result.checksum = _verify(conn, todo, with_runs, label, bar)
     return result
-
-

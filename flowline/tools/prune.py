@@ -28,8 +28,9 @@ def parse_duration(text):
     """
     match = _DURATION.match(text or "")
     if not match or int(match[1]) < 1:
-        raise ValueError(f"{text!r} is not a duration: use a whole number of hours, days or weeks, such as 12h, 30d "
-                         "or 2w")
+        raise ValueError(
+            f"{text!r} is not a duration: use a whole number of hours, days or weeks, such as 12h, 30d or 2w"
+        )
     return int(match[1]) * _UNITS[match[2]]
 
 
@@ -53,8 +54,9 @@ def _walk(conn, status, cutoff, batch_size, *, dry_run):
     totals = {"runs": 0, "steps": 0, "events": 0, "batches": 0}
     after_finished_at = after_id = None
     while True:
-        params = dict(status=status, cutoff=cutoff, after_finished_at=after_finished_at, after_id=after_id,
-                      batch_size=batch_size)
+        params = dict(
+            status=status, cutoff=cutoff, after_finished_at=after_finished_at, after_id=after_id, batch_size=batch_size
+        )
         if dry_run:
             row = db.one(conn, "count_prunable_runs_batch", **params)
         else:
@@ -82,13 +84,29 @@ def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DE
 
 
 @click.command("prune-runs")
-@click.option("--older-than", "older_than", type=Duration(), required=True, metavar="DURATION",
-              help="Prune runs that finished longer ago than this: 12h, 30d, 2w (hours, days, weeks).")
-@click.option("--status", "statuses", type=click.Choice(FINISHED_STATUSES), multiple=True,
-              help="Only runs that ended in this status (repeatable). Default: Succeeded, Failed and Cancelled.")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=Duration(),
+    required=True,
+    metavar="DURATION",
+    help="Prune runs that finished longer ago than this: 12h, 30d, 2w (hours, days, weeks).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    type=click.Choice(FINISHED_STATUSES),
+    multiple=True,
+    help="Only runs that ended in this status (repeatable). Default: Succeeded, Failed and Cancelled.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
-@click.option("--batch-size", type=click.IntRange(1, 10_000), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Runs deleted per transaction.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Runs deleted per transaction.",
+)
 @with_appcontext
 def prune_runs_command(older_than, statuses, dry_run, batch_size):
     """Delete finished runs (with their steps and events) older than a duration, in small batches."""
@@ -98,8 +116,10 @@ def prune_runs_command(older_than, statuses, dry_run, batch_size):
     verb = "would delete" if dry_run else "deleted"
     total = {key: sum(r[key] for r in results.values()) for key in ("runs", "steps", "events", "batches")}
     for status, r in [*results.items(), ("total", total)]:
-        click.echo(f"{status}: {verb} {plural(r['runs'], 'run')}, {plural(r['steps'], 'step')}, "
-                   f"{plural(r['events'], 'event')} in {plural(r['batches'], 'batch', 'batches')}")
+        click.echo(
+            f"{status}: {verb} {plural(r['runs'], 'run')}, {plural(r['steps'], 'step')}, "
+            f"{plural(r['events'], 'event')} in {plural(r['batches'], 'batch', 'batches')}"
+        )
     click.echo(f"cutoff: runs that finished before {cutoff.isoformat()}")
     if dry_run:
         click.echo("dry run: nothing was deleted")

@@ -22,10 +22,12 @@ def main(config, concurrency=None):
 
 def from_command_line(argv=None):
     """``python -m flowline.worker [--concurrency N]``, with settings from the environment; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m flowline.worker",
-                                     description="Execute async runs from the queue until SIGTERM or SIGINT.")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="run threads in this process (default: WORKER_CONCURRENCY, 2)")
+    parser = argparse.ArgumentParser(
+        prog="python -m flowline.worker", description="Execute async runs from the queue until SIGTERM or SIGINT."
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="run threads in this process (default: WORKER_CONCURRENCY, 2)"
+    )
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -39,8 +41,12 @@ def from_command_line(argv=None):
 
 
 @click.command("worker")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Run threads in this process (default: WORKER_CONCURRENCY, 2).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run threads in this process (default: WORKER_CONCURRENCY, 2).",
+)
 @with_appcontext
 def worker_command(concurrency):
     """Execute async runs from the queue until SIGTERM or SIGINT."""

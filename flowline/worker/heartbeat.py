@@ -14,8 +14,14 @@ def register(worker):
     """Record ``worker``'s start in the workers table (and forget workers silent for a day)."""
     metrics.worker_heartbeat(worker.id, 0, worker.concurrency)
     with db.connection(worker.pool) as conn:
-        db.execute(conn, "register_worker", worker_id=worker.id, hostname=socket.gethostname(), pid=os.getpid(),
-                   concurrency=worker.concurrency)
+        db.execute(
+            conn,
+            "register_worker",
+            worker_id=worker.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=worker.concurrency,
+        )
         db.execute(conn, "forget_workers", forget_after_s=FORGET_WORKERS_AFTER_S)
 
 
@@ -24,8 +30,15 @@ def beat(worker):
     busy = len(worker.runs_in_progress())
     metrics.worker_heartbeat(worker.id, busy, worker.concurrency)
     with db.connection(worker.pool) as conn:
-        db.execute(conn, "record_worker_heartbeat", runs_in_progress=busy, worker_id=worker.id,
-                   hostname=socket.gethostname(), pid=os.getpid(), concurrency=worker.concurrency)
+        db.execute(
+            conn,
+            "record_worker_heartbeat",
+            runs_in_progress=busy,
+            worker_id=worker.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=worker.concurrency,
+        )
 
 
 def record_stop(worker):

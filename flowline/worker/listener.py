@@ -37,7 +37,12 @@ def listen(worker):
         except psycopg.Error as exc:
             if worker.stopping.is_set():
                 return
-            log.warning("worker %s: LISTEN connection lost (%s); polling every %g s, reconnecting in %g s",
-                        worker.id, type(exc).__name__, worker.config["WORKER_POLL_INTERVAL_S"], delay)
+            log.warning(
+                "worker %s: LISTEN connection lost (%s); polling every %g s, reconnecting in %g s",
+                worker.id,
+                type(exc).__name__,
+                worker.config["WORKER_POLL_INTERVAL_S"],
+                delay,
+            )
             worker.stopping.wait(delay)
             delay = min(RECONNECT_CAP_S, delay * 2)

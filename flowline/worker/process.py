@@ -34,8 +34,9 @@ class Worker:
         # No fail-fast (db.FAIL_FAST_S): no client waits on a worker, and a run's next write that waits out a short
         # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
         # to its lease (RUN_LEASE_SECONDS) and a retry.
-        self.pool = db.create_pool({**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker",
-                                   fail_fast_s=0)
+        self.pool = db.create_pool(
+            {**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker", fail_fast_s=0
+        )
         self.provider = providers.from_config(config)
         self.stopping = threading.Event()
         self._wakeup = threading.Condition()
@@ -86,29 +87,38 @@ class Worker:
                             self._wait_for_work()
             except psycopg.OperationalError as exc:
                 failures += 1
-                delay = min(RECONNECT_CAP_S, 0.1 * 2 ** failures)
-                log.warning("worker %s: database unavailable (%s); retrying in %.1f s",
-                            worker_id, type(exc).__name__, delay)
+                delay = min(RECONNECT_CAP_S, 0.1 * 2**failures)
+                log.warning(
+                    "worker %s: database unavailable (%s); retrying in %.1f s", worker_id, type(exc).__name__, delay
+                )
                 self.stopping.wait(delay)
             except Exception:
-                log.exception("worker %s: unexpected error; the run's lease will expire and the sweep re-queues it",
-                              worker_id)
+                log.exception(
+                    "worker %s: unexpected error; the run's lease will expire and the sweep re-queues it", worker_id
+                )
                 self.stopping.wait(1.0)
 
     def work_once(self, conn, worker_id):
         """Claim one available run on ``conn`` and execute it there; return False when none was available."""
         lease_token = uuid.uuid4()
-        row = db.one(conn, "claim_run", lease_token=lease_token, lease_seconds=self.lease_seconds,
-                     worker_id=worker_id)
+        row = db.one(conn, "claim_run", lease_token=lease_token, lease_seconds=self.lease_seconds, worker_id=worker_id)
         if row is None:
             return False
         # More may be waiting: let an idle thread look too (one notification may stand for several runs).
         self.wake()
         ctx = runner.RunContext(
-            run_id=row["id"], lease_token=lease_token, lease_seconds=self.lease_seconds,
-            deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"], provider=self.provider,
-            pool=self.pool, conn=conn, input_file_id=row["input"].get("file_id"), attempt=row["attempt"],
-            max_attempts=row["max_attempts"], retry_backoff_s=self.config["RUN_RETRY_BACKOFF_S"])
+            run_id=row["id"],
+            lease_token=lease_token,
+            lease_seconds=self.lease_seconds,
+            deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"],
+            provider=self.provider,
+            pool=self.pool,
+            conn=conn,
+            input_file_id=row["input"].get("file_id"),
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            retry_backoff_s=self.config["RUN_RETRY_BACKOFF_S"],
+        )
         with logs.context(run_id=row["id"], attempt=row["attempt"]):
             self._execute(ctx, row, worker_id)
         return True
@@ -119,18 +129,34 @@ class Worker:
         try:
             outcome = runner.execute(ctx, row["nodes"], row["input"].get("input_text") or "")
         except runner.LeaseLost:
-            log.warning("worker %s: lost the lease of run %s (attempt %d): another worker took it over; "
-                        "nothing more is written", worker_id, ctx.run_id, ctx.attempt)
+            log.warning(
+                "worker %s: lost the lease of run %s (attempt %d): another worker took it over; "
+                "nothing more is written",
+                worker_id,
+                ctx.run_id,
+                ctx.attempt,
+            )
             return
         except psycopg.OperationalError:
-            log.warning("worker %s: database unavailable during run %s (attempt %d); its lease will expire and "
-                        "the sweep re-queues it", worker_id, ctx.run_id, ctx.attempt)
+            log.warning(
+                "worker %s: database unavailable during run %s (attempt %d); its lease will expire and "
+                "the sweep re-queues it",
+                worker_id,
+                ctx.run_id,
+                ctx.attempt,
+            )
             raise
         finally:
             with self._active_lock:
                 self._active.pop(ctx.run_id, None)
-        log.info("worker %s: run %s attempt %d of %d: %s", worker_id, ctx.run_id, ctx.attempt, ctx.max_attempts,
-                 outcome.status)
+        log.info(
+            "worker %s: run %s attempt %d of %d: %s",
+            worker_id,
+            ctx.run_id,
+            ctx.attempt,
+            ctx.max_attempts,
+            outcome.status,
+        )
 
     # -- background duties ----------------------------------------------------------------------------------------
 
@@ -144,8 +170,9 @@ class Worker:
         try:
             heartbeat.register(self)
         except psycopg.Error as exc:
-            log.warning("worker %s: could not record its start (%s); the next heartbeat will", self.id,
-                        type(exc).__name__)
+            log.warning(
+                "worker %s: could not record its start (%s); the next heartbeat will", self.id, type(exc).__name__
+            )
         while True:
             time.sleep(self.maintenance_interval)
             try:
@@ -168,18 +195,31 @@ class Worker:
             try:
                 self.metrics_server = serve_worker_metrics(port, self.pool)
             except OSError as exc:
-                log.error("worker %s: cannot serve its metrics on port %d (WORKER_METRICS_PORT): %s", self.id,
-                          port, exc.strerror or exc)
+                log.error(
+                    "worker %s: cannot serve its metrics on port %d (WORKER_METRICS_PORT): %s",
+                    self.id,
+                    port,
+                    exc.strerror or exc,
+                )
                 return 2
         db.open_pool(self.pool)
-        log.info("worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s", self.id,
-                 self.concurrency, self.lease_seconds, self.config["WORKER_POLL_INTERVAL_S"],
-                 settings.mask_url(self.config["DATABASE_URL"]),
-                 f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)")
-        helpers = [threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
-                   threading.Thread(target=self._maintain, name="maintain", daemon=True)]
-        runners = [threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
-                   for i in range(1, self.concurrency + 1)]
+        log.info(
+            "worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s",
+            self.id,
+            self.concurrency,
+            self.lease_seconds,
+            self.config["WORKER_POLL_INTERVAL_S"],
+            settings.mask_url(self.config["DATABASE_URL"]),
+            f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)",
+        )
+        helpers = [
+            threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
+            threading.Thread(target=self._maintain, name="maintain", daemon=True),
+        ]
+        runners = [
+            threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
+            for i in range(1, self.concurrency + 1)
+        ]
         for thread in helpers + runners:
             thread.start()
         self.stopping.wait()
@@ -189,8 +229,12 @@ class Worker:
         if any(thread.is_alive() for thread in runners):
             with self._active_lock:
                 left = sorted(str(run_id) for run_id in self._active)
-            log.error("worker %s: runs still in progress after %g s (%s); leaving them to the lease sweep",
-                      self.id, self.config["WORKER_DRAIN_TIMEOUT_S"], ", ".join(left))
+            log.error(
+                "worker %s: runs still in progress after %g s (%s); leaving them to the lease sweep",
+                self.id,
+                self.config["WORKER_DRAIN_TIMEOUT_S"],
+                ", ".join(left),
+            )
             return 1
         self.close()
         log.info("worker %s: stopped", self.id)
@@ -215,16 +259,19 @@ class Worker:
 
     def install_signal_handlers(self):
         """First SIGTERM/SIGINT: drain. Second: exit at once, leaving runs in progress to the lease sweep."""
+
         def handle(signum, frame):
             if self.stopping.is_set():
-                log.error("worker %s: %s again; exiting now, runs in progress are left to the lease sweep",
-                          self.id, signal.Signals(signum).name)
+                log.error(
+                    "worker %s: %s again; exiting now, runs in progress are left to the lease sweep",
+                    self.id,
+                    signal.Signals(signum).name,
+                )
                 os._exit(1)
-            log.info("worker %s: %s; finishing runs in progress, claiming no more", self.id,
-                     signal.Signals(signum).name)
+            log.info(
+                "worker %s: %s; finishing runs in progress, claiming no more", self.id, signal.Signals(signum).name
+            )
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
-
-

@@ -70,8 +70,14 @@ def test_every_route_but_the_probes_requires_a_token(secured):
 
 def test_a_wrong_token_is_refused_as_invalid(secured):
     client = secured().test_client()
-    for header in (f"Bearer {WRONG}", f"Bearer {TOKEN_A}x", f"Bearer {TOKEN_A[:-1]}", "Bearer a,b",
-                   f"Bearer {TOKEN_A},{TOKEN_B}", "Bearer \u00e9\u00e9"):
+    for header in (
+        f"Bearer {WRONG}",
+        f"Bearer {TOKEN_A}x",
+        f"Bearer {TOKEN_A[:-1]}",
+        "Bearer a,b",
+        f"Bearer {TOKEN_A},{TOKEN_B}",
+        "Bearer \u00e9\u00e9",
+    ):
         response = client.get("/workflows", headers={"Authorization": header})
         assert response.status_code == 401, header
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="flowline", error="invalid_token"'
@@ -91,8 +97,12 @@ def test_every_configured_token_is_accepted_on_every_route(secured):
     client = app.test_client()
     for n, (method, path, rule) in enumerate(_routes(app)):
         token = (TOKEN_A, TOKEN_B)[n % 2]
-        response = client.open(path, method=method, headers={"Authorization": f"Bearer {token}"},
-                               json={} if method in ("POST", "PUT", "PATCH") else None)
+        response = client.open(
+            path,
+            method=method,
+            headers={"Authorization": f"Bearer {token}"},
+            json={} if method in ("POST", "PUT", "PATCH") else None,
+        )
         assert response.status_code not in (401, 500), (method, path, response.status_code)
     # The scheme is case-insensitive (RFC 7235); the token itself is not.
     assert client.get("/workflows", headers={"Authorization": f"bearer {TOKEN_B}"}).status_code == 200
@@ -123,9 +133,14 @@ def test_probes_are_public_and_metrics_only_with_metrics_public(secured):
 
 def test_cors_preflight_needs_no_token_and_a_refusal_carries_cors_headers(secured):
     client = secured(CORS_ORIGINS=["https://app.example"]).test_client()
-    preflight = client.options("/workflows", headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Content-Type"})
+    preflight = client.options(
+        "/workflows",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
@@ -164,11 +179,14 @@ def test_tokens_are_never_logged(secured, caplog):
         assert token not in caplog.text
 
 
-@pytest.mark.parametrize("value, message", [
-    ("s3cret-short", "token 1 is shorter than 16 characters"),
-    (f"{TOKEN_A}, s3cret with a space in it", "token 2 contains whitespace"),
-    (f"{TOKEN_A},{TOKEN_B}\u00e9", "token 2 contains whitespace, control or non-ASCII"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("s3cret-short", "token 1 is shorter than 16 characters"),
+        (f"{TOKEN_A}, s3cret with a space in it", "token 2 contains whitespace"),
+        (f"{TOKEN_A},{TOKEN_B}\u00e9", "token 2 contains whitespace, control or non-ASCII"),
+    ],
+)
 def test_unusable_tokens_are_refused_without_showing_them(value, message):
     with pytest.raises(config.ConfigError, match=message) as raised:
         config.from_env({"API_TOKENS": value})

@@ -17,14 +17,17 @@ def down_client():
     app.extensions["flowline.pool"].close()
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("post", "/workflows", {"name": "w"}),
-    ("get", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11", None),
-    ("post", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/nodes", {"node_type": "formatter", "config": {}}),
-    ("post", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/run", None),
-    ("get", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/runs", None),
-    ("get", "/runs/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11", None),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "/workflows", {"name": "w"}),
+        ("get", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11", None),
+        ("post", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/nodes", {"node_type": "formatter", "config": {}}),
+        ("post", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/run", None),
+        ("get", "/workflows/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11/runs", None),
+        ("get", "/runs/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11", None),
+    ],
+)
 def test_requests_answer_503_with_retry_after_when_the_database_is_down(down_client, method, path, body):
     started = time.monotonic()
     response = getattr(down_client, method)(path, json=body)

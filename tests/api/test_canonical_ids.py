@@ -52,26 +52,36 @@ def call(client, ids, method, template, body, **spelt):
 
 
 @pytest.mark.parametrize("alias", ALIASES.values(), ids=ALIASES.keys())
-@pytest.mark.parametrize("method, template, body, status, which", ROUTES,
-                         ids=[f"{m.upper()} {t} ({w})" for m, t, _, _, w in ROUTES])
-def test_an_id_spelt_otherwise_is_not_found_and_the_canonical_one_is(client, ids, sql, alias, method, template,
-                                                                     body, status, which):
-    before = sql.execute("SELECT (SELECT count(*) FROM workflows) w, (SELECT count(*) FROM nodes) n, "
-                         "(SELECT count(*) FROM runs) r, (SELECT count(*) FROM files) f").fetchone()
+@pytest.mark.parametrize(
+    "method, template, body, status, which", ROUTES, ids=[f"{m.upper()} {t} ({w})" for m, t, _, _, w in ROUTES]
+)
+def test_an_id_spelt_otherwise_is_not_found_and_the_canonical_one_is(
+    client, ids, sql, alias, method, template, body, status, which
+):
+    before = sql.execute(
+        "SELECT (SELECT count(*) FROM workflows) w, (SELECT count(*) FROM nodes) n, "
+        "(SELECT count(*) FROM runs) r, (SELECT count(*) FROM files) f"
+    ).fetchone()
     response = call(client, ids, method, template, body, **{which: alias(ids[which])})
     assert response.status_code == 404, response.json
     assert response.json == {"detail": f"{which.capitalize()} not found"}
-    after = sql.execute("SELECT (SELECT count(*) FROM workflows) w, (SELECT count(*) FROM nodes) n, "
-                        "(SELECT count(*) FROM runs) r, (SELECT count(*) FROM files) f").fetchone()
+    after = sql.execute(
+        "SELECT (SELECT count(*) FROM workflows) w, (SELECT count(*) FROM nodes) n, "
+        "(SELECT count(*) FROM runs) r, (SELECT count(*) FROM files) f"
+    ).fetchone()
     assert after == before, "a refused alias changed nothing"
 
     assert call(client, ids, method, template, body).status_code == status
 
 
 def test_ids_in_bodies_keep_accepting_any_spelling_of_a_uuid(client, ids):
-    node = client.post(f"/workflows/{ids['workflow']}/nodes",
-                       json={"node_type": "extract_text", "config": {"file_id": ids["file"].upper()}})
+    node = client.post(
+        f"/workflows/{ids['workflow']}/nodes",
+        json={"node_type": "extract_text", "config": {"file_id": ids["file"].upper()}},
+    )
     assert node.status_code == 200, node.json
-    reordered = client.put(f"/workflows/{ids['workflow']}/nodes/order",
-                           json={"node_ids": [uuid.UUID(node.json["node_id"]).hex, ids["node"].upper()]})
+    reordered = client.put(
+        f"/workflows/{ids['workflow']}/nodes/order",
+        json={"node_ids": [uuid.UUID(node.json["node_id"]).hex, ids["node"].upper()]},
+    )
     assert reordered.status_code == 200, reordered.json

@@ -16,8 +16,9 @@ def test_twenty_parallel_node_adds_get_twenty_distinct_gap_free_positions(make_a
     def add(i):
         client = app.test_client()
         start.wait()
-        answers[i] = client.post(f"/workflows/{workflow_id}/nodes",
-                                 json={"node_type": "formatter", "config": {"rules": ["strip"]}})
+        answers[i] = client.post(
+            f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter", "config": {"rules": ["strip"]}}
+        )
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(20)]
     for t in threads:
@@ -35,8 +36,10 @@ def test_twenty_parallel_node_adds_get_twenty_distinct_gap_free_positions(make_a
 def test_the_database_itself_refuses_two_nodes_at_one_position(sql, workflow):
     workflow_id = workflow([("formatter", {})])
     with pytest.raises(psycopg.errors.UniqueViolation):
-        sql.execute("INSERT INTO nodes (workflow_id, position, node_type, config) VALUES (%s, 0, 'formatter', %s)",
-                    (workflow_id, Jsonb({})))
+        sql.execute(
+            "INSERT INTO nodes (workflow_id, position, node_type, config) VALUES (%s, 0, 'formatter', %s)",
+            (workflow_id, Jsonb({})),
+        )
 
 
 def test_positions_can_be_swapped_in_one_transaction(sql, workflow):
@@ -45,7 +48,9 @@ def test_positions_can_be_swapped_in_one_transaction(sql, workflow):
     with sql.transaction():
         sql.execute("SET CONSTRAINTS ALL DEFERRED")
         sql.execute("UPDATE nodes SET position = 1 WHERE workflow_id = %s AND position = 0", (workflow_id,))
-        sql.execute("UPDATE nodes SET position = 0 WHERE workflow_id = %s AND config = %s",
-                    (workflow_id, Jsonb({"rules": ["lowercase"]})))
+        sql.execute(
+            "UPDATE nodes SET position = 0 WHERE workflow_id = %s AND config = %s",
+            (workflow_id, Jsonb({"rules": ["lowercase"]})),
+        )
     rows = sql.execute("SELECT config FROM nodes WHERE workflow_id = %s ORDER BY position", (workflow_id,)).fetchall()
     assert [r["config"] for r in rows] == [{"rules": ["lowercase"]}, {"rules": ["strip"]}]

@@ -7,8 +7,18 @@ import pytest
 
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$")
 RUN_KEYS = {"id", "workflow_id", "status", "started_at", "finished_at", "error_message", "final_output"}
-STEP_KEYS = {"id", "run_id", "node_id", "node_type", "status", "started_at", "finished_at", "input_text",
-             "output_text", "error_message"}
+STEP_KEYS = {
+    "id",
+    "run_id",
+    "node_id",
+    "node_type",
+    "status",
+    "started_at",
+    "finished_at",
+    "input_text",
+    "output_text",
+    "error_message",
+}
 UNKNOWN = str(uuid.uuid4())
 
 
@@ -42,8 +52,9 @@ def test_get_workflow_returns_nodes_in_position_order_with_configs_as_sent(clien
 
 def test_add_node_answers_200_with_message_and_node_id(client, workflow):
     workflow_id = workflow()
-    response = client.post(f"/workflows/{workflow_id}/nodes",
-                           json={"node_type": "generative_ai", "config": {"prompt": "Hi", "model": "m"}})
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes", json={"node_type": "generative_ai", "config": {"prompt": "Hi", "model": "m"}}
+    )
     assert response.status_code == 200
     assert response.json["message"] == "Node added"
     node_id = response.json["node_id"]
@@ -81,7 +92,9 @@ def test_run_needs_no_body(client, workflow):
 
 def test_runs_are_listed_newest_first_with_every_key(client, workflow):
     workflow_id = workflow([("formatter", {})])
-    run_ids = [client.post(f"/workflows/{workflow_id}/run", json={"input_text": str(i)}).json["run_id"] for i in range(3)]
+    run_ids = [
+        client.post(f"/workflows/{workflow_id}/run", json={"input_text": str(i)}).json["run_id"] for i in range(3)
+    ]
     response = client.get(f"/workflows/{workflow_id}/runs")
     assert response.status_code == 200
     runs = response.json["runs"]
@@ -100,13 +113,16 @@ def test_every_run_and_step_key_is_present_even_when_empty(client, failing_workf
     assert step["output_text"] is None and set(step) >= STEP_KEYS
 
 
-@pytest.mark.parametrize("method, path, detail", [
-    ("get", "/workflows/{id}", "Workflow not found"),
-    ("post", "/workflows/{id}/nodes", "Workflow not found"),
-    ("post", "/workflows/{id}/run", "Workflow not found"),
-    ("get", "/workflows/{id}/runs", "Workflow not found"),
-    ("get", "/runs/{id}", "Run not found"),
-])
+@pytest.mark.parametrize(
+    "method, path, detail",
+    [
+        ("get", "/workflows/{id}", "Workflow not found"),
+        ("post", "/workflows/{id}/nodes", "Workflow not found"),
+        ("post", "/workflows/{id}/run", "Workflow not found"),
+        ("get", "/workflows/{id}/runs", "Workflow not found"),
+        ("get", "/runs/{id}", "Run not found"),
+    ],
+)
 @pytest.mark.parametrize("unknown_id", [UNKNOWN, "not-a-uuid", "1", "00000000-0000-0000-0000-00000000000g"])
 def test_unknown_ids_are_404_without_internal_details(client, method, path, detail, unknown_id):
     body = {"node_type": "formatter", "config": {}} if path.endswith("/nodes") else None
@@ -115,30 +131,61 @@ def test_unknown_ids_are_404_without_internal_details(client, method, path, deta
     assert response.json == {"detail": detail}
 
 
-@pytest.mark.parametrize("payload, errors", [
-    ({}, {"node_type": ["Missing data for required field."], "config": ["Missing data for required field."]}),
-    ({"node_type": "rocket", "config": {}}, {"node_type": ["Must be one of: extract_text, generative_ai, formatter."]}),
-    ({"node_type": "formatter"}, {"config": ["Missing data for required field."]}),
-    ({"node_type": "formatter", "config": []}, {"config": ["Not a valid mapping type."]}),
-    ({"node_type": "formatter", "config": {"rules": ["shout"]}},
-     {"config": {"rules": {"0": ["Must be one of: uppercase, lowercase, full_to_half, half_to_full, normalize_width, "
-                                 "strip, collapse_whitespace, nfkc."]}}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "x" * 4001, "model": "m"}},
-     {"config": {"prompt": ["Length must be between 1 and 4000."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": " "}}, {"config": {"model": ["Must not be blank."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "temperature": 2.5}},
-     {"config": {"temperature": ["Must be greater than or equal to 0 and less than or equal to 2."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "temperature": "0.5"}},
-     {"config": {"temperature": ["Not a valid number."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "max_tokens": 0}},
-     {"config": {"max_tokens": ["Must be greater than or equal to 1 and less than or equal to 4096."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "max_tokens": 1.5}},
-     {"config": {"max_tokens": ["Not a valid integer."]}}),
-    ({"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "top_p": -0.1}},
-     {"config": {"top_p": ["Must be greater than or equal to 0 and less than or equal to 1."]}}),
-    ({"node_type": "extract_text", "config": {"file_id": "abc"}}, {"config": {"file_id": ["Not a valid UUID."]}}),
-    ({"node_type": "formatter", "config": {}, "position": 3}, {"position": ["Unknown field."]}),
-])
+@pytest.mark.parametrize(
+    "payload, errors",
+    [
+        ({}, {"node_type": ["Missing data for required field."], "config": ["Missing data for required field."]}),
+        (
+            {"node_type": "rocket", "config": {}},
+            {"node_type": ["Must be one of: extract_text, generative_ai, formatter."]},
+        ),
+        ({"node_type": "formatter"}, {"config": ["Missing data for required field."]}),
+        ({"node_type": "formatter", "config": []}, {"config": ["Not a valid mapping type."]}),
+        (
+            {"node_type": "formatter", "config": {"rules": ["shout"]}},
+            {
+                "config": {
+                    "rules": {
+                        "0": [
+                            "Must be one of: uppercase, lowercase, full_to_half, half_to_full, normalize_width, "
+                            "strip, collapse_whitespace, nfkc."
+                        ]
+                    }
+                }
+            },
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "x" * 4001, "model": "m"}},
+            {"config": {"prompt": ["Length must be between 1 and 4000."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": " "}},
+            {"config": {"model": ["Must not be blank."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "temperature": 2.5}},
+            {"config": {"temperature": ["Must be greater than or equal to 0 and less than or equal to 2."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "temperature": "0.5"}},
+            {"config": {"temperature": ["Not a valid number."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "max_tokens": 0}},
+            {"config": {"max_tokens": ["Must be greater than or equal to 1 and less than or equal to 4096."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "max_tokens": 1.5}},
+            {"config": {"max_tokens": ["Not a valid integer."]}},
+        ),
+        (
+            {"node_type": "generative_ai", "config": {"prompt": "p", "model": "m", "top_p": -0.1}},
+            {"config": {"top_p": ["Must be greater than or equal to 0 and less than or equal to 1."]}},
+        ),
+        ({"node_type": "extract_text", "config": {"file_id": "abc"}}, {"config": {"file_id": ["Not a valid UUID."]}}),
+        ({"node_type": "formatter", "config": {}, "position": 3}, {"position": ["Unknown field."]}),
+    ],
+)
 def test_invalid_node_payloads_are_422_naming_the_field(client, workflow, payload, errors):
     workflow_id = workflow()
     response = client.post(f"/workflows/{workflow_id}/nodes", json=payload)
@@ -148,9 +195,12 @@ def test_invalid_node_payloads_are_422_naming_the_field(client, workflow, payloa
     assert client.get(f"/workflows/{workflow_id}").json["nodes"] == []
 
 
-@pytest.mark.parametrize("payload, errors", [
-    ({"node_type": "formatter", "config": {"rule": ["uppercase"]}}, {"config": {"rule": ["Unknown field."]}}),
-])
+@pytest.mark.parametrize(
+    "payload, errors",
+    [
+        ({"node_type": "formatter", "config": {"rule": ["uppercase"]}}, {"config": {"rule": ["Unknown field."]}}),
+    ],
+)
 def test_unknown_config_keys_are_422_naming_the_field_for_a_strict_client(client, workflow, payload, errors):
     """Before, every client got this 422; now a client asks for it with Prefer: handling=strict."""
     workflow_id = workflow()
@@ -166,30 +216,36 @@ def test_legacy_configs_stay_valid(client, workflow):
     assert len(client.get(f"/workflows/{workflow_id}").json["nodes"]) == 3
 
 
-@pytest.mark.parametrize("payload, field, message", [
-    ({}, "name", "Missing data for required field."),
-    ({"name": ""}, "name", "Length must be between 1 and 200."),
-    ({"name": "   "}, "name", "Must not be blank."),
-    ({"name": "x" * 201}, "name", "Length must be between 1 and 200."),
-    ({"name": 42}, "name", "Not a valid string."),
-    ({"name": "a\u0000b"}, "name", "Must not contain NUL (\\u0000) characters."),
-    ({"name": "ok", "colour": "red"}, "colour", "Unknown field."),
-])
+@pytest.mark.parametrize(
+    "payload, field, message",
+    [
+        ({}, "name", "Missing data for required field."),
+        ({"name": ""}, "name", "Length must be between 1 and 200."),
+        ({"name": "   "}, "name", "Must not be blank."),
+        ({"name": "x" * 201}, "name", "Length must be between 1 and 200."),
+        ({"name": 42}, "name", "Not a valid string."),
+        ({"name": "a\u0000b"}, "name", "Must not contain NUL (\\u0000) characters."),
+        ({"name": "ok", "colour": "red"}, "colour", "Unknown field."),
+    ],
+)
 def test_invalid_workflow_bodies_are_422(client, payload, field, message):
     response = client.post("/workflows", json=payload)
     assert response.status_code == 422
     assert response.json["errors"] == {field: [message]}
 
 
-@pytest.mark.parametrize("data, content_type, status, detail_part", [
-    ("{not json", "application/json", 400, "not valid JSON"),
-    ('{"name": NaN}', "application/json", 400, "not valid JSON"),
-    (b'{"name": "\xff"}', "application/json", 400, "not valid JSON"),
-    ('["a list"]', "application/json", 422, "must be a JSON object"),
-    ("name=x", "application/x-www-form-urlencoded", 415, "application/json"),
-    ('{"name": "x"}', "text/plain", 415, "application/json"),
-    ("", "application/json", 422, "body is required"),
-])
+@pytest.mark.parametrize(
+    "data, content_type, status, detail_part",
+    [
+        ("{not json", "application/json", 400, "not valid JSON"),
+        ('{"name": NaN}', "application/json", 400, "not valid JSON"),
+        (b'{"name": "\xff"}', "application/json", 400, "not valid JSON"),
+        ('["a list"]', "application/json", 422, "must be a JSON object"),
+        ("name=x", "application/x-www-form-urlencoded", 415, "application/json"),
+        ('{"name": "x"}', "text/plain", 415, "application/json"),
+        ("", "application/json", 422, "body is required"),
+    ],
+)
 def test_malformed_bodies_get_a_clear_4xx(client, data, content_type, status, detail_part):
     response = client.post("/workflows", data=data, content_type=content_type)
     assert response.status_code == status
@@ -197,11 +253,17 @@ def test_malformed_bodies_get_a_clear_4xx(client, data, content_type, status, de
     assert set(response.json) == {"detail"}
 
 
-@pytest.mark.parametrize("body, errors", [
-    ({"input_text": 5}, {"input_text": ["Not a valid string."]}),
-    ({"input": "x"}, {"input": ["Unknown field."]}),
-    ({"input_text": "lone \ud800 surrogate"}, {"input_text": ["Must be valid Unicode (unpaired surrogate escape)."]}),
-])
+@pytest.mark.parametrize(
+    "body, errors",
+    [
+        ({"input_text": 5}, {"input_text": ["Not a valid string."]}),
+        ({"input": "x"}, {"input": ["Unknown field."]}),
+        (
+            {"input_text": "lone \ud800 surrogate"},
+            {"input_text": ["Must be valid Unicode (unpaired surrogate escape)."]},
+        ),
+    ],
+)
 def test_invalid_run_bodies_are_422_and_create_no_run(client, workflow, body, errors):
     workflow_id = workflow([("formatter", {})])
     response = client.post(f"/workflows/{workflow_id}/run", json=body)
@@ -259,4 +321,6 @@ def test_by_default_cors_allows_the_earlier_front_end_only(client):
 
 def test_cors_origins_none_sends_no_cors_headers(make_app):
     client = make_app(CORS_ORIGINS=[]).test_client()
-    assert "Access-Control-Allow-Origin" not in client.get("/livez", headers={"Origin": "http://localhost:3000"}).headers
+    assert (
+        "Access-Control-Allow-Origin" not in client.get("/livez", headers={"Origin": "http://localhost:3000"}).headers
+    )

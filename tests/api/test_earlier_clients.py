@@ -26,8 +26,11 @@ FOREIGN_KEYS = {
 }
 NODE_TYPES = ("extract_text", "generative_ai", "formatter")
 # What each type knows, so a foreign key is any other one.
-KNOWN = {"extract_text": {"file_id"}, "generative_ai": {"prompt", "model", "temperature", "max_tokens", "top_p"},
-         "formatter": {"rules"}}
+KNOWN = {
+    "extract_text": {"file_id"},
+    "generative_ai": {"prompt", "model", "temperature", "max_tokens", "top_p"},
+    "formatter": {"rules"},
+}
 
 
 def _foreign(node_type):
@@ -48,12 +51,16 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize("node_type, config", CONFIG_CASES)
-def test_every_json_object_is_a_config_kept_as_sent_and_its_unused_keys_reported(client, workflow, sql,
-                                                                                 node_type, config):
+def test_every_json_object_is_a_config_kept_as_sent_and_its_unused_keys_reported(
+    client, workflow, sql, node_type, config
+):
     workflow_id = workflow()
     # Sent as written (the test client's json= would sort the keys): warnings follow the order sent.
-    added = client.post(f"/workflows/{workflow_id}/nodes", data=json.dumps({"node_type": node_type, "config": config}),
-                        content_type="application/json")
+    added = client.post(
+        f"/workflows/{workflow_id}/nodes",
+        data=json.dumps({"node_type": node_type, "config": config}),
+        content_type="application/json",
+    )
     assert added.status_code == 200, added.json
     unused = [key for key in config if key not in KNOWN[node_type]]
     assert added.json.get("warnings") == (_warnings(node_type, unused) or None)
@@ -66,12 +73,15 @@ def test_every_json_object_is_a_config_kept_as_sent_and_its_unused_keys_reported
     assert stored["config"] == config
 
 
-@pytest.mark.parametrize("node_type, config", [case for case in CONFIG_CASES
-                                               if set(case[1]) - KNOWN[case[0]]])
+@pytest.mark.parametrize("node_type, config", [case for case in CONFIG_CASES if set(case[1]) - KNOWN[case[0]]])
 def test_a_strict_client_gets_a_422_naming_each_unused_key_and_nothing_is_stored(client, workflow, node_type, config):
     workflow_id = workflow()
-    refused = client.post(f"/workflows/{workflow_id}/nodes", data=json.dumps({"node_type": node_type, "config": config}),
-                          content_type="application/json", headers=STRICT)
+    refused = client.post(
+        f"/workflows/{workflow_id}/nodes",
+        data=json.dumps({"node_type": node_type, "config": config}),
+        content_type="application/json",
+        headers=STRICT,
+    )
     assert refused.status_code == 422
     unused = [key for key in config if key not in KNOWN[node_type]]
     assert refused.json["errors"] == {"config": {key: ["Unknown field."] for key in unused}}
@@ -81,20 +91,24 @@ def test_a_strict_client_gets_a_422_naming_each_unused_key_and_nothing_is_stored
 
 
 @pytest.mark.parametrize("headers", [{}, STRICT])
-@pytest.mark.parametrize("node_type, config, errors", [
-    ("formatter", {"rules": "x"}, {"rules": ["Not a valid list."]}),
-    ("formatter", {"rules": ["shout"], "prompt": "p"}, None),
-    ("generative_ai", {"prompt": ""}, {"prompt": ["Length must be between 1 and 4000."]}),
-    ("generative_ai", {"model": " "}, {"model": ["Must not be blank."]}),
-    ("generative_ai", {"model": None}, {"model": ["Field may not be null."]}),
-    ("generative_ai", {"prompt": None}, {"prompt": ["Field may not be null."]}),
-    ("generative_ai", {"temperature": "0.5"}, {"temperature": ["Not a valid number."]}),
-    ("extract_text", {"file_id": "abc", "prompt": "p"}, None),
-])
+@pytest.mark.parametrize(
+    "node_type, config, errors",
+    [
+        ("formatter", {"rules": "x"}, {"rules": ["Not a valid list."]}),
+        ("formatter", {"rules": ["shout"], "prompt": "p"}, None),
+        ("generative_ai", {"prompt": ""}, {"prompt": ["Length must be between 1 and 4000."]}),
+        ("generative_ai", {"model": " "}, {"model": ["Must not be blank."]}),
+        ("generative_ai", {"model": None}, {"model": ["Field may not be null."]}),
+        ("generative_ai", {"prompt": None}, {"prompt": ["Field may not be null."]}),
+        ("generative_ai", {"temperature": "0.5"}, {"temperature": ["Not a valid number."]}),
+        ("extract_text", {"file_id": "abc", "prompt": "p"}, None),
+    ],
+)
 def test_known_keys_are_validated_as_before_in_both_modes(client, workflow, headers, node_type, config, errors):
     workflow_id = workflow()
-    response = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config},
-                           headers=headers)
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config}, headers=headers
+    )
     assert response.status_code == 422
     known_errors = {k: v for k, v in response.json["errors"]["config"].items() if k in KNOWN[node_type]}
     assert known_errors, response.json
@@ -120,10 +134,14 @@ def test_other_body_keys_and_query_strings_still_refuse_unknown_keys(client, wor
 
 def test_keys_and_strings_the_database_cannot_store_are_refused_wherever_they_are(client, workflow):
     workflow_id = workflow()
-    for config, errors in [({"note": "a\x00b"}, {"note": ["Must not contain NUL (\\u0000) characters."]}),
-                           ({"deep": {"list": ["ok", "half \ud800"]}},
-                            {"deep": {"list": {"1": ["Must be valid Unicode (unpaired surrogate escape)."]}}}),
-                           ({"k\x00": 1}, {"k\x00": ["This key: must not contain NUL (\\u0000) characters."]})]:
+    for config, errors in [
+        ({"note": "a\x00b"}, {"note": ["Must not contain NUL (\\u0000) characters."]}),
+        (
+            {"deep": {"list": ["ok", "half \ud800"]}},
+            {"deep": {"list": {"1": ["Must be valid Unicode (unpaired surrogate escape)."]}}},
+        ),
+        ({"k\x00": 1}, {"k\x00": ["This key: must not contain NUL (\\u0000) characters."]}),
+    ]:
         response = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter", "config": config})
         assert response.status_code == 422 and response.json["errors"] == {"config": errors}
     assert client.get(f"/workflows/{workflow_id}").json["nodes"] == []
@@ -145,8 +163,9 @@ def test_a_patch_keeps_unused_keys_warns_and_refuses_them_for_a_strict_client(cl
     assert retyped.json["warnings"] == _warnings("generative_ai", ["rules"])
 
     strict = client.patch(path, json={"config": {"rules": [], "colour": "red"}}, headers=STRICT)
-    assert strict.status_code == 422 and strict.json["errors"] == {"config": {"rules": ["Unknown field."],
-                                                                               "colour": ["Unknown field."]}}
+    assert strict.status_code == 422 and strict.json["errors"] == {
+        "config": {"rules": ["Unknown field."], "colour": ["Unknown field."]}
+    }
     assert strict.headers["Preference-Applied"] == "handling=strict"
     assert client.get(path).json["config"] == {"rules": ["lowercase"], "prompt": "p"}
 
@@ -155,9 +174,13 @@ def test_a_patch_keeps_unused_keys_warns_and_refuses_them_for_a_strict_client(cl
 
 
 def test_the_earlier_front_ends_nodes_run_and_their_steps_name_the_ignored_keys_and_the_model(client, workflow):
-    workflow_id = workflow([("extract_text", {"prompt": "Read the invoice"}),
-                            ("generative_ai", {"prompt": "Summarise: {text}"}),
-                            ("formatter", {"prompt": "Shout it"})])
+    workflow_id = workflow(
+        [
+            ("extract_text", {"prompt": "Read the invoice"}),
+            ("generative_ai", {"prompt": "Summarise: {text}"}),
+            ("formatter", {"prompt": "Shout it"}),
+        ]
+    )
     response = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "invoice 42"})
     assert response.status_code == 200, response.json
     # extract_text passes the text through; the echo provider returns the rendered prompt; formatter's {} uppercases.
@@ -186,40 +209,52 @@ def test_generative_ai_without_prompt_or_model_prompts_with_the_input_and_the_co
 # --- Prefer (RFC 7240) -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers, expected", [
-    (["handling=strict"], {"handling": ("strict", {})}),
-    (["HANDLING = \"strict\""], {"handling": ("strict", {})}),
-    (["respond-async, wait=10, handling=lenient"],
-     {"respond-async": (None, {}), "wait": ("10", {}), "handling": ("lenient", {})}),
-    (["wait=5", "handling=strict", "wait=9"], {"wait": ("5", {}), "handling": ("strict", {})}),
-    (["handling=lenient, handling=strict"], {"handling": ("lenient", {})}),
-    (['foo="a, b; c"; p=1; Q="x\\"y", bar'], {"foo": ("a, b; c", {"p": "1", "q": 'x"y'}), "bar": (None, {})}),
-    (["empty=\"\", =broken, sp ace=1, ok"], {"empty": (None, {}), "ok": (None, {})}),
-    ([""], {}),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        (["handling=strict"], {"handling": ("strict", {})}),
+        (['HANDLING = "strict"'], {"handling": ("strict", {})}),
+        (
+            ["respond-async, wait=10, handling=lenient"],
+            {"respond-async": (None, {}), "wait": ("10", {}), "handling": ("lenient", {})},
+        ),
+        (["wait=5", "handling=strict", "wait=9"], {"wait": ("5", {}), "handling": ("strict", {})}),
+        (["handling=lenient, handling=strict"], {"handling": ("lenient", {})}),
+        (['foo="a, b; c"; p=1; Q="x\\"y", bar'], {"foo": ("a, b; c", {"p": "1", "q": 'x"y'}), "bar": (None, {})}),
+        (['empty="", =broken, sp ace=1, ok'], {"empty": (None, {}), "ok": (None, {})}),
+        ([""], {}),
+    ],
+)
 def test_prefer_headers_parse_as_rfc_7240_says(headers, expected):
     parsed = prefer.parse(headers)
     assert {name: (p.value, p.params) for name, p in parsed.items()} == expected
 
 
-@pytest.mark.parametrize("headers, strict", [
-    ({"Prefer": "handling=strict"}, True),
-    ({"Prefer": "Handling=Strict"}, True),
-    ({"Prefer": "respond-async, handling=strict"}, True),
-    ({"Prefer": "handling=lenient"}, False),
-    ({"Prefer": "handling"}, False),
-    ({"Prefer": "strict"}, False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    "headers, strict",
+    [
+        ({"Prefer": "handling=strict"}, True),
+        ({"Prefer": "Handling=Strict"}, True),
+        ({"Prefer": "respond-async, handling=strict"}, True),
+        ({"Prefer": "handling=lenient"}, False),
+        ({"Prefer": "handling"}, False),
+        ({"Prefer": "strict"}, False),
+        ({}, False),
+    ],
+)
 def test_only_handling_strict_makes_a_client_strict(client, workflow, headers, strict):
     workflow_id = workflow()
-    response = client.post(f"/workflows/{workflow_id}/nodes", headers=headers,
-                           json={"node_type": "formatter", "config": {"prompt": "p"}})
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes", headers=headers, json={"node_type": "formatter", "config": {"prompt": "p"}}
+    )
     assert response.status_code == (422 if strict else 200)
 
 
 def test_repeated_prefer_headers_are_read_together(client, workflow):
     workflow_id = workflow()
-    response = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter", "config": {"x": 1}},
-                           headers=[("Prefer", "wait=3"), ("Prefer", "handling=strict")])
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes",
+        json={"node_type": "formatter", "config": {"x": 1}},
+        headers=[("Prefer", "wait=3"), ("Prefer", "handling=strict")],
+    )
     assert response.status_code == 422 and response.headers["Preference-Applied"] == "handling=strict"

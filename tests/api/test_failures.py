@@ -80,8 +80,12 @@ def test_database_down_answers_503_fast_and_service_resumes_without_a_restart(pr
     pg_ctl("start")
     back = time.monotonic()
     # Both gunicorn workers (each with its own pool) serve again: several requests in a row all succeed.
-    wait_for(lambda: all(server.request("GET", f"/workflows/{workflow_id}")[0] == 200 for _ in range(6)),
-             timeout=30, interval=0.2, message="the service to resume")
+    wait_for(
+        lambda: all(server.request("GET", f"/workflows/{workflow_id}")[0] == 200 for _ in range(6)),
+        timeout=30,
+        interval=0.2,
+        message="the service to resume",
+    )
     recovered_in = time.monotonic() - back
     # The outage outlasted the pool's reconnect window (db.RECONNECT_TIMEOUT_S): with psycopg_pool's default
     # (300 s, waits doubling between attempts) the service came back 15 s after the database here.
@@ -96,8 +100,9 @@ def test_database_down_answers_503_fast_and_service_resumes_without_a_restart(pr
     assert "Traceback" not in server.log.read_text()
 
 
-def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_returns_is_served(private_cluster,
-                                                                                               make_server):
+def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_returns_is_served(
+    private_cluster, make_server
+):
     url, pg_ctl = private_cluster
     migrations.apply(url)
     server = make_server(url)  # DB_POOL_TIMEOUT_S: the default, 2 s
@@ -122,15 +127,22 @@ def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_re
         time.sleep(db.FAIL_FAST_S + 2 + 1.5)
         pg_ctl("start")
         back = time.monotonic()
-        wait_for(lambda: any(sent >= back and status == 200 for sent, _, status, _ in answers), timeout=15,
-                 interval=0.05, message="a 200 after the database came back")
+        wait_for(
+            lambda: any(sent >= back and status == 200 for sent, _, status, _ in answers),
+            timeout=15,
+            interval=0.05,
+            message="a 200 after the database came back",
+        )
     finally:
         stop.set()
         for thread in threads:
             thread.join()
 
-    down = [(elapsed, status, retry) for sent, elapsed, status, retry in answers
-            if stopped + 2.5 <= sent and sent + elapsed <= back]
+    down = [
+        (elapsed, status, retry)
+        for sent, elapsed, status, retry in answers
+        if stopped + 2.5 <= sent and sent + elapsed <= back
+    ]
     assert down, "no request was answered while the database was down: each waited out the pool timeout"
     assert {(status, retry) for _, status, retry in down} == {(503, "1")}
     latencies = sorted(elapsed for elapsed, _, _ in down)
@@ -139,19 +151,28 @@ def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_re
     assert len(down) >= 20, f"only {len(down)} answers while the database was down"
     first_ok = min(sent + elapsed for sent, elapsed, status, _ in answers if sent >= back and status == 200)
     # A request tries to connect at least once per FAIL_FAST_S, and its connection serves it at once.
-    assert first_ok - back < db.FAIL_FAST_S + 0.5, f"the first 200 came {first_ok - back:.1f} s after the database was back"
+    assert first_ok - back < db.FAIL_FAST_S + 0.5, (
+        f"the first 200 came {first_ok - back:.1f} s after the database was back"
+    )
     assert "Traceback" not in server.log.read_text()
 
 
 # --- the pool exhausted by slow requests ---------------------------------------------------------------------
 
 
-def test_excess_requests_get_503_at_once_when_the_pool_and_its_queue_are_full(database_url, make_server, sql,
-                                                                              row_lock):
+def test_excess_requests_get_503_at_once_when_the_pool_and_its_queue_are_full(database_url, make_server, sql, row_lock):
     # One process with 6 threads but one connection, and room for one request to wait for it. The pool timeout
     # and statement timeout are long, so nothing below is answered by a timeout: only by the bounded queue.
-    server = make_server(database_url, WEB_CONCURRENCY=1, GUNICORN_THREADS=6, DB_POOL_MIN_SIZE=1, DB_POOL_MAX_SIZE=1,
-                         DB_POOL_MAX_WAITING=1, DB_POOL_TIMEOUT_S=30, STATEMENT_TIMEOUT_MS=60000)
+    server = make_server(
+        database_url,
+        WEB_CONCURRENCY=1,
+        GUNICORN_THREADS=6,
+        DB_POOL_MIN_SIZE=1,
+        DB_POOL_MAX_SIZE=1,
+        DB_POOL_MAX_WAITING=1,
+        DB_POOL_TIMEOUT_S=30,
+        STATEMENT_TIMEOUT_MS=60000,
+    )
     server.start()
     workflow_id = server.request("POST", "/workflows", {"name": "busy"})[1]["id"]
     release = row_lock(workflow_id)
@@ -159,8 +180,11 @@ def test_excess_requests_get_503_at_once_when_the_pool_and_its_queue_are_full(da
     answers = queue.Queue()
 
     def add_node(i):
-        answers.put(server.request("POST", f"/workflows/{workflow_id}/nodes",
-                                   {"node_type": "formatter", "config": {"rules": ["strip"]}}))
+        answers.put(
+            server.request(
+                "POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {"rules": ["strip"]}}
+            )
+        )
 
     sent = time.monotonic()
     threads = [threading.Thread(target=add_node, args=(i,)) for i in range(6)]
@@ -172,10 +196,16 @@ def test_excess_requests_get_503_at_once_when_the_pool_and_its_queue_are_full(da
         refused = [answers.get(timeout=15) for _ in range(4)]
         elapsed = time.monotonic() - sent
         # The one connection is the one waiting for the row.
-        wait_for(lambda: sql.execute("""SELECT count(*) AS n FROM pg_stat_activity
+        wait_for(
+            lambda: (
+                sql.execute("""SELECT count(*) AS n FROM pg_stat_activity
                                         WHERE datname = current_database() AND application_name = 'flowline'
-                                          AND wait_event_type = 'Lock'""").fetchone()["n"] == 1,
-                 timeout=10, message="a request blocked on the row lock")
+                                          AND wait_event_type = 'Lock'""").fetchone()["n"]
+                == 1
+            ),
+            timeout=10,
+            message="a request blocked on the row lock",
+        )
         assert answers.empty(), "the held and the waiting request are not answered while the lock is held"
     finally:
         release()
@@ -200,8 +230,13 @@ def test_a_request_waiting_longer_than_the_pool_timeout_gets_503(make_app, workf
     holder = threading.Thread(target=lambda: app.test_client().patch(f"/workflows/{workflow_id}", json={"name": "x"}))
     holder.start()
     try:
-        wait_for(lambda: app.extensions["flowline.pool"].get_stats().get("pool_available", 0) == 0
-                 and app.extensions["flowline.pool"].get_stats().get("pool_size") == 1, message="the connection taken")
+        wait_for(
+            lambda: (
+                app.extensions["flowline.pool"].get_stats().get("pool_available", 0) == 0
+                and app.extensions["flowline.pool"].get_stats().get("pool_size") == 1
+            ),
+            message="the connection taken",
+        )
         started = time.monotonic()
         response = client.get(f"/workflows/{workflow_id}")
         elapsed = time.monotonic() - started
@@ -216,8 +251,11 @@ def test_a_request_waiting_longer_than_the_pool_timeout_gets_503(make_app, workf
 
 
 def backend_pids(sql):
-    return [r["pid"] for r in sql.execute("""SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-                                             AND application_name = 'flowline' ORDER BY pid""").fetchall()]
+    return [
+        r["pid"]
+        for r in sql.execute("""SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                                             AND application_name = 'flowline' ORDER BY pid""").fetchall()
+    ]
 
 
 def test_statement_timeout_answers_503_and_the_connection_returns_to_the_pool_healthy(make_app, sql, row_lock):
@@ -226,16 +264,20 @@ def test_statement_timeout_answers_503_and_the_connection_returns_to_the_pool_he
     (pid,) = backend_pids(sql)
     release = row_lock(workflow_id)
     try:
-        for method, path, body in [("patch", f"/workflows/{workflow_id}", {"name": "renamed"}),
-                                   ("post", f"/workflows/{workflow_id}/nodes", UPPERCASE),
-                                   ("delete", f"/workflows/{workflow_id}", None)]:
+        for method, path, body in [
+            ("patch", f"/workflows/{workflow_id}", {"name": "renamed"}),
+            ("post", f"/workflows/{workflow_id}/nodes", UPPERCASE),
+            ("delete", f"/workflows/{workflow_id}", None),
+        ]:
             started = time.monotonic()
             response = getattr(client, method)(path, json=body)
             assert response.status_code == 503, response.json
             assert response.headers["Retry-After"] == "1"
-            assert response.json == {"detail": "A database statement took longer than the 300 ms statement timeout "
-                                               "(the database is busy, or the data is locked by another request); "
-                                               "nothing was changed; retry shortly."}
+            assert response.json == {
+                "detail": "A database statement took longer than the 300 ms statement timeout "
+                "(the database is busy, or the data is locked by another request); "
+                "nothing was changed; retry shortly."
+            }
             assert time.monotonic() - started < 5
     finally:
         release()
@@ -257,35 +299,41 @@ def test_the_default_json_limit_takes_the_longest_input_text_in_any_encoding(app
     workflow_id = workflow([("formatter", {})])
     limit = app.config["MAX_INPUT_CHARS"]
     # An emoji escaped as a surrogate pair (Python's json.dumps default): 12 bytes for one character.
-    body = json.dumps({"input_text": "\U0001F600" * limit})
+    body = json.dumps({"input_text": "\U0001f600" * limit})
     assert len(body) > 11 * 1024 * 1024
     response = client.post(f"/workflows/{workflow_id}/runs", data=body, content_type="application/json")
     assert response.status_code == 202, response.json
-    over = json.dumps({"input_text": "\U0001F600" * (limit + 1)})
+    over = json.dumps({"input_text": "\U0001f600" * (limit + 1)})
     response = client.post(f"/workflows/{workflow_id}/runs", data=over, content_type="application/json")
     assert response.status_code == 422 and "longer than" in response.json["detail"]
     too_big = '{"input_text": "' + "x" * (12 * 1024 * 1024) + '"}'
     response = client.post(f"/workflows/{workflow_id}/runs", data=too_big, content_type="application/json")
     assert response.status_code == 413
-    assert response.json == {"detail": "The request body is larger than 12288 KiB, the most this route accepts "
-                                       "(MAX_JSON_KB for JSON bodies)."}
+    assert response.json == {
+        "detail": "The request body is larger than 12288 KiB, the most this route accepts "
+        "(MAX_JSON_KB for JSON bodies)."
+    }
 
 
-@pytest.mark.parametrize("method, path", [
-    ("post", "/workflows"),
-    ("patch", f"/workflows/{MISSING}"),
-    ("post", f"/workflows/{MISSING}/nodes"),
-    ("put", f"/workflows/{MISSING}/nodes/order"),
-    ("post", f"/workflows/{MISSING}/run"),
-    ("post", f"/workflows/{MISSING}/runs"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/workflows"),
+        ("patch", f"/workflows/{MISSING}"),
+        ("post", f"/workflows/{MISSING}/nodes"),
+        ("put", f"/workflows/{MISSING}/nodes/order"),
+        ("post", f"/workflows/{MISSING}/run"),
+        ("post", f"/workflows/{MISSING}/runs"),
+    ],
+)
 def test_json_bodies_over_max_json_kb_are_413(make_app, method, path):
     client = make_app(MAX_JSON_KB=64).test_client()
     body = '{"name": "' + "x" * (64 * 1024) + '"}'
     response = getattr(client, method)(path, data=body, content_type="application/json")
     assert response.status_code == 413
-    assert response.json == {"detail": "The request body is larger than 64 KiB, the most this route accepts "
-                                       "(MAX_JSON_KB for JSON bodies)."}
+    assert response.json == {
+        "detail": "The request body is larger than 64 KiB, the most this route accepts (MAX_JSON_KB for JSON bodies)."
+    }
     assert "X-Request-ID" in response.headers
     just_under = '{"name": "' + "x" * (64 * 1024 - 20) + '"}'
     assert getattr(client, method)(path, data=just_under, content_type="application/json").status_code != 413
@@ -303,8 +351,13 @@ def test_a_chunked_body_without_content_length_is_cut_at_max_json_kb(database_ur
 
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        conn.request("POST", "/workflows", body=chunks(), encode_chunked=True,
-                     headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        conn.request(
+            "POST",
+            "/workflows",
+            body=chunks(),
+            encode_chunked=True,
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        )
         response = conn.getresponse()
         answer = json.loads(response.read())
     finally:
@@ -317,8 +370,9 @@ def test_uploads_keep_their_own_limit_above_max_json_kb(make_app):
     client = make_app(MAX_JSON_KB=16).test_client()
     pdf = make_pdf(*[f"page {i}: " + "lorem ipsum dolor sit amet " * 6 for i in range(300)])
     assert len(pdf) > 32 * 1024
-    response = client.post("/files", data={"file": (io.BytesIO(pdf), "big.pdf", "application/pdf")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/files", data={"file": (io.BytesIO(pdf), "big.pdf", "application/pdf")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 201, response.json
 
 
@@ -328,10 +382,11 @@ def test_deeply_nested_json_is_422_never_a_500(client, workflow, levels):
     nested = "[" * levels + "]" * levels
     response = client.post("/workflows", data=nested, content_type="application/json")
     assert response.status_code == 422 and isinstance(response.json["detail"], str)
-    for path, body in [("/workflows", '{"name": ' + nested + "}"),
-                       (f"/workflows/{workflow_id}/nodes",
-                        '{"node_type": "formatter", "config": {"rules": ' + nested + "}}"),
-                       (f"/workflows/{workflow_id}/run", '{"input_text": ' + nested + "}")]:
+    for path, body in [
+        ("/workflows", '{"name": ' + nested + "}"),
+        (f"/workflows/{workflow_id}/nodes", '{"node_type": "formatter", "config": {"rules": ' + nested + "}}"),
+        (f"/workflows/{workflow_id}/run", '{"input_text": ' + nested + "}"),
+    ]:
         response = client.post(path, data=body, content_type="application/json")
         assert response.status_code == 422, (path, levels, response.json)
         assert response.json == {"detail": f"The request body is nested more than {MAX_JSON_DEPTH} levels deep."}
@@ -352,8 +407,10 @@ def test_huge_configs_are_422_quickly_with_a_small_answer(client, workflow):
         {f"key{i}": i for i in range(500_000)},  # half a million unknown keys
     ]
     for config in huge:
-        for method, path in [("post", f"/workflows/{workflow_id}/nodes"),
-                             ("patch", f"/workflows/{workflow_id}/nodes/{node_id}")]:
+        for method, path in [
+            ("post", f"/workflows/{workflow_id}/nodes"),
+            ("patch", f"/workflows/{workflow_id}/nodes/{node_id}"),
+        ]:
             started = time.monotonic()
             response = getattr(client, method)(path, json={"node_type": "formatter", "config": config})
             elapsed = time.monotonic() - started
@@ -361,11 +418,14 @@ def test_huge_configs_are_422_quickly_with_a_small_answer(client, workflow):
             assert response.json == {"detail": f"The request body holds more than {MAX_JSON_VALUES} JSON values."}
             assert elapsed < 5, f"{elapsed:.1f} s to refuse a huge config"
     # Below the value bound the schema decides, naming the field.
-    response = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter",
-                                                                     "config": {"rules": ["uppercase"] * 51}})
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter", "config": {"rules": ["uppercase"] * 51}}
+    )
     assert response.status_code == 422 and "rules" in response.json["errors"]["config"]
-    response = client.post(f"/workflows/{workflow_id}/nodes", json={
-        "node_type": "generative_ai", "config": {"prompt": "p" * 1_000_000, "model": "m"}})
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes",
+        json={"node_type": "generative_ai", "config": {"prompt": "p" * 1_000_000, "model": "m"}},
+    )
     assert response.status_code == 422 and "prompt" in response.json["errors"]["config"]
     assert len(client.get(f"/workflows/{workflow_id}").json["nodes"]) == 1
 
@@ -378,8 +438,9 @@ def test_a_reorder_of_the_most_nodes_a_body_may_name_is_not_refused_for_its_size
     assert "JSON values" not in response.json["detail"]
 
 
-@pytest.mark.parametrize("body", ['{"name": ', "[1, 2", '{"name": "x"} trailing', '{"name": 1' + "0" * 5000 + "}",
-                                  b'{"name": "\xff"}'])
+@pytest.mark.parametrize(
+    "body", ['{"name": ', "[1, 2", '{"name": "x"} trailing', '{"name": 1' + "0" * 5000 + "}", b'{"name": "\xff"}']
+)
 def test_unparsable_json_is_400(client, body):
     response = client.post("/workflows", data=body, content_type="application/json")
     assert response.status_code == 400
@@ -404,5 +465,6 @@ def test_data_the_database_cannot_take_is_422_not_a_503(make_app):
     response = client.post("/test-only/deep-json")
     assert response.status_code == 422
     assert response.json == {
-        "detail": "The request's data is too large or too deeply nested for the database to store."}
+        "detail": "The request's data is too large or too deeply nested for the database to store."
+    }
     assert client.get("/readyz").status_code == 200, "the connection went back to the pool usable"

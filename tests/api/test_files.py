@@ -41,14 +41,17 @@ def test_upload_answers_201_and_metadata_never_carries_the_bytes(client, upload)
     assert meta.json["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("make, status, detail", [
-    (lambda: b"", 422, "the file is empty"),
-    (lambda: b"GIF89a not a pdf", 415, "does not start with %PDF-"),
-    (lambda: make_pdf("cut short")[:300], 422, "corrupt"),
-    (lambda: b"%PDF-1.7\nthis is not a PDF body", 422, "corrupt"),
-    (lambda: _encrypted(make_pdf("secret")), 422, "encrypted"),
-    (lambda: _pageless(), 422, "no pages"),
-])
+@pytest.mark.parametrize(
+    "make, status, detail",
+    [
+        (lambda: b"", 422, "the file is empty"),
+        (lambda: b"GIF89a not a pdf", 415, "does not start with %PDF-"),
+        (lambda: make_pdf("cut short")[:300], 422, "corrupt"),
+        (lambda: b"%PDF-1.7\nthis is not a PDF body", 422, "corrupt"),
+        (lambda: _encrypted(make_pdf("secret")), 422, "encrypted"),
+        (lambda: _pageless(), 422, "no pages"),
+    ],
+)
 def test_every_upload_failure_class_has_its_own_answer(client, upload, sql, make, status, detail):
     response = upload(make(), content_type="application/pdf")
     assert response.status_code == status
@@ -71,16 +74,23 @@ def test_uploads_over_the_limit_are_413(make_app):
 def test_a_body_declared_too_large_is_refused_before_it_is_read(make_app):
     client = make_app(MAX_UPLOAD_MB=1).test_client()
     stream = io.BytesIO(b"x" * 100)  # the Content-Length below is a lie: nothing past it should be read
-    response = client.post("/files", input_stream=stream, content_type="multipart/form-data; boundary=b",
-                           environ_overrides={"CONTENT_LENGTH": str(50 * 1024 * 1024)})
+    response = client.post(
+        "/files",
+        input_stream=stream,
+        content_type="multipart/form-data; boundary=b",
+        environ_overrides={"CONTENT_LENGTH": str(50 * 1024 * 1024)},
+    )
     assert response.status_code == 413
     assert stream.tell() == 0
 
 
-@pytest.mark.parametrize("kwargs, status", [
-    ({"json": {"file": "x"}}, 415),
-    ({"data": {"other": (io.BytesIO(b"%PDF-"), "a.pdf")}, "content_type": "multipart/form-data"}, 422),
-])
+@pytest.mark.parametrize(
+    "kwargs, status",
+    [
+        ({"json": {"file": "x"}}, 415),
+        ({"data": {"other": (io.BytesIO(b"%PDF-"), "a.pdf")}, "content_type": "multipart/form-data"}, 422),
+    ],
+)
 def test_a_request_without_a_file_field_is_refused(client, kwargs, status):
     assert client.post("/files", **kwargs).status_code == status
 
@@ -104,7 +114,9 @@ def test_extracted_text_feeds_the_next_node(client, upload, workflow):
 def test_a_node_naming_a_missing_file_is_refused_when_added(client, workflow):
     workflow_id = workflow()
     missing = "6f1c2d3e-0000-4000-8000-000000000000"
-    response = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "extract_text", "config": {"file_id": missing}})
+    response = client.post(
+        f"/workflows/{workflow_id}/nodes", json={"node_type": "extract_text", "config": {"file_id": missing}}
+    )
     assert response.status_code == 422
     assert "not found" in response.json["errors"]["config"]["file_id"][0]
     assert client.get(f"/workflows/{workflow_id}").json["nodes"] == []

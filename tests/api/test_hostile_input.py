@@ -79,8 +79,12 @@ def each_value(check, *exclude, values=HOSTILE):
 
 def _routes(app):
     """Return [(method, rule)] for every route of ``app``, DELETEs last."""
-    found = [(method, rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
-             for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    found = [
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
     return sorted(found, key=lambda route: route[0] == "DELETE")
 
 
@@ -91,9 +95,11 @@ def _quote(value):
 
 def _path(rule, ids, **override):
     """Return ``rule`` with its parameters filled from ``ids`` (or ``override``, URL-quoted)."""
+
     def fill(match):
         name = match.group(1)
         return _quote(override[name]) if name in override else ids[name]
+
     return _PARAM.sub(fill, rule)
 
 
@@ -113,20 +119,36 @@ def world(client, workflow):
     """A workflow with a pass-through formatter and a generative_ai node, a file and a finished sync run."""
     workflow_id = workflow([("formatter", {"rules": []}), ("generative_ai", {"prompt": "p {text}", "model": "m"})])
     nodes = client.get(f"/workflows/{workflow_id}").json["nodes"]
-    file_id = client.post("/files", data={"file": (io.BytesIO(make_pdf("hostile")), "h.pdf", "application/pdf")},
-                          content_type="multipart/form-data").json["file_id"]
+    file_id = client.post(
+        "/files",
+        data={"file": (io.BytesIO(make_pdf("hostile")), "h.pdf", "application/pdf")},
+        content_type="multipart/form-data",
+    ).json["file_id"]
     run_id = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "seed"}).json["run_id"]
-    return {"workflow_id": workflow_id, "node_id": nodes[1]["id"], "formatter_id": nodes[0]["id"],
-            "file_id": file_id, "run_id": run_id}
+    return {
+        "workflow_id": workflow_id,
+        "node_id": nodes[1]["id"],
+        "formatter_id": nodes[0]["id"],
+        "file_id": file_id,
+        "run_id": run_id,
+    }
 
 
 @pytest.fixture(autouse=True)
 def schema_untouched(sql):
     """Nothing any request sent was executed: the same tables, functions and columns before and after."""
+
     def snapshot():
-        return (sql.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                            "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall(),
-                sql.execute("SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1").fetchall())
+        return (
+            sql.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2"
+            ).fetchall(),
+            sql.execute(
+                "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1"
+            ).fetchall(),
+        )
+
     before = snapshot()
     assert EXPECTED_TABLES <= {row["table_name"] for row in before[0]}
     yield
@@ -152,8 +174,18 @@ def test_path_parameters(app, client, world):
     assert client.get(f"/workflows/{world['workflow_id']}").status_code == 200
 
 
-@pytest.mark.parametrize("raw", ["/workflows/../../../etc/passwd", "/files/..%2F..%2Fetc%2Fpasswd", "/runs/%00",
-                                 "/workflows/%2e%2e/nodes/%2e%2e", "//workflows", "/workflows/%ZZ", "/files/\u00e9\U0001f600"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/workflows/../../../etc/passwd",
+        "/files/..%2F..%2Fetc%2Fpasswd",
+        "/runs/%00",
+        "/workflows/%2e%2e/nodes/%2e%2e",
+        "//workflows",
+        "/workflows/%ZZ",
+        "/files/\u00e9\U0001f600",
+    ],
+)
 def test_raw_paths(client, raw):
     assert 400 <= _status_ok(client.get(raw), stored_ok=False) < 500
 
@@ -167,8 +199,13 @@ def test_query_parameters(app, client, world):
             if method != "GET":
                 continue
             path = _path(rule, world)
-            for query in ({"limit": value}, {"cursor": value}, {"status": value}, {"limit": "2", "cursor": value},
-                          {value or "blank": "1"}):
+            for query in (
+                {"limit": value},
+                {"cursor": value},
+                {"status": value},
+                {"limit": "2", "cursor": value},
+                {value or "blank": "1"},
+            ):
                 response = client.get(path, query_string="&".join(f"{_quote(k)}={_quote(v)}" for k, v in query.items()))
                 # 422 where the route reads the parameter (or refuses unknown ones); one that takes none ignores it.
                 _status_ok(response)
@@ -201,15 +238,17 @@ def _check_workflow_rename(client, world, sql, value):
 def _check_node_create(client, world, sql, value):
     stored = False
     path = f"/workflows/{world['workflow_id']}/nodes"
-    for body in ({"node_type": "generative_ai", "config": {"prompt": value or "p", "model": value}},
-                 {"node_type": "generative_ai", "config": {"prompt": value, "model": "m"}},
-                 {"node_type": "formatter", "config": {"rules": [value]}},
-                 {"node_type": "extract_text", "config": {"file_id": value}},
-                 {"node_type": value, "config": {}},
-                 # A key the type does not know is kept as sent (beside rules: [], so the later sync run's
-                 # formatters still pass text through).
-                 {"node_type": "formatter", "config": {"rules": [], value or "k": "v"}},
-                 {"node_type": "formatter", "config": {}, value or "k": "v"}):
+    for body in (
+        {"node_type": "generative_ai", "config": {"prompt": value or "p", "model": value}},
+        {"node_type": "generative_ai", "config": {"prompt": value, "model": "m"}},
+        {"node_type": "formatter", "config": {"rules": [value]}},
+        {"node_type": "extract_text", "config": {"file_id": value}},
+        {"node_type": value, "config": {}},
+        # A key the type does not know is kept as sent (beside rules: [], so the later sync run's
+        # formatters still pass text through).
+        {"node_type": "formatter", "config": {"rules": [], value or "k": "v"}},
+        {"node_type": "formatter", "config": {}, value or "k": "v"},
+    ):
         response = _send(client, "POST", path, body)
         if _status_ok(response) == 200:
             node = client.get(f"{path}/{response.json['node_id']}").json
@@ -258,7 +297,9 @@ def _check_async_run(client, world, sql, value):
 
 def _check_cancel(client, world, sql, value):
     # Takes no body: whatever is sent is ignored. The seeded run is finished: 409.
-    assert _status_ok(_send(client, "POST", f"/runs/{world['run_id']}/cancel", {"reason": value}), stored_ok=False) == 409
+    assert (
+        _status_ok(_send(client, "POST", f"/runs/{world['run_id']}/cancel", {"reason": value}), stored_ok=False) == 409
+    )
 
 
 def _check_upload(client, world, sql, value):
@@ -291,7 +332,9 @@ def test_json_fields_are_refused_or_stored_verbatim(client, world, sql):
             assert not any(stored.values()), "a value PostgreSQL cannot store was answered as stored"
         elif name == "huge":
             # Longer than a name or a prompt may be, but a fine input text.
-            assert stored[("POST", "/workflows/<workflow_id>/run")] and stored[("POST", "/workflows/<workflow_id>/runs")]
+            assert (
+                stored[("POST", "/workflows/<workflow_id>/run")] and stored[("POST", "/workflows/<workflow_id>/runs")]
+            )
             assert not stored[("POST", "/workflows")]
         elif name not in ("empty", "spaces", "long-201"):
             assert stored[("POST", "/workflows")] and stored[("POST", "/workflows/<workflow_id>/nodes")]
@@ -307,11 +350,22 @@ def test_the_drop_table_name_is_just_a_name(client, sql):
     assert sql.execute("SELECT name FROM workflows WHERE id = %s", (created.json["id"],)).fetchone()["name"] == DROP
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"name": "\xff\xfe invalid utf-8"}', b'{"name": "a"', b'{"name": NaN}', b'{"name": "x", "name": "y"',
-    b'\xef\xbb\xbf{"name": "bom"}', b'[' * 10_000 + b']' * 10_000, b'{"name": ' + b'"' + b'\\' * 1001 + b'"}',
-    b'{"name": "\\u0000"}', b'{"name": "\\udc00"}', b'{"\\u0000": 1}', b'{"name": 1e999999}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "\xff\xfe invalid utf-8"}',
+        b'{"name": "a"',
+        b'{"name": NaN}',
+        b'{"name": "x", "name": "y"',
+        b'\xef\xbb\xbf{"name": "bom"}',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"name": ' + b'"' + b"\\" * 1001 + b'"}',
+        b'{"name": "\\u0000"}',
+        b'{"name": "\\udc00"}',
+        b'{"\\u0000": 1}',
+        b'{"name": 1e999999}',
+    ],
+)
 def test_malformed_json_bodies(client, raw):
     _status_ok(client.post("/workflows", data=raw, content_type="application/json"))
 
@@ -324,8 +378,15 @@ def test_headers(app, client, world, sql):
     value (it would end the header): test_raw_requests_through_gunicorn sends them raw."""
 
     def check(_, value):
-        headers = {"Idempotency-Key": value, "If-Match": value, "X-Request-ID": value, "Accept": value,
-                   "Authorization": value, "Origin": value, "Accept-Language": value}
+        headers = {
+            "Idempotency-Key": value,
+            "If-Match": value,
+            "X-Request-ID": value,
+            "Accept": value,
+            "Authorization": value,
+            "Origin": value,
+            "Accept-Language": value,
+        }
         for method, rule in _routes(app):
             body = {} if method in ("POST", "PUT", "PATCH") and rule != "/files" else None
             response = client.open(_path(rule, world), method=method, json=body, headers=headers)
@@ -355,8 +416,12 @@ def test_headers(app, client, world, sql):
 def _is_plain(name):
     """A file name multipart carries unchanged and POST /files keeps verbatim: no folder part, no quote or
     backslash (multipart's quoting), no control characters, no surrounding spaces, 1 to 255 characters."""
-    return (0 < len(name) <= 255 and name == name.strip() and not set(name) & set('/\\"')
-            and not any(unicodedata.category(ch)[0] == "C" for ch in name))
+    return (
+        0 < len(name) <= 255
+        and name == name.strip()
+        and not set(name) & set('/\\"')
+        and not any(unicodedata.category(ch)[0] == "C" for ch in name)
+    )
 
 
 def _check_kept_file(client, response, sent_name):
@@ -375,12 +440,16 @@ def test_upload_file_names_and_types(client):
     data = make_pdf("named")
 
     def check(_, value):
-        for filename, content_type in ((value, "application/pdf"), (f"{value}.pdf", value or "x"),
-                                       ("ok.pdf", f"application/pdf; name={value}")):
+        for filename, content_type in (
+            (value, "application/pdf"),
+            (f"{value}.pdf", value or "x"),
+            ("ok.pdf", f"application/pdf; name={value}"),
+        ):
             if any(ch in filename + content_type for ch in "\r\n"):
                 continue  # cannot be sent in a multipart header (test_upload_with_raw_multipart_headers sends them)
-            response = client.post("/files", data={"file": (io.BytesIO(data), filename, content_type)},
-                                   content_type="multipart/form-data")
+            response = client.post(
+                "/files", data={"file": (io.BytesIO(data), filename, content_type)}, content_type="multipart/form-data"
+            )
             if _status_ok(response) == 201:
                 _check_kept_file(client, response, filename)
 
@@ -390,13 +459,20 @@ def test_upload_file_names_and_types(client):
 def test_upload_with_raw_multipart_headers(client):
     """Bytes a client library would refuse to send: invalid UTF-8, CR, NUL in the part's headers."""
     pdf = make_pdf("raw")
-    for disposition in (b'form-data; name="file"; filename="\xff\xfe../../x.pdf"',
-                        b'form-data; name="file"; filename="a\x00b.pdf"',
-                        b'form-data; name="file"; filename="a\rb\x1b.pdf"',
-                        b'form-data; name="file"; filename*=UTF-8\'\'..%2F..%2Fetc%2Fpasswd',
-                        b'form-data; name="file"; filename="' + b"z" * 5000 + b'.pdf"'):
-        body = (b"--B\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: application/pdf\x00\x1b\r\n\r\n"
-                + pdf + b"\r\n--B--\r\n")
+    for disposition in (
+        b'form-data; name="file"; filename="\xff\xfe../../x.pdf"',
+        b'form-data; name="file"; filename="a\x00b.pdf"',
+        b'form-data; name="file"; filename="a\rb\x1b.pdf"',
+        b"form-data; name=\"file\"; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd",
+        b'form-data; name="file"; filename="' + b"z" * 5000 + b'.pdf"',
+    ):
+        body = (
+            b"--B\r\nContent-Disposition: "
+            + disposition
+            + b"\r\nContent-Type: application/pdf\x00\x1b\r\n\r\n"
+            + pdf
+            + b"\r\n--B--\r\n"
+        )
         response = client.post("/files", data=body, content_type="multipart/form-data; boundary=B")
         if _status_ok(response) == 201:
             _check_kept_file(client, response, "")
@@ -430,11 +506,17 @@ def test_raw_requests_through_gunicorn(server):
         b"GET /workflows HTTP/1.1\r\nHost: x\r\nX-Request-ID: \xc3\xa9\xff\r\nConnection: close\r\n\r\n",
         b"GET /workflows HTTP/1.1\r\nHost: x\r\nIf-Match: " + b"9" * 100_000 + b"\r\nConnection: close\r\n\r\n",
         b"GET /workflows/" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        (f"PATCH /workflows/{workflow_id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         f"If-Match: \"1\"\r\nIdempotency-Key: \xe9\r\nConnection: close\r\nContent-Length: ").encode("latin-1")
-        + str(len(body)).encode() + b"\r\n\r\n" + body,
-        (f"POST /workflows/{workflow_id}/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         f"Idempotency-Key: ';DROP\tTABLE\x01runs\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}").encode("latin-1"),
+        (
+            f"PATCH /workflows/{workflow_id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f'If-Match: "1"\r\nIdempotency-Key: \xe9\r\nConnection: close\r\nContent-Length: '
+        ).encode("latin-1")
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body,
+        (
+            f"POST /workflows/{workflow_id}/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Idempotency-Key: ';DROP\tTABLE\x01runs\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+        ).encode("latin-1"),
     ]
     for case in cases:
         status, answer = _raw(server, case)

@@ -82,8 +82,9 @@ def test_lines_of_a_run_carry_its_run_node_attempt_and_holder(make_app, workflow
     workflow_id = workflow([NODE])
     app = make_app(LOG_FORMAT="json", LLM_API_KEY=KEY, LLM_BASE_URL=fake.url, LLM_BACKOFF_S=0.01)
     capsys.readouterr()
-    response = app.test_client().post(f"/workflows/{workflow_id}/run", json={"input_text": INPUT},
-                                      headers={"X-Request-ID": "req-run-1"})
+    response = app.test_client().post(
+        f"/workflows/{workflow_id}/run", json={"input_text": INPUT}, headers={"X-Request-ID": "req-run-1"}
+    )
     assert response.status_code == 200, response.json
     node_id = app.test_client().get(f"/workflows/{workflow_id}").json["nodes"][0]["id"]
     err = capsys.readouterr().err
@@ -108,7 +109,9 @@ def test_text_lines_show_the_same_context(capsys):
         logging.getLogger("flowline.test").info("inside")
     logging.getLogger("flowline.test").info("outside")
     inside, outside = capsys.readouterr().err.splitlines()
-    assert inside.endswith("INFO flowline.test [request_id=- run_id=r-1 node_id=n-1 worker_id=host:1:1 attempt=2] inside")
+    assert inside.endswith(
+        "INFO flowline.test [request_id=- run_id=r-1 node_id=n-1 worker_id=host:1:1 attempt=2] inside"
+    )
     assert outside.endswith("INFO flowline.test [request_id=-] outside")
 
 
@@ -138,11 +141,17 @@ def test_secrets_and_passwords_are_masked_in_any_line(capsys):
 # --- through gunicorn and a worker --------------------------------------------------------------------------------
 
 
-def test_a_run_through_gunicorn_and_a_worker_logs_json_with_its_ids_and_no_secret(make_server, make_worker,
-                                                                                   database_url, fake):
+def test_a_run_through_gunicorn_and_a_worker_logs_json_with_its_ids_and_no_secret(
+    make_server, make_worker, database_url, fake
+):
     url, password = with_password(database_url, "pw-Secret-4242")
-    env = {"LOG_FORMAT": "json", "LLM_API_KEY": KEY, "LLM_BASE_URL": fake.url, "LLM_BACKOFF_S": "0.01",
-           "LLM_MAX_RETRIES": "2"}
+    env = {
+        "LOG_FORMAT": "json",
+        "LLM_API_KEY": KEY,
+        "LLM_BASE_URL": fake.url,
+        "LLM_BACKOFF_S": "0.01",
+        "LLM_MAX_RETRIES": "2",
+    }
     server = make_server(url, ACCESS_LOG="-", **env)
     server.start()
     worker = make_worker(url, WORKER_POLL_INTERVAL_S=0.2, **env).start()
@@ -153,18 +162,23 @@ def test_a_run_through_gunicorn_and_a_worker_logs_json_with_its_ids_and_no_secre
 
     with httpx.Client(base_url=server.base, timeout=30) as http:
         workflow_id = http.post("/workflows", json={"name": "logged"}).json()["id"]
-        node_id = http.post(f"/workflows/{workflow_id}/nodes",
-                            json={"node_type": NODE[0], "config": NODE[1]}).json()["node_id"]
-        sync = http.post(f"/workflows/{workflow_id}/run", json={"input_text": INPUT},
-                         headers={"X-Request-ID": "logs-sync-1"})
+        node_id = http.post(f"/workflows/{workflow_id}/nodes", json={"node_type": NODE[0], "config": NODE[1]}).json()[
+            "node_id"
+        ]
+        sync = http.post(
+            f"/workflows/{workflow_id}/run", json={"input_text": INPUT}, headers={"X-Request-ID": "logs-sync-1"}
+        )
         assert sync.status_code == 200, sync.text
         assert sync.headers["X-Request-ID"] == "logs-sync-1"
-        queued = http.post(f"/workflows/{workflow_id}/runs", json={"input_text": INPUT},
-                           headers={"X-Request-ID": "logs-async-1"})
+        queued = http.post(
+            f"/workflows/{workflow_id}/runs", json={"input_text": INPUT}, headers={"X-Request-ID": "logs-async-1"}
+        )
         assert queued.status_code == 202, queued.text
         async_id = queued.json()["run_id"]
-        wait_for(lambda: http.get(f"/runs/{async_id}").json()["run"]["status"] == "Succeeded",
-                 message="the worker to run the queued run")
+        wait_for(
+            lambda: http.get(f"/runs/{async_id}").json()["run"]["status"] == "Succeeded",
+            message="the worker to run the queued run",
+        )
     worker.signal(15)
     assert worker.wait() == 0
     server.stop()
@@ -186,12 +200,17 @@ def test_a_run_through_gunicorn_and_a_worker_logs_json_with_its_ids_and_no_secre
     # The async run's lines, written by the worker: run_id, node_id, attempt and the worker thread's id.
     thread_id = f"{socket.gethostname()}:{worker.pid}:1"
     (retry,) = [r for r in worker_lines if "retrying" in r["message"]]
-    assert (retry["run_id"], retry["node_id"], retry["attempt"], retry["worker_id"]) == (async_id, node_id, 1,
-                                                                                         thread_id)
+    assert (retry["run_id"], retry["node_id"], retry["attempt"], retry["worker_id"]) == (
+        async_id,
+        node_id,
+        1,
+        thread_id,
+    )
     (done,) = [r for r in worker_lines if r["message"].endswith(": Succeeded")]
     assert (done["run_id"], done["worker_id"], done["attempt"]) == (async_id, thread_id, 1)
-    assert all(r["worker_id"].startswith(f"{socket.gethostname()}:{worker.pid}") for r in worker_lines
-               if "worker_id" in r)
+    assert all(
+        r["worker_id"].startswith(f"{socket.gethostname()}:{worker.pid}") for r in worker_lines if "worker_id" in r
+    )
     # The worker shows where its database is, password masked.
     assert any(":***@" in r["message"] for r in worker_lines)
 

@@ -54,9 +54,15 @@ def test_paging_while_others_insert_gives_no_duplicates_and_no_gaps(make_app, wo
     assert [i for i in seen if i in set(existing)] == existing[::-1], "an existing workflow was skipped or misordered"
 
 
-@pytest.mark.parametrize("query, field", [
-    ({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"limit": "ten"}, "limit"), ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_bad_page_parameters_are_422(client, query, field):
     response = client.get("/workflows", query_string=query)
     assert response.status_code == 422 and field in response.json["errors"]
@@ -96,7 +102,9 @@ def test_two_clients_racing_on_one_etag_one_wins(make_app, workflow):
         def rename(i):
             client = app.test_client()
             start.wait()
-            answers[i] = client.patch(f"/workflows/{workflow_id}", json={"name": f"client {i}"}, headers={"If-Match": etag})
+            answers[i] = client.patch(
+                f"/workflows/{workflow_id}", json={"name": f"client {i}"}, headers={"If-Match": etag}
+            )
 
         threads = [threading.Thread(target=rename, args=(i,)) for i in range(2)]
         for t in threads:
@@ -117,7 +125,10 @@ def test_deleting_a_workflow_takes_its_nodes_and_history(client, workflow, sql):
     assert client.get(f"/runs/{run_id}").status_code == 404
     assert client.delete(f"/workflows/{workflow_id}").status_code == 404
     for table in ("nodes", "runs"):
-        assert sql.execute(f"SELECT count(*) AS n FROM {table} WHERE workflow_id = %s", (workflow_id,)).fetchone()["n"] == 0
+        assert (
+            sql.execute(f"SELECT count(*) AS n FROM {table} WHERE workflow_id = %s", (workflow_id,)).fetchone()["n"]
+            == 0
+        )
     for table in ("run_steps", "run_events"):
         assert sql.execute(f"SELECT count(*) AS n FROM {table} WHERE run_id = %s", (run_id,)).fetchone()["n"] == 0
 
@@ -135,11 +146,16 @@ def test_a_node_can_be_read_changed_and_retyped_only_into_a_valid_config(client,
     node = client.get(f"/workflows/{workflow_id}/nodes/{node_id}")
     assert node.status_code == 200 and node.json["config"] == {"rules": ["strip"]} and node.headers["ETag"] == '"1"'
 
-    changed = client.patch(f"/workflows/{workflow_id}/nodes/{node_id}", json={"config": {"rules": ["lowercase"]}},
-                           headers={"If-Match": '"1"'})
+    changed = client.patch(
+        f"/workflows/{workflow_id}/nodes/{node_id}",
+        json={"config": {"rules": ["lowercase"]}},
+        headers={"If-Match": '"1"'},
+    )
     assert changed.status_code == 200 and changed.json["config"] == {"rules": ["lowercase"]}
     assert changed.headers["ETag"] == '"2"'
-    assert client.get(f"/workflows/{workflow_id}").json["version"] == version_before + 1, "node writes bump the workflow"
+    assert client.get(f"/workflows/{workflow_id}").json["version"] == version_before + 1, (
+        "node writes bump the workflow"
+    )
 
     stale = client.patch(f"/workflows/{workflow_id}/nodes/{node_id}", json={"config": {}}, headers={"If-Match": '"1"'})
     assert stale.status_code == 412
@@ -147,14 +163,20 @@ def test_a_node_can_be_read_changed_and_retyped_only_into_a_valid_config(client,
     assert invalid.status_code == 422 and "rules" in invalid.json["errors"]["config"]
     # Retyped alone, the kept config must suit the new type: its rules key means nothing to generative_ai, kept
     # (and named in warnings) as the earlier service kept any key; a strict client gets the 422 instead.
-    retype_only = client.patch(f"/workflows/{workflow_id}/nodes/{node_id}", json={"node_type": "generative_ai"},
-                               headers={"Prefer": "handling=strict"})
+    retype_only = client.patch(
+        f"/workflows/{workflow_id}/nodes/{node_id}",
+        json={"node_type": "generative_ai"},
+        headers={"Prefer": "handling=strict"},
+    )
     assert retype_only.status_code == 422 and "rules" in retype_only.json["errors"]["config"]
-    invalid_for_type = client.patch(f"/workflows/{workflow_id}/nodes/{node_id}",
-                                    json={"node_type": "extract_text", "config": {"file_id": "abc"}})
+    invalid_for_type = client.patch(
+        f"/workflows/{workflow_id}/nodes/{node_id}", json={"node_type": "extract_text", "config": {"file_id": "abc"}}
+    )
     assert invalid_for_type.status_code == 422 and "file_id" in invalid_for_type.json["errors"]["config"]
-    retyped = client.patch(f"/workflows/{workflow_id}/nodes/{node_id}",
-                           json={"node_type": "generative_ai", "config": {"prompt": "p", "model": "m"}})
+    retyped = client.patch(
+        f"/workflows/{workflow_id}/nodes/{node_id}",
+        json={"node_type": "generative_ai", "config": {"prompt": "p", "model": "m"}},
+    )
     assert retyped.status_code == 200 and retyped.json["node_type"] == "generative_ai"
     assert client.patch(f"/workflows/{workflow_id}/nodes/{node_id}", json={}).status_code == 422
     assert client.get(f"/workflows/{workflow_id}/nodes/{node_id}").json["config"] == {"prompt": "p", "model": "m"}
@@ -185,13 +207,23 @@ def test_reordering_needs_every_node_exactly_once(client, workflow):
     workflow_id = workflow([("formatter", {"rules": ["strip"]}), ("formatter", {}), ("extract_text", {})])
     a, b, c = _node_ids(client, workflow_id)
     etag = client.get(f"/workflows/{workflow_id}").headers["ETag"]
-    reordered = client.put(f"/workflows/{workflow_id}/nodes/order", json={"node_ids": [c, a, b]}, headers={"If-Match": etag})
+    reordered = client.put(
+        f"/workflows/{workflow_id}/nodes/order", json={"node_ids": [c, a, b]}, headers={"If-Match": etag}
+    )
     assert reordered.status_code == 200 and [n["id"] for n in reordered.json["nodes"]] == [c, a, b]
     assert _node_ids(client, workflow_id) == [c, a, b]
-    assert client.put(f"/workflows/{workflow_id}/nodes/order", json={"node_ids": [a, b, c]}, headers={"If-Match": etag}).status_code == 412
+    assert (
+        client.put(
+            f"/workflows/{workflow_id}/nodes/order", json={"node_ids": [a, b, c]}, headers={"If-Match": etag}
+        ).status_code
+        == 412
+    )
 
-    for node_ids, problem in [([a, b], f"missing {c}"), ([a, b, c, a], f"repeated {a}"),
-                              ([a, b, c, workflow()], "not in this workflow")]:
+    for node_ids, problem in [
+        ([a, b], f"missing {c}"),
+        ([a, b, c, a], f"repeated {a}"),
+        ([a, b, c, workflow()], "not in this workflow"),
+    ]:
         response = client.put(f"/workflows/{workflow_id}/nodes/order", json={"node_ids": node_ids})
         assert response.status_code == 422 and problem in response.json["detail"]
     assert client.put(f"/workflows/{workflow_id}/nodes/order", json={"node_ids": ["x"]}).status_code == 422
@@ -201,7 +233,9 @@ def test_reordering_needs_every_node_exactly_once(client, workflow):
 def test_run_history_pages_and_filters(client, workflow, failing_workflow):
     workflow_id = workflow([("formatter", {})])
     failing, _ = failing_workflow()
-    run_ids = [client.post(f"/workflows/{workflow_id}/run", json={"input_text": str(i)}).json["run_id"] for i in range(5)]
+    run_ids = [
+        client.post(f"/workflows/{workflow_id}/run", json={"input_text": str(i)}).json["run_id"] for i in range(5)
+    ]
     assert [r["id"] for r in _all_pages(client, f"/workflows/{workflow_id}/runs", "runs", 2)] == run_ids[::-1]
     unpaged = client.get(f"/workflows/{workflow_id}/runs").json
     assert list(unpaged) == ["runs"] and len(unpaged["runs"]) == 5  # the milestone-1 answer, unchanged
@@ -210,7 +244,10 @@ def test_run_history_pages_and_filters(client, workflow, failing_workflow):
     failed = client.get(f"/workflows/{failing}/runs", query_string={"status": "Failed", "limit": 10}).json
     assert [r["status"] for r in failed["runs"]] == ["Failed"] and failed["next_cursor"] is None
     assert client.get(f"/workflows/{workflow_id}/runs", query_string={"status": "Done"}).status_code == 422
-    assert client.get(f"/workflows/{workflow()}/runs", query_string={"limit": 5}).json == {"runs": [], "next_cursor": None}
+    assert client.get(f"/workflows/{workflow()}/runs", query_string={"limit": 5}).json == {
+        "runs": [],
+        "next_cursor": None,
+    }
     missing = client.get("/workflows/0b7e4c1a-1b2c-4d3e-8f90-123456789abc/runs", query_string={"limit": 5})
     assert missing.status_code == 404
 
@@ -220,30 +257,47 @@ def test_run_events_list_every_transition(client, workflow):
     events = client.get(f"/runs/{run_id}/events")
     assert events.status_code == 200
     assert [(e["status"], e["attempt"], e["note"]) for e in events.json["events"]] == [
-        ("Running", 1, "started synchronously"), ("Succeeded", 1, "succeeded after 1 step(s)")]
+        ("Running", 1, "started synchronously"),
+        ("Succeeded", 1, "succeeded after 1 step(s)"),
+    ]
     assert all(e["worker_id"] and e["at"] for e in events.json["events"])
     assert client.get("/runs/not-a-uuid/events").status_code == 404
 
 
-@pytest.mark.parametrize("query_name, index, extra", [
-    ("list_workflows_page", "workflows_created_at_idx", {}),
-    ("list_workflow_runs_page", "runs_workflow_created_idx", {"status": None}),
-])
+@pytest.mark.parametrize(
+    "query_name, index, extra",
+    [
+        ("list_workflows_page", "workflows_created_at_idx", {}),
+        ("list_workflow_runs_page", "runs_workflow_created_idx", {"status": None}),
+    ],
+)
 def test_pages_are_read_from_the_index_without_scanning_earlier_rows(sql, workflow, query_name, index, extra):
     """Keyset pagination, not OFFSET: a late page starts in the index at the cursor."""
     from flowline.data.sql import QUERIES
 
     workflow_id = workflow()
-    sql.execute("INSERT INTO workflows (name, created_at) SELECT 'bulk', now() - make_interval(secs => g) "
-                "FROM generate_series(1, 20000) AS g")
-    sql.execute("INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts, created_at) "
-                "SELECT %s, 'async', 'Pending', '{}', 0, 3, now() - make_interval(secs => g) "
-                "FROM generate_series(1, 20000) AS g", (workflow_id,))
+    sql.execute(
+        "INSERT INTO workflows (name, created_at) SELECT 'bulk', now() - make_interval(secs => g) "
+        "FROM generate_series(1, 20000) AS g"
+    )
+    sql.execute(
+        "INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts, created_at) "
+        "SELECT %s, 'async', 'Pending', '{}', 0, 3, now() - make_interval(secs => g) "
+        "FROM generate_series(1, 20000) AS g",
+        (workflow_id,),
+    )
     sql.execute("ANALYZE workflows")
     sql.execute("ANALYZE runs")
-    cursor_row = sql.execute("SELECT created_at, id FROM workflows ORDER BY created_at DESC, id OFFSET 15000 LIMIT 1").fetchone()
-    params = {"after_created_at": cursor_row["created_at"], "after_id": cursor_row["id"], "row_limit": 51,
-              "workflow_id": workflow_id, **extra}
+    cursor_row = sql.execute(
+        "SELECT created_at, id FROM workflows ORDER BY created_at DESC, id OFFSET 15000 LIMIT 1"
+    ).fetchone()
+    params = {
+        "after_created_at": cursor_row["created_at"],
+        "after_id": cursor_row["id"],
+        "row_limit": 51,
+        "workflow_id": workflow_id,
+        **extra,
+    }
     plan = sql.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES[query_name].text, params).fetchone()["QUERY PLAN"][0]
     text = str(plan)
     assert index in text and "Seq Scan" not in text

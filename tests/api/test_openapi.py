@@ -57,7 +57,9 @@ def test_every_operation_documents_its_error_shape_and_request_id(document):
 
 def test_node_configs_one_component_per_type_discriminated_by_node_type(document):
     schemas = document["components"]["schemas"]
-    body = document["paths"]["/workflows/{workflow_id}/nodes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = document["paths"]["/workflows/{workflow_id}/nodes"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert body["discriminator"]["propertyName"] == "node_type"
     mapping = body["discriminator"]["mapping"]
     assert set(mapping) == set(NODE_TYPES)

@@ -19,8 +19,13 @@ INPUT = "INPUT-93ab quarterly numbers"
 RENDERED = "PROMPT-7c1e summarise for the board: INPUT-93ab quarterly numbers"
 NODE = {"prompt": PROMPT, "model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 300, "top_p": 0.9}
 # A provider's error body that quotes the key and the prompt, as some do: none of its text may be passed on.
-LEAKY_ERROR = {"error": {"message": f"Incorrect API key provided: {KEY}; request was {RENDERED!r}",
-                         "type": "invalid_request_error", "code": "invalid_api_key"}}
+LEAKY_ERROR = {
+    "error": {
+        "message": f"Incorrect API key provided: {KEY}; request was {RENDERED!r}",
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    }
+}
 
 
 @pytest.fixture
@@ -45,8 +50,15 @@ def llm_client(make_app, fake, logs):
     """Return a factory of test clients whose app uses the openai provider against ``fake`` (settings overridable)."""
 
     def make(**overrides):
-        settings = {"LLM_API_KEY": KEY, "LLM_BASE_URL": fake.url, "LLM_TIMEOUT_S": 5.0, "LLM_MAX_RETRIES": 2,
-                    "LLM_BACKOFF_S": 0.01, "LOG_LEVEL": "DEBUG", **overrides}
+        settings = {
+            "LLM_API_KEY": KEY,
+            "LLM_BASE_URL": fake.url,
+            "LLM_TIMEOUT_S": 5.0,
+            "LLM_MAX_RETRIES": 2,
+            "LLM_BACKOFF_S": 0.01,
+            "LOG_LEVEL": "DEBUG",
+            **overrides,
+        }
         return make_app(**settings).test_client()
 
     return make
@@ -63,8 +75,10 @@ def _history_rows(sql, run_id):
     """Every stored row of the run (run, steps, events) as JSON text."""
     rows = []
     for table, column in (("runs", "id"), ("run_steps", "run_id"), ("run_events", "run_id")):
-        rows += [r["row"] for r in sql.execute(
-            f"SELECT row_to_json(t)::text AS row FROM {table} t WHERE {column} = %s", (run_id,))]
+        rows += [
+            r["row"]
+            for r in sql.execute(f"SELECT row_to_json(t)::text AS row FROM {table} t WHERE {column} = %s", (run_id,))
+        ]
     return rows
 
 
@@ -80,8 +94,13 @@ def assert_failed_without_leaks(client, sql, logs, response, status, detail):
     assert (step["status"], step["error_message"], step["output_text"]) == ("Failed", detail, None)
 
     stored = _history_rows(sql, run_id)
-    for text in (response.get_data(as_text=True), client.get(f"/runs/{run_id}").get_data(as_text=True),
-                 client.get(f"/runs/{run_id}/events").get_data(as_text=True), *stored, logs.text):
+    for text in (
+        response.get_data(as_text=True),
+        client.get(f"/runs/{run_id}").get_data(as_text=True),
+        client.get(f"/runs/{run_id}/events").get_data(as_text=True),
+        *stored,
+        logs.text,
+    ):
         assert KEY not in text
     # The prompt is history (the step's config snapshot and input), but no error or log line repeats it.
     for text in (response.get_data(as_text=True), history["run"]["error_message"], step["error_message"], logs.text):
@@ -91,8 +110,9 @@ def assert_failed_without_leaks(client, sql, logs, response, status, detail):
 # --- success -----------------------------------------------------------------------------------------------------
 
 
-def test_a_completion_is_the_steps_output_and_its_note_says_model_tokens_and_latency(llm_client, fake, workflow, sql,
-                                                                                      logs):
+def test_a_completion_is_the_steps_output_and_its_note_says_model_tokens_and_latency(
+    llm_client, fake, workflow, sql, logs
+):
     fake.reply(200, completion("Numbers are up.", prompt_tokens=12, completion_tokens=5))
     response, _ = _run(llm_client(), workflow)
 
@@ -102,12 +122,20 @@ def test_a_completion_is_the_steps_output_and_its_note_says_model_tokens_and_lat
     assert (request.method, request.path) == ("POST", "/v1/chat/completions")
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["content-type"] == "application/json"
-    assert request.json == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": RENDERED}],
-                            "temperature": 0.2, "max_tokens": 300, "top_p": 0.9}
+    assert request.json == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": RENDERED}],
+        "temperature": 0.2,
+        "max_tokens": 300,
+        "top_p": 0.9,
+    }
     (step,) = llm_client().get(f"/runs/{response.json['run_id']}").json["steps"]
     assert step["status"] == "Succeeded" and step["output_text"] == "Numbers are up."
-    assert re.fullmatch(r"openai provider: model gpt-4o-mini-2024-07-18, 12 prompt \+ 5 completion tokens, "
-                        r"1 attempt, \d+ ms", step["note"]), step["note"]
+    assert re.fullmatch(
+        r"openai provider: model gpt-4o-mini-2024-07-18, 12 prompt \+ 5 completion tokens, "
+        r"1 attempt, \d+ ms",
+        step["note"],
+    ), step["note"]
     assert all(KEY not in row for row in _history_rows(sql, response.json["run_id"]))
     assert KEY not in logs.text and "INPUT-93ab" not in logs.text
 
@@ -151,24 +179,29 @@ def test_retry_after_is_honoured_over_the_backoff(llm_client, fake, workflow):
 def test_500_is_retried_up_to_llm_max_retries_then_fails_with_502(llm_client, fake, workflow, sql, logs):
     fake.reply(500, LEAKY_ERROR, times=10)
     response, _ = _run(llm_client(LLM_MAX_RETRIES=2), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502,
-                                "LLM provider answered 500 Internal Server Error after 3 attempts")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 502, "LLM provider answered 500 Internal Server Error after 3 attempts"
+    )
     assert len(fake.requests) == 3
 
 
 def test_llm_max_retries_0_makes_one_attempt(llm_client, fake, workflow, sql, logs):
     fake.reply(502, "bad gateway", times=10)
     response, _ = _run(llm_client(LLM_MAX_RETRIES=0), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502,
-                                "LLM provider answered 502 Bad Gateway after 1 attempt")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 502, "LLM provider answered 502 Bad Gateway after 1 attempt"
+    )
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize("status, detail", [
-    (401, "LLM provider answered 401 Unauthorized (invalid_api_key; not retried)"),
-    (400, "LLM provider answered 400 Bad Request (invalid_api_key; not retried)"),
-    (404, "LLM provider answered 404 Not Found (invalid_api_key; not retried)"),
-])
+@pytest.mark.parametrize(
+    "status, detail",
+    [
+        (401, "LLM provider answered 401 Unauthorized (invalid_api_key; not retried)"),
+        (400, "LLM provider answered 400 Bad Request (invalid_api_key; not retried)"),
+        (404, "LLM provider answered 404 Not Found (invalid_api_key; not retried)"),
+    ],
+)
 def test_other_4xx_fail_the_run_with_502_at_once(llm_client, fake, workflow, sql, logs, status, detail):
     fake.reply(status, LEAKY_ERROR, times=10)
     response, _ = _run(llm_client(), workflow)
@@ -179,8 +212,9 @@ def test_other_4xx_fail_the_run_with_502_at_once(llm_client, fake, workflow, sql
 def test_an_error_body_without_a_plain_code_gives_the_status_alone(llm_client, fake, workflow, sql, logs):
     fake.reply(403, {"error": {"code": f"denied for {KEY}", "message": RENDERED}})
     response, _ = _run(llm_client(), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502,
-                                "LLM provider answered 403 Forbidden (not retried)")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 502, "LLM provider answered 403 Forbidden (not retried)"
+    )
 
 
 # --- time ----------------------------------------------------------------------------------------------------------
@@ -205,8 +239,9 @@ def test_a_slow_then_fast_provider_succeeds_on_the_second_attempt(llm_client, fa
 def test_the_runs_time_bound_cuts_an_attempt_short_with_504(llm_client, fake, workflow, sql, logs):
     fake.reply(200, completion("too late"), delay=5, times=10)
     response, elapsed = _run(llm_client(SYNC_RUN_TIMEOUT_S=0.5, LLM_TIMEOUT_S=30), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 504,
-                                "run timed out waiting for the LLM provider (1 attempt)")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 504, "run timed out waiting for the LLM provider (1 attempt)"
+    )
     assert len(fake.requests) == 1
     assert elapsed < 2
 
@@ -215,9 +250,14 @@ def test_a_retry_after_past_the_runs_deadline_fails_at_once(llm_client, fake, wo
     fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "60"})
     response, elapsed = _run(llm_client(SYNC_RUN_TIMEOUT_S=5), workflow)
     assert_failed_without_leaks(
-        llm_client(), sql, logs, response, 502,
+        llm_client(),
+        sql,
+        logs,
+        response,
+        502,
         "LLM provider answered 429 Too Many Requests after 1 attempt; no time left before the run's deadline to retry "
-        "(it asked to wait 60 s)")
+        "(it asked to wait 60 s)",
+    )
     assert len(fake.requests) == 1
     assert elapsed < 2
 
@@ -227,35 +267,46 @@ def test_an_unreachable_provider_is_retried_then_fails_with_502(llm_client, work
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the test connects: connection refused
     response, _ = _run(llm_client(LLM_BASE_URL=f"http://127.0.0.1:{port}/v1"), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502,
-                                "LLM provider could not be reached (ConnectError) after 3 attempts")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 502, "LLM provider could not be reached (ConnectError) after 3 attempts"
+    )
 
 
 # --- malformed answers -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, why", [
-    ("this is not JSON", "not JSON"),
-    (b"\xff\xfe not utf-8", "not JSON"),
-    ({}, "no choices[0].message.content"),
-    ({"choices": []}, "no choices[0].message.content"),
-    ([1, 2], "no choices[0].message.content"),
-    ({"choices": [{"message": {"role": "assistant", "content": None}}]}, "no choices[0].message.content"),
-    ({"choices": [{"message": "text"}]}, "no choices[0].message.content"),
-])
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("this is not JSON", "not JSON"),
+        (b"\xff\xfe not utf-8", "not JSON"),
+        ({}, "no choices[0].message.content"),
+        ({"choices": []}, "no choices[0].message.content"),
+        ([1, 2], "no choices[0].message.content"),
+        ({"choices": [{"message": {"role": "assistant", "content": None}}]}, "no choices[0].message.content"),
+        ({"choices": [{"message": "text"}]}, "no choices[0].message.content"),
+    ],
+)
 def test_a_malformed_answer_fails_the_run_with_502_and_is_not_retried(llm_client, fake, workflow, sql, logs, body, why):
     fake.reply(200, body, times=10)
     response, _ = _run(llm_client(), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502,
-                                f"LLM provider returned a malformed response ({why})")
+    assert_failed_without_leaks(
+        llm_client(), sql, logs, response, 502, f"LLM provider returned a malformed response ({why})"
+    )
     assert len(fake.requests) == 1
 
 
 def test_text_postgresql_cannot_store_fails_the_run_instead_of_the_write(llm_client, fake, workflow, sql, logs):
     fake.reply(200, '{"choices": [{"message": {"content": "a\\u0000b"}}]}')
     response, _ = _run(llm_client(), workflow)
-    assert_failed_without_leaks(llm_client(), sql, logs, response, 502, "LLM provider returned text that cannot be "
-                                "stored (a NUL character or an unpaired surrogate)")
+    assert_failed_without_leaks(
+        llm_client(),
+        sql,
+        logs,
+        response,
+        502,
+        "LLM provider returned text that cannot be stored (a NUL character or an unpaired surrogate)",
+    )
 
 
 # --- selection, readiness, settings --------------------------------------------------------------------------------
@@ -281,8 +332,13 @@ def test_provider_selection_follows_llm_api_key():
 
 def test_llm_settings_defaults_and_refusals():
     settings = config.from_env({})
-    assert (settings["LLM_API_KEY"], settings["LLM_BASE_URL"], settings["LLM_TIMEOUT_S"], settings["LLM_MAX_RETRIES"],
-            settings["LLM_BACKOFF_S"]) == ("", "https://api.openai.com/v1", 30.0, 3, 0.5)
+    assert (
+        settings["LLM_API_KEY"],
+        settings["LLM_BASE_URL"],
+        settings["LLM_TIMEOUT_S"],
+        settings["LLM_MAX_RETRIES"],
+        settings["LLM_BACKOFF_S"],
+    ) == ("", "https://api.openai.com/v1", 30.0, 3, 0.5)
     with pytest.raises(config.ConfigError) as refused:
         config.from_env({"LLM_API_KEY": "sk-test-\nsecret"})
     assert "secret" not in str(refused.value)

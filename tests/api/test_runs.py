@@ -27,7 +27,9 @@ def test_a_failing_node_fails_the_run_and_later_nodes_do_not_run(client, failing
     assert body["run"]["status"] == "Failed"
     assert body["run"]["error_message"] == error
     assert body["run"]["final_output"] is None and body["run"]["finished_at"] is not None
-    assert [(s["node_type"], s["status"], s["input_text"], s["output_text"], s["error_message"]) for s in body["steps"]] == [
+    assert [
+        (s["node_type"], s["status"], s["input_text"], s["output_text"], s["error_message"]) for s in body["steps"]
+    ] == [
         ("formatter", "Succeeded", "  text  ", "text", None),
         ("extract_text", "Failed", "text", None, error),
     ]
@@ -76,11 +78,16 @@ def test_a_successful_run_records_its_transitions_config_snapshots_and_notes(cli
     assert [s["attempt"] for s in steps] == [1, 1]
 
 
-@pytest.mark.parametrize("prompt, expected", [
-    ("Summarise: {text}", "Summarise: some input"),
-    ("Summarise this.", "Summarise this.\n\nsome input"),
-])
-def test_the_echo_provider_returns_the_rendered_prompt_and_says_it_generated_nothing(client, workflow, prompt, expected):
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("Summarise: {text}", "Summarise: some input"),
+        ("Summarise this.", "Summarise this.\n\nsome input"),
+    ],
+)
+def test_the_echo_provider_returns_the_rendered_prompt_and_says_it_generated_nothing(
+    client, workflow, prompt, expected
+):
     workflow_id = workflow([("generative_ai", {"prompt": prompt, "model": "gpt-4o-mini"})])
     response = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "some input"})
     assert response.status_code == 200
@@ -111,11 +118,24 @@ def test_a_run_whose_lease_was_taken_over_writes_nothing_more(app, workflow, sql
     pool = db.open_pool(app.extensions[db.EXTENSION])
     token = uuid.uuid4()
     with db.connection(pool) as conn:
-        row = db.one(conn, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": "x"}),
-                     lease_token=token, lease_seconds=30, worker_id="test")
+        row = db.one(
+            conn,
+            "start_sync_run",
+            workflow_id=workflow_id,
+            input=Jsonb({"input_text": "x"}),
+            lease_token=token,
+            lease_seconds=30,
+            worker_id="test",
+        )
     sql.execute("UPDATE runs SET lease_token = gen_random_uuid() WHERE id = %s", (row["id"],))
-    ctx = runner.RunContext(run_id=row["id"], lease_token=token, lease_seconds=30, deadline=float("inf"),
-                            provider=providers.EchoProvider(), pool=pool)
+    ctx = runner.RunContext(
+        run_id=row["id"],
+        lease_token=token,
+        lease_seconds=30,
+        deadline=float("inf"),
+        provider=providers.EchoProvider(),
+        pool=pool,
+    )
 
     with pytest.raises(runner.LeaseLost):
         runner.execute(ctx, row["nodes"], "x")

@@ -22,12 +22,21 @@ def _raw(server, method, path, headers=(), body=None):
 
 
 def _preflight(server, path, origin, method="POST", request_headers="content-type, prefer, if-match"):
-    return _raw(server, "OPTIONS", path, {"Origin": origin, "Access-Control-Request-Method": method,
-                                          "Access-Control-Request-Headers": request_headers})
+    return _raw(
+        server,
+        "OPTIONS",
+        path,
+        {"Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": request_headers},
+    )
 
 
-CORS_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
-                "Access-Control-Expose-Headers", "Access-Control-Allow-Credentials")
+CORS_HEADERS = (
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Allow-Credentials",
+)
 
 
 def _no_cors(headers):
@@ -38,17 +47,25 @@ def _no_cors(headers):
 def test_the_earlier_front_end_passes_cors_out_of_the_box(make_server, database_url, origin):
     server = make_server(database_url)  # CORS_ORIGINS unset
     server.start()
-    status, headers, _ = _preflight(server, "/workflows", origin,
-                                    request_headers="content-type, authorization, if-match, idempotency-key, "
-                                                    "prefer, x-request-id")
+    status, headers, _ = _preflight(
+        server,
+        "/workflows",
+        origin,
+        request_headers="content-type, authorization, if-match, idempotency-key, prefer, x-request-id",
+    )
     assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
     assert "POST" in headers["Access-Control-Allow-Methods"]
     allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
     assert allowed == {"content-type", "authorization", "if-match", "idempotency-key", "prefer", "x-request-id"}
     assert headers.get("Access-Control-Allow-Credentials") is None
 
-    status, headers, body = _raw(server, "POST", "/workflows", {"Origin": origin, "Content-Type": "application/json"},
-                                 b'{"name": "from the browser"}')
+    status, headers, body = _raw(
+        server,
+        "POST",
+        "/workflows",
+        {"Origin": origin, "Content-Type": "application/json"},
+        b'{"name": "from the browser"}',
+    )
     assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
     exposed = {h.strip() for h in headers["Access-Control-Expose-Headers"].split(",")}
     assert {"ETag", "Location", "X-Request-ID", "Preference-Applied"} <= exposed
@@ -56,9 +73,13 @@ def test_the_earlier_front_end_passes_cors_out_of_the_box(make_server, database_
 
     # The node the front end adds, through a preflighted PATCH-less POST with Prefer allowed.
     workflow_id = server.request("POST", "/workflows", {"name": "w"})[1]["id"]
-    status, headers, _ = _raw(server, "POST", f"/workflows/{workflow_id}/nodes",
-                              {"Origin": origin, "Content-Type": "application/json"},
-                              b'{"node_type": "formatter", "config": {"prompt": "hi"}}')
+    status, headers, _ = _raw(
+        server,
+        "POST",
+        f"/workflows/{workflow_id}/nodes",
+        {"Origin": origin, "Content-Type": "application/json"},
+        b'{"node_type": "formatter", "config": {"prompt": "hi"}}',
+    )
     assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
 
 
@@ -81,8 +102,10 @@ def test_cors_origins_none_turns_cors_off_and_a_list_replaces_the_default(make_s
 
     custom = make_server(database_url, CORS_ORIGINS="https://app.example")
     custom.start()
-    assert _preflight(custom, "/workflows", "https://app.example")[1]["Access-Control-Allow-Origin"] == \
-        "https://app.example"
+    assert (
+        _preflight(custom, "/workflows", "https://app.example")[1]["Access-Control-Allow-Origin"]
+        == "https://app.example"
+    )
     assert _no_cors(_preflight(custom, "/workflows", FRONT_END)[1])
 
 
@@ -91,8 +114,10 @@ def test_with_api_tokens_preflights_pass_and_nothing_else_maps_the_api_anonymous
     server.start()
     unknown = f"/workflows/{uuid.uuid4()}/no-such-route"
     # A real preflight from an allowed origin passes without a token, and answers alike for any path.
-    answers = [_preflight(server, path, FRONT_END, request_headers="authorization, content-type")
-               for path in ("/workflows", unknown)]
+    answers = [
+        _preflight(server, path, FRONT_END, request_headers="authorization, content-type")
+        for path in ("/workflows", unknown)
+    ]
     for status, headers, body in answers:
         assert status == 200 and headers["Access-Control-Allow-Origin"] == FRONT_END and body == b""
         assert headers.get("Allow") is None
@@ -102,8 +127,12 @@ def test_with_api_tokens_preflights_pass_and_nothing_else_maps_the_api_anonymous
     assert _raw(server, "GET", "/workflows", {"Origin": FRONT_END, "Authorization": f"Bearer {TOKEN}"})[0] == 200
 
     # Any other OPTIONS needs the token like a GET: a real path and an unknown one answer alike.
-    for headers in ({}, {"Origin": FRONT_END}, {"Access-Control-Request-Method": "POST"},
-                    {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}):
+    for headers in (
+        {},
+        {"Origin": FRONT_END},
+        {"Access-Control-Request-Method": "POST"},
+        {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    ):
         statuses = {path: _raw(server, "OPTIONS", path, headers) for path in ("/workflows", unknown)}
         assert {s for s, _, _ in statuses.values()} == {401}, headers
         assert all(h.get("Allow") is None for _, h, _ in statuses.values())

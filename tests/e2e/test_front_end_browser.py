@@ -52,16 +52,18 @@ def test_the_earlier_front_end_builds_and_runs_a_workflow_out_of_the_box(page, m
 
     page.fill("#name", "Made in the browser")
     page.click("#create")
-    page.wait_for_function("document.querySelector('#workflow').textContent !== 'none' "
-                           "|| document.querySelector('#error').textContent")
+    page.wait_for_function(
+        "document.querySelector('#workflow').textContent !== 'none' || document.querySelector('#error').textContent"
+    )
     assert page.text_content("#error") == ""
     assert page.text_content("#workflow") == "Made in the browser"
     assert page.text_content("#etag") == '(version "1")'  # ETag is exposed to the script
 
     page.fill("#prompt", "Summarise: {text}")
     page.click("#add")
-    page.wait_for_function("document.querySelectorAll('#nodes li').length === 3 "
-                           "|| document.querySelector('#error').textContent")
+    page.wait_for_function(
+        "document.querySelectorAll('#nodes li').length === 3 || document.querySelector('#error').textContent"
+    )
     assert page.text_content("#error") == ""
     assert page.locator("#nodes li").all_text_contents() == [
         'extract_text {"prompt":"Summarise: {text}"}',
@@ -71,16 +73,16 @@ def test_the_earlier_front_end_builds_and_runs_a_workflow_out_of_the_box(page, m
 
     page.fill("#input", "invoice 42")
     page.click("#run")
-    page.wait_for_function("document.querySelector('#output').textContent "
-                           "|| document.querySelector('#error').textContent")
+    page.wait_for_function(
+        "document.querySelector('#output').textContent || document.querySelector('#error').textContent"
+    )
     assert page.text_content("#error") == ""
     # extract_text passes the text through, the echo provider renders the prompt, formatter's default uppercases.
     assert page.text_content("#output") == "SUMMARISE: INVOICE 42"
 
 
 @pytest.mark.parametrize("cors_origins", ["none", "https://another.example"])
-def test_the_browser_blocks_the_front_end_when_its_origin_is_not_allowed(page, make_server, database_url,
-                                                                          cors_origins):
+def test_the_browser_blocks_the_front_end_when_its_origin_is_not_allowed(page, make_server, database_url, cors_origins):
     server = make_server(database_url, CORS_ORIGINS=cors_origins)
     server.start()
     _open_front_end(page, server)

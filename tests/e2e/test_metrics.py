@@ -26,8 +26,11 @@ DOWN_URL = "postgresql://postgres@/flowline?host=/nonexistent-flowline-socket&co
 
 def parse(text):
     """Return ``{(sample name, frozenset of labels): value}`` of a Prometheus text exposition."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples, name, **labels):
@@ -66,8 +69,7 @@ def per_process(directory, kind, sample, **labels):
 # --- requests, summed over gunicorn's workers ----------------------------------------------------------------------
 
 
-def test_requests_are_counted_by_route_and_status_summed_over_gunicorn_workers(make_server, database_url,
-                                                                                 tmp_path):
+def test_requests_are_counted_by_route_and_status_summed_over_gunicorn_workers(make_server, database_url, tmp_path):
     server = make_server(database_url)
     directory = tmp_path / "prometheus"
     server.env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
@@ -135,6 +137,7 @@ def test_a_dead_gunicorn_workers_gauges_go_but_its_counts_stay(make_server, data
     def replaced():
         http_get(server.base + "/livez")
         return set(pool_gauges()) - before
+
     wait_for(replaced, timeout=60, message="gunicorn to replace the killed worker")
 
     assert victim not in pool_gauges(), "child_exit must drop a dead worker's live gauges"
@@ -172,7 +175,8 @@ def test_route_and_method_labels_stay_bounded(client):
 
     def delta(**labels):
         return (value(after, "flowline_http_requests_total", **labels) or 0) - (
-            value(before, "flowline_http_requests_total", **labels) or 0)
+            value(before, "flowline_http_requests_total", **labels) or 0
+        )
 
     assert delta(method="other", route="unmatched", status="405") == 1
     assert delta(method="GET", route="/runs/<run_id>", status="404") == 1
@@ -200,8 +204,11 @@ def test_queue_depth_and_oldest_pending_age_follow_the_queued_runs(client, workf
     sql.execute("UPDATE runs SET available_at = now() - interval '120 seconds' WHERE id = %s", (oldest,))
     # One waits out a retry backoff, one is held by a worker: neither may be claimed now.
     sql.execute("UPDATE runs SET available_at = now() + interval '1 hour' WHERE id = %s", (backing_off,))
-    sql.execute("UPDATE runs SET status = 'Running', attempt = 1, lease_token = gen_random_uuid(), "
-                "lease_expires_at = now() + interval '1 minute', started_at = now() WHERE id = %s", (running,))
+    sql.execute(
+        "UPDATE runs SET status = 'Running', attempt = 1, lease_token = gen_random_uuid(), "
+        "lease_expires_at = now() + interval '1 minute', started_at = now() WHERE id = %s",
+        (running,),
+    )
 
     samples = scrape(client)
     assert value(samples, "flowline_runs", status="Pending") == 3
@@ -227,23 +234,29 @@ def test_queue_queries_read_the_partial_indexes_not_the_history(client, workflow
     for _ in range(3):
         queue(client, workflow_id)
     # A long history: 20,000 finished runs beside a queue of three.
-    sql.execute("INSERT INTO runs (workflow_id, mode, status, attempt, created_at, started_at, finished_at) "
-                "SELECT %s, 'async', 'Succeeded', 1, now(), now(), now() FROM generate_series(1, 20000)",
-                (workflow_id,))
+    sql.execute(
+        "INSERT INTO runs (workflow_id, mode, status, attempt, created_at, started_at, finished_at) "
+        "SELECT %s, 'async', 'Succeeded', 1, now(), now(), now() FROM generate_series(1, 20000)",
+        (workflow_id,),
+    )
     sql.execute("ANALYZE runs")
-    (row,) = sql.execute("EXPLAIN (FORMAT JSON) " + sql_files.QUERIES["get_queue_stats"].text,
-                         {"count_cap": metrics.COUNT_CAP}).fetchall()
+    (row,) = sql.execute(
+        "EXPLAIN (FORMAT JSON) " + sql_files.QUERIES["get_queue_stats"].text, {"count_cap": metrics.COUNT_CAP}
+    ).fetchall()
     nodes = list(_plan_nodes(row["QUERY PLAN"][0]["Plan"]))
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], row["QUERY PLAN"]
-    assert {n["Index Name"] for n in nodes if "Index Name" in n} == {"runs_pending_queue_idx",
-                                                                       "runs_running_lease_idx"}, row["QUERY PLAN"]
+    assert {n["Index Name"] for n in nodes if "Index Name" in n} == {
+        "runs_pending_queue_idx",
+        "runs_running_lease_idx",
+    }, row["QUERY PLAN"]
 
 
 # --- run and step series from a worker, heartbeats through the API --------------------------------------------------
 
 
-def test_a_worker_serves_its_run_and_step_series_and_its_heartbeat_reaches_the_api(make_worker, client, workflow,
-                                                                                   failing_workflow, sql):
+def test_a_worker_serves_its_run_and_step_series_and_its_heartbeat_reaches_the_api(
+    make_worker, client, workflow, failing_workflow, sql
+):
     port = free_port()
     # A short lease: the worker renews leases and records its heartbeat every second.
     worker = make_worker(WORKER_METRICS_PORT=port, RUN_LEASE_SECONDS=3).start()
@@ -282,8 +295,9 @@ def test_a_worker_serves_its_run_and_step_series_and_its_heartbeat_reaches_the_a
     assert value(api, "flowline_worker_last_heartbeat_timestamp_seconds", worker_id=worker_id) > 0
 
     def beat_since_start():
-        return sql.execute("SELECT heartbeat_at > started_at AS beat FROM workers WHERE id = %s",
-                           (worker_id,)).fetchone()["beat"]
+        return sql.execute(
+            "SELECT heartbeat_at > started_at AS beat FROM workers WHERE id = %s", (worker_id,)
+        ).fetchone()["beat"]
 
     wait_for(beat_since_start, message="a heartbeat after the worker's start")
 

@@ -22,11 +22,16 @@ from tests.support import make_pdf
 def _seed(base):
     """Create a workflow with one node of each type, a run and a file; return their ids by path parameter name."""
     with httpx.Client(base_url=base, timeout=30) as http:
-        file_id = http.post("/files", files={"file": ("doc.pdf", make_pdf("seeded"), "application/pdf")}).json()["file_id"]
+        file_id = http.post("/files", files={"file": ("doc.pdf", make_pdf("seeded"), "application/pdf")}).json()[
+            "file_id"
+        ]
         workflow_id = http.post("/workflows", json={"name": "seeded"}).json()["id"]
         node_ids = []
-        for node_type, config in (("extract_text", {"file_id": file_id}), ("generative_ai", {"prompt": "p {text}", "model": "m"}),
-                                  ("formatter", {"rules": ["lowercase"]})):
+        for node_type, config in (
+            ("extract_text", {"file_id": file_id}),
+            ("generative_ai", {"prompt": "p {text}", "model": "m"}),
+            ("formatter", {"rules": ["lowercase"]}),
+        ):
             added = http.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config})
             assert added.status_code == 200, added.text
             node_ids.append(added.json()["node_id"])
@@ -52,21 +57,31 @@ def api_schema(server):
     return schema
 
 
-_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-           response_schema_conformance]
+_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
-_SETTINGS = hypothesis.settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                                suppress_health_check=list(hypothesis.HealthCheck))
+_SETTINGS = hypothesis.settings(
+    max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 
 
 def test_api_keeps_its_contract(api_schema):
     """Every operation, with positive and negative data: never a 5xx, and every answer as documented."""
     failures = []
     # Deletions last (workflows last of all), so the other operations still find the seeded ids.
-    operations = sorted((result.ok() for result in api_schema.get_all_operations()),
-                        key=lambda op: (op.method.upper() == "DELETE", op.path.startswith("/workflows/{workflow_id}")
-                                        and op.path.count("/") == 2))
+    operations = sorted(
+        (result.ok() for result in api_schema.get_all_operations()),
+        key=lambda op: (
+            op.method.upper() == "DELETE",
+            op.path.startswith("/workflows/{workflow_id}") and op.path.count("/") == 2,
+        ),
+    )
     documented = {f"{method.upper()} {path}" for path, ops in openapi.PATHS.items() for method in ops}
     # schemathesis leaves out the operation serving the schema it was loaded from.
     assert {operation.label for operation in operations} | {"GET /openapi.json"} == documented

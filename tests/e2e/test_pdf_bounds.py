@@ -30,10 +30,17 @@ LIVEZ_BOUND_S = 2.0
 def post_file(base, data, filename="doc.pdf"):
     """POST ``data`` as multipart field ``file``; return (status, json body, headers, seconds)."""
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: application/pdf\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(base + "/files", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/pdf\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        base + "/files", data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -82,8 +89,11 @@ def extraction_children(server):
 
 def _parent_of(pid):
     try:
-        return int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                        if line.startswith("PPid:")).split()[1])
+        return int(
+            next(
+                line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("PPid:")
+            ).split()[1]
+        )
     except (OSError, StopIteration):
         return None
 
@@ -106,7 +116,8 @@ def test_a_hostile_pdf_is_refused_within_the_time_bound_while_livez_answers(make
 
 
 def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_keeps_answering(
-        make_server, database_url, sql):
+    make_server, database_url, sql
+):
     # The defaults: two workers of two threads, one extraction each, so one thread per worker stays free.
     server = make_server(database_url, PDF_EXTRACT_TIMEOUT_S=TIMEOUT_S)
     server.start()
@@ -160,13 +171,14 @@ def test_text_longer_than_max_input_chars_is_refused_and_nothing_is_stored(make_
 
     def upload(limit):
         client = make_app(MAX_INPUT_CHARS=limit).test_client()
-        return client.post("/files", data={"file": (io.BytesIO(pdf), "long.pdf")},
-                           content_type="multipart/form-data")
+        return client.post("/files", data={"file": (io.BytesIO(pdf), "long.pdf")}, content_type="multipart/form-data")
 
     response = upload(80)
     assert response.status_code == 422
-    assert response.json == {"detail": "The PDF's text is longer than 80 characters (MAX_INPUT_CHARS), more than a "
-                                       "run accepts; nothing was stored."}
+    assert response.json == {
+        "detail": "The PDF's text is longer than 80 characters (MAX_INPUT_CHARS), more than a "
+        "run accepts; nothing was stored."
+    }
     assert stored_files(sql) == 0
     assert upload(81).status_code == 201
 
@@ -174,8 +186,9 @@ def test_text_longer_than_max_input_chars_is_refused_and_nothing_is_stored(make_
 def test_a_child_over_the_memory_bound_is_refused_with_422_naming_memory(make_app, sql):
     client = make_app(PDF_EXTRACT_MEMORY_MB=64, PDF_EXTRACT_TIMEOUT_S=20).test_client()
     started = time.monotonic()
-    response = client.post("/files", data={"file": (io.BytesIO(hostile_pdf(1)), "big.pdf")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/files", data={"file": (io.BytesIO(hostile_pdf(1)), "big.pdf")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 422
     assert response.json == {"detail": "The PDF is too complex to extract within 64 MB of memory; nothing was stored."}
     assert time.monotonic() - started < 20, "refused for its memory, not its time"
@@ -197,20 +210,21 @@ def test_the_child_is_given_none_of_the_servers_secrets(make_app, monkeypatch):
 
     monkeypatch.setattr(pdf.subprocess, "Popen", spy)
     client = make_app().test_client()
-    response = client.post("/files", data={"file": (io.BytesIO(make_pdf("hello")), "a.pdf")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/files", data={"file": (io.BytesIO(make_pdf("hello")), "a.pdf")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 201
     assert seen and set(seen) <= {"PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"}
 
 
-def test_a_child_that_fails_unexpectedly_answers_a_generic_500_and_stores_nothing(make_app, sql, monkeypatch,
-                                                                                     tmp_path):
+def test_a_child_that_fails_unexpectedly_answers_a_generic_500_and_stores_nothing(make_app, sql, monkeypatch, tmp_path):
     from flowline.api import pdf
 
     monkeypatch.setattr(pdf, "_PACKAGE_PARENT", tmp_path)  # `python -m flowline.api.pdf` finds no package there
     client = make_app(PROPAGATE_EXCEPTIONS=False).test_client()
-    response = client.post("/files", data={"file": (io.BytesIO(make_pdf("hello")), "a.pdf")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/files", data={"file": (io.BytesIO(make_pdf("hello")), "a.pdf")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 500
     assert response.json == {"detail": "Internal server error; the request id identifies it in the logs."}
     assert stored_files(sql) == 0

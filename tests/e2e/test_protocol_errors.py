@@ -32,28 +32,45 @@ def request(request_line=b"GET /livez HTTP/1.1", *headers, body=b""):
 
 CASES = {
     "NUL in a header value": (request(b"GET /livez HTTP/1.1", b"X-Note: a\x00b"), 400, "no NUL, CR or LF"),
-    "bare LF ending a header line": (b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\nX-Note: b\r\n\r\n", 400,
-                                     "ending in CRLF"),
+    "bare LF ending a header line": (
+        b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\nX-Note: b\r\n\r\n",
+        400,
+        "ending in CRLF",
+    ),
     "obsolete line folding": (request(b"GET /livez HTTP/1.1", b"X-Note: a", b" continued"), 400, "line folding"),
     "a 10 KB header": (request(b"GET /livez HTTP/1.1", b"X-Note: " + b"a" * 10240), 431, "headers are too large"),
-    "101 headers": (request(b"GET /livez HTTP/1.1", *(b"X-Note-%d: a" % i for i in range(101))), 431,
-                    "headers are too large"),
+    "101 headers": (
+        request(b"GET /livez HTTP/1.1", *(b"X-Note-%d: a" % i for i in range(101))),
+        431,
+        "headers are too large",
+    ),
     "a 5 KB request line": (request(b"GET /workflows?q=" + b"a" * 5120 + b" HTTP/1.1"), 414, "longer than 4094 bytes"),
     "an invalid method": (request(b"G<T /livez HTTP/1.1"), 400, "not a valid HTTP method"),
     "an invalid HTTP version": (request(b"GET /livez HTTP/7.1"), 400, "HTTP version is not supported"),
     "a request line without a version": (request(b"GET /livez"), 400, "request line is malformed"),
     "a header without a colon": (request(b"GET /livez HTTP/1.1", b"no colon here"), 400, "header is malformed"),
     "a header name with a space": (request(b"GET /livez HTTP/1.1", b"X Note: a"), 400, "header name is malformed"),
-    "a Content-Length that is no number": (request(b"POST /workflows HTTP/1.1", b"Content-Length: ten"), 400,
-                                           "Content-Length must be"),
-    "two Content-Lengths": (request(b"POST /workflows HTTP/1.1", b"Content-Length: 2", b"Content-Length: 3"), 400,
-                            "Content-Length must be"),
-    "Content-Length with Transfer-Encoding": (request(b"POST /workflows HTTP/1.1", b"Content-Length: 2",
-                                                      b"Transfer-Encoding: chunked"), 400, "Content-Length must be"),
-    "an unknown Transfer-Encoding": (request(b"POST /workflows HTTP/1.1", b"Transfer-Encoding: rot13"), 501,
-                                     "Transfer-Encoding is not supported"),
-    "an Expect other than 100-continue": (request(b"POST /workflows HTTP/1.1", b"Expect: 200-ok"), 417,
-                                          "100-continue"),
+    "a Content-Length that is no number": (
+        request(b"POST /workflows HTTP/1.1", b"Content-Length: ten"),
+        400,
+        "Content-Length must be",
+    ),
+    "two Content-Lengths": (
+        request(b"POST /workflows HTTP/1.1", b"Content-Length: 2", b"Content-Length: 3"),
+        400,
+        "Content-Length must be",
+    ),
+    "Content-Length with Transfer-Encoding": (
+        request(b"POST /workflows HTTP/1.1", b"Content-Length: 2", b"Transfer-Encoding: chunked"),
+        400,
+        "Content-Length must be",
+    ),
+    "an unknown Transfer-Encoding": (
+        request(b"POST /workflows HTTP/1.1", b"Transfer-Encoding: rot13"),
+        501,
+        "Transfer-Encoding is not supported",
+    ),
+    "an Expect other than 100-continue": (request(b"POST /workflows HTTP/1.1", b"Expect: 200-ok"), 417, "100-continue"),
 }
 
 
@@ -75,8 +92,12 @@ def test_each_refused_request_gets_its_own_request_id(server):
 
 
 def test_a_malformed_chunked_body_is_a_400_not_a_500(server):
-    raw = request(b"POST /workflows HTTP/1.1", b"Content-Type: application/json", b"Transfer-Encoding: chunked",
-                  body=b"zz\r\n{}\r\n0\r\n\r\n")
+    raw = request(
+        b"POST /workflows HTTP/1.1",
+        b"Content-Type: application/json",
+        b"Transfer-Encoding: chunked",
+        body=b"zz\r\n{}\r\n0\r\n\r\n",
+    )
     status, headers, body = exchange(server, raw)
     assert status == 400, body
     assert headers["content-type"] == "application/json"

@@ -16,13 +16,43 @@ def _examples_block():
 
 def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     """Against gunicorn alone: the queued run stays Pending, as no worker runs here."""
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _examples_block()], capture_output=True, text=True,
-                            env={"BASE": server.base, "PATH": "/usr/bin:/bin"}, timeout=60)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _examples_block()],
+        capture_output=True,
+        text=True,
+        env={"BASE": server.base, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    (added_1, added_2, added_3, workflow, runs, run, queued, queued_run, cancelled, queued_events,
-     missing, invalid, ready, renamed, too_late, workflows_page, runs_page, events,
-     node, patched, reordered, deleted,
-     front_1, front_2, front_3, front_strict, front_run) = _json_documents(result.stdout)
+    (
+        added_1,
+        added_2,
+        added_3,
+        workflow,
+        runs,
+        run,
+        queued,
+        queued_run,
+        cancelled,
+        queued_events,
+        missing,
+        invalid,
+        ready,
+        renamed,
+        too_late,
+        workflows_page,
+        runs_page,
+        events,
+        node,
+        patched,
+        reordered,
+        deleted,
+        front_1,
+        front_2,
+        front_3,
+        front_strict,
+        front_run,
+    ) = _json_documents(result.stdout)
     assert added_1["message"] == added_2["message"] == added_3["message"] == "Node added"
     assert [n["node_type"] for n in workflow["nodes"]] == ["formatter", "generative_ai", "formatter"]
     assert runs["runs"][0]["final_output"] == run["run"]["final_output"] == "SUMMARISE: INVOICE テスト"
@@ -32,7 +62,9 @@ def test_the_api_walk_through_runs_verbatim_against_a_live_server(server):
     assert queued_run["run"]["mode"] == "async" and queued_run["run"]["status"] == "Pending"
     assert cancelled == {"run_id": queued["run_id"], "status": "Cancelled"}
     assert [(e["status"], e["note"]) for e in queued_events["events"]] == [
-        ("Pending", "queued"), ("Cancelled", "cancelled by a client before it started")]
+        ("Pending", "queued"),
+        ("Cancelled", "cancelled by a client before it started"),
+    ]
     assert missing == {"detail": "Workflow not found"}
     assert "rules" in invalid["errors"]["config"]
     assert ready["status"] == "ready"

@@ -11,11 +11,17 @@ def test_acceptance_scenarios_survive_a_restart(server, database_url):
     workflow_id = created["id"]
 
     # 3. Added nodes (with JSON configs) are persisted and read back in order.
-    configs = [("extract_text", {}), ("formatter", {"rules": ["normalize_width", "strip"]}),
-               ("generative_ai", {"prompt": "Summarise: {text}", "model": "gpt-4o-mini"}), ("formatter", {})]
+    configs = [
+        ("extract_text", {}),
+        ("formatter", {"rules": ["normalize_width", "strip"]}),
+        ("generative_ai", {"prompt": "Summarise: {text}", "model": "gpt-4o-mini"}),
+        ("formatter", {}),
+    ]
     node_ids = []
     for node_type, config in configs:
-        status, added, _ = server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": node_type, "config": config})
+        status, added, _ = server.request(
+            "POST", f"/workflows/{workflow_id}/nodes", {"node_type": node_type, "config": config}
+        )
         assert status == 200 and added["message"] == "Node added"
         node_ids.append(added["node_id"])
 
@@ -23,7 +29,8 @@ def test_acceptance_scenarios_survive_a_restart(server, database_url):
     status, before, _ = server.request("GET", f"/workflows/{workflow_id}")
     assert status == 200 and before["name"] == "Invoice pipeline"
     assert [(n["id"], n["node_type"], n["config"]) for n in before["nodes"]] == [
-        (node_id, node_type, config) for node_id, (node_type, config) in zip(node_ids, configs)]
+        (node_id, node_type, config) for node_id, (node_type, config) in zip(node_ids, configs)
+    ]
 
     # 4. A run creates a persisted run record and one persisted step per node.
     status, ran, _ = server.request("POST", f"/workflows/{workflow_id}/run", {"input_text": "  ＡＢＣ　ﾃｽﾄ  "})
@@ -46,7 +53,9 @@ def test_acceptance_scenarios_survive_a_restart(server, database_url):
     # Edge cases, on the real server: no internal details leak.
     status, missing, _ = server.request("GET", "/workflows/not-a-uuid")
     assert (status, missing) == (404, {"detail": "Workflow not found"})
-    status, invalid, _ = server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {"rules": ["shout"]}})
+    status, invalid, _ = server.request(
+        "POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {"rules": ["shout"]}}
+    )
     assert status == 422 and "rules" in invalid["errors"]["config"]
 
 
@@ -56,7 +65,7 @@ def _workflow_that_fails(server, database_url):
     workflow_id = server.request("POST", "/workflows", {"name": "fails"})[1]["id"]
     server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {}})
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE nodes SET config = '{\"rules\": [\"shout\"]}' WHERE workflow_id = %s", (workflow_id,))
+        conn.execute('UPDATE nodes SET config = \'{"rules": ["shout"]}\' WHERE workflow_id = %s', (workflow_id,))
     return workflow_id
 
 

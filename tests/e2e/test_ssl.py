@@ -23,21 +23,69 @@ def openssl(*args, cwd):
 
 def make_ca(folder, name):
     """Write ``<name>.crt`` and ``<name>.key``: a self-signed CA."""
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=Flowline test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            cwd=folder)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=Flowline test {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )
     return folder / f"{name}.crt"
 
 
 def make_server_cert(folder, ca):
     """Write ``server.crt`` and ``server.key`` for localhost and 127.0.0.1, signed by CA ``ca``."""
-    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                                       "extendedKeyUsage=serverAuth\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=localhost", cwd=folder)
-    openssl("x509", "-req", "-in", "server.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=folder)
+    (folder / "server.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=folder,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        cwd=folder,
+    )
 
 
 class TlsCluster:
@@ -79,9 +127,9 @@ def tls_cluster(tmp_path_factory):
         shutil.copy(certs / "server.key", data / "server.key")
         (data / "server.key").chmod(0o600)
         # TCP takes TLS with a password only; the unix socket (the test's admin connection) trusts.
-        (data / "pg_hba.conf").write_text("local all all trust\n"
-                                          "hostssl all all 127.0.0.1/32 scram-sha-256\n"
-                                          "host all all all reject\n")
+        (data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhost all all all reject\n"
+        )
 
     options = f"-c ssl=on -c listen_addresses=127.0.0.1 -p {port}"
     with throwaway_cluster("flowline-tls-", options, configure) as (home, _):
@@ -106,10 +154,13 @@ def ssl_of_app_connections(cluster, dbname):
 
 def test_mask_url_and_the_yoyo_url_keep_sslmode_and_sslrootcert():
     url = f"postgresql://app:{PASSWORD}@db.example.com:5432/flowline?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem"
-    assert mask_url(url) == ("postgresql://app:***@db.example.com:5432/flowline"
-                             "?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem")
-    assert migrations.yoyo_url(url) == (f"postgresql+psycopg://app:{PASSWORD}@db.example.com:5432/flowline"
-                                        "?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem")
+    assert mask_url(url) == (
+        "postgresql://app:***@db.example.com:5432/flowline?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem"
+    )
+    assert migrations.yoyo_url(url) == (
+        f"postgresql+psycopg://app:{PASSWORD}@db.example.com:5432/flowline"
+        "?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem"
+    )
 
 
 # --- a server that takes TLS only ------------------------------------------------------------------------------
@@ -131,12 +182,15 @@ def test_migrations_apply_over_verify_full(tls_cluster):
         migrations.apply(tls_cluster.url(tls_cluster.create_database(), root_cert="other-ca"))
 
 
-@pytest.mark.parametrize("sslmode, host, root_cert", [
-    ("verify-full", "localhost", "ca"),
-    ("verify-full", "127.0.0.1", "ca"),
-    ("verify-ca", "localhost", "ca"),
-    ("require", "127.0.0.1", None),
-])
+@pytest.mark.parametrize(
+    "sslmode, host, root_cert",
+    [
+        ("verify-full", "localhost", "ca"),
+        ("verify-full", "127.0.0.1", "ca"),
+        ("verify-ca", "localhost", "ca"),
+        ("require", "127.0.0.1", None),
+    ],
+)
 def test_the_app_works_over_tls(tls_cluster, sslmode, host, root_cert):
     from app import create_app
 
@@ -167,25 +221,37 @@ def test_gunicorn_serves_over_verify_full(tls_cluster, make_server):
     assert PASSWORD not in server.log.read_text()
 
 
-@pytest.mark.parametrize("root_cert, host, extra, reason", [
-    ("other-ca", "localhost", "", "certificate verify failed"),
-    (Path("/nonexistent/flowline-ca.crt"), "localhost", "", "root certificate file"),
-    # The right server and CA, reached under a name the certificate does not carry.
-    ("ca", "db.example.com", "&hostaddr=127.0.0.1", 'does not match host name "db.example.com"'),
-])
-def test_a_certificate_that_does_not_verify_is_a_clear_503_with_no_secret(tls_cluster, caplog, root_cert, host, extra,
-                                                                          reason):
+@pytest.mark.parametrize(
+    "root_cert, host, extra, reason",
+    [
+        ("other-ca", "localhost", "", "certificate verify failed"),
+        (Path("/nonexistent/flowline-ca.crt"), "localhost", "", "root certificate file"),
+        # The right server and CA, reached under a name the certificate does not carry.
+        ("ca", "db.example.com", "&hostaddr=127.0.0.1", 'does not match host name "db.example.com"'),
+    ],
+)
+def test_a_certificate_that_does_not_verify_is_a_clear_503_with_no_secret(
+    tls_cluster, caplog, root_cert, host, extra, reason
+):
     from app import create_app
 
     dbname = tls_cluster.create_database(tls_cluster.template)
-    app = create_app({"TESTING": True, "DB_POOL_TIMEOUT_S": 0.5,
-                      "DATABASE_URL": tls_cluster.url(dbname, host=host, root_cert=root_cert, extra=extra)})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DB_POOL_TIMEOUT_S": 0.5,
+            "DATABASE_URL": tls_cluster.url(dbname, host=host, root_cert=root_cert, extra=extra),
+        }
+    )
     try:
         client = app.test_client()
         started = time.monotonic()
         ready = client.get("/readyz")
         assert (ready.status_code, ready.json["checks"], ready.headers["Retry-After"]) == (
-            503, {"database": "unreachable"}, "1")
+            503,
+            {"database": "unreachable"},
+            "1",
+        )
         for response in (client.post("/workflows", json={"name": "never stored"}), client.get("/workflows")):
             assert response.status_code == 503 and response.headers["Retry-After"] == "1"
             assert response.json == {"detail": "The database is unavailable or busy; retry shortly."}

@@ -12,5 +12,18 @@ from tests.support.processes import GUNICORN, Server, WorkerProcess
 from tests.support.urls import free_port, url_for_database
 from tests.support.waiting import wait_for
 
-__all__ = ["CHROMIUM", "GUNICORN", "PGBIN", "ROOT", "SUPPORT", "Server", "WorkerProcess", "free_port",
-           "launch_chromium", "make_pdf", "throwaway_cluster", "url_for_database", "wait_for"]
+__all__ = [
+    "CHROMIUM",
+    "GUNICORN",
+    "PGBIN",
+    "ROOT",
+    "SUPPORT",
+    "Server",
+    "WorkerProcess",
+    "free_port",
+    "launch_chromium",
+    "make_pdf",
+    "throwaway_cluster",
+    "url_for_database",
+    "wait_for",
+]

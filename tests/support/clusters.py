@@ -33,15 +33,34 @@ def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
     def pg_ctl(*args):
         if args and args[-1] in ("start", "restart"):
             args = ("-o", options, *args)
-        done = subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
             raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
 
     try:
-        subprocess.run([*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
-                        "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *as_postgres,
+                f"{PGBIN}/initdb",
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+        )
         if configure is not None:
             configure(data)
             if as_postgres:

@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def completion(content, *, model="gpt-4o-mini-2024-07-18", prompt_tokens=12, completion_tokens=5,
-               finish_reason="stop"):
+def completion(content, *, model="gpt-4o-mini-2024-07-18", prompt_tokens=12, completion_tokens=5, finish_reason="stop"):
     """Return a Chat Completions answer body carrying ``content``."""
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -67,8 +68,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         fake = self.server.fake
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake._record(Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                             time.monotonic()))
+        fake._record(
+            Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+        )
         if not self.path.endswith("/chat/completions"):
             self._send(Reply(404, {"error": {"message": "no such route", "type": "not_found"}}))
             return
@@ -116,8 +118,9 @@ class FakeLLM:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm", daemon=True
+        )
 
     def start(self):
         self._thread.start()

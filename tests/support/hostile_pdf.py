@@ -23,8 +23,10 @@ def hostile_pdf(pages=8, inflated_bytes=2 * 1024 * 1024):
     }
     font = 4 + pages
     for page_id in page_ids:
-        objects[page_id] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                            b"/Resources << /Font << /F1 %d 0 R >> >> /Contents 3 0 R >>" % font)
+        objects[page_id] = (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 %d 0 R >> >> /Contents 3 0 R >>" % font
+        )
     objects[font] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = {}

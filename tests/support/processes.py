@@ -31,8 +31,13 @@ class Server:
     def start(self, ready=("/readyz", 200)):
         """Start gunicorn and wait until ``ready`` (path, status) answers."""
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}",
-                                             "app:create_app()"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                [GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", "app:create_app()"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"gunicorn exited early:\n{self.log.read_text()}"
@@ -50,8 +55,9 @@ class Server:
 
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
                 return response.status, json.loads(response.read()), response.headers
@@ -75,8 +81,13 @@ class WorkerProcess:
     def start(self, concurrency=1):
         """Start the worker and wait until it listens for work."""
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "flowline.worker", "--concurrency", str(concurrency)],
-                                            cwd=ROOT, env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flowline.worker", "--concurrency", str(concurrency)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + 30
         while f"worker {socket.gethostname()}:{self.pid}: " not in self.log.read_text():
             assert self.process.poll() is None, f"the worker exited early:\n{self.log.read_text()}"

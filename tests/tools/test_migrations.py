@@ -53,8 +53,15 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
     url = make_database()
     assert migrations.apply(url) == migrations.migration_ids()
     applied = _snapshot(url)
-    assert {row[0] for row in applied["columns"]} == {"workflows", "nodes", "runs", "run_steps", "run_events", "files",
-                                                      "workers"}
+    assert {row[0] for row in applied["columns"]} == {
+        "workflows",
+        "nodes",
+        "runs",
+        "run_steps",
+        "run_events",
+        "files",
+        "workers",
+    }
     assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
@@ -66,8 +73,12 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
 
 def test_the_schema_carries_the_invariants(database_url):
     snapshot = _snapshot(database_url)
-    constraints = {(t, name): (definition, deferrable) for t, name, definition, deferrable, _ in snapshot["constraints"]}
-    unique_position = [v for (t, _), v in constraints.items() if t == "nodes" and "UNIQUE (workflow_id, \"position\")" in v[0]]
+    constraints = {
+        (t, name): (definition, deferrable) for t, name, definition, deferrable, _ in snapshot["constraints"]
+    }
+    unique_position = [
+        v for (t, _), v in constraints.items() if t == "nodes" and 'UNIQUE (workflow_id, "position")' in v[0]
+    ]
     assert unique_position and unique_position[0][1] is True, "nodes (workflow_id, position) must be UNIQUE DEFERRABLE"
     definitions = " ".join(d for d, _ in constraints.values())
     assert "REFERENCES nodes(id) ON DELETE SET NULL" in definitions
@@ -108,8 +119,14 @@ def test_readyz_is_503_naming_pending_migrations_until_they_are_applied(make_dat
 
 
 def _cli(url, *args):
-    return subprocess.run([sys.executable, "-m", "flowline.data.migrations", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "DATABASE_URL": url}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "flowline.data.migrations", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": url},
+        timeout=60,
+    )
 
 
 def test_the_command_line_applies_reports_and_rolls_back(make_database):

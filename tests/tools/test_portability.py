@@ -39,8 +39,14 @@ ROWS = {
 
 def flask(url, *args, stdin=None):
     """Run `flask --app app ARGS` from the repository with DATABASE_URL=url; return the CompletedProcess (bytes)."""
-    return subprocess.run([FLASK, "--app", "app", *args], cwd=ROOT, input=stdin, capture_output=True, timeout=120,
-                          env={**os.environ, "DATABASE_URL": url})
+    return subprocess.run(
+        [FLASK, "--app", "app", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": url},
+    )
 
 
 def _err(result):
@@ -64,16 +70,23 @@ def seeded(client, workflow, upload, failing_workflow, sql):
     """A database with three kinds of node, finished runs of every status (one with a step whose node was deleted
     since), a run still Pending (queue state: never exported) and a node naming an uploaded file."""
     file_id = upload(make_pdf("Invoice テスト")).json["file_id"]
-    invoices = workflow([("formatter", {"rules": ["normalize_width", "strip"]}),
-                         ("generative_ai", {"prompt": "Summarise: {text}", "model": "m", "temperature": 0.5}),
-                         ("formatter", {})], name="Invoices ✓ \"quoted\"")
+    invoices = workflow(
+        [
+            ("formatter", {"rules": ["normalize_width", "strip"]}),
+            ("generative_ai", {"prompt": "Summarise: {text}", "model": "m", "temperature": 0.5}),
+            ("formatter", {}),
+        ],
+        name='Invoices ✓ "quoted"',
+    )
     pdf = workflow([("extract_text", {"file_id": file_id}), ("formatter", {"rules": []})], name="PDF")
     failing, _ = failing_workflow(before=[("formatter", {})])
     for text in ("ｉｎｖｏｉｃｅ  ", "second"):
         assert client.post(f"/workflows/{invoices}/run", json={"input_text": text}).status_code == 200
     assert client.post(f"/workflows/{pdf}/run", json={}).status_code == 200
     assert client.post(f"/workflows/{failing}/run", json={"input_text": "x"}).status_code == 422
-    queued = client.post(f"/workflows/{invoices}/runs", json={"input_text": "later"}, headers={"Idempotency-Key": "k-1"})
+    queued = client.post(
+        f"/workflows/{invoices}/runs", json={"input_text": "later"}, headers={"Idempotency-Key": "k-1"}
+    )
     assert client.post(f"/runs/{queued.json['run_id']}/cancel").json["status"] == "Cancelled"
     pending = client.post(f"/workflows/{invoices}/runs", json={"input_text": "still queued"}).json["run_id"]
     last_node = client.get(f"/workflows/{invoices}").json["nodes"][-1]["id"]
@@ -175,13 +188,31 @@ def test_a_dry_run_validates_imports_and_verifies_then_writes_nothing(database_u
 
 
 def _valid_document(workflows=None):
-    workflow = {"id": str(uuid.uuid4()), "name": "w", "created_at": "2024-05-01T10:00:00+00:00",
-                "updated_at": "2024-05-01T10:00:00.5+00:00", "version": 2,
-                "nodes": [{"id": str(uuid.uuid4()), "position": 0, "node_type": "formatter",
-                           "config": {"rules": ["strip"]}, "created_at": "2024-05-01T10:00:00+00:00",
-                           "updated_at": "2024-05-01T10:00:00+00:00", "version": 1}]}
-    return {"format": "flowline-export", "version": 1, "exported_at": "2024-05-02T00:00:00+00:00",
-            "with_runs": False, "workflows": workflows if workflows is not None else [workflow]}
+    workflow = {
+        "id": str(uuid.uuid4()),
+        "name": "w",
+        "created_at": "2024-05-01T10:00:00+00:00",
+        "updated_at": "2024-05-01T10:00:00.5+00:00",
+        "version": 2,
+        "nodes": [
+            {
+                "id": str(uuid.uuid4()),
+                "position": 0,
+                "node_type": "formatter",
+                "config": {"rules": ["strip"]},
+                "created_at": "2024-05-01T10:00:00+00:00",
+                "updated_at": "2024-05-01T10:00:00+00:00",
+                "version": 1,
+            }
+        ],
+    }
+    return {
+        "format": "flowline-export",
+        "version": 1,
+        "exported_at": "2024-05-02T00:00:00+00:00",
+        "with_runs": False,
+        "workflows": workflows if workflows is not None else [workflow],
+    }
 
 
 def test_a_hand_written_minimal_file_imports(target, tmp_path):
@@ -193,13 +224,22 @@ def test_a_hand_written_minimal_file_imports(target, tmp_path):
     assert row["updated_at"].isoformat() == "2024-05-01T10:00:00.500000+00:00"
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"format": "flowline-export", "version": 1, ', "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 45"),
-    (b"\xff\xfe not utf-8", "is not UTF-8 text"),
-    (b'{"format": "flowline-export", "version": NaN}', "is not valid JSON: NaN is not valid JSON"),
-    (b"[1, 2]", 'is not a Flowline export (it needs "format": "flowline-export"'),
-    (json.dumps({**_valid_document(), "version": 2}).encode(), "is in export format version 2; this Flowline reads version 1 only"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b'{"format": "flowline-export", "version": 1, ',
+            "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 45",
+        ),
+        (b"\xff\xfe not utf-8", "is not UTF-8 text"),
+        (b'{"format": "flowline-export", "version": NaN}', "is not valid JSON: NaN is not valid JSON"),
+        (b"[1, 2]", 'is not a Flowline export (it needs "format": "flowline-export"'),
+        (
+            json.dumps({**_valid_document(), "version": 2}).encode(),
+            "is in export format version 2; this Flowline reads version 1 only",
+        ),
+    ],
+)
 def test_a_file_that_is_not_a_version_1_export_is_refused_with_a_clear_error(target, tmp_path, content, message):
     result = flask(target, "import", _write(tmp_path, content))
     assert result.returncode == 1, _err(result)
@@ -228,8 +268,9 @@ def test_an_invalid_node_config_names_the_workflow_node_and_field_and_nothing_is
     bad["name"] = "Broken one"
     result = flask(target, "import", _write(tmp_path, _valid_document([good, bad])))
     assert result.returncode == 1
-    assert (f'workflows[1] (id {bad["id"]}, name "Broken one"): nodes[0].config.rules[1]: Must be one of: '
-            in _err(result)), _err(result)
+    assert f'workflows[1] (id {bad["id"]}, name "Broken one"): nodes[0].config.rules[1]: Must be one of: ' in _err(
+        result
+    ), _err(result)
     assert "Traceback" not in _err(result)
     assert _count(target) == EMPTY, "the valid workflow before it is not imported either"
 
@@ -240,20 +281,30 @@ def _broken(change):
     return document
 
 
-@pytest.mark.parametrize("document, message", [
-    (_broken(lambda d, w: w.update(name="")), "workflows[0] (id "),
-    (_broken(lambda d, w: w.update(name="  ")), "name: Must not be blank."),
-    (_broken(lambda d, w: w["nodes"][0].update(node_type="rocket")), "nodes[0].node_type: Must be one of"),
-    (_broken(lambda d, w: w["nodes"][0].update(config={"prompt": ""}, node_type="generative_ai")),
-     "nodes[0].config.prompt: Length must be between 1 and 4000."),
-    (_broken(lambda d, w: w["nodes"][0].update(position=1)), "nodes: Node positions must be 0..0, each once; found [1]."),
-    (_broken(lambda d, w: w.update(created_at="2024-05-01T10:00:00")), "created_at: Not a valid aware datetime."),
-    (_broken(lambda d, w: w.update(id="00000000-0000-0000-0000-000000000000")), "id: Must not be the nil UUID."),
-    (_broken(lambda d, w: w.update(surprise=1)), "surprise: Unknown field."),
-    (_broken(lambda d, w: d["workflows"].append(dict(w, nodes=[]))), "workflow id"),
-    (_broken(lambda d, w: d.update(counts={"workflows": 2, "nodes": 1, "runs": 0, "steps": 0, "events": 0})),
-     "says it holds 2 workflows, 1 nodes, 0 runs, 0 steps, 0 events but holds 1 workflows"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        (_broken(lambda d, w: w.update(name="")), "workflows[0] (id "),
+        (_broken(lambda d, w: w.update(name="  ")), "name: Must not be blank."),
+        (_broken(lambda d, w: w["nodes"][0].update(node_type="rocket")), "nodes[0].node_type: Must be one of"),
+        (
+            _broken(lambda d, w: w["nodes"][0].update(config={"prompt": ""}, node_type="generative_ai")),
+            "nodes[0].config.prompt: Length must be between 1 and 4000.",
+        ),
+        (
+            _broken(lambda d, w: w["nodes"][0].update(position=1)),
+            "nodes: Node positions must be 0..0, each once; found [1].",
+        ),
+        (_broken(lambda d, w: w.update(created_at="2024-05-01T10:00:00")), "created_at: Not a valid aware datetime."),
+        (_broken(lambda d, w: w.update(id="00000000-0000-0000-0000-000000000000")), "id: Must not be the nil UUID."),
+        (_broken(lambda d, w: w.update(surprise=1)), "surprise: Unknown field."),
+        (_broken(lambda d, w: d["workflows"].append(dict(w, nodes=[]))), "workflow id"),
+        (
+            _broken(lambda d, w: d.update(counts={"workflows": 2, "nodes": 1, "runs": 0, "steps": 0, "events": 0})),
+            "says it holds 2 workflows, 1 nodes, 0 runs, 0 steps, 0 events but holds 1 workflows",
+        ),
+    ],
+)
 def test_read_document_names_what_is_wrong_and_where(document, message):
     with pytest.raises(export_format.PortabilityError) as raised:
         export_format.read_document(io.BytesIO(json.dumps(document).encode()), "f.json")
@@ -263,28 +314,67 @@ def test_read_document_names_what_is_wrong_and_where(document, message):
 def _run_document(run_changes=None, step_changes=None):
     document = _valid_document()
     workflow = document["workflows"][0]
-    run = {"id": str(uuid.uuid4()), "mode": "sync", "status": "Succeeded", "input": {"input_text": "x"},
-           "final_output": "x", "error_message": None, "attempt": 1, "max_attempts": 1, "worker_id": "h:1",
-           "idempotency_key": None, "request_hash": None, "cancel_requested_at": None,
-           "created_at": "2024-05-01T11:00:00+00:00", "started_at": "2024-05-01T11:00:00+00:00",
-           "finished_at": "2024-05-01T11:00:01+00:00",
-           "steps": [{"id": str(uuid.uuid4()), "node_id": workflow["nodes"][0]["id"], "attempt": 1, "position": 0,
-                      "node_type": "formatter", "config_snapshot": {"rules": ["strip"]}, "status": "Succeeded",
-                      "started_at": None, "finished_at": None, "input_text": "x", "output_text": "x",
-                      "error_message": None, "note": None, **(step_changes or {})}],
-           "events": [{"id": str(uuid.uuid4()), "attempt": 1, "status": "Succeeded",
-                       "at": "2024-05-01T11:00:01+00:00", "worker_id": None, "note": "done"}],
-           **(run_changes or {})}
+    run = {
+        "id": str(uuid.uuid4()),
+        "mode": "sync",
+        "status": "Succeeded",
+        "input": {"input_text": "x"},
+        "final_output": "x",
+        "error_message": None,
+        "attempt": 1,
+        "max_attempts": 1,
+        "worker_id": "h:1",
+        "idempotency_key": None,
+        "request_hash": None,
+        "cancel_requested_at": None,
+        "created_at": "2024-05-01T11:00:00+00:00",
+        "started_at": "2024-05-01T11:00:00+00:00",
+        "finished_at": "2024-05-01T11:00:01+00:00",
+        "steps": [
+            {
+                "id": str(uuid.uuid4()),
+                "node_id": workflow["nodes"][0]["id"],
+                "attempt": 1,
+                "position": 0,
+                "node_type": "formatter",
+                "config_snapshot": {"rules": ["strip"]},
+                "status": "Succeeded",
+                "started_at": None,
+                "finished_at": None,
+                "input_text": "x",
+                "output_text": "x",
+                "error_message": None,
+                "note": None,
+                **(step_changes or {}),
+            }
+        ],
+        "events": [
+            {
+                "id": str(uuid.uuid4()),
+                "attempt": 1,
+                "status": "Succeeded",
+                "at": "2024-05-01T11:00:01+00:00",
+                "worker_id": None,
+                "note": "done",
+            }
+        ],
+        **(run_changes or {}),
+    }
     workflow["runs"] = [run]
     return document
 
 
-@pytest.mark.parametrize("document, message", [
-    (_run_document({"status": "Running"}), "runs[0].status: Must be one of: Succeeded, Failed, Cancelled."),
-    (_run_document(step_changes={"node_id": str(uuid.uuid4())}),
-     "runs[0].steps[0].node_id: Must be null or the id of one of this workflow's nodes."),
-    (_run_document(step_changes={"input_text": "nul \u0000"}), "runs[0].steps[0].input_text: Must not contain NUL"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        (_run_document({"status": "Running"}), "runs[0].status: Must be one of: Succeeded, Failed, Cancelled."),
+        (
+            _run_document(step_changes={"node_id": str(uuid.uuid4())}),
+            "runs[0].steps[0].node_id: Must be null or the id of one of this workflow's nodes.",
+        ),
+        (_run_document(step_changes={"input_text": "nul \u0000"}), "runs[0].steps[0].input_text: Must not contain NUL"),
+    ],
+)
 def test_run_history_is_validated_too(document, message):
     with pytest.raises(export_format.PortabilityError) as raised:
         export_format.read_document(io.BytesIO(json.dumps(document).encode()), "f.json")
@@ -321,7 +411,7 @@ def test_existing_ids_are_refused_unless_skip_existing_skips_their_workflows(dat
     refused = flask(target, "import", path, "--with-runs")
     assert refused.returncode == 1
     assert "id(s) in the file already exist in the database; nothing was imported" in _err(refused)
-    assert f"(id {seeded['invoices']}, name \"Invoices ✓ \\\"quoted\\\"\"): workflow already exists" in _err(refused)
+    assert f'(id {seeded["invoices"]}, name "Invoices ✓ \\"quoted\\""): workflow already exists' in _err(refused)
     assert "node " not in _err(refused), "the ids inside a workflow that exists are not listed again"
     assert "pass --skip-existing" in _err(refused)
     assert _rows(target) == before, "the new workflow was not imported either"
@@ -350,15 +440,18 @@ def test_skip_existing_does_not_skip_an_id_taken_by_another_workflow(database_ur
 def _install_trigger(url, table, body):
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE FUNCTION test_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$")
-        conn.execute(f"CREATE TRIGGER test_trigger BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_trigger()")
+        conn.execute(
+            f"CREATE TRIGGER test_trigger BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_trigger()"
+        )
 
 
 def test_a_failure_midway_leaves_nothing_behind(database_url, seeded, target, tmp_path):
     exported = json.loads(_export(database_url, "--with-runs"))
     # The very last row the import writes fails: workflows, nodes, runs and steps are already inserted by then.
     last_event = exported["workflows"][-1]["runs"][-1]["events"][-1]["id"]
-    _install_trigger(target, "run_events",
-                     f"IF NEW.id = '{last_event}' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW;")
+    _install_trigger(
+        target, "run_events", f"IF NEW.id = '{last_event}' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW;"
+    )
     result = flask(target, "import", _write(tmp_path, exported), "--with-runs")
     assert result.returncode == 1
     assert "database error: disk on fire" in _err(result) and "Traceback" not in _err(result)
@@ -387,9 +480,12 @@ def test_export_walks_workflows_and_runs_in_batches(sql, database_url, workflow)
     """Batches of 2 over 5 workflows and over 5 runs created in one statement (equal created_at): nothing is lost
     or repeated at a batch boundary."""
     ids = sorted(workflow([("formatter", {})], name=f"w{i}") for i in range(5))
-    sql.execute("""
+    sql.execute(
+        """
         INSERT INTO runs (workflow_id, mode, status, attempt, started_at, finished_at)
-        SELECT %s, 'sync', 'Succeeded', 1, now(), now() FROM generate_series(1, 5)""", (ids[0],))
+        SELECT %s, 'sync', 'Succeeded', 1, now(), now() FROM generate_series(1, 5)""",
+        (ids[0],),
+    )
     out = io.BytesIO()
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         result = exporter.export(conn, out, with_runs=True, batch_size=2, run_batch_size=2)
@@ -413,8 +509,15 @@ def test_the_checksum_compares_values_not_spellings():
     """The same workflow written two ways (a time in another offset, keys and nodes in another order, 1.0 as 1:
     jsonb keeps numbers by value) has one checksum; a changed value has another."""
     first = _valid_document()["workflows"][0]
-    first["nodes"].append(dict(first["nodes"][0], id=str(uuid.uuid4()), position=1, node_type="generative_ai",
-                               config={"prompt": "p", "model": "m", "temperature": 1.0, "max_tokens": 10}))
+    first["nodes"].append(
+        dict(
+            first["nodes"][0],
+            id=str(uuid.uuid4()),
+            position=1,
+            node_type="generative_ai",
+            config={"prompt": "p", "model": "m", "temperature": 1.0, "max_tokens": 10},
+        )
+    )
     second = json.loads(json.dumps(first))
     second["created_at"] = "2024-05-01T12:00:00+02:00"
     second["nodes"].reverse()
@@ -450,8 +553,13 @@ def test_the_progress_bar_shows_on_a_terminal_only(database_url, seeded, make_da
     assert piped.returncode == 0 and "Importing workflows" not in _err(piped)
 
     master, slave = pty.openpty()
-    process = subprocess.Popen([FLASK, "--app", "app", "import", path], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=slave, env={**os.environ, "DATABASE_URL": make_database(template_db)})
+    process = subprocess.Popen(
+        [FLASK, "--app", "app", "import", path],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "DATABASE_URL": make_database(template_db)},
+    )
     os.close(slave)
     try:
         terminal = _read_terminal(master, process).decode(errors="replace")

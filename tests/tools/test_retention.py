@@ -22,15 +22,22 @@ MIGRATION = "0005.tune-run-tables-and-index-finished-runs"
 
 def prune_runs(url, *args):
     """Run `flask --app app prune-runs ARGS` as an operator does; return the CompletedProcess (text)."""
-    return subprocess.run([FLASK, "--app", "app", "prune-runs", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "DATABASE_URL": url})
+    return subprocess.run(
+        [FLASK, "--app", "app", "prune-runs", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": url},
+    )
 
 
 def add_run(sql, workflow_id, status, age_hours):
     """Insert a run in ``status`` created (and, when finished, finished) ``age_hours`` ago, with one step and two
     events; return its id."""
     finished = status in FINISHED_STATUSES
-    run_id = sql.execute("""
+    run_id = sql.execute(
+        """
         INSERT INTO runs (workflow_id, mode, status, attempt, lease_token, lease_expires_at, created_at, started_at,
                           finished_at)
         VALUES (%(workflow_id)s, 'async', %(status)s, 1,
@@ -38,13 +45,19 @@ def add_run(sql, workflow_id, status, age_hours):
                 CASE WHEN %(status)s = 'Running' THEN now() + interval '1 minute' END,
                 now() - make_interval(hours => %(age)s + 1), now() - make_interval(hours => %(age)s + 1),
                 CASE WHEN %(finished)s THEN now() - make_interval(hours => %(age)s) END)
-        RETURNING id""", {"workflow_id": workflow_id, "status": status, "age": age_hours, "finished": finished}
+        RETURNING id""",
+        {"workflow_id": workflow_id, "status": status, "age": age_hours, "finished": finished},
     ).fetchone()["id"]
-    sql.execute("""INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status)
-                   VALUES (%s, 1, 0, 'formatter', '{}', %s)""", (run_id, status))
-    sql.execute("""INSERT INTO run_events (run_id, attempt, status, note)
+    sql.execute(
+        """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status)
+                   VALUES (%s, 1, 0, 'formatter', '{}', %s)""",
+        (run_id, status),
+    )
+    sql.execute(
+        """INSERT INTO run_events (run_id, attempt, status, note)
                    VALUES (%(id)s, 0, 'Pending', 'queued'), (%(id)s, 1, %(status)s, 'then')""",
-                {"id": run_id, "status": status})
+        {"id": run_id, "status": status},
+    )
     return run_id
 
 
@@ -52,13 +65,15 @@ def add_run(sql, workflow_id, status, age_hours):
 def history(sql):
     """Runs of every status, old (40 days) and recent (1 day); Pending and Running ones created 100 days ago."""
     workflow_id = sql.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
-    runs = {"old Succeeded": [add_run(sql, workflow_id, "Succeeded", 40 * 24) for _ in range(5)],
-            "new Succeeded": [add_run(sql, workflow_id, "Succeeded", 24)],
-            "old Failed": [add_run(sql, workflow_id, "Failed", 40 * 24) for _ in range(2)],
-            "new Failed": [add_run(sql, workflow_id, "Failed", 24)],
-            "old Cancelled": [add_run(sql, workflow_id, "Cancelled", 40 * 24)],
-            "Pending": [add_run(sql, workflow_id, "Pending", 100 * 24)],
-            "Running": [add_run(sql, workflow_id, "Running", 100 * 24)]}
+    runs = {
+        "old Succeeded": [add_run(sql, workflow_id, "Succeeded", 40 * 24) for _ in range(5)],
+        "new Succeeded": [add_run(sql, workflow_id, "Succeeded", 24)],
+        "old Failed": [add_run(sql, workflow_id, "Failed", 40 * 24) for _ in range(2)],
+        "new Failed": [add_run(sql, workflow_id, "Failed", 24)],
+        "old Cancelled": [add_run(sql, workflow_id, "Cancelled", 40 * 24)],
+        "Pending": [add_run(sql, workflow_id, "Pending", 100 * 24)],
+        "Running": [add_run(sql, workflow_id, "Running", 100 * 24)],
+    }
     return runs
 
 
@@ -66,17 +81,27 @@ def remaining(sql, history):
     """Return the groups of ``history`` still present, with how many of their runs, steps and events remain."""
     left = {}
     for group, ids in history.items():
-        row = sql.execute("""
+        row = sql.execute(
+            """
             SELECT (SELECT count(*) FROM runs WHERE id = ANY (%(ids)s)) AS runs,
                    (SELECT count(*) FROM run_steps WHERE run_id = ANY (%(ids)s)) AS steps,
-                   (SELECT count(*) FROM run_events WHERE run_id = ANY (%(ids)s)) AS events""", {"ids": ids}).fetchone()
+                   (SELECT count(*) FROM run_events WHERE run_id = ANY (%(ids)s)) AS events""",
+            {"ids": ids},
+        ).fetchone()
         if row["runs"] or row["steps"] or row["events"]:
             left[group] = (row["runs"], row["steps"], row["events"])
     return left
 
 
-ALL = {"old Succeeded": (5, 5, 10), "new Succeeded": (1, 1, 2), "old Failed": (2, 2, 4), "new Failed": (1, 1, 2),
-       "old Cancelled": (1, 1, 2), "Pending": (1, 1, 2), "Running": (1, 1, 2)}
+ALL = {
+    "old Succeeded": (5, 5, 10),
+    "new Succeeded": (1, 1, 2),
+    "old Failed": (2, 2, 4),
+    "new Failed": (1, 1, 2),
+    "old Cancelled": (1, 1, 2),
+    "Pending": (1, 1, 2),
+    "Running": (1, 1, 2),
+}
 
 
 def test_prune_deletes_only_old_runs_of_the_status_in_batches(database_url, sql, history):
@@ -91,8 +116,12 @@ def test_prune_deletes_only_old_runs_of_the_status_in_batches(database_url, sql,
 def test_prune_by_default_takes_every_finished_status_and_never_the_queue(database_url, sql, history):
     result = prune_runs(database_url, "--older-than", "2w")
     assert result.returncode == 0, result.stderr
-    for line in ("Succeeded: deleted 5 runs, 5 steps, 10 events in 1 batch", "Failed: deleted 2 runs",
-                 "Cancelled: deleted 1 run, 1 step, 2 events", "total: deleted 8 runs, 8 steps, 16 events"):
+    for line in (
+        "Succeeded: deleted 5 runs, 5 steps, 10 events in 1 batch",
+        "Failed: deleted 2 runs",
+        "Cancelled: deleted 1 run, 1 step, 2 events",
+        "total: deleted 8 runs, 8 steps, 16 events",
+    ):
         assert line in result.stdout
     assert remaining(sql, history) == {k: ALL[k] for k in ("new Succeeded", "new Failed", "Pending", "Running")}
 
@@ -102,8 +131,18 @@ def test_prune_by_default_takes_every_finished_status_and_never_the_queue(databa
 
 
 def test_a_dry_run_counts_the_same_runs_and_deletes_nothing(database_url, sql, history):
-    dry = prune_runs(database_url, "--older-than", "30d", "--status", "Failed", "--status", "Cancelled", "--dry-run",
-                     "--batch-size", "1")
+    dry = prune_runs(
+        database_url,
+        "--older-than",
+        "30d",
+        "--status",
+        "Failed",
+        "--status",
+        "Cancelled",
+        "--dry-run",
+        "--batch-size",
+        "1",
+    )
     assert dry.returncode == 0, dry.stderr
     assert "Failed: would delete 2 runs, 2 steps, 4 events in 2 batches" in dry.stdout
     assert "Cancelled: would delete 1 run, 1 step, 2 events in 1 batch" in dry.stdout
@@ -113,14 +152,17 @@ def test_a_dry_run_counts_the_same_runs_and_deletes_nothing(database_url, sql, h
     assert "total: deleted 3 runs, 3 steps, 6 events" in real.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--older-than", "30"], "'30' is not a duration: use a whole number of hours, days or weeks, such as 12h"),
-    (["--older-than", "3m"], "'3m' is not a duration"),
-    (["--older-than", "0d"], "'0d' is not a duration"),
-    (["--older-than", "30d", "--status", "Pending"], "'Pending' is not one of 'Succeeded', 'Failed', 'Cancelled'"),
-    (["--older-than", "30d", "--status", "Running"], "'Running' is not one of"),
-    (["--status", "Failed"], "Missing option '--older-than'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--older-than", "30"], "'30' is not a duration: use a whole number of hours, days or weeks, such as 12h"),
+        (["--older-than", "3m"], "'3m' is not a duration"),
+        (["--older-than", "0d"], "'0d' is not a duration"),
+        (["--older-than", "30d", "--status", "Pending"], "'Pending' is not one of 'Succeeded', 'Failed', 'Cancelled'"),
+        (["--older-than", "30d", "--status", "Running"], "'Running' is not one of"),
+        (["--status", "Failed"], "Missing option '--older-than'"),
+    ],
+)
 def test_bad_arguments_are_refused_before_anything_is_deleted(database_url, sql, history, args, message):
     result = prune_runs(database_url, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -170,13 +212,16 @@ def _scans(sql, query, params):
 def test_the_batch_select_reads_the_index_not_the_table(sql):
     """With 30,000 recent finished runs and a few old ones, a batch finds its runs through runs_finished_idx."""
     workflow_id = sql.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
-    sql.execute("""
+    sql.execute(
+        """
         INSERT INTO runs (workflow_id, mode, status, attempt, created_at, started_at, finished_at)
         SELECT %(w)s, 'async', (ARRAY['Succeeded', 'Failed', 'Cancelled'])[1 + i %% 3], 1,
                now() - make_interval(hours => CASE WHEN i <= 30 THEN 2000 ELSE 1 END),
                now() - make_interval(hours => CASE WHEN i <= 30 THEN 2000 ELSE 1 END),
                now() - make_interval(hours => CASE WHEN i <= 30 THEN 2000 ELSE 1 END)
-        FROM generate_series(1, 30000) AS i""", {"w": workflow_id})
+        FROM generate_series(1, 30000) AS i""",
+        {"w": workflow_id},
+    )
     sql.execute("ANALYZE runs")
     cutoff = sql.execute("SELECT now() - interval '30 days' AS c").fetchone()["c"]
     for query in ("prune_runs_batch", "count_prunable_runs_batch"):
@@ -199,15 +244,28 @@ def test_migration_0005_tunes_the_churn_tables_and_its_rollback_resets_them(make
     migrations.apply(url)
     options, index = _reloptions(url)
     assert options == {
-        "runs": ["autovacuum_analyze_scale_factor=0.02", "autovacuum_vacuum_cost_delay=1",
-                 "autovacuum_vacuum_scale_factor=0.01", "fillfactor=85"],
-        "run_steps": ["autovacuum_analyze_scale_factor=0.02", "autovacuum_vacuum_insert_scale_factor=0.05",
-                      "autovacuum_vacuum_scale_factor=0.05", "fillfactor=90"],
-        "run_events": ["autovacuum_analyze_scale_factor=0.02", "autovacuum_vacuum_insert_scale_factor=0.05",
-                       "autovacuum_vacuum_scale_factor=0.05"],
+        "runs": [
+            "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_cost_delay=1",
+            "autovacuum_vacuum_scale_factor=0.01",
+            "fillfactor=85",
+        ],
+        "run_steps": [
+            "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_insert_scale_factor=0.05",
+            "autovacuum_vacuum_scale_factor=0.05",
+            "fillfactor=90",
+        ],
+        "run_events": [
+            "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_insert_scale_factor=0.05",
+            "autovacuum_vacuum_scale_factor=0.05",
+        ],
     }
-    assert index == ("CREATE INDEX runs_finished_idx ON public.runs USING btree (status, finished_at, id) "
-                     "WHERE (finished_at IS NOT NULL)")
+    assert index == (
+        "CREATE INDEX runs_finished_idx ON public.runs USING btree (status, finished_at, id) "
+        "WHERE (finished_at IS NOT NULL)"
+    )
 
     migrations.rollback(url, migration_id=MIGRATION)
     assert _reloptions(url) == ({}, None)

@@ -26,8 +26,9 @@ SCRIPT = ROOT / "deploy" / "roles.sql"
 
 
 def _psql():
-    found = shutil.which("psql") or max(glob.glob("/usr/lib/postgresql/*/bin/psql"),
-                                        key=lambda p: int(p.split("/")[4]), default=None)
+    found = shutil.which("psql") or max(
+        glob.glob("/usr/lib/postgresql/*/bin/psql"), key=lambda p: int(p.split("/")[4]), default=None
+    )
     if not found:
         pytest.skip("psql is not installed (it comes with PostgreSQL's client package)")
     return found
@@ -41,7 +42,17 @@ def url_as(url, role):
 
 def run_script(url, *variables):
     """Run deploy/roles.sql with psql, as a DBA would, on database ``url``; return psql's result."""
-    args = [_psql(), "-X", "-v", "ON_ERROR_STOP=1", *(a for v in variables for a in ("-v", v)), "-d", url, "-f", str(SCRIPT)]
+    args = [
+        _psql(),
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        *(a for v in variables for a in ("-v", v)),
+        "-d",
+        url,
+        "-f",
+        str(SCRIPT),
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
@@ -108,30 +119,47 @@ def _as(url):
 def test_the_schema_belongs_to_the_owner_and_the_roles_have_no_special_powers(roles, owned):
     url, _, _ = owned
     with _as(url) as conn:
-        owners = {row[0] for row in conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")}
+        owners = {
+            row[0] for row in conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert owners == {roles.owner}
-        assert conn.execute("SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'save_run_steps'").fetchone() == (roles.owner,)
-        powers = conn.execute("SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin "
-                              "FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY rolname", (roles.app, roles.owner)).fetchall()
-        assert powers == [(roles.app, False, False, False, False, False, True),
-                          (roles.owner, False, False, False, False, False, True)]
+        assert conn.execute(
+            "SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'save_run_steps'"
+        ).fetchone() == (roles.owner,)
+        powers = conn.execute(
+            "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin "
+            "FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY rolname",
+            (roles.app, roles.owner),
+        ).fetchall()
+        assert powers == [
+            (roles.app, False, False, False, False, False, True),
+            (roles.owner, False, False, False, False, False, True),
+        ]
         assert conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (roles.app, roles.owner)).fetchone() == (False,)
 
 
 def test_the_app_role_serves_every_route_and_a_worker_runs_as_it(app_client, owned, make_worker):
     client = app_client
     assert client.get("/readyz").status_code == 200, "the app role must read _yoyo_migration"
-    file_id = client.post("/files", data={"file": (io.BytesIO(make_pdf("least privilege")), "a.pdf")},
-                          content_type="multipart/form-data").json["file_id"]
+    file_id = client.post(
+        "/files", data={"file": (io.BytesIO(make_pdf("least privilege")), "a.pdf")}, content_type="multipart/form-data"
+    ).json["file_id"]
     workflow_id = client.post("/workflows", json={"name": "as the app role"}).json["id"]
     for node_type, config in (("extract_text", {}), ("formatter", {"rules": ["uppercase"]})):
-        assert client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config}).status_code == 200
+        assert (
+            client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config}).status_code
+            == 200
+        )
     ran = client.post(f"/workflows/{workflow_id}/run", json={"file_id": file_id})
     assert ran.status_code == 200 and ran.json["final_output"] == "LEAST PRIVILEGE"
     assert len(client.get(f"/runs/{ran.json['run_id']}").json["steps"]) == 2
-    queued = client.post(f"/workflows/{workflow_id}/runs", json={"input_text": "queued"}, headers={"Idempotency-Key": "k1"})
+    queued = client.post(
+        f"/workflows/{workflow_id}/runs", json={"input_text": "queued"}, headers={"Idempotency-Key": "k1"}
+    )
     assert queued.status_code == 202
-    again = client.post(f"/workflows/{workflow_id}/runs", json={"input_text": "queued"}, headers={"Idempotency-Key": "k1"})
+    again = client.post(
+        f"/workflows/{workflow_id}/runs", json={"input_text": "queued"}, headers={"Idempotency-Key": "k1"}
+    )
     assert again.json["run_id"] == queued.json["run_id"]
     cancelled = client.post(f"/workflows/{workflow_id}/runs", json={"input_text": "never"}).json["run_id"]
     assert client.post(f"/runs/{cancelled}/cancel").status_code == 200
@@ -142,14 +170,23 @@ def test_the_app_role_serves_every_route_and_a_worker_runs_as_it(app_client, own
     workflow = client.get(f"/workflows/{workflow_id}")
     node_ids = [n["id"] for n in workflow.json["nodes"]]
     assert client.put(f"/workflows/{workflow_id}/nodes/order", json={"node_ids": node_ids[::-1]}).status_code == 200
-    assert client.patch(f"/workflows/{workflow_id}/nodes/{node_ids[1]}", json={"config": {"rules": ["strip"]}}).status_code == 200
-    assert client.patch(f"/workflows/{workflow_id}", json={"name": "renamed"},
-                        headers={"If-Match": workflow.headers["ETag"]}).status_code == 412  # the reorder bumped it
+    assert (
+        client.patch(f"/workflows/{workflow_id}/nodes/{node_ids[1]}", json={"config": {"rules": ["strip"]}}).status_code
+        == 200
+    )
+    assert (
+        client.patch(
+            f"/workflows/{workflow_id}", json={"name": "renamed"}, headers={"If-Match": workflow.headers["ETag"]}
+        ).status_code
+        == 412
+    )  # the reorder bumped it
 
     # A worker connected as the app role claims, runs and finishes the queued run (its heartbeat table included).
     worker = make_worker(url=owned[2], RUN_LEASE_SECONDS=3).start()
-    run = wait_for(lambda: (r := client.get(f"/runs/{queued.json['run_id']}").json["run"])["status"] == "Succeeded" and r,
-                   message="the queued run to succeed")
+    run = wait_for(
+        lambda: (r := client.get(f"/runs/{queued.json['run_id']}").json["run"])["status"] == "Succeeded" and r,
+        message="the queued run to succeed",
+    )
     assert run["final_output"] == "queued"  # the formatter was changed to strip above
     with _as(owned[0]) as conn:
         assert conn.execute("SELECT count(*) FROM workers").fetchone()[0] == 1
@@ -161,23 +198,26 @@ def test_the_app_role_serves_every_route_and_a_worker_runs_as_it(app_client, own
     assert client.delete(f"/workflows/{workflow_id}").status_code == 204
 
 
-@pytest.mark.parametrize("statement", [
-    "DROP TABLE workflows",
-    "CREATE TABLE intruder (id int)",
-    "TRUNCATE runs",
-    "TRUNCATE run_events",
-    "ALTER TABLE runs ADD COLUMN intruder text",
-    "CREATE INDEX intruder_idx ON runs (status)",
-    "DROP FUNCTION save_run_steps(uuid, integer, jsonb)",
-    "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-    "CREATE VIEW intruder AS SELECT 1",
-    "CREATE SCHEMA intruder",
-    "COMMENT ON TABLE workflows IS 'mine now'",
-    "ALTER TABLE workflows DISABLE TRIGGER ALL",
-    "DELETE FROM _yoyo_migration",
-    "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 1)",
-    "SELECT * FROM _yoyo_log",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DROP TABLE workflows",
+        "CREATE TABLE intruder (id int)",
+        "TRUNCATE runs",
+        "TRUNCATE run_events",
+        "ALTER TABLE runs ADD COLUMN intruder text",
+        "CREATE INDEX intruder_idx ON runs (status)",
+        "DROP FUNCTION save_run_steps(uuid, integer, jsonb)",
+        "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE VIEW intruder AS SELECT 1",
+        "CREATE SCHEMA intruder",
+        "COMMENT ON TABLE workflows IS 'mine now'",
+        "ALTER TABLE workflows DISABLE TRIGGER ALL",
+        "DELETE FROM _yoyo_migration",
+        "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 1)",
+        "SELECT * FROM _yoyo_log",
+    ],
+)
 def test_the_app_role_cannot_change_the_schema_or_yoyos_bookkeeping(owned, statement):
     with _as(owned[2]) as conn:
         with pytest.raises(InsufficientPrivilege):
@@ -254,7 +294,9 @@ def test_a_database_migrated_before_the_roles_existed_is_adopted(roles, template
     url = roles.database(template=template_db)
     owner_url, app_url = url_as(url, roles.owner), url_as(url, roles.app)
     with _as(url) as conn:
-        owners = {row[0] for row in conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")}
+        owners = {
+            row[0] for row in conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert owners == {roles.owner}
     with _as(app_url) as conn:
         workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('adopted') RETURNING id").fetchone()[0]

@@ -5,15 +5,25 @@ import pytest
 from flowline.core import config
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://app:s3cret@db.example.com:5432/flowline?sslmode=require",
-     "postgresql://app:***@db.example.com:5432/flowline?sslmode=require"),
-    ("postgresql://app@db.example.com/flowline?password=s3cret&sslmode=require",
-     "postgresql://app@db.example.com/flowline?password=***&sslmode=require"),
-    ("postgresql://postgres@/postgres?host=/tmp/sock&port=5432", "postgresql://postgres@/postgres?host=/tmp/sock&port=5432"),
-    ("host=db user=app password=s3cret dbname=flowline", "user=app password=*** dbname=flowline host=db"),
-    ("postgresql://app:s3cret@[::1", "<unparseable DATABASE_URL>"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        (
+            "postgresql://app:s3cret@db.example.com:5432/flowline?sslmode=require",
+            "postgresql://app:***@db.example.com:5432/flowline?sslmode=require",
+        ),
+        (
+            "postgresql://app@db.example.com/flowline?password=s3cret&sslmode=require",
+            "postgresql://app@db.example.com/flowline?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://postgres@/postgres?host=/tmp/sock&port=5432",
+            "postgresql://postgres@/postgres?host=/tmp/sock&port=5432",
+        ),
+        ("host=db user=app password=s3cret dbname=flowline", "user=app password=*** dbname=flowline host=db"),
+        ("postgresql://app:s3cret@[::1", "<unparseable DATABASE_URL>"),
+    ],
+)
 def test_mask_url_hides_passwords(url, shown):
     assert config.mask_url(url) == shown
     assert "s3cret" not in config.mask_url(url)
@@ -22,14 +32,20 @@ def test_mask_url_hides_passwords(url, shown):
 def test_defaults_apply_when_settings_are_unset_or_empty():
     assert config.from_env({}) == config.from_env({name: "" for name in config.from_env({})} | {"LOG_LEVEL": "INFO"})
     settings = config.from_env({})
-    assert (settings["DB_POOL_TIMEOUT_S"], settings["STATEMENT_TIMEOUT_MS"], settings["SYNC_RUN_TIMEOUT_S"]) == (2.0, 5000, 25.0)
+    assert (settings["DB_POOL_TIMEOUT_S"], settings["STATEMENT_TIMEOUT_MS"], settings["SYNC_RUN_TIMEOUT_S"]) == (
+        2.0,
+        5000,
+        25.0,
+    )
     assert settings["CORS_ORIGINS"] == ["http://localhost:3000", "http://127.0.0.1:3000"]
     assert settings["LLM_MODEL"] == "gpt-4o-mini"
 
 
 def test_cors_origins_are_a_comma_separated_list_that_replaces_the_default():
     assert config.from_env({"CORS_ORIGINS": " https://a.example, http://localhost:3000 ,"})["CORS_ORIGINS"] == [
-        "https://a.example", "http://localhost:3000"]
+        "https://a.example",
+        "http://localhost:3000",
+    ]
     assert config.from_env({"CORS_ORIGINS": "https://a.example:8443"})["CORS_ORIGINS"] == ["https://a.example:8443"]
 
 
@@ -44,15 +60,18 @@ def test_a_cors_origin_that_is_not_an_origin_is_refused_at_start(value):
         config.from_env({"CORS_ORIGINS": value})
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"DB_POOL_MAX_SIZE": "four"}, "DB_POOL_MAX_SIZE must be an integer, got 'four'"),
-    ({"DB_POOL_MAX_SIZE": "0"}, "DB_POOL_MAX_SIZE must be at least 1, got 0"),
-    ({"SYNC_RUN_TIMEOUT_S": "soon"}, "SYNC_RUN_TIMEOUT_S must be a number, got 'soon'"),
-    ({"DB_POOL_TIMEOUT_S": "nan"}, "DB_POOL_TIMEOUT_S must be at least 0.1, got nan"),
-    ({"PDF_EXTRACT_TIMEOUT_S": "0"}, "PDF_EXTRACT_TIMEOUT_S must be at least 0.1, got 0.0"),
-    ({"PDF_EXTRACT_MEMORY_MB": "32"}, "PDF_EXTRACT_MEMORY_MB must be at least 64, got 32"),
-    ({"PDF_EXTRACT_CONCURRENCY": "0"}, "PDF_EXTRACT_CONCURRENCY must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DB_POOL_MAX_SIZE": "four"}, "DB_POOL_MAX_SIZE must be an integer, got 'four'"),
+        ({"DB_POOL_MAX_SIZE": "0"}, "DB_POOL_MAX_SIZE must be at least 1, got 0"),
+        ({"SYNC_RUN_TIMEOUT_S": "soon"}, "SYNC_RUN_TIMEOUT_S must be a number, got 'soon'"),
+        ({"DB_POOL_TIMEOUT_S": "nan"}, "DB_POOL_TIMEOUT_S must be at least 0.1, got nan"),
+        ({"PDF_EXTRACT_TIMEOUT_S": "0"}, "PDF_EXTRACT_TIMEOUT_S must be at least 0.1, got 0.0"),
+        ({"PDF_EXTRACT_MEMORY_MB": "32"}, "PDF_EXTRACT_MEMORY_MB must be at least 64, got 32"),
+        ({"PDF_EXTRACT_CONCURRENCY": "0"}, "PDF_EXTRACT_CONCURRENCY must be at least 1, got 0"),
+    ],
+)
 def test_unusable_values_are_refused_with_a_clear_message(env, message):
     with pytest.raises(config.ConfigError, match=message):
         config.from_env(env)

@@ -25,11 +25,29 @@ ENV_LINE = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?-)(?P<default>.*)\}$")
 # Flowline settings (config.from_env) only one side reads: the API (the worker sizes its own pool and reads a run's
 # attempts from the run), or the worker. Every other one is passed to both.
-API_ONLY = {"DB_POOL_MAX_SIZE", "DB_POOL_MAX_WAITING", "SYNC_RUN_TIMEOUT_S", "RUN_MAX_ATTEMPTS", "MAX_INPUT_CHARS",
-            "MAX_UPLOAD_MB", "MAX_JSON_KB", "CORS_ORIGINS", "API_TOKENS", "METRICS_PUBLIC", "PDF_EXTRACT_TIMEOUT_S",
-            "PDF_EXTRACT_MEMORY_MB", "PDF_EXTRACT_CONCURRENCY"}
-WORKER_ONLY = {"RUN_RETRY_BACKOFF_S", "ASYNC_RUN_TIMEOUT_S", "WORKER_CONCURRENCY", "WORKER_POLL_INTERVAL_S",
-               "WORKER_DRAIN_TIMEOUT_S", "WORKER_METRICS_PORT"}
+API_ONLY = {
+    "DB_POOL_MAX_SIZE",
+    "DB_POOL_MAX_WAITING",
+    "SYNC_RUN_TIMEOUT_S",
+    "RUN_MAX_ATTEMPTS",
+    "MAX_INPUT_CHARS",
+    "MAX_UPLOAD_MB",
+    "MAX_JSON_KB",
+    "CORS_ORIGINS",
+    "API_TOKENS",
+    "METRICS_PUBLIC",
+    "PDF_EXTRACT_TIMEOUT_S",
+    "PDF_EXTRACT_MEMORY_MB",
+    "PDF_EXTRACT_CONCURRENCY",
+}
+WORKER_ONLY = {
+    "RUN_RETRY_BACKOFF_S",
+    "ASYNC_RUN_TIMEOUT_S",
+    "WORKER_CONCURRENCY",
+    "WORKER_POLL_INTERVAL_S",
+    "WORKER_DRAIN_TIMEOUT_S",
+    "WORKER_METRICS_PORT",
+}
 # Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines
 # for a collector there, readable text on a terminal.
 IMAGE_DEFAULTS = {"LOG_FORMAT": "json"}
@@ -135,8 +153,14 @@ def env_example():
         match = ENV_LINE.match(line.strip())
         if match:
             above = lines[i - 1].strip() if i else ""
-            entries.append({"name": match["name"], "value": match["value"], "commented": bool(match["commented"]),
-                            "comment": "" if ENV_LINE.match(above) else above})
+            entries.append(
+                {
+                    "name": match["name"],
+                    "value": match["value"],
+                    "commented": bool(match["commented"]),
+                    "comment": "" if ENV_LINE.match(above) else above,
+                }
+            )
     return entries
 
 
@@ -149,17 +173,25 @@ def env_reads(path):
 
     def names_environ(node):
         return (isinstance(node, ast.Name) and node.id in ("env", "environ")) or (
-            isinstance(node, ast.Attribute) and node.attr == "environ")
+            isinstance(node, ast.Attribute) and node.attr == "environ"
+        )
 
     def names(nodes):
-        return {n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str) and SETTING.match(n.value)}
+        return {
+            n.value
+            for n in nodes
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and SETTING.match(n.value)
+        }
 
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Attribute) and func.attr in ("get", "getenv", "setdefault", "pop") and (
-                    names_environ(func.value) or func.attr == "getenv"):
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in ("get", "getenv", "setdefault", "pop")
+                and (names_environ(func.value) or func.attr == "getenv")
+            ):
                 found |= names(node.args[:1])
             elif any(names_environ(arg) for arg in node.args):
                 found |= names(node.args)
@@ -206,15 +238,17 @@ def effective_settings(env, monkeypatch):
         patch.setattr(os, "environ", recording)
         namespace = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
         flask_settings = from_env(recording)
-    gunicorn_settings = {k: v for k, v in namespace.items()
-                         if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"}
+    gunicorn_settings = {
+        k: v for k, v in namespace.items() if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"
+    }
     return gunicorn_settings, flask_settings, recording.read
 
 
 def assert_is_default(name, value, monkeypatch):
     """``name=value`` must behave exactly like leaving ``name`` unset."""
     assert effective_settings({name: value}, monkeypatch)[:2] == effective_settings({}, monkeypatch)[:2], (
-        f"{name}={value} is documented as the default but changes the settings: the code's default differs")
+        f"{name}={value} is documented as the default but changes the settings: the code's default differs"
+    )
 
 
 # --- Dockerfile --------------------------------------------------------------------------------------------------
@@ -237,7 +271,9 @@ def test_dockerfile_serves_create_app_with_gunicorn_conf():
     assert cmd[0] == "gunicorn"
     assert cmd[cmd.index("-c") + 1] == "gunicorn.conf.py"
     assert cmd[-1] == "app:create_app()"
-    assert not [args for kw, args in dockerfile_instructions() if kw == "ENTRYPOINT"], "an ENTRYPOINT would wrap the CMD"
+    assert not [args for kw, args in dockerfile_instructions() if kw == "ENTRYPOINT"], (
+        "an ENTRYPOINT would wrap the CMD"
+    )
 
 
 def test_dockerfile_copies_only_paths_that_exist_and_everything_the_app_reads():
@@ -251,8 +287,11 @@ def test_dockerfile_copies_only_paths_that_exist_and_everything_the_app_reads():
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_but_not_what_is_copied():
-    ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".env", ".venv", ".git", ".data", "tests"} <= ignored
     assert not {s.rstrip("/") for s in copy_sources()} & ignored, "a COPYed path is excluded from the build context"
 
@@ -260,7 +299,9 @@ def test_dockerignore_keeps_secrets_and_local_state_out_but_not_what_is_copied()
 def test_dockerfile_installs_runtime_requirements_only_without_pip_cache():
     runs = " ".join(args for kw, args in dockerfile_instructions() if kw == "RUN")
     assert re.search(r"pip install [^&;]*--no-cache-dir[^&;]*-r requirements\.txt", runs)
-    assert not [args for kw, args in dockerfile_instructions() if "requirements-dev" in args], "no test tools in the image"
+    assert not [args for kw, args in dockerfile_instructions() if "requirements-dev" in args], (
+        "no test tools in the image"
+    )
 
 
 def test_dockerfile_listens_where_it_exposes_and_checks_livez():
@@ -413,4 +454,6 @@ def test_env_example_shows_defaults_commented_out(monkeypatch):
             assert_is_default(name, value, monkeypatch)
         else:
             defaults = set(re.findall(r"\$\{" + name + r":?-([^}]*)\}", compose_text))
-            assert defaults == {value}, f"{name}: .env.example says {value!r}, docker-compose.yml defaults to {defaults}"
+            assert defaults == {value}, (
+                f"{name}: .env.example says {value!r}, docker-compose.yml defaults to {defaults}"
+            )

@@ -5,26 +5,29 @@ import pytest
 from flowline.nodes import formatter
 
 
-@pytest.mark.parametrize("rule, text, expected", [
-    ("uppercase", "Hello, World ß", "HELLO, WORLD SS"),
-    ("lowercase", "Hello, ÀÉ", "hello, àé"),
-    ("strip", " \t\n hi there \n", "hi there"),
-    ("collapse_whitespace", "a  b\t\tc\n\nd", "a b c d"),
-    # Full-width ASCII and the ideographic space become ASCII; kana and kanji are untouched.
-    ("full_to_half", "ＡＢＣ　１２３！？", "ABC 123!?"),
-    ("full_to_half", "東京タワー　ﾃｽﾄ", "東京タワー ﾃｽﾄ"),
-    ("full_to_half", "￥１００", "￥100"),  # U+FFE5 is outside U+FF01–U+FF5E: nothing else changes
-    # The exact inverse: ASCII (and space) becomes full-width, nothing else.
-    ("half_to_full", "ABC 123!?", "ＡＢＣ　１２３！？"),
-    ("half_to_full", "ﾃｽﾄ abc", "ﾃｽﾄ　ａｂｃ"),
-    # Width forms only: half-width katakana become full-width with voiced marks composed, full-width ASCII
-    # becomes ASCII, while ①, ™ and ½ (which plain NFKC would rewrite) stay.
-    ("normalize_width", "ｶﾞｷﾞ ﾊﾟﾝ", "ガギ パン"),
-    ("normalize_width", "ＡＢＣ１２３　ﾃｽﾄ", "ABC123 テスト"),
-    ("normalize_width", "① ™ ½ ＄", "① ™ ½ $"),
-    ("normalize_width", "￣", "￣"),
-    ("nfkc", "① ™ ½ ｶﾞ ＡＢ", "1 TM 1⁄2 ガ AB"),
-])
+@pytest.mark.parametrize(
+    "rule, text, expected",
+    [
+        ("uppercase", "Hello, World ß", "HELLO, WORLD SS"),
+        ("lowercase", "Hello, ÀÉ", "hello, àé"),
+        ("strip", " \t\n hi there \n", "hi there"),
+        ("collapse_whitespace", "a  b\t\tc\n\nd", "a b c d"),
+        # Full-width ASCII and the ideographic space become ASCII; kana and kanji are untouched.
+        ("full_to_half", "ＡＢＣ　１２３！？", "ABC 123!?"),
+        ("full_to_half", "東京タワー　ﾃｽﾄ", "東京タワー ﾃｽﾄ"),
+        ("full_to_half", "￥１００", "￥100"),  # U+FFE5 is outside U+FF01–U+FF5E: nothing else changes
+        # The exact inverse: ASCII (and space) becomes full-width, nothing else.
+        ("half_to_full", "ABC 123!?", "ＡＢＣ　１２３！？"),
+        ("half_to_full", "ﾃｽﾄ abc", "ﾃｽﾄ　ａｂｃ"),
+        # Width forms only: half-width katakana become full-width with voiced marks composed, full-width ASCII
+        # becomes ASCII, while ①, ™ and ½ (which plain NFKC would rewrite) stay.
+        ("normalize_width", "ｶﾞｷﾞ ﾊﾟﾝ", "ガギ パン"),
+        ("normalize_width", "ＡＢＣ１２３　ﾃｽﾄ", "ABC123 テスト"),
+        ("normalize_width", "① ™ ½ ＄", "① ™ ½ $"),
+        ("normalize_width", "￣", "￣"),
+        ("nfkc", "① ™ ½ ｶﾞ ＡＢ", "1 TM 1⁄2 ガ AB"),
+    ],
+)
 def test_rule_output_is_as_hand_checked(rule, text, expected):
     assert formatter.apply([rule], text) == expected
 

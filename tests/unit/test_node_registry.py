@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "flowline"
 # Everything that needs to know the node types: request schemas, the engine, the OpenAPI document, the node
 # routes' file checks, export and import, and every query.
-READERS = [PACKAGE / "api" / "schemas.py", PACKAGE / "engine" / "runner.py", PACKAGE / "api" / "openapi.py",
-           PACKAGE / "api" / "nodes.py", *sorted((PACKAGE / "tools").glob("*.py")),
-           *sorted((ROOT / "sql").glob("*.sql"))]
+READERS = [
+    PACKAGE / "api" / "schemas.py",
+    PACKAGE / "engine" / "runner.py",
+    PACKAGE / "api" / "openapi.py",
+    PACKAGE / "api" / "nodes.py",
+    *sorted((PACKAGE / "tools").glob("*.py")),
+    *sorted((ROOT / "sql").glob("*.sql")),
+]
 
 
 def test_each_node_module_declares_one_type_named_after_it_and_the_list_names_each_once():

@@ -32,8 +32,12 @@ def _dict_keys(statements):
         value = node.value
         if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
             found[node.targets[0].id] = {k.value for k in value.keys}
-        elif isinstance(value, ast.Call) and _callee(value) == "dict" and not value.args \
-                and all(k.arg for k in value.keywords):
+        elif (
+            isinstance(value, ast.Call)
+            and _callee(value) == "dict"
+            and not value.args
+            and all(k.arg for k in value.keywords)
+        ):
             found[node.targets[0].id] = {k.arg for k in value.keywords}
     return found
 
@@ -63,7 +67,8 @@ def _query_calls_in_code():
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             name = node.args[index]
             assert isinstance(name, ast.Constant) and isinstance(name.value, str), (
-                f"{where}: query names must be string literals so they can be checked")
+                f"{where}: query names must be string literals so they can be checked"
+            )
             passed = set()
             for keyword in node.keywords:
                 if keyword.arg is not None:
@@ -71,8 +76,10 @@ def _query_calls_in_code():
                 elif isinstance(keyword.value, ast.Name) and keyword.value.id in dicts:
                     passed |= dicts[keyword.value.id]
                 else:
-                    raise AssertionError(f"{where}: pass query parameters by name (or **a dict with constant "
-                                         "keys assigned in the same function or module) so they can be checked")
+                    raise AssertionError(
+                        f"{where}: pass query parameters by name (or **a dict with constant "
+                        "keys assigned in the same function or module) so they can be checked"
+                    )
             yield name.value, passed, where
 
 
@@ -91,7 +98,9 @@ def test_every_call_passes_exactly_the_parameters_its_query_uses():
             continue  # test_every_query_used_in_code_exists names it
         wanted = set(re.findall(r"%\((\w+)\)s", sql.QUERIES[name].text))
         if passed != wanted:
-            problems.append(f"{where} {name}: missing {sorted(wanted - passed)}, not in the query {sorted(passed - wanted)}")
+            problems.append(
+                f"{where} {name}: missing {sorted(wanted - passed)}, not in the query {sorted(passed - wanted)}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -113,20 +122,25 @@ def test_no_sql_text_in_python_files():
     for path in [ROOT / "app.py", *sorted((ROOT / "flowline").rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if any(k in node.value for k in keywords) and node.value.strip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")):
+                if any(k in node.value for k in keywords) and node.value.strip().upper().startswith(
+                    ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+                ):
                     offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"SQL text in Python: {offenders}"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("-- name: a :one\nSELECT 1;\n", "needs a one-line '-- <description>'"),
-    ("-- name: a :one\n-- \nSELECT 1;\n", "needs a one-line '-- <description>'"),
-    ("-- name: a\n-- Says one.\nSELECT 1;\n", "needs a cardinality"),
-    ("-- name: a :some\n-- Says one.\nSELECT 1;\n", "needs a cardinality"),
-    ("-- name: GetA :one\n-- Says one.\nSELECT 1;\n", "not snake_case"),
-    ("-- name: a :one\n-- Says one.\n\n-- name: b :one\n-- Says two.\nSELECT 2;\n", "query a has no SQL"),
-    ("-- name:a :one\n-- Says one.\nSELECT 1;\n", "header must read"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("-- name: a :one\nSELECT 1;\n", "needs a one-line '-- <description>'"),
+        ("-- name: a :one\n-- \nSELECT 1;\n", "needs a one-line '-- <description>'"),
+        ("-- name: a\n-- Says one.\nSELECT 1;\n", "needs a cardinality"),
+        ("-- name: a :some\n-- Says one.\nSELECT 1;\n", "needs a cardinality"),
+        ("-- name: GetA :one\n-- Says one.\nSELECT 1;\n", "not snake_case"),
+        ("-- name: a :one\n-- Says one.\n\n-- name: b :one\n-- Says two.\nSELECT 2;\n", "query a has no SQL"),
+        ("-- name:a :one\n-- Says one.\nSELECT 1;\n", "header must read"),
+    ],
+)
 def test_loader_rejects_malformed_files(tmp_path, text, message):
     (tmp_path / "bad.sql").write_text(text)
     with pytest.raises(sql.SQLFileError, match=message):
@@ -143,7 +157,8 @@ def test_loader_rejects_a_name_defined_twice_across_files(tmp_path):
 def test_loader_reads_names_descriptions_and_bodies(tmp_path):
     (tmp_path / "x.sql").write_text(
         "-- A file comment.\n\n-- name: first :many\n-- Lists things.\nSELECT 1\nFROM t;\n\n"
-        "-- name: second :exec\n-- Does a thing.\nDELETE FROM t;\n")
+        "-- name: second :exec\n-- Does a thing.\nDELETE FROM t;\n"
+    )
     queries = sql.load(tmp_path)
     assert list(queries) == ["first", "second"]
     assert queries["first"].cardinality == ":many"

@@ -58,6 +58,7 @@ def finished(sql, *run_ids):
 
 # --- queueing -------------------------------------------------------------------------------------------------
 
+
 def test_queueing_answers_202_with_location_and_the_run_waits_pending(client, workflow, sql):
     workflow_id = workflow([UPPER])
     response = queue(client, workflow_id, {"input_text": "later"})
@@ -110,9 +111,12 @@ def test_twenty_concurrent_requests_with_one_key_queue_one_run(server, sql):
     barrier, answers = threading.Barrier(20), []
 
     def send():
-        request = urllib.request.Request(f"{server.base}/workflows/{workflow_id}/runs", method="POST",
-                                         data=json.dumps({"input_text": "same"}).encode(),
-                                         headers={"Content-Type": "application/json", "Idempotency-Key": "k-20"})
+        request = urllib.request.Request(
+            f"{server.base}/workflows/{workflow_id}/runs",
+            method="POST",
+            data=json.dumps({"input_text": "same"}).encode(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": "k-20"},
+        )
         barrier.wait()
         with urllib.request.urlopen(request, timeout=10) as response:
             answers.append((response.status, json.loads(response.read())["run_id"]))
@@ -131,6 +135,7 @@ def test_twenty_concurrent_requests_with_one_key_queue_one_run(server, sql):
 
 
 # --- cancelling -----------------------------------------------------------------------------------------------
+
 
 def test_a_cancelled_pending_run_never_starts(client, workflow, sql, make_worker):
     workflow_id = workflow([UPPER])
@@ -175,12 +180,14 @@ def test_a_cancelled_running_run_stops_at_the_next_node_boundary(client, workflo
     assert detail["run"]["status"] == "Cancelled" and detail["run"]["final_output"] is None
     # The node in progress completed; the two after it never ran.
     assert [(s["node_type"], s["status"], s["output_text"]) for s in detail["steps"]] == [
-        ("generative_ai", "Succeeded", "summary")]
+        ("generative_ai", "Succeeded", "summary")
+    ]
     last = events_of(client, run_id)[-1]
     assert last["status"] == "Cancelled" and "1 of 3 node(s) ran" in last["note"]
 
 
 # --- workers --------------------------------------------------------------------------------------------------
+
 
 def test_a_worker_runs_queued_runs_oldest_first_and_history_names_it(client, workflow, sql, make_worker):
     workflow_id = workflow([UPPER, ("formatter", {"rules": ["strip"]})])
@@ -202,8 +209,12 @@ def test_a_worker_runs_queued_runs_oldest_first_and_history_names_it(client, wor
 def test_an_idle_worker_wakes_on_notify_without_waiting_for_its_poll(client, workflow, sql, make_worker):
     workflow_id = workflow([UPPER])
     worker = make_worker(**{**FAST, "WORKER_POLL_INTERVAL_S": 60}).start()
-    wait_for(lambda: sql.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'flowline-worker-listen' "
-                                 "AND query LIKE 'LISTEN%%'").fetchone(), message="the LISTEN connection")
+    wait_for(
+        lambda: sql.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'flowline-worker-listen' AND query LIKE 'LISTEN%%'"
+        ).fetchone(),
+        message="the LISTEN connection",
+    )
     time.sleep(0.5)  # the worker's first look at the queue (made when its LISTEN connection opens) is over
     run_ids = [queued(client, workflow_id, f"wake {i}") for i in range(3)]
     wait_for(lambda: finished(sql, *run_ids), timeout=10, message="the runs (NOTIFY, not the 60 s poll)")
@@ -215,8 +226,10 @@ def test_a_run_queued_without_notification_is_found_by_polling(client, workflow,
     make_worker(**FAST).start()
     time.sleep(0.5)
     # As if the notification were lost (a pooler that drops LISTEN, a connection down at the time).
-    run_id = sql.execute("INSERT INTO runs (workflow_id, mode, input) VALUES (%s, 'async', '{\"input_text\": \"quiet\"}') "
-                         "RETURNING id", (workflow_id,)).fetchone()["id"]
+    run_id = sql.execute(
+        "INSERT INTO runs (workflow_id, mode, input) VALUES (%s, 'async', '{\"input_text\": \"quiet\"}') RETURNING id",
+        (workflow_id,),
+    ).fetchone()["id"]
     wait_for(lambda: finished(sql, run_id), timeout=10, message="the polled run")
     assert run_of(sql, run_id)["final_output"] == "QUIET"
 
@@ -230,8 +243,9 @@ def test_a_worker_runs_a_pdf_input_file(client, workflow, sql, make_worker, uplo
     assert run_of(sql, run_id)["final_output"].strip() == "QUARTERLY REPORT"
 
 
-def test_a_provider_429_is_retried_with_backoff_and_every_attempt_stays_in_history(client, workflow, sql,
-                                                                                  make_worker, fake):
+def test_a_provider_429_is_retried_with_backoff_and_every_attempt_stays_in_history(
+    client, workflow, sql, make_worker, fake
+):
     fake.reply(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}})
     fake.reply(200, completion("second attempt"))
     run_id = queued(client, workflow([LLM_NODE]))
@@ -242,14 +256,22 @@ def test_a_provider_429_is_retried_with_backoff_and_every_attempt_stays_in_histo
     assert run["error_message"] is None
     events = events_of(client, run_id)
     assert [(e["status"], e["attempt"]) for e in events] == [
-        ("Pending", 0), ("Running", 1), ("Pending", 1), ("Running", 2), ("Succeeded", 2)]
+        ("Pending", 0),
+        ("Running", 1),
+        ("Pending", 1),
+        ("Running", 2),
+        ("Succeeded", 2),
+    ]
     assert "429" in events[2]["note"] and "retrying in 0.3 s" in events[2]["note"]
     steps = client.get(f"/runs/{run_id}").json["steps"]
     assert [(s["attempt"], s["status"]) for s in steps] == [(1, "Failed"), (2, "Succeeded")]
     assert "429" in steps[0]["error_message"]
-    gap = sql.execute("""SELECT extract(epoch FROM max(at) FILTER (WHERE status = 'Running')
+    gap = sql.execute(
+        """SELECT extract(epoch FROM max(at) FILTER (WHERE status = 'Running')
                                               - max(at) FILTER (WHERE status = 'Pending')) AS s
-                         FROM run_events WHERE run_id = %s""", (run_id,)).fetchone()["s"]
+                         FROM run_events WHERE run_id = %s""",
+        (run_id,),
+    ).fetchone()["s"]
     assert gap >= 0.3, "the retry waited for its backoff"
 
 
@@ -285,8 +307,9 @@ def test_a_sync_run_cancelled_while_it_waits_answers_409_and_is_persisted_cancel
     for node_type, config in (LLM_NODE, UPPER):
         client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": node_type, "config": config})
     answers = []
-    thread = threading.Thread(target=lambda: answers.append(
-        client.post(f"/workflows/{workflow_id}/run", json={"input_text": "x"})))
+    thread = threading.Thread(
+        target=lambda: answers.append(client.post(f"/workflows/{workflow_id}/run", json={"input_text": "x"}))
+    )
     thread.start()
     wait_for(lambda: fake.requests, message="the LLM call")
     (running,) = sql.execute("SELECT id FROM runs WHERE status = 'Running'").fetchall()
@@ -300,10 +323,20 @@ def test_a_sync_run_cancelled_while_it_waits_answers_409_and_is_persisted_cancel
 
 def test_the_worker_is_a_flask_command():
     flask = str(Path(sys.executable).with_name("flask"))
-    shown = subprocess.run([flask, "--app", "app", "worker", "--help"], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "DATABASE_URL": "postgresql://nobody@/none?host=/nonexistent"})
+    shown = subprocess.run(
+        [flask, "--app", "app", "worker", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": "postgresql://nobody@/none?host=/nonexistent"},
+    )
     assert shown.returncode == 0, shown.stderr
     assert "--concurrency" in shown.stdout and "async runs" in shown.stdout
-    refused = subprocess.run([flask, "--app", "app", "worker", "--concurrency", "0"], cwd=ROOT, capture_output=True,
-                             text=True, env={**os.environ, "DATABASE_URL": "postgresql://nobody@/none?host=/nonexistent"})
+    refused = subprocess.run(
+        [flask, "--app", "app", "worker", "--concurrency", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": "postgresql://nobody@/none?host=/nonexistent"},
+    )
     assert refused.returncode == 2 and "--concurrency" in refused.stderr

@@ -24,8 +24,9 @@ def fake():
 
 
 def statuses(sql, workflow_id):
-    rows = sql.execute("SELECT status, count(*) AS n FROM runs WHERE workflow_id = %s GROUP BY status",
-                       (workflow_id,)).fetchall()
+    rows = sql.execute(
+        "SELECT status, count(*) AS n FROM runs WHERE workflow_id = %s GROUP BY status", (workflow_id,)
+    ).fetchall()
     return {r["status"]: r["n"] for r in rows}
 
 
@@ -34,26 +35,42 @@ def queue_many(sql, workflow_id, n):
     from psycopg.types.json import Jsonb
 
     from flowline.data import db
+
     for i in range(n):
-        db.one(sql, "enqueue_run", workflow_id=workflow_id, input=Jsonb({"input_text": f"run {i}", "file_id": None}),
-               max_attempts=3, idempotency_key=None, request_hash=None)
+        db.one(
+            sql,
+            "enqueue_run",
+            workflow_id=workflow_id,
+            input=Jsonb({"input_text": f"run {i}", "file_id": None}),
+            max_attempts=3,
+            idempotency_key=None,
+            request_hash=None,
+        )
 
 
 def test_500_runs_on_4_worker_processes_each_finish_exactly_once(client, workflow, sql, make_worker):
     workflow_id = workflow([UPPER])
     workers = [make_worker(RUN_LEASE_SECONDS=10, WORKER_POLL_INTERVAL_S=0.2).start() for _ in range(4)]
     queue_many(sql, workflow_id, 500)
-    wait_for(lambda: statuses(sql, workflow_id) == {"Succeeded": 500}, timeout=120, interval=0.2,
-             message="500 runs to succeed")
-    per_run = sql.execute("""SELECT r.attempt, r.final_output = upper(r.input->>'input_text') AS right_output,
+    wait_for(
+        lambda: statuses(sql, workflow_id) == {"Succeeded": 500},
+        timeout=120,
+        interval=0.2,
+        message="500 runs to succeed",
+    )
+    per_run = sql.execute(
+        """SELECT r.attempt, r.final_output = upper(r.input->>'input_text') AS right_output,
                                     count(*) FILTER (WHERE e.status = 'Succeeded') AS succeeded,
                                     count(*) FILTER (WHERE e.status = 'Running') AS claimed,
                                     (SELECT count(*) FROM run_steps s WHERE s.run_id = r.id) AS steps
                              FROM runs r JOIN run_events e ON e.run_id = r.id
-                             WHERE r.workflow_id = %s GROUP BY r.id""", (workflow_id,)).fetchall()
+                             WHERE r.workflow_id = %s GROUP BY r.id""",
+        (workflow_id,),
+    ).fetchall()
     assert len(per_run) == 500
     assert {(r["attempt"], r["right_output"], r["succeeded"], r["claimed"], r["steps"]) for r in per_run} == {
-        (1, True, 1, 1, 1)}
+        (1, True, 1, 1, 1)
+    }
     by_worker = sql.execute("""SELECT split_part(worker_id, ':', 2) AS pid, count(*) AS n FROM run_events
                                WHERE status = 'Succeeded' GROUP BY 1""").fetchall()
     assert {int(r["pid"]) for r in by_worker} <= {w.pid for w in workers}
@@ -61,7 +78,8 @@ def test_500_runs_on_4_worker_processes_each_finish_exactly_once(client, workflo
 
 
 def test_runs_of_a_worker_killed_mid_run_complete_on_another_and_history_shows_the_dead_attempt(
-        make_app, sql, make_worker, fake):
+    make_app, sql, make_worker, fake
+):
     client = make_app(RUN_MAX_ATTEMPTS=5).test_client()
     for _ in range(20):
         fake.reply(200, completion("done"), delay=0.6)
@@ -72,10 +90,14 @@ def test_runs_of_a_worker_killed_mid_run_complete_on_another_and_history_shows_t
     killed = set()
     for _ in range(3):
         victim = make_worker(**llm_env(fake)).start()
-        held = wait_for(lambda: sql.execute(
-            """SELECT r.id FROM runs r JOIN run_steps s ON s.run_id = r.id AND s.attempt = r.attempt
+        held = wait_for(
+            lambda: sql.execute(
+                """SELECT r.id FROM runs r JOIN run_steps s ON s.run_id = r.id AND s.attempt = r.attempt
                WHERE r.status = 'Running' AND s.status = 'Running' AND r.worker_id LIKE %s""",
-            (f"%:{victim.pid}:%",)).fetchone(), message="the victim to be mid-run")
+                (f"%:{victim.pid}:%",),
+            ).fetchone(),
+            message="the victim to be mid-run",
+        )
         victim.signal(signal.SIGKILL)
         victim.wait()
         killed.add(held["id"])
@@ -114,7 +136,9 @@ def test_a_paused_worker_that_wakes_after_losing_its_lease_writes_nothing(client
     assert [e["status"] for e in events].count("Succeeded") == 1
     steps = client.get(f"/runs/{run_id}").json["steps"]
     assert [(s["attempt"], s["status"], s["output_text"]) for s in steps] == [
-        (1, "Failed", None), (2, "Succeeded", "from the live worker")]
+        (1, "Failed", None),
+        (2, "Succeeded", "from the live worker"),
+    ]
 
 
 def test_sigterm_finishes_the_run_in_progress_and_claims_no_more(client, workflow, sql, make_worker, fake):
@@ -151,9 +175,17 @@ def test_a_sync_run_whose_process_died_is_failed_as_interrupted_not_retried(clie
     from psycopg.types.json import Jsonb
 
     from flowline.data import db
+
     workflow_id = workflow([UPPER])
-    row = db.one(sql, "start_sync_run", workflow_id=workflow_id, input=Jsonb({"input_text": "x"}),
-                 lease_token="7c1d7f40-4ab5-4c9e-8a56-0f0a3b0d9d11", lease_seconds=0.01, worker_id="api:host:123")
+    row = db.one(
+        sql,
+        "start_sync_run",
+        workflow_id=workflow_id,
+        input=Jsonb({"input_text": "x"}),
+        lease_token="7c1d7f40-4ab5-4c9e-8a56-0f0a3b0d9d11",
+        lease_seconds=0.01,
+        worker_id="api:host:123",
+    )
     time.sleep(0.05)
     worker = Worker({**settings.from_env({}), "DATABASE_URL": database_url})
     try:
@@ -170,14 +202,19 @@ def test_a_sync_run_whose_process_died_is_failed_as_interrupted_not_retried(clie
 
 def test_the_claim_reads_the_pending_index_not_the_whole_table(client, workflow, sql):
     workflow_id = workflow([UPPER])
-    sql.execute("""INSERT INTO runs (workflow_id, mode, status, attempt, finished_at, final_output)
-                   SELECT %s, 'async', 'Succeeded', 1, now(), 'x' FROM generate_series(1, 50000)""", (workflow_id,))
+    sql.execute(
+        """INSERT INTO runs (workflow_id, mode, status, attempt, finished_at, final_output)
+                   SELECT %s, 'async', 'Succeeded', 1, now(), 'x' FROM generate_series(1, 50000)""",
+        (workflow_id,),
+    )
     queued_id = queued(client, workflow_id)
     sql.execute("ANALYZE runs")
     from flowline.data.sql import QUERIES
-    plan = sql.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
-                       {"lease_token": "7c1d7f40-4ab5-4c9e-8a56-0f0a3b0d9d11", "lease_seconds": 30,
-                        "worker_id": "explain"}).fetchone()
+
+    plan = sql.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["claim_run"].text,
+        {"lease_token": "7c1d7f40-4ab5-4c9e-8a56-0f0a3b0d9d11", "lease_seconds": 30, "worker_id": "explain"},
+    ).fetchone()
     scans = list(plan_nodes(plan["QUERY PLAN"][0]["Plan"]))
     runs_scans = {(n["Node Type"], n.get("Index Name")) for n in scans if n.get("Relation Name") == "runs"}
     assert ("Index Scan", "runs_pending_queue_idx") in runs_scans
@@ -201,8 +238,10 @@ def test_workers_survive_a_postgresql_restart_and_every_run_finishes(private_clu
     migrations.apply(url)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('restart') RETURNING id").fetchone()["id"]
-        conn.execute("INSERT INTO nodes (workflow_id, position, node_type, config) VALUES (%s, 0, 'formatter', '{}')",
-                     (workflow_id,))
+        conn.execute(
+            "INSERT INTO nodes (workflow_id, position, node_type, config) VALUES (%s, 0, 'formatter', '{}')",
+            (workflow_id,),
+        )
         queue_many(conn, workflow_id, 300)
     for _ in range(2):
         make_worker(url, **FAST).start()
@@ -210,8 +249,12 @@ def test_workers_survive_a_postgresql_restart_and_every_run_finishes(private_clu
     pg_ctl("-m", "fast", "restart")
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         queue_many(conn, workflow_id, 100)
-        wait_for(lambda: statuses(conn, workflow_id) == {"Succeeded": 400}, timeout=90, interval=0.2,
-                 message="all 400 runs to succeed after the restart")
+        wait_for(
+            lambda: statuses(conn, workflow_id) == {"Succeeded": 400},
+            timeout=90,
+            interval=0.2,
+            message="all 400 runs to succeed after the restart",
+        )
         twice = conn.execute("""SELECT count(*) AS n FROM (SELECT run_id FROM run_events WHERE status = 'Succeeded'
                                 GROUP BY run_id HAVING count(*) > 1) AS t""").fetchone()["n"]
         assert twice == 0
