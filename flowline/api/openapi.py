@@ -1,7 +1,7 @@
 """The OpenAPI 3 document served at ``GET /openapi.json``, generated with apispec from the marshmallow schemas.
 
 Request bodies and query strings come from the schemas the views load with; responses from the output schemas
-in flowline.schemas. The operations (statuses, headers) are written out here, route by route, from the views'
+in flowline.api.schemas. The operations (statuses, headers) are written out here, route by route, from the views'
 ``:raise NNN:`` docstrings; tests/api/test_openapi.py and tests/e2e/test_openapi.py check that every route of the app is documented with its
 methods (and nothing else is), and runs schemathesis against a real server to check the answers match.
 """

@@ -12,7 +12,7 @@ that are set (``request_id``, ``run_id``, ``node_id``, ``worker_id``, ``attempt`
 (``GunicornLogger``, chosen by gunicorn.conf.py).
 
 What is never logged: prompt bodies, input and output texts, file bytes, the LLM key, API tokens, passwords
-(flowline.config.mask_url shows a DATABASE_URL). As a last line of defence, any line that would contain them
+(flowline.core.config.mask_url shows a DATABASE_URL). As a last line of defence, any line that would contain them
 anyway has the configured secrets (the LLM key, the API tokens) and the password of any URL or libpq
 ``password=`` replaced by ``***``. A database password is masked by its place, not its value: it may well be an
 ordinary word ("flowline") that must stay readable elsewhere.

@@ -42,7 +42,7 @@ def test_every_operation_documents_its_error_shape_and_request_id(document):
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             assert operation["responses"], (method, path)
-            # Refused by gunicorn's parser before any route, answered in the error shape (flowline/serving.py).
+            # Refused by gunicorn's parser before any route, answered in the error shape (flowline/api/serving.py).
             assert {"400", "414", "417", "431", "501"} <= set(operation["responses"]), (method, path)
             for status, response in operation["responses"].items():
                 if "$ref" in response:
