@@ -2,8 +2,9 @@
 
 Request bodies and query strings come from the schemas the views load with; responses from the output schemas
 in flowline.api.schemas. The operations (statuses, headers) are written out here, route by route, from the views'
-``:raise NNN:`` docstrings; tests/api/test_openapi.py and tests/e2e/test_openapi.py check that every route of the app is documented with its
-methods (and nothing else is), and runs schemathesis against a real server to check the answers match.
+``:raise NNN:`` docstrings. tests/api/test_openapi.py checks that every route of the app is documented with its
+methods (and nothing else is); tests/e2e/test_openapi.py runs schemathesis against a real server to check that
+the answers match.
 """
 
 import copy
