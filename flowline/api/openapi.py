@@ -48,6 +48,7 @@ _SCHEMAS = {
     "Step": schemas.StepSchema,
     "RunDetail": schemas.RunDetailSchema,
     "RunList": schemas.RunListSchema,
+    "RunPage": schemas.RunPageSchema,
     "RunResult": schemas.RunResultSchema,
     "RunQueued": schemas.RunQueuedSchema,
     "RunCancelled": schemas.RunCancelledSchema,
@@ -335,6 +336,17 @@ PATHS = {
             },
             params=[_WF, _IDEMPOTENCY_KEY],
             body=_json_body("RunRequest", required=False),
+            tag="runs",
+        ),
+    },
+    "/runs": {
+        "get": _operation(
+            "List the runs of every workflow, newest first (keyset pagination); filter by status, workflow_id or both",
+            {
+                **_ok("RunPage", "One page of runs (empty for a workflow_id that names no workflow)."),
+                **_errors(422, 503),
+            },
+            query=schemas.AllRunsQuerySchema,
             tag="runs",
         ),
     },

@@ -1,5 +1,5 @@
-"""Runs: execute a workflow synchronously or queue it for a worker, list a workflow's runs, read a run with
-its steps and events, cancel a run."""
+"""Runs: execute a workflow synchronously or queue it for a worker, list a workflow's runs or all runs, read a
+run with its steps and events, cancel a run."""
 
 import hashlib
 import json
@@ -24,12 +24,13 @@ from .http import (
     query_json_response,
     require_file,
 )
-from .schemas import RunRequestSchema, RunsQuerySchema
+from .schemas import AllRunsQuerySchema, RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)
 
 _run_schema = RunRequestSchema()
 _runs_query_schema = RunsQuerySchema()
+_all_runs_query_schema = AllRunsQuerySchema()
 _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 # What an Idempotency-Key may be: printable ASCII without spaces, as it travels in a header and is stored.
 _KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -216,6 +217,34 @@ def list_runs(workflow_id):
         )
         if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
             raise NotFound("Workflow not found")
+    return page_response("runs", rows, limit)
+
+
+@bp.get("/runs")
+def list_all_runs():
+    """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
+    those in ``status``, of ``workflow_id``, or both; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
+    the last page. A workflow_id that names no workflow is a filter nothing matches: an empty page, not a 404.
+
+    Each combination of filters has its own query, so each plan keeps the index made for it.
+
+    :raise 422: an unknown parameter or status, a workflow_id that is not a UUID, a limit out of range, a cursor
+        this service did not make.
+    """
+    query = load_query(_all_runs_query_schema)
+    limit = query.get("limit", DEFAULT_PAGE_SIZE)
+    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
+    status, workflow_id = query.get("status"), query.get("workflow_id")
+    with db.connection() as conn:
+        if workflow_id is not None and status is not None:
+            rows = db.many(conn, "list_workflow_runs_by_status_page", workflow_id=workflow_id, status=status, **page)
+        elif workflow_id is not None:
+            rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=None, **page)
+        elif status is not None:
+            rows = db.many(conn, "list_runs_by_status_page", status=status, **page)
+        else:
+            rows = db.many(conn, "list_runs_page", **page)
     return page_response("runs", rows, limit)
 
 
