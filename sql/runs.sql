@@ -187,6 +187,12 @@ SELECT run.id
 FROM run
 CROSS JOIN LATERAL (SELECT pg_notify('flowline_runs', '')) AS wake;
 
+-- name: get_run_input :one
+-- Returns a run's workflow and input ({input_text, file_id}), what a rerun queues again; no row for an unknown run.
+SELECT workflow_id, input
+FROM runs
+WHERE id = %(run_id)s;
+
 -- name: get_run_by_idempotency_key :one
 -- Returns the run a workflow created for an idempotency key, with the hash of the request that created it.
 SELECT id, request_hash

@@ -350,6 +350,23 @@ PATHS = {
             tag="runs",
         ),
     },
+    "/runs/{run_id}/rerun": {
+        "post": _operation(
+            "Queue a new run of a run's workflow (its current nodes) on the run's input; poll Location",
+            {
+                **_ok(
+                    "RunQueued",
+                    "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
+                    "with `Idempotent-Replayed: true`).",
+                    "Location",
+                    status="202",
+                ),
+                **_errors(404, 422, 503),
+            },
+            params=[_RUN, _IDEMPOTENCY_KEY],
+            tag="runs",
+        ),
+    },
     "/runs/{run_id}/cancel": {
         "post": _operation(
             "Cancel a run: Pending at once, Running at its next node boundary",

@@ -1,10 +1,11 @@
-"""Runs: execute a workflow synchronously or queue it for a worker, list a workflow's runs or all runs, read a
-run with its steps and events, cancel a run."""
+"""Runs: execute a workflow synchronously or queue it for a worker, rerun a run, list a workflow's runs or all
+runs, read a run with its steps and events, cancel a run."""
 
 import hashlib
 import json
 import os
 import socket
+import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 from psycopg.errors import ForeignKeyViolation
@@ -123,7 +124,37 @@ def queue_run(workflow_id):
     workflow_id = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    stored_input = {"input_text": data["input_text"], "file_id": data["file_id"] and str(data["file_id"])}
+    return _enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+
+
+@bp.post("/runs/<run_id>/rerun")
+def rerun(run_id):
+    """Queue a new async run of a run's workflow, with the nodes it has now, on the run's input (its input_text
+    and file_id); answered as ``POST /workflows/{id}/runs``, whose Idempotency-Key rules apply (per workflow).
+
+    :raise 404: unknown run (also when its workflow was deleted: its runs went with it).
+    :raise 422: an invalid key, a key already used with a different input, or a file_id whose file was deleted.
+    """
+    run_id = parse_id(run_id, "Run")
+    key = _idempotency_key()
+    with db.connection() as conn:
+        run = db.one(conn, "get_run_input", run_id=run_id)
+        if run is None:
+            raise NotFound("Run not found")
+        file_id = run["input"].get("file_id") and uuid.UUID(run["input"]["file_id"])
+        if file_id is not None:
+            require_file(conn, file_id, "file_id")
+    return _enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
+
+
+def _enqueue(workflow_id, input_text, file_id, key, not_found):
+    """Queue a run of ``workflow_id`` on ``input_text`` and ``file_id`` under the Idempotency-Key ``key`` (or
+    None); return the 202 answer, or the earlier run's for a repeated key.
+
+    :raise 404: ``not_found``, when the workflow does not exist or was deleted meanwhile.
+    :raise 422: a key already used for this workflow with a different input.
+    """
+    stored_input = {"input_text": input_text, "file_id": file_id and str(file_id)}
     request_hash = hashlib.sha256(json.dumps(stored_input, sort_keys=True).encode()).hexdigest()
     try:
         # Two autocommit statements, no transaction needed: when a concurrent request with the same key inserted
@@ -144,7 +175,7 @@ def queue_run(workflow_id):
     except ForeignKeyViolation:
         existing = None  # the workflow was deleted while the run was being queued
     if not existing:
-        raise NotFound("Workflow not found")
+        raise NotFound(not_found)
     if existing["request_hash"] != request_hash:
         raise Unprocessable(
             "This Idempotency-Key was already used for this workflow with a different request "
