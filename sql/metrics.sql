@@ -9,7 +9,8 @@ SELECT set_config('statement_timeout', %(timeout_ms)s::text, true) AS statement_
 -- Returns the Pending, claimable and Running run counts (each at most count_cap) and the age in seconds of the oldest claimable Pending run (NULL: none).
 SELECT
     -- Each count reads the partial index holding only Pending (runs_pending_queue_idx) or only Running
-    -- (runs_running_lease_idx) rows, and stops at count_cap: its cost follows the queue, not the history.
+    -- (runs_running_lease_idx, or the Running entries of runs_status_created_idx) rows, and stops at count_cap:
+    -- its cost follows the queue, not the history.
     (SELECT count(*)
      FROM (SELECT 1 FROM runs WHERE status = 'Pending' LIMIT %(count_cap)s) AS pending) AS pending,
     (SELECT count(*)

@@ -115,6 +115,46 @@ WHERE workflow_id = %(workflow_id)s
 ORDER BY created_at DESC, id
 LIMIT %(row_limit)s;
 
+-- name: list_runs_page :many
+-- Lists up to row_limit runs of every workflow, newest first, after the keyset cursor (NULL: from the start); served by runs_created_idx.
+SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+       mode, attempt, max_attempts, created_at
+FROM runs
+-- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
+WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;
+
+-- name: list_runs_by_status_page :many
+-- Lists up to row_limit runs of every workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_status_created_idx.
+SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+       mode, attempt, max_attempts, created_at
+FROM runs
+WHERE status = %(status)s::text
+  AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;
+
+-- name: list_workflow_runs_by_status_page :many
+-- Lists up to row_limit runs of one workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_workflow_status_created_idx.
+SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+       mode, attempt, max_attempts, created_at
+FROM runs
+WHERE workflow_id = %(workflow_id)s
+  AND status = %(status)s::text
+  AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;
+
 -- name: list_run_events_json :one
 -- Returns every status transition of one run, oldest first, as the API's JSON body; no row when the run does not exist.
 SELECT json_build_object(
@@ -146,6 +186,12 @@ WITH run AS (
 SELECT run.id
 FROM run
 CROSS JOIN LATERAL (SELECT pg_notify('flowline_runs', '')) AS wake;
+
+-- name: get_run_input :one
+-- Returns a run's workflow and input ({input_text, file_id}), what a rerun queues again; no row for an unknown run.
+SELECT workflow_id, input
+FROM runs
+WHERE id = %(run_id)s;
 
 -- name: get_run_by_idempotency_key :one
 -- Returns the run a workflow created for an idempotency key, with the hash of the request that created it.

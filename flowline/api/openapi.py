@@ -48,6 +48,7 @@ _SCHEMAS = {
     "Step": schemas.StepSchema,
     "RunDetail": schemas.RunDetailSchema,
     "RunList": schemas.RunListSchema,
+    "RunPage": schemas.RunPageSchema,
     "RunResult": schemas.RunResultSchema,
     "RunQueued": schemas.RunQueuedSchema,
     "RunCancelled": schemas.RunCancelledSchema,
@@ -335,6 +336,34 @@ PATHS = {
             },
             params=[_WF, _IDEMPOTENCY_KEY],
             body=_json_body("RunRequest", required=False),
+            tag="runs",
+        ),
+    },
+    "/runs": {
+        "get": _operation(
+            "List the runs of every workflow, newest first (keyset pagination); filter by status, workflow_id or both",
+            {
+                **_ok("RunPage", "One page of runs (empty for a workflow_id that names no workflow)."),
+                **_errors(422, 503),
+            },
+            query=schemas.AllRunsQuerySchema,
+            tag="runs",
+        ),
+    },
+    "/runs/{run_id}/rerun": {
+        "post": _operation(
+            "Queue a new run of a run's workflow (its current nodes) on the run's input; poll Location",
+            {
+                **_ok(
+                    "RunQueued",
+                    "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
+                    "with `Idempotent-Replayed: true`).",
+                    "Location",
+                    status="202",
+                ),
+                **_errors(404, 422, 503),
+            },
+            params=[_RUN, _IDEMPOTENCY_KEY],
             tag="runs",
         ),
     },

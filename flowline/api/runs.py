@@ -1,10 +1,11 @@
-"""Runs: execute a workflow synchronously or queue it for a worker, list a workflow's runs, read a run with
-its steps and events, cancel a run."""
+"""Runs: execute a workflow synchronously or queue it for a worker, rerun a run, list a workflow's runs or all
+runs, read a run with its steps and events, cancel a run."""
 
 import hashlib
 import json
 import os
 import socket
+import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 from psycopg.errors import ForeignKeyViolation
@@ -24,12 +25,13 @@ from .http import (
     query_json_response,
     require_file,
 )
-from .schemas import RunRequestSchema, RunsQuerySchema
+from .schemas import AllRunsQuerySchema, RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)
 
 _run_schema = RunRequestSchema()
 _runs_query_schema = RunsQuerySchema()
+_all_runs_query_schema = AllRunsQuerySchema()
 _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 # What an Idempotency-Key may be: printable ASCII without spaces, as it travels in a header and is stored.
 _KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -122,7 +124,37 @@ def queue_run(workflow_id):
     workflow_id = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    stored_input = {"input_text": data["input_text"], "file_id": data["file_id"] and str(data["file_id"])}
+    return _enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+
+
+@bp.post("/runs/<run_id>/rerun")
+def rerun(run_id):
+    """Queue a new async run of a run's workflow, with the nodes it has now, on the run's input (its input_text
+    and file_id); answered as ``POST /workflows/{id}/runs``, whose Idempotency-Key rules apply (per workflow).
+
+    :raise 404: unknown run (also when its workflow was deleted: its runs went with it).
+    :raise 422: an invalid key, a key already used with a different input, or a file_id whose file was deleted.
+    """
+    run_id = parse_id(run_id, "Run")
+    key = _idempotency_key()
+    with db.connection() as conn:
+        run = db.one(conn, "get_run_input", run_id=run_id)
+        if run is None:
+            raise NotFound("Run not found")
+        file_id = run["input"].get("file_id") and uuid.UUID(run["input"]["file_id"])
+        if file_id is not None:
+            require_file(conn, file_id, "file_id")
+    return _enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
+
+
+def _enqueue(workflow_id, input_text, file_id, key, not_found):
+    """Queue a run of ``workflow_id`` on ``input_text`` and ``file_id`` under the Idempotency-Key ``key`` (or
+    None); return the 202 answer, or the earlier run's for a repeated key.
+
+    :raise 404: ``not_found``, when the workflow does not exist or was deleted meanwhile.
+    :raise 422: a key already used for this workflow with a different input.
+    """
+    stored_input = {"input_text": input_text, "file_id": file_id and str(file_id)}
     request_hash = hashlib.sha256(json.dumps(stored_input, sort_keys=True).encode()).hexdigest()
     try:
         # Two autocommit statements, no transaction needed: when a concurrent request with the same key inserted
@@ -143,7 +175,7 @@ def queue_run(workflow_id):
     except ForeignKeyViolation:
         existing = None  # the workflow was deleted while the run was being queued
     if not existing:
-        raise NotFound("Workflow not found")
+        raise NotFound(not_found)
     if existing["request_hash"] != request_hash:
         raise Unprocessable(
             "This Idempotency-Key was already used for this workflow with a different request "
@@ -216,6 +248,34 @@ def list_runs(workflow_id):
         )
         if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
             raise NotFound("Workflow not found")
+    return page_response("runs", rows, limit)
+
+
+@bp.get("/runs")
+def list_all_runs():
+    """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
+    those in ``status``, of ``workflow_id``, or both; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
+    the last page. A workflow_id that names no workflow is a filter nothing matches: an empty page, not a 404.
+
+    Each combination of filters has its own query, so each plan keeps the index made for it.
+
+    :raise 422: an unknown parameter or status, a workflow_id that is not a UUID, a limit out of range, a cursor
+        this service did not make.
+    """
+    query = load_query(_all_runs_query_schema)
+    limit = query.get("limit", DEFAULT_PAGE_SIZE)
+    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
+    status, workflow_id = query.get("status"), query.get("workflow_id")
+    with db.connection() as conn:
+        if workflow_id is not None and status is not None:
+            rows = db.many(conn, "list_workflow_runs_by_status_page", workflow_id=workflow_id, status=status, **page)
+        elif workflow_id is not None:
+            rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=None, **page)
+        elif status is not None:
+            rows = db.many(conn, "list_runs_by_status_page", status=status, **page)
+        else:
+            rows = db.many(conn, "list_runs_page", **page)
     return page_response("runs", rows, limit)
 
 

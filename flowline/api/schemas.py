@@ -139,6 +139,13 @@ class RunsQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
 
 
+class AllRunsQuerySchema(PageQuerySchema):
+    """Query of ``GET /runs``: ``status`` and ``workflow_id`` filter (together or alone); always one page."""
+
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    workflow_id = fields.UUID()
+
+
 # --- responses (documentation only: never used to load or dump; see flowline/api/openapi.py) --------------------
 # ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
 
@@ -254,6 +261,13 @@ class RunListSchema(Schema):
     next_cursor = fields.String(
         allow_none=True, metadata={"description": "present when paginated; null on the last page"}
     )
+
+
+class RunPageSchema(Schema):
+    """One page of runs, newest first."""
+
+    runs = fields.List(fields.Nested(RunSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
 
 
 class RunResultSchema(Schema):

@@ -302,6 +302,14 @@ def _check_cancel(client, world, sql, value):
     )
 
 
+def _check_rerun(client, world, sql, value):
+    # Takes no body: whatever is sent is ignored. The new run is queued on the seeded run's input.
+    response = _send(client, "POST", f"/runs/{world['run_id']}/rerun", {"input_text": value})
+    assert _status_ok(response) == 202
+    stored = sql.execute("SELECT input->>'input_text' AS text FROM runs WHERE id = %s", (response.json["run_id"],))
+    assert stored.fetchone()["text"] == "seed"
+
+
 def _check_upload(client, world, sql, value):
     """Upload file names are checked in test_upload_file_names; here a JSON body where multipart is expected."""
     assert _status_ok(_send(client, "POST", "/files", {"file": value}), stored_ok=False) == 415
@@ -316,6 +324,7 @@ BODY_CHECKS = {
     ("POST", "/workflows/<workflow_id>/run"): _check_sync_run,
     ("POST", "/workflows/<workflow_id>/runs"): _check_async_run,
     ("POST", "/runs/<run_id>/cancel"): _check_cancel,
+    ("POST", "/runs/<run_id>/rerun"): _check_rerun,
     ("POST", "/files"): _check_upload,
 }
 

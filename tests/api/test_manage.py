@@ -275,16 +275,18 @@ def test_pages_are_read_from_the_index_without_scanning_earlier_rows(sql, workfl
     """Keyset pagination, not OFFSET: a late page starts in the index at the cursor."""
     from flowline.data.sql import QUERIES
 
-    workflow_id = workflow()
+    workflow_id, other_workflow_id = workflow(), workflow()
     sql.execute(
         "INSERT INTO workflows (name, created_at) SELECT 'bulk', now() - make_interval(secs => g) "
         "FROM generate_series(1, 20000) AS g"
     )
+    # Another workflow's runs beside them, as in any real history: with one workflow's runs alone, the list of all
+    # runs' runs_created_idx serves the workflow's list just as well, and the planner may take either.
     sql.execute(
         "INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts, created_at) "
-        "SELECT %s, 'async', 'Pending', '{}', 0, 3, now() - make_interval(secs => g) "
-        "FROM generate_series(1, 20000) AS g",
-        (workflow_id,),
+        "SELECT w, 'async', 'Pending', '{}', 0, 3, now() - make_interval(secs => g) "
+        "FROM generate_series(1, 20000) AS g, unnest(%s::uuid[]) AS w",
+        ([workflow_id, other_workflow_id],),
     )
     sql.execute("ANALYZE workflows")
     sql.execute("ANALYZE runs")
