@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,21 +36,12 @@ from pathlib import Path
 
 import machine
 import psycopg
+from http_bench import free_port, say
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PGBIN = os.environ.get("PGBIN") or str(next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), ""))
 SETTLE_S = 3.0  # the part of an outage reported apart: pooled connections found dead, each waits the pool timeout
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

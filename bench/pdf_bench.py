@@ -24,7 +24,6 @@ import http.client as http_client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import machine
+from http_bench import free_port, say
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -52,16 +52,6 @@ NODES = [
     {"node_type": "formatter", "config": {"rules": ["normalize_width"]}},
     {"node_type": "formatter", "config": {}},
 ]
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method, url, body=None, headers=None, timeout=PROBE_TIMEOUT_S):
