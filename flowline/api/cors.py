@@ -26,16 +26,16 @@ API_PATHS = re.compile(r"^/(?!console(?:/|$))")
 PREFLIGHT_MAX_AGE_S = 600
 
 
-def is_preflight(req, origins):
+def is_preflight(req, allowed):
     """Return True when ``req`` is a CORS preflight (``OPTIONS`` with ``Origin`` and
-    ``Access-Control-Request-Method``) from one of ``origins`` to the JSON API."""
+    ``Access-Control-Request-Method``) to the JSON API from an origin in ``allowed`` (casefolded; ``*``: any)."""
     origin = req.headers.get("Origin")
     return (
         req.method == "OPTIONS"
         and origin is not None
         and "Access-Control-Request-Method" in req.headers
         and API_PATHS.match(req.path) is not None
-        and ("*" in origins or origin.casefold() in {o.casefold() for o in origins})
+        and ("*" in allowed or origin.casefold() in allowed)
     )
 
 
@@ -56,10 +56,12 @@ def install(app):
         # A request without Origin is not a cross-origin one: it gets no CORS headers (flask-cors would guess one).
         always_send=False,
     )
+    # Origins compare case-insensitively, as flask-cors compares them.
+    allowed = frozenset(origin.casefold() for origin in origins)
 
     @app.before_request
     def answer_preflight():
-        if is_preflight(request, origins):
+        if is_preflight(request, allowed):
             # Empty; flask-cors adds the Access-Control-* headers on the way out.
             response = app.response_class(status=200)
             del response.headers["Content-Type"]
