@@ -67,6 +67,32 @@ def upload_file():
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
         raise too_large
+    try:
+        row = store_pdf(upload.filename, upload.mimetype, data)
+    except ExtractorBusy as exc:
+        return unavailable_response(exc.detail, retry_after_s=exc.retry_after_s)
+    return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
+
+
+class ExtractorBusy(ApiError):
+    """Every PDF extraction slot of this process is taken (PDF_EXTRACT_CONCURRENCY)."""
+
+    status = 503
+
+    def __init__(self, retry_after_s):
+        super().__init__("The server is extracting as many PDFs as it allows at once; retry shortly.")
+        self.retry_after_s = retry_after_s
+
+
+def store_pdf(filename, mimetype, data):
+    """Extract the text of the PDF ``data`` (at most MAX_UPLOAD_MB, already checked) and store it as an uploaded
+    file named ``filename`` (a client's name: made safe here); return its row (``body``, ``id``).
+
+    :raise UnsupportedMediaType: not a PDF.
+    :raise Unprocessable: an unreadable PDF, one too complex to extract within its bounds, or one whose text is
+        longer than MAX_INPUT_CHARS; nothing is stored.
+    :raise ExtractorBusy: PDF_EXTRACT_CONCURRENCY extractions already run in this process.
+    """
     extractor = current_app.extensions[pdf.EXTENSION]
     try:
         page_count, text = extractor.extract(data)
@@ -85,23 +111,19 @@ def upload_file():
     except pdf.Busy as exc:
         log.warning("PDF upload refused: %s", exc)
         # A slot frees within one extraction's time bound at most.
-        return unavailable_response(
-            "The server is extracting as many PDFs as it allows at once; retry shortly.",
-            retry_after_s=math.ceil(extractor.timeout_s),
-        )
+        raise ExtractorBusy(retry_after_s=math.ceil(extractor.timeout_s)) from None
     with db.connection() as conn:
-        row = db.one(
+        return db.one(
             conn,
             "create_file",
-            filename=_safe_filename(upload.filename),
-            content_type=_safe_content_type(upload.mimetype),
+            filename=_safe_filename(filename),
+            content_type=_safe_content_type(mimetype),
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             page_count=page_count,
             data=data,
             text_content=text,
         )
-    return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
 
 
 @bp.get("/files/<file_id>")

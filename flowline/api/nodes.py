@@ -95,18 +95,28 @@ def add_node(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
-    warnings = _checked_config(data["node_type"], data["config"])
-    with db.transaction() as conn:
-        # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
-        _lock_workflow(conn, workflow_id, expected_versions())
-        _check_file_exists(conn, data["node_type"], data["config"])
-        node = db.one(
-            conn, "add_node", workflow_id=workflow_id, node_type=data["node_type"], config=Jsonb(data["config"])
-        )
+    node, warnings = add(workflow_id, data["node_type"], data["config"], expected_versions())
     answer = {"message": "Node added", "node_id": node["id"], "position": node["position"]}
     if warnings:
         answer["warnings"] = warnings
     return jsonify(answer)
+
+
+def add(workflow_id, node_type, config, versions):
+    """Append a node of ``node_type`` with ``config`` to ``workflow_id`` if its version is among ``versions``
+    (None: any); return ``(node row with id and position, warnings)``.
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: the workflow's version is not among ``versions``.
+    :raise ValidationError: a config its type refuses, or a file it names that does not exist.
+    """
+    warnings = _checked_config(node_type, config)
+    with db.transaction() as conn:
+        # Locking the workflow row serialises concurrent adds, so each reads the position the previous one took.
+        _lock_workflow(conn, workflow_id, versions)
+        _check_file_exists(conn, node_type, config)
+        node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=node_type, config=Jsonb(config))
+    return node, warnings
 
 
 @bp.get("/workflows/<workflow_id>/nodes/<node_id>")
@@ -138,13 +148,29 @@ def change_node(workflow_id, node_id):
     """
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     data = load_json(_patch_schema)
+    row, warnings = change(workflow_id, node_id, data.get("node_type"), data.get("config"), expected_versions())
+    if not warnings:
+        return row_json_response(row)
+    response = jsonify({**json.loads(row["body"]), "warnings": warnings})
+    response.headers["ETag"] = etag(row["version"])
+    return response
+
+
+def change(workflow_id, node_id, node_type, config, versions):
+    """Set a node's ``node_type`` and/or ``config`` (None: keep it) if the node's version is among ``versions``
+    (None: any); return ``(node row with body and version, warnings)``.
+
+    :raise NotFound: unknown workflow or node.
+    :raise PreconditionFailed: the node's version is not among ``versions``.
+    :raise ValidationError: the resulting config is refused by the resulting type, or names a missing file.
+    """
     with db.transaction() as conn:
         _lock_workflow(conn, workflow_id)
         current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
         if current is None:
             raise NotFound("Node not found")
-        node_type = data.get("node_type", current["node_type"])
-        config = data.get("config", current["config"])
+        node_type = current["node_type"] if node_type is None else node_type
+        config = current["config"] if config is None else config
         warnings = _checked_config(node_type, config)
         _check_file_exists(conn, node_type, config)
         row = db.one(
@@ -154,15 +180,11 @@ def change_node(workflow_id, node_id):
             node_id=node_id,
             node_type=node_type,
             config=Jsonb(config),
-            expected_versions=expected_versions(),
+            expected_versions=versions,
         )
         if row is None:
             raise precondition_failed(current["version"])
-    if not warnings:
-        return row_json_response(row)
-    response = jsonify({**json.loads(row["body"]), "warnings": warnings})
-    response.headers["ETag"] = etag(row["version"])
-    return response
+    return row, warnings
 
 
 @bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
@@ -172,17 +194,23 @@ def delete_node(workflow_id, node_id):
     :raise 404: unknown workflow or node.
     :raise 412: ``If-Match`` names a node version that is no longer current (nothing deleted).
     """
-    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    delete(parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node"), expected_versions())
+    return "", 204
+
+
+def delete(workflow_id, node_id, versions):
+    """Delete a node if its version is among ``versions`` (None: any); the nodes after it move up one position.
+
+    :raise NotFound: unknown workflow or node.
+    :raise PreconditionFailed: the node's version is not among ``versions``.
+    """
     with db.transaction() as conn:
         _lock_workflow(conn, workflow_id)
-        deleted = db.one(
-            conn, "delete_node", workflow_id=workflow_id, node_id=node_id, expected_versions=expected_versions()
-        )
+        deleted = db.one(conn, "delete_node", workflow_id=workflow_id, node_id=node_id, expected_versions=versions)
         if deleted is None:
             current = db.one(conn, "get_node_for_update", workflow_id=workflow_id, node_id=node_id)
             raise NotFound("Node not found") if current is None else precondition_failed(current["version"])
         db.execute(conn, "close_position_gap", workflow_id=workflow_id, position=deleted["position"])
-    return "", 204
 
 
 @bp.put("/workflows/<workflow_id>/nodes/order")
@@ -198,8 +226,19 @@ def reorder_nodes(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     wanted = load_json(_order_schema)["node_ids"]
+    return row_json_response(reorder(workflow_id, wanted, expected_versions()))
+
+
+def reorder(workflow_id, wanted, versions):
+    """Put ``workflow_id``'s nodes in the order of the node ids ``wanted`` if the workflow's version is among
+    ``versions`` (None: any); return the workflow's row (``body`` with its nodes, ``version``).
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: the workflow's version is not among ``versions``.
+    :raise Unprocessable: ``wanted`` repeats a node, names one not in the workflow, or leaves one out.
+    """
     with db.transaction() as conn:
-        _lock_workflow(conn, workflow_id, expected_versions())
+        _lock_workflow(conn, workflow_id, versions)
         existing = [row["id"] for row in db.many(conn, "list_node_ids", workflow_id=workflow_id)]
         problems = _order_problems(wanted, existing)
         if problems:
@@ -207,8 +246,7 @@ def reorder_nodes(workflow_id):
                 "node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + "."
             )
         db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
-        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
-    return row_json_response(row)
+        return db.one(conn, "get_workflow_json", workflow_id=workflow_id)
 
 
 def _order_problems(wanted, existing):

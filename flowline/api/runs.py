@@ -43,13 +43,23 @@ def _load_run_request():
     :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
     """
     data = load_json(_run_schema, optional=True)
-    limit = current_app.config["MAX_INPUT_CHARS"]
-    if len(data["input_text"]) > limit:
-        raise Unprocessable(f"input_text is longer than {limit} characters.")
-    if data["file_id"] is not None:
-        with db.connection() as conn:
-            require_file(conn, data["file_id"], "file_id")
+    check_run_input(data["input_text"], data["file_id"])
     return data
+
+
+def check_run_input(input_text, file_id):
+    """Check a run's input beyond its schema: ``input_text`` at most MAX_INPUT_CHARS, ``file_id`` (or None) an
+    uploaded file.
+
+    :raise Unprocessable: input_text over MAX_INPUT_CHARS.
+    :raise ValidationError: a file_id that names no file (keyed ``file_id``).
+    """
+    limit = current_app.config["MAX_INPUT_CHARS"]
+    if len(input_text) > limit:
+        raise Unprocessable(f"input_text is longer than {limit} characters.")
+    if file_id is not None:
+        with db.connection() as conn:
+            require_file(conn, file_id, "file_id")
 
 
 @bp.post("/workflows/<workflow_id>/run")
@@ -65,26 +75,35 @@ def run_workflow(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = _load_run_request()
+    run_id, outcome = run_now(workflow_id, data["input_text"], data["file_id"])
+    if outcome.status == "Succeeded":
+        return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
+    return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
+
+
+def run_now(workflow_id, input_text, file_id):
+    """Run ``workflow_id`` in this request on a checked input (check_run_input); return ``(run_id, outcome)``, the
+    run persisted as Succeeded or Failed.
+
+    :raise NotFound: unknown workflow, or one deleted while its run was being created.
+    """
     config = current_app.config
     try:
         result = runner.run_sync(
             db.app_pool(),
             workflow_id,
-            data["input_text"],
+            input_text,
             timeout_s=config["SYNC_RUN_TIMEOUT_S"],
             lease_seconds=config["RUN_LEASE_SECONDS"],
             provider=current_app.extensions["flowline.provider"],
             worker_id=_WORKER_ID,
-            input_file_id=data["file_id"],
+            input_file_id=file_id,
         )
     except ForeignKeyViolation:
         result = None  # the workflow was deleted while the run was being created
     if result is None:
         raise NotFound("Workflow not found")
-    run_id, outcome = result
-    if outcome.status == "Succeeded":
-        return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
-    return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
+    return result
 
 
 def _idempotency_key():
@@ -100,7 +119,7 @@ def _idempotency_key():
     return key
 
 
-def _queued_response(run_id, *, replayed):
+def _queued_response(run_id, replayed):
     response = jsonify({"run_id": run_id, "status": "Pending"})
     response.status_code = 202
     response.headers["Location"] = f"/runs/{run_id}"
@@ -124,7 +143,7 @@ def queue_run(workflow_id):
     workflow_id = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    return _enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+    return _queued_response(*enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found"))
 
 
 @bp.post("/runs/<run_id>/rerun")
@@ -135,8 +154,17 @@ def rerun(run_id):
     :raise 404: unknown run (also when its workflow was deleted: its runs went with it).
     :raise 422: an invalid key, a key already used with a different input, or a file_id whose file was deleted.
     """
-    run_id = parse_id(run_id, "Run")
-    key = _idempotency_key()
+    return _queued_response(*rerun_of(parse_id(run_id, "Run"), _idempotency_key()))
+
+
+def rerun_of(run_id, key):
+    """Queue a new run of ``run_id``'s workflow on its input under the Idempotency-Key ``key`` (or None); return
+    ``(new run id, replayed)`` as enqueue does.
+
+    :raise NotFound: unknown run.
+    :raise ValidationError: the run's file was deleted (keyed ``file_id``).
+    :raise Unprocessable: a key already used for this workflow with a different input.
+    """
     with db.connection() as conn:
         run = db.one(conn, "get_run_input", run_id=run_id)
         if run is None:
@@ -144,12 +172,12 @@ def rerun(run_id):
         file_id = run["input"].get("file_id") and uuid.UUID(run["input"]["file_id"])
         if file_id is not None:
             require_file(conn, file_id, "file_id")
-    return _enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
+    return enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
 
 
-def _enqueue(workflow_id, input_text, file_id, key, not_found):
+def enqueue(workflow_id, input_text, file_id, key, not_found="Workflow not found"):
     """Queue a run of ``workflow_id`` on ``input_text`` and ``file_id`` under the Idempotency-Key ``key`` (or
-    None); return the 202 answer, or the earlier run's for a repeated key.
+    None); return ``(run_id, replayed)``: the new run, or the earlier run of a repeated key (replayed True).
 
     :raise 404: ``not_found``, when the workflow does not exist or was deleted meanwhile.
     :raise 422: a key already used for this workflow with a different input.
@@ -170,7 +198,7 @@ def _enqueue(workflow_id, input_text, file_id, key, not_found):
                 request_hash=request_hash,
             )
             if row is not None:
-                return _queued_response(row["id"], replayed=False)
+                return row["id"], False
             existing = key and db.one(conn, "get_run_by_idempotency_key", workflow_id=workflow_id, idempotency_key=key)
     except ForeignKeyViolation:
         existing = None  # the workflow was deleted while the run was being queued
@@ -182,7 +210,7 @@ def _enqueue(workflow_id, input_text, file_id, key, not_found):
             "body; use a new key for a different request.",
             run_id=existing["id"],
         )
-    return _queued_response(existing["id"], replayed=True)
+    return existing["id"], True
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -193,28 +221,40 @@ def cancel_run(run_id):
     :raise 404: unknown run.
     :raise 409: the run already finished (Succeeded, Failed or Cancelled).
     """
+    row = cancel(parse_id(run_id, "Run"))
+    if row["previous_status"] == "Pending":
+        return jsonify({"run_id": row["id"], "status": "Cancelled"})
+    response = jsonify(
+        {
+            "run_id": row["id"],
+            "status": "Running",
+            "note": "cancellation requested: the run stops at its next node boundary",
+        }
+    )
+    response.status_code = 202
+    return response
+
+
+def cancel(run_id):
+    """Cancel ``run_id``: a Pending run at once, a Running one at its next node boundary; return the row with its
+    ``previous_status`` (Pending or Running).
+
+    :raise NotFound: unknown run.
+    :raise Conflict: the run already finished.
+    """
     with db.connection() as conn:
-        row = db.one(conn, "cancel_run", run_id=parse_id(run_id, "Run"))
+        row = db.one(conn, "cancel_run", run_id=run_id)
     if row is None:
         raise NotFound("Run not found")
     if row["previous_status"] == "Pending":
         metrics.run_finished("async", "Cancelled")  # only async runs wait in Pending
-        return jsonify({"run_id": row["id"], "status": "Cancelled"})
-    if row["previous_status"] == "Running":
-        response = jsonify(
-            {
-                "run_id": row["id"],
-                "status": "Running",
-                "note": "cancellation requested: the run stops at its next node boundary",
-            }
+    elif row["previous_status"] != "Running":
+        raise Conflict(
+            f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
+            run_id=row["id"],
+            status=row["status"],
         )
-        response.status_code = 202
-        return response
-    raise Conflict(
-        f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
-        run_id=row["id"],
-        status=row["status"],
-    )
+    return row
 
 
 @bp.get("/workflows/<workflow_id>/runs")

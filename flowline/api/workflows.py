@@ -30,10 +30,13 @@ def create_workflow():
 
     :raise 422: a missing, blank or over-long name.
     """
-    data = load_json(_create_schema)
+    return row_json_response(create(load_json(_create_schema)["name"]))
+
+
+def create(name):
+    """Create a workflow named ``name`` (already validated); return its row (``body``, ``id``, ``version``)."""
     with db.connection() as conn:
-        row = db.one(conn, "create_workflow", name=data["name"])
-    return row_json_response(row)
+        return db.one(conn, "create_workflow", name=name)
 
 
 @bp.get("/workflows/<workflow_id>")
@@ -54,12 +57,20 @@ def list_workflows():
     """
     query = load_query(_page_schema)
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    return page_response("workflows", page(query.get("cursor"), limit), limit)
+
+
+def page(cursor, limit):
+    """Return up to ``limit + 1`` workflows, newest first, after ``cursor`` (None: from the newest); one more than
+    the page tells whether another page follows.
+
+    :raise Unprocessable: a cursor this service did not make.
+    """
+    after_created_at, after_id = decode_cursor(cursor)
     with db.connection() as conn:
-        rows = db.many(
+        return db.many(
             conn, "list_workflows_page", after_created_at=after_created_at, after_id=after_id, row_limit=limit + 1
         )
-    return page_response("workflows", rows, limit)
 
 
 @bp.patch("/workflows/<workflow_id>")
@@ -72,13 +83,20 @@ def rename_workflow(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     data = load_json(_patch_schema)
+    return row_json_response(rename(workflow_id, data["name"], expected_versions()))
+
+
+def rename(workflow_id, name, versions):
+    """Rename ``workflow_id`` to ``name`` if its version is among ``versions`` (None: any); return its row.
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: the workflow's version is not among ``versions``.
+    """
     with db.connection() as conn:
-        row = db.one(
-            conn, "rename_workflow", workflow_id=workflow_id, name=data["name"], expected_versions=expected_versions()
-        )
+        row = db.one(conn, "rename_workflow", workflow_id=workflow_id, name=name, expected_versions=versions)
         if row is None:
             raise workflow_write_refused(conn, workflow_id)
-    return row_json_response(row)
+    return row
 
 
 @bp.delete("/workflows/<workflow_id>")
@@ -88,8 +106,16 @@ def delete_workflow(workflow_id):
     :raise 404: unknown workflow.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
-    with db.connection() as conn:
-        if db.one(conn, "delete_workflow", workflow_id=workflow_id, expected_versions=expected_versions()) is None:
-            raise workflow_write_refused(conn, workflow_id)
+    delete(parse_id(workflow_id, "Workflow"), expected_versions())
     return "", 204
+
+
+def delete(workflow_id, versions):
+    """Delete ``workflow_id`` with its nodes and runs if its version is among ``versions`` (None: any).
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: the workflow's version is not among ``versions``.
+    """
+    with db.connection() as conn:
+        if db.one(conn, "delete_workflow", workflow_id=workflow_id, expected_versions=versions) is None:
+            raise workflow_write_refused(conn, workflow_id)
