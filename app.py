@@ -9,6 +9,7 @@ from datetime import datetime
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from flowline import console
 from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, workflows
 from flowline.core import config as settings
 from flowline.core import logs
@@ -85,7 +86,8 @@ def create_app(config=None):
 
     # After the request id is assigned, so a 401 and a preflight's answer carry it too; preflights before auth.
     cors.install(app)
-    auth.install(app)
+    # The console's pages sign their visitors in themselves (a session cookie); every other route needs the token.
+    auth.install(app, exempt_blueprints=(console.NAME,))
 
     # Every request counted and timed by route and status (the clock starts before auth's check).
     ops_metrics.init_app(app)
@@ -93,6 +95,8 @@ def create_app(config=None):
     for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, ops_metrics.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
+    # After errors.register: the console's own error pages (HTML) win for its routes.
+    console.install(app)
     # The commands: worker (flowline/worker/cli.py); export, import, prune-runs (flowline/tools/).
     for command in (
         worker_cli.worker_command,

@@ -9,6 +9,18 @@ export BIND
 
 $BIN/python -m flowline.data.migrations apply
 
+# The console signs its sessions with SECRET_KEY: unless one is given, a random one made on first use and kept
+# (readable by this user only), so sign-ins survive a restart.
+if [ -z "${SECRET_KEY:-}" ]; then
+  KEY_FILE=.data/secret_key
+  if [ ! -s "$KEY_FILE" ]; then
+    mkdir -p .data
+    (umask 077 && $BIN/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$KEY_FILE")
+  fi
+  SECRET_KEY=$(cat "$KEY_FILE")
+  export SECRET_KEY
+fi
+
 echo
 echo "Flowline is starting on http://$BIND  (Ctrl-C stops it). Try the README's walk-through in another shell:"
 echo

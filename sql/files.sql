@@ -31,3 +31,10 @@ WHERE id = %(file_id)s;
 DELETE FROM files
 WHERE id = %(file_id)s
 RETURNING id;
+
+-- name: list_recent_files :many
+-- Lists the newest uploaded files' metadata (never their bytes or text), for the console's file pickers.
+SELECT id, filename, size_bytes, page_count, created_at
+FROM files
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;

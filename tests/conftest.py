@@ -157,7 +157,11 @@ SCREENSHOTS = ROOT / "tests" / "screenshots"
 def playwright():
     """Playwright, driving Debian's Chromium (never a browser build it would download)."""
     if not Path(CHROMIUM).exists():
-        pytest.fail("the browser tests need Chromium: apt-get install chromium (or set CHROMIUM to its path)")
+        reason = "the browser tests need Chromium: apt-get install chromium (or set CHROMIUM to its path)"
+        # Skipped on a developer's machine without it; under CI (.ci/run sets CI=true) a missing browser fails.
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as running:

@@ -26,7 +26,8 @@ METRICS_PATH = "/metrics"
 REALM = "flowline"
 
 
-def _digest(token):
+def token_digest(token):
+    """Return the SHA-256 of ``token``: what tokens are compared by (and what a console session keeps)."""
     # Comparing fixed-length digests keeps the comparison's time independent of the tokens' lengths too.
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
@@ -43,7 +44,11 @@ def presented_token(authorization):
 
 def token_matches(token, digests):
     """Return whether ``token`` is one of the tokens whose digests are ``digests``, comparing with all of them."""
-    presented = _digest(token)
+    return digest_matches(token_digest(token), digests)
+
+
+def digest_matches(presented, digests):
+    """Return whether the digest ``presented`` is one of ``digests``, comparing with all of them."""
     matched = False
     for digest in digests:
         matched |= hmac.compare_digest(presented, digest)
@@ -61,12 +66,13 @@ def unauthorized(token_given):
     return response
 
 
-def install(app):
-    """Require a bearer token on ``app``'s routes when ``API_TOKENS`` is set; do nothing otherwise."""
+def install(app, exempt_blueprints=()):
+    """Require a bearer token on ``app``'s routes when ``API_TOKENS`` is set; do nothing otherwise. Routes of
+    ``exempt_blueprints`` (the console, which signs its visitors in itself) are left to their own check."""
     tokens = app.config.get("API_TOKENS") or []
     if not tokens:
         return
-    digests = tuple(_digest(token) for token in tokens)
+    digests = tuple(token_digest(token) for token in tokens)
     public = PUBLIC_PATHS | ({METRICS_PATH} if app.config.get("METRICS_PUBLIC") else set())
 
     @app.before_request
@@ -74,7 +80,7 @@ def install(app):
         # The matched route, not the raw path: /livez/ or //livez match no public route. A path that matches no
         # route needs a token too, so an anonymous client learns nothing about which paths exist.
         rule = request.url_rule
-        if rule is not None and rule.rule in public:
+        if rule is not None and (rule.rule in public or request.blueprint in exempt_blueprints):
             return None
         token = presented_token(request.headers.get("Authorization"))
         if token is not None and token_matches(token, digests):

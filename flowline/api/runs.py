@@ -111,7 +111,14 @@ def _idempotency_key():
 
     :raise 422: a key that is empty, longer than 255 characters, or not printable ASCII.
     """
-    key = request.headers.get("Idempotency-Key")
+    return check_idempotency_key(request.headers.get("Idempotency-Key"))
+
+
+def check_idempotency_key(key):
+    """Return ``key``, an Idempotency-Key (or None), once checked.
+
+    :raise Unprocessable: a key that is empty, longer than 255 characters, or not printable ASCII.
+    """
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not set(key) <= _KEY_CHARS:

@@ -141,6 +141,23 @@ def _cors_origins(env):
     return origins
 
 
+# Shortest SECRET_KEY accepted: the console's sessions and CSRF tokens are signed with it.
+SECRET_KEY_MIN_CHARS = 32
+
+
+def _secret_key(env):
+    """Return SECRET_KEY, or None when unset (the console then answers 503). The value is never put in a message."""
+    key = env.get("SECRET_KEY", "").strip()
+    if not key:
+        return None
+    if len(key) < SECRET_KEY_MIN_CHARS:
+        raise ConfigError(
+            f"SECRET_KEY is shorter than {SECRET_KEY_MIN_CHARS} characters (the value is not shown); make one "
+            "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return key
+
+
 # The model of a generative_ai node whose config names none, unless LLM_MODEL names another.
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
@@ -197,6 +214,8 @@ def from_env(env=None):
         # Bearer tokens every route but /livez, /readyz (and /metrics with METRICS_PUBLIC) requires; none: no auth.
         "API_TOKENS": _api_tokens(env),
         "METRICS_PUBLIC": _flag(env, "METRICS_PUBLIC", False),
+        # Signs the console's sessions and CSRF tokens; the same in every gunicorn worker. None: /console/ is 503.
+        "SECRET_KEY": _secret_key(env),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         # text: one readable line per record (a terminal); json: one JSON object per line (log collectors).
         "LOG_FORMAT": _choice(env, "LOG_FORMAT", "text", ("text", "json")),

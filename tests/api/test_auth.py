@@ -10,6 +10,7 @@ import pytest
 
 from flowline.api import auth
 from flowline.core import config
+from tests.support import api_rules
 
 TOKEN_A = "tok-A-" + "a" * 32
 TOKEN_B = "tok-B-" + "b" * 32
@@ -19,9 +20,7 @@ UNKNOWN_ID = str(uuid.UUID(int=1))
 
 def _routes(app):
     """Return (method, path) for every route and method of ``app``, with an unknown id for each path parameter."""
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in api_rules(app):
         path = re.sub(r"<(?:[^:<>]+:)?[^<>]+>", UNKNOWN_ID, rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield method, path, rule.rule
@@ -152,7 +151,7 @@ def test_cors_preflight_needs_no_token_and_a_refusal_carries_cors_headers(secure
 
 def test_each_token_is_compared_with_every_configured_one(monkeypatch):
     """No early exit: a match on the first token costs the same comparisons as a match on the last, or none."""
-    digests = tuple(auth._digest(t) for t in (TOKEN_A, TOKEN_B, WRONG + "z"))
+    digests = tuple(auth.token_digest(t) for t in (TOKEN_A, TOKEN_B, WRONG + "z"))
     calls = []
     compare = auth.hmac.compare_digest
 

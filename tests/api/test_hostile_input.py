@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support import make_pdf
+from tests.support import api_rules, make_pdf
 
 DROP = "'; DROP TABLE workflows; --"
 HOSTILE = {
@@ -79,12 +79,7 @@ def each_value(check, *exclude, values=HOSTILE):
 
 def _routes(app):
     """Return [(method, rule)] for every route of ``app``, DELETEs last."""
-    found = [
-        (method, rule.rule)
-        for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
-    ]
+    found = [(method, rule.rule) for rule in api_rules(app) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return sorted(found, key=lambda route: route[0] == "DELETE")
 
 

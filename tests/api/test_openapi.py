@@ -8,6 +8,7 @@ from openapi_spec_validator import validate
 
 from flowline.api import openapi
 from flowline.api.schemas import NODE_TYPES
+from tests.support import api_rules
 
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -29,9 +30,7 @@ def test_document_is_valid_openapi_3(document):
 
 def test_every_route_is_documented_with_its_methods_and_nothing_else(app, document):
     routes = {}
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in api_rules(app):
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes.setdefault(path, set()).update(m.lower() for m in rule.methods - _IGNORED_METHODS)
     documented = {path: set(operations) for path, operations in document["paths"].items()}

@@ -9,6 +9,7 @@ from tests.support.clusters import PGBIN, throwaway_cluster
 from tests.support.paths import ROOT, SUPPORT
 from tests.support.pdf import make_pdf
 from tests.support.processes import GUNICORN, Server, WorkerProcess
+from tests.support.routes import api_rules
 from tests.support.urls import free_port, url_for_database
 from tests.support.waiting import wait_for
 
@@ -20,6 +21,7 @@ __all__ = [
     "SUPPORT",
     "Server",
     "WorkerProcess",
+    "api_rules",
     "free_port",
     "launch_chromium",
     "make_pdf",

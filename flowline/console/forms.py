@@ -1,0 +1,140 @@
+"""The node forms: one per node type, built from that type's config schema (flowline/nodes/), so a new type or a
+new config key gets its form field without a template change.
+
+A field's kind follows its marshmallow field: a list of choices is an ordered choice (one select per place), a
+number a number input with the schema's bounds, a file key (``NodeType.file_keys``) a select of the uploaded files,
+a string a text input (a text area past 200 characters). A field left empty is left out of the config, so the
+type's default applies, as an API client leaving the key out gets it.
+"""
+
+from dataclasses import dataclass, field
+
+from marshmallow import fields, validate
+
+from .. import nodes
+
+# Extra empty places an ordered choice offers beyond the ones already chosen.
+_SPARE_PLACES = 3
+_TEXTAREA_PAST = 200
+
+
+@dataclass
+class FormField:
+    """One input of a node form."""
+
+    name: str
+    kind: str  # "text", "textarea", "number", "choices" (ordered), "file"
+    label: str
+    description: str = ""
+    choices: tuple = ()
+    minimum: object = None
+    maximum: object = None
+    max_length: object = None
+    step: str = "any"
+    default: object = None
+    # What the form shows: the stored or submitted value, as text (a list of texts for "choices").
+    value: object = None
+    errors: list = field(default_factory=list)
+
+
+def _validators(schema_field):
+    found = schema_field.validate
+    return found if isinstance(found, (list, tuple)) else [found] if found else []
+
+
+def _bound(schema_field, kind, attribute):
+    for validator in _validators(schema_field):
+        if isinstance(validator, kind):
+            return getattr(validator, attribute)
+    return None
+
+
+def _default(schema_field):
+    default = schema_field.load_default
+    if default is fields.missing_:
+        return None
+    return default() if callable(default) else default
+
+
+def _kind(node_type, name, schema_field):
+    if name in node_type.file_keys:
+        return "file"
+    if isinstance(schema_field, fields.List):
+        return "choices"
+    if isinstance(schema_field, (fields.Integer, fields.Float)):
+        return "number"
+    max_length = _bound(schema_field, validate.Length, "max")
+    return "textarea" if max_length and max_length > _TEXTAREA_PAST else "text"
+
+
+def form_fields(node_type_name, config, errors=None):
+    """Return the FormFields of ``node_type_name``'s form showing ``config`` (a stored or submitted config) and
+    ``errors`` (the API's 422 messages for ``config``, keyed by field)."""
+    node_type = nodes.BY_NAME[node_type_name]
+    errors = errors or {}
+    result = []
+    for name, schema_field in node_type.config_schema.fields.items():
+        kind = _kind(node_type, name, schema_field)
+        spec = FormField(
+            name=name,
+            kind=kind,
+            label=name.replace("_", " ").capitalize(),
+            description=schema_field.metadata.get("description", ""),
+            default=_default(schema_field),
+            max_length=_bound(schema_field, validate.Length, "max"),
+            minimum=_bound(schema_field, validate.Range, "min"),
+            maximum=_bound(schema_field, validate.Range, "max"),
+        )
+        if kind == "choices":
+            spec.choices = tuple(_bound(schema_field.inner, validate.OneOf, "choices") or ())
+            chosen = config.get(name, spec.default) or []
+            spec.value = [str(v) for v in chosen] if isinstance(chosen, list) else [str(chosen)]
+            spec.value += [""] * _SPARE_PLACES
+        else:
+            if kind == "number" and isinstance(schema_field, fields.Integer):
+                spec.step = "1"
+            stored = config.get(name)
+            spec.value = "" if stored is None else str(stored)
+        messages = errors.get(name, [])
+        spec.errors = messages if isinstance(messages, list) else [str(messages)]
+        result.append(spec)
+    return result
+
+
+def ignored_keys(node_type_name, config):
+    """Return the keys of ``config`` its type does not use (an earlier client's, kept as sent)."""
+    return nodes.BY_NAME[node_type_name].ignored_keys(config)
+
+
+def _number(raw, integer):
+    """Return ``raw`` as the JSON number it spells, or ``raw`` itself (the type's schema then says what is wrong)."""
+    try:
+        return int(raw) if integer else float(raw)
+    except ValueError:
+        try:
+            as_float = float(raw)
+        except ValueError:
+            return raw
+        return int(as_float) if integer and as_float.is_integer() else as_float
+
+
+def config_from_form(node_type_name, form, stored=None):
+    """Return the config a submitted node form describes: its fields (empty ones left out, so defaults apply) and
+    the keys of ``stored`` (the node's config before the edit) that the type does not use, kept as they were."""
+    node_type = nodes.BY_NAME[node_type_name]
+    config = {key: value for key, value in (stored or {}).items() if key in node_type.ignored_keys(stored or {})}
+    for name, schema_field in node_type.config_schema.fields.items():
+        kind = _kind(node_type, name, schema_field)
+        if kind == "choices":
+            config[name] = [value for value in form.getlist(name) if value]
+            continue
+        raw = form.get(name, "")
+        if raw.strip() == "":
+            continue
+        if kind != "textarea":
+            raw = raw.strip()
+        if kind == "number":
+            config[name] = _number(raw, isinstance(schema_field, fields.Integer))
+        else:
+            config[name] = raw
+    return config

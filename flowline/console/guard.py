@@ -1,0 +1,166 @@
+"""What every console request passes: SECRET_KEY present (else 503), a CSRF token on every state-changing form
+(Flask-WTF), a signed-in session when API_TOKENS is set, and strict page headers (CSP) on every answer.
+
+The session cookie (HttpOnly, SameSite=Lax, Secure over HTTPS, Path=/console) is Flask's: signed, not encrypted.
+It holds the SHA-256 of the token signed in with and the sign-in time, never the token; each request checks that
+the digest is still one of API_TOKENS' and that the sign-in is under SESSION_MAX_AGE_S old.
+"""
+
+import logging
+import time
+from urllib.parse import urlsplit
+
+from flask import current_app, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..api import auth
+from ..api.errors import ApiError
+from .blueprint import bp
+
+log = logging.getLogger("flowline.console")
+
+SESSION_MAX_AGE_S = 12 * 3600
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+# Endpoints a visitor reaches before signing in.
+_OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
+
+csrf = CSRFProtect()
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, its cookie Secure exactly when the request came over HTTPS."""
+
+    def get_cookie_secure(self, app):
+        return request.is_secure
+
+
+def install(app):
+    """Configure the session cookie and CSRF for the console (the JSON API's views are never CSRF-checked)."""
+    app.session_interface = ConsoleSessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME="flowline_console",
+        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # CSRF is checked in this blueprint's before_request only, never app-wide: the JSON API is bearer-only.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # The token lives as long as the session; a sign-in starts a new session, hence a new token.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    csrf.init_app(app)
+
+
+def _digests():
+    return tuple(auth.token_digest(token) for token in current_app.config["API_TOKENS"])
+
+
+def _signed_in():
+    """Return whether this session signed in with a token that is still among API_TOKENS, under 12 hours ago."""
+    digest, signed_in_at = session.get("token_sha256"), session.get("signed_in_at")
+    if not isinstance(digest, str) or not isinstance(signed_in_at, int):
+        return False
+    if not 0 <= time.time() - signed_in_at < SESSION_MAX_AGE_S:
+        return False
+    try:
+        presented = bytes.fromhex(digest)
+    except ValueError:
+        return False
+    return auth.digest_matches(presented, _digests())
+
+
+def auth_required():
+    return bool(current_app.config.get("API_TOKENS"))
+
+
+@bp.before_request
+def guard():
+    if not current_app.secret_key:
+        return render_template("console/unavailable.html"), 503
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+    if auth_required() and request.endpoint not in _OPEN_ENDPOINTS and not _signed_in():
+        session.clear()
+        return redirect(url_for("console.sign_in", next=request.full_path if request.method == "GET" else None))
+    return None
+
+
+@bp.after_request
+def page_headers(response):
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc):
+    log.info("console form refused: %s", exc.description)
+    message = "This form was not sent from this console page, or its page is too old. Reload the page and try again."
+    return render_template("console/error.html", title="Form refused", message=message), 400
+
+
+def _local_next(target):
+    """Return ``target`` when it is a path on the console (no scheme, no host), else the console's home."""
+    parts = urlsplit(target or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+        return url_for("console.workflows")
+    return target
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    if not auth_required():
+        return redirect(url_for("console.workflows"))
+    error = None
+    if request.method == "POST":
+        token = request.form.get("token", "").strip()
+        if token and auth.token_matches(token, _digests()):
+            session.clear()
+            session["token_sha256"] = auth.token_digest(token).hex()
+            session["signed_in_at"] = int(time.time())
+            log.info("console sign-in")
+            return redirect(_local_next(request.form.get("next")))
+        log.info("console sign-in refused: invalid token")
+        error = "That token is not one of this server's API tokens."
+    return render_template("console/sign_in.html", error=error, next=request.values.get("next", "")), (
+        401 if error else 200
+    )
+
+
+@bp.post("/sign-out")
+def sign_out():
+    session.clear()
+    return redirect(url_for("console.sign_in"))
+
+
+@bp.app_context_processor
+def console_context():
+    if request.blueprint != bp.name:
+        return {}
+    return {
+        "signed_in": auth_required() and _signed_in(),
+        "default_model": current_app.config.get("LLM_MODEL", ""),
+    }
+
+
+@bp.errorhandler(ApiError)
+def api_error(exc):
+    return render_template(
+        "console/error.html", title=_TITLES.get(exc.status, "Refused"), message=exc.detail
+    ), exc.status
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(exc):
+    limit = current_app.config["MAX_UPLOAD_MB"]
+    message = f"The upload is larger than {limit} MB, the most this server accepts (MAX_UPLOAD_MB); nothing was stored."
+    return render_template("console/error.html", title="Too large", message=message), 413
+
+
+_TITLES = {404: "Not found", 409: "Conflict", 412: "Changed meanwhile", 413: "Too large", 415: "Not a PDF", 503: "Busy"}

@@ -1,0 +1,284 @@
+"""Console pages for workflows and their nodes, and "Try it": each action calls the JSON API's operation
+(``flowline.api.workflows``, ``nodes``, ``runs``, ``files``), so a page refuses what the API refuses, with its
+messages, shown beside the fields they are about."""
+
+import json
+import uuid
+
+from flask import current_app, flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from .. import nodes as node_types
+from ..api import files, nodes, runs, workflows
+from ..api.errors import ApiError, NotFound, PreconditionFailed
+from ..api.http import encode_cursor, parse_id
+from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
+from ..data import db
+from . import forms
+from .blueprint import bp
+
+PAGE_SIZE = 25
+# How many uploaded files the file pickers offer, newest first.
+FILE_CHOICES = 100
+_name_schema = WorkflowCreateSchema()
+_run_schema = RunRequestSchema()
+# Room for the multipart framing around an uploaded PDF.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+STALE = (
+    "This workflow changed in another tab or by another client since this page was loaded, so nothing was saved "
+    "(nothing was overwritten). Reload to see its current state, then make your change again."
+)
+
+
+def _versions(form_value):
+    """Return the If-Match versions a form's hidden ``version`` carries, as the API's If-Match would."""
+    try:
+        return [int(form_value)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _load_workflow(workflow_id):
+    with db.connection() as conn:
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    if row is None:
+        raise NotFound("Workflow not found")
+    return json.loads(row["body"])
+
+
+def _recent_files():
+    with db.connection() as conn:
+        return db.many(conn, "list_recent_files", row_limit=FILE_CHOICES)
+
+
+def _name_errors(name):
+    try:
+        return None, _name_schema.load({"name": name})["name"]
+    except ValidationError as exc:
+        return exc.messages.get("name", ["Invalid name."]), None
+
+
+def _workflows_list(cursor, status=200, **extra):
+    rows = workflows.page(cursor, PAGE_SIZE)
+    page = rows[:PAGE_SIZE]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > PAGE_SIZE else None
+    return render_template(
+        "console/workflows.html", workflows=page, next_cursor=next_cursor, first=cursor is None, **extra
+    ), status
+
+
+@bp.get("/", endpoint="workflows")
+def workflow_list():
+    return _workflows_list(request.args.get("cursor"))
+
+
+@bp.post("/workflows")
+def create_workflow():
+    errors, name = _name_errors(request.form.get("name", ""))
+    if errors:
+        return _workflows_list(None, 422, name_errors=errors, name_value=request.form.get("name", ""))
+    row = workflows.create(name)
+    flash(f"Workflow “{name}” created.")
+    return redirect(url_for("console.workflow", workflow_id=json.loads(row["body"])["id"]))
+
+
+def _workflow_page(workflow_id, status=200, **extra):
+    workflow = _load_workflow(workflow_id)
+    context = {
+        "workflow": workflow,
+        "node_types": node_types.ALL,
+        "files": _recent_files(),
+        # Made when the page is rendered: a double click on "Queue" sends it twice and queues one run.
+        "idempotency_key": uuid.uuid4().hex,
+        "input_text": "",
+    }
+    context.update(extra)
+    return render_template("console/workflow.html", **context), status
+
+
+@bp.get("/workflows/<workflow_id>")
+def workflow(workflow_id):
+    return _workflow_page(parse_id(workflow_id, "Workflow"))[0]
+
+
+@bp.post("/workflows/<workflow_id>/rename")
+def rename_workflow(workflow_id):
+    workflow_id = parse_id(workflow_id, "Workflow")
+    errors, name = _name_errors(request.form.get("name", ""))
+    if errors:
+        return _workflow_page(workflow_id, 422, name_errors=errors, name_value=request.form.get("name", ""))
+    try:
+        workflows.rename(workflow_id, name, _versions(request.form.get("version")))
+    except PreconditionFailed:
+        return _workflow_page(workflow_id, 409, stale=STALE)
+    flash(f"Renamed to “{name}”.")
+    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+
+
+@bp.route("/workflows/<workflow_id>/delete", methods=["GET", "POST"])
+def delete_workflow(workflow_id):
+    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow = _load_workflow(workflow_id)
+    if request.method == "GET":
+        return render_template("console/confirm_delete_workflow.html", workflow=workflow)
+    try:
+        workflows.delete(workflow_id, _versions(request.form.get("version")))
+    except PreconditionFailed:
+        return _workflow_page(workflow_id, 409, stale=STALE)
+    flash(f"Workflow “{workflow['name']}” deleted, with its runs.")
+    return redirect(url_for("console.workflows"))
+
+
+def _node_type(name):
+    if name not in node_types.BY_NAME:
+        raise ApiError(f"Unknown node type {name!r}: one of {', '.join(node_types.NAMES)}.")
+    return name
+
+
+def _node_form(workflow, node_type, config, *, node=None, errors=None, stale=None, status=200):
+    return render_template(
+        "console/node_form.html",
+        workflow=workflow,
+        node=node,
+        node_type=node_types.BY_NAME[node_type],
+        fields=forms.form_fields(node_type, config, errors),
+        ignored=forms.ignored_keys(node_type, config),
+        files=_recent_files(),
+        errors=errors or {},
+        stale=stale,
+    ), status
+
+
+@bp.get("/workflows/<workflow_id>/nodes/new")
+def new_node(workflow_id):
+    workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
+    return _node_form(workflow, _node_type(request.args.get("type", "")), {})
+
+
+@bp.post("/workflows/<workflow_id>/nodes")
+def add_node(workflow_id):
+    workflow_id = parse_id(workflow_id, "Workflow")
+    node_type = _node_type(request.form.get("node_type", ""))
+    config = forms.config_from_form(node_type, request.form)
+    try:
+        node, _ = nodes.add(workflow_id, node_type, config, _versions(request.form.get("version")))
+    except ValidationError as exc:
+        return _node_form(
+            _load_workflow(workflow_id), node_type, config, errors=exc.messages.get("config", {}), status=422
+        )
+    except PreconditionFailed:
+        return _node_form(_load_workflow(workflow_id), node_type, config, stale=STALE, status=409)
+    flash(f"{node_type} node added at position {node['position'] + 1}.")
+    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+
+
+def _find_node(workflow, node_id):
+    for node in workflow["nodes"]:
+        if node["id"] == str(node_id):
+            return node
+    raise NotFound("Node not found")
+
+
+@bp.get("/workflows/<workflow_id>/nodes/<node_id>/edit")
+def edit_node(workflow_id, node_id):
+    workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
+    node = _find_node(workflow, parse_id(node_id, "Node"))
+    return _node_form(workflow, node["node_type"], node["config"], node=node)
+
+
+@bp.post("/workflows/<workflow_id>/nodes/<node_id>/edit")
+def change_node(workflow_id, node_id):
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_id)
+    node = _find_node(workflow, node_id)
+    config = forms.config_from_form(node["node_type"], request.form, stored=node["config"])
+    try:
+        nodes.change(workflow_id, node_id, None, config, _versions(request.form.get("version")))
+    except ValidationError as exc:
+        errors = exc.messages.get("config", {})
+        return _node_form(workflow, node["node_type"], config, node=node, errors=errors, status=422)
+    except PreconditionFailed:
+        return _node_form(workflow, node["node_type"], config, node=node, stale=STALE, status=409)
+    flash(f"Node {node['position'] + 1} ({node['node_type']}) saved.")
+    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+
+
+@bp.post("/workflows/<workflow_id>/nodes/<node_id>/move")
+def move_node(workflow_id, node_id):
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_id)
+    order = [node["id"] for node in workflow["nodes"]]
+    at = order.index(_find_node(workflow, node_id)["id"])
+    to = at - 1 if request.form.get("direction") == "up" else at + 1
+    if 0 <= to < len(order):
+        order[at], order[to] = order[to], order[at]
+        try:
+            nodes.reorder(workflow_id, [uuid.UUID(n) for n in order], _versions(request.form.get("version")))
+        except PreconditionFailed:
+            return _workflow_page(workflow_id, 409, stale=STALE)
+    return redirect(url_for("console.workflow", workflow_id=workflow_id, _anchor="nodes"))
+
+
+@bp.route("/workflows/<workflow_id>/nodes/<node_id>/delete", methods=["GET", "POST"])
+def delete_node(workflow_id, node_id):
+    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_id)
+    node = _find_node(workflow, node_id)
+    if request.method == "GET":
+        return render_template("console/confirm_delete_node.html", workflow=workflow, node=node)
+    try:
+        nodes.delete(workflow_id, node_id, _versions(request.form.get("version")))
+    except PreconditionFailed:
+        return _workflow_page(workflow_id, 409, stale=STALE)
+    flash(f"Node {node['position'] + 1} ({node['node_type']}) deleted.")
+    return redirect(url_for("console.workflow", workflow_id=workflow_id, _anchor="nodes"))
+
+
+def _run_input():
+    """Return ``(input_text, file_id)`` of a submitted "Try it" form, storing its uploaded PDF first (if any).
+
+    :raise ApiError: what the API would answer for this input (with ``field`` saying where it belongs).
+    """
+    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    request.max_content_length = limit + _MULTIPART_OVERHEAD
+    input_text = request.form.get("input_text", "").replace("\r\n", "\n")
+    upload = request.files.get("file")
+    file_id = request.form.get("file_id") or None
+    if upload is not None and upload.filename:
+        data = upload.stream.read(limit + 1)
+        if len(data) > limit:
+            raise files.PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
+        file_id = json.loads(files.store_pdf(upload.filename, upload.mimetype, data)["body"])["file_id"]
+    try:
+        data = _run_schema.load({"input_text": input_text, "file_id": file_id})
+        runs.check_run_input(data["input_text"], data["file_id"])
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        raise ApiError("; ".join(f"{key}: {' '.join(map(str, value))}" for key, value in messages.items())) from None
+    return data["input_text"], data["file_id"]
+
+
+@bp.post("/workflows/<workflow_id>/try")
+def try_workflow(workflow_id):
+    workflow_id = parse_id(workflow_id, "Workflow")
+    try:
+        input_text, file_id = _run_input()
+        key = runs.check_idempotency_key(request.form.get("idempotency_key") or None)
+    except ApiError as exc:
+        return _workflow_page(workflow_id, exc.status, try_error=exc.detail, input_text=request.form.get("input_text"))
+    if request.form.get("action") == "queue":
+        run_id, _ = runs.enqueue(workflow_id, input_text, file_id, key)
+        return redirect(url_for("console.run", run_id=run_id))
+    run_id, outcome = runs.run_now(workflow_id, input_text, file_id)
+    return _workflow_page(
+        workflow_id,
+        200 if outcome.status == "Succeeded" else outcome.error.http_status,
+        input_text=input_text,
+        result={
+            "run_id": str(run_id),
+            "status": outcome.status,
+            "output": outcome.final_output,
+            "error": str(outcome.error) if outcome.error else None,
+        },
+    )
