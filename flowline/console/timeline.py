@@ -18,8 +18,10 @@ ROW_H, BAR_H, AXIS_H = 24, 14, 28
 
 
 def duration(delta):
-    """Return ``delta`` (a timedelta) as a short text: 12 ms, 3.4 s, 5.0 min."""
+    """Return ``delta`` (a timedelta) as a short text: 0.4 ms, 12 ms, 3.4 s, 5.0 min."""
     ms = delta.total_seconds() * 1000
+    if ms < 10:
+        return f"{ms:.1f} ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
     if ms < 120_000:
@@ -28,7 +30,7 @@ def duration(delta):
 
 
 def build(start, end, steps, now):
-    """Return the timeline of a run that started at ``start`` (its creation when it has not) and ended at ``end``
+    """Return the timeline (for a run with steps) of a run that started at ``start`` (its creation when it has not) and ended at ``end``
     (now when it has not): one row per attempt heading and one per step (``steps`` in attempt, position order,
     their times as datetimes or None), each step a bar from its start to its end (now while it runs) on a time
     axis from the earliest to the latest of these times, with the axis' ticks."""
@@ -64,7 +66,10 @@ def build(start, end, steps, now):
     for index, row in enumerate(rows):
         row["y"] = AXIS_H + index * ROW_H
     ticks = [
-        {"x": round(LABEL_W + CHART_W * i / 4, 2), "label": "+" + duration(timedelta(seconds=span * i / 4))}
+        {
+            "x": round(LABEL_W + CHART_W * i / 4, 2),
+            "label": "+" + duration(timedelta(seconds=span * i / 4)) if i else "0",
+        }
         for i in range(5)
     ]
     return {

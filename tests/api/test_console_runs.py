@@ -60,7 +60,9 @@ def add_run(sql):
                                           finished_at, input_text, output_text, error_message, note)
                    VALUES (%(run_id)s, %(attempt)s, %(position)s, 'formatter', %(config)s, %(status)s,
                            now() - interval '10 seconds' + make_interval(secs => %(attempt)s * 3 + %(position)s),
-                           now() - interval '10 seconds' + make_interval(secs => %(attempt)s * 3 + %(position)s + 0.5),
+                           CASE WHEN %(finished)s
+                                THEN now() - interval '10 seconds' + make_interval(secs => %(attempt)s * 3 + %(position)s + 0.5)
+                           END,
                            %(input_text)s, %(output_text)s, %(error_message)s, %(note)s)""",
                 {
                     "run_id": row["id"],
@@ -72,6 +74,7 @@ def add_run(sql):
                     "output_text": step.get("output_text", "STEP OUT"),
                     "error_message": step.get("error_message"),
                     "note": step.get("note"),
+                    "finished": step_status != "Running",
                 },
             )
         return str(row["id"])
@@ -214,6 +217,16 @@ def test_a_runs_page_shows_its_timeline_one_bar_per_step_grouped_per_attempt(con
     # The events the run logged (none here but what the test wrote) and its output.
     assert "DONE" in page.text
     assert 'http-equiv="refresh"' not in page.text  # finished: no reloading
+
+
+def test_a_running_steps_bar_reaches_now_and_says_so(console, workflow, add_run):
+    run_id = add_run(workflow(), "Running", steps=[(1, 0, "Succeeded", {}), (1, 1, "Running", {"output_text": None})])
+    svg = re.search(r'<svg class="timeline".*?</svg>', console.get(f"/console/runs/{run_id}").text, re.S)[0]
+    bars = re.findall(r'<rect class="timeline-bar" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)
+    assert len(bars) == 2
+    # The axis ends now, and so does the running step's bar.
+    assert float(bars[1][0]) + float(bars[1][1]) == pytest.approx(190 + 520, abs=1)
+    assert re.search(r"step 2\. formatter: Running, [\d.]+ s so far", svg)
 
 
 def test_step_texts_are_cut_with_a_show_all_page_of_the_whole_text(console, workflow, add_run, sql):
