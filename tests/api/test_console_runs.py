@@ -167,6 +167,19 @@ def _counts(page):
     return {status: int(count.replace(",", "")) for status, count in found}
 
 
+def test_a_text_is_cut_only_when_longer_than_the_cut_counting_characters_not_bytes(console, workflow, add_run):
+    workflow_id = workflow()
+    exact = add_run(workflow_id, age_s=20, final_output="é" * console_runs.LIST_TEXT_CUT)
+    longer = add_run(workflow_id, age_s=10, final_output="é" * (console_runs.LIST_TEXT_CUT + 1))
+    page = console.get("/console/runs").text
+    assert f'href="/console/runs/{exact}/output"' not in page  # 400 bytes, but not longer than the cut
+    assert f'href="/console/runs/{longer}/output"' in page and "(of 402 Bytes;" in page
+    at_run_cut = add_run(workflow_id, final_output="é" * console_runs.RUN_TEXT_CUT)
+    over_run_cut = add_run(workflow_id, final_output="é" * (console_runs.RUN_TEXT_CUT + 1))
+    assert "Show all" not in console.get(f"/console/runs/{at_run_cut}").text
+    assert "Showing the first 2,000 characters of 4.0 kB." in console.get(f"/console/runs/{over_run_cut}").text
+
+
 def test_long_outputs_and_errors_are_cut_in_sql_with_a_link_to_all_of_it(console, workflow, add_run):
     workflow_id = workflow()
     long_output = "o" * 999_999 + "Z"
@@ -175,11 +188,11 @@ def test_long_outputs_and_errors_are_cut_in_sql_with_a_link_to_all_of_it(console
     bad = add_run(workflow_id, "Failed", error_message=long_error)
     page = console.get("/console/runs").text
     assert "o" * console_runs.LIST_TEXT_CUT in page and "o" * (console_runs.LIST_TEXT_CUT + 1) not in page
-    assert "1,000,000 characters" in page and "5,000 characters" in page
+    assert "(of 1.0 MB;" in page and "(of 5.0 kB;" in page
     assert f'href="/console/runs/{ok}/output"' in page and f'href="/console/runs/{bad}/error"' in page
     run_page = console.get(f"/console/runs/{ok}").text
     assert "o" * console_runs.RUN_TEXT_CUT in run_page and "o" * (console_runs.RUN_TEXT_CUT + 1) not in run_page
-    assert "Showing the first 2,000 of 1,000,000 characters" in run_page
+    assert "Showing the first 2,000 characters of 1.0 MB." in run_page
     full = console.get(f"/console/runs/{ok}/output")
     assert full.status_code == 200
     assert long_output in full.text and "1,000,000 characters" in full.text
