@@ -144,7 +144,6 @@ def run(run_id):
         events=events,
         timeline=picture,
         finished=finished,
-        cancellable=not finished,
         # Made when the page is rendered: a double click on "Re-run" sends it twice and queues one run.
         idempotency_key=uuid.uuid4().hex,
         refresh_s=REFRESH_S,

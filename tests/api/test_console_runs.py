@@ -401,6 +401,18 @@ def test_hostile_query_parameters_and_paths_are_answered_with_a_4xx_page_never_a
     assert "<script>" not in answer.text
 
 
+def test_with_api_tokens_the_run_pages_and_forms_need_a_signed_in_session(make_app, workflow, add_run, sql):
+    client = make_app(SECRET_KEY=SECRET, API_TOKENS=["console-token-" + "t" * 24]).test_client()
+    run_id = add_run(workflow(), "Pending")
+    for path in ("/console/runs", f"/console/runs/{run_id}", f"/console/runs/{run_id}/input", "/console/queue"):
+        answer = client.get(path)
+        assert answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"], path
+    # The sign-in page's CSRF token is genuine, but no session signed in: the cancel is not done.
+    token = _csrf(client, "/console/sign-in")
+    assert client.post(f"/console/runs/{run_id}/cancel", data={"csrf_token": token}).status_code == 302
+    assert sql.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "Pending"
+
+
 # --- the queue --------------------------------------------------------------------------------------------------
 
 

@@ -157,3 +157,20 @@ def test_the_runs_list_and_a_run_read_on_a_narrow_window(page, console_server, w
     expect(page.locator("#run-status")).to_have_text("Succeeded")
     # Nothing but the timeline picture (which scrolls in its own box) is wider than the window.
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
+
+
+def test_the_runs_list_filters_by_status_from_its_form_and_counts_the_last_day(page, console_server, worker):
+    workflow_id = _workflow(console_server, "Filtered")
+    _wait_finished(console_server, _queue(console_server, workflow_id, "done"))
+    with paused(worker):
+        cancelled = _queue(console_server, workflow_id, "never")
+        assert console_server.request("POST", f"/runs/{cancelled}/cancel")[0] == 200
+    page.goto(f"{console_server.base}/console/runs?workflow_id={workflow_id}")
+    expect(page.get_by_role("heading", name="Runs of Filtered")).to_be_visible()
+    expect(page.locator("a.run-link")).to_have_count(2)
+    expect(page.locator("#counts-title")).to_have_text("Created in the last 24 hours: 2")
+    page.get_by_label("Status").select_option("Cancelled")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("a.run-link")).to_have_count(1)
+    expect(page.locator("table.runs tbody")).to_contain_text("Cancelled")
+    assert f"workflow_id={workflow_id}" in page.url and "status=Cancelled" in page.url
