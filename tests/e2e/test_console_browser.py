@@ -3,6 +3,8 @@ workflow through the forms, see a field error, reorder, run it, upload a PDF, me
 sign in and out, and see hostile text shown as text. One gunicorn per module, one browser per session."""
 
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -139,6 +141,24 @@ def test_delete_asks_first_then_deletes(page, console):
     page.get_by_role("button", name="Delete the workflow").click()
     assert "deleted" in page.locator(".flash").text_content()
     assert console.request("GET", f"/workflows/{workflow_id}")[0] == 404
+
+
+def test_times_show_in_the_browsers_time_zone_with_the_iso_value_on_hover(browser, console):
+    context = browser.new_context(timezone_id="Asia/Tokyo", locale="en-US", viewport={"width": 400, "height": 800})
+    try:
+        page = context.new_page()
+        _new_workflow(page, console, "Seen from Tokyo, on a narrow window")
+        shown = page.locator("p.meta time").first
+        iso = shown.get_attribute("title")
+        local = datetime.fromisoformat(iso).astimezone(ZoneInfo("Asia/Tokyo"))
+        hour = local.hour % 12 or 12
+        expected = f"{local.month}/{local.day}/{local.year}, {hour}:{local:%M:%S} {'AM' if local.hour < 12 else 'PM'}"
+        assert shown.text_content() == expected
+        # Narrow: nothing wider than the window (no sideways scrolling).
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        page.screenshot(path=_shot("console-narrow"), full_page=True)
+    finally:
+        context.close()
 
 
 def test_a_forged_form_from_another_site_is_refused(page, console):
