@@ -9,12 +9,12 @@ export BIND
 
 $BIN/python -m flowline.data.migrations apply
 
-# The console signs its sessions with SECRET_KEY: unless one is given, a random one made on first use and kept
-# (readable by this user only), so sign-ins survive a restart.
+# The console signs its sessions with SECRET_KEY: unless one is given, a random one made on first use and kept in
+# SECRET_KEY_FILE (default .data/secret_key, readable by this user only), so sign-ins survive a restart.
 if [ -z "${SECRET_KEY:-}" ]; then
-  KEY_FILE=.data/secret_key
+  KEY_FILE=${SECRET_KEY_FILE:-.data/secret_key}
   if [ ! -s "$KEY_FILE" ]; then
-    mkdir -p .data
+    mkdir -p "$(dirname "$KEY_FILE")"
     (umask 077 && $BIN/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$KEY_FILE")
   fi
   SECRET_KEY=$(cat "$KEY_FILE")

@@ -64,6 +64,17 @@ def make_database(server_url):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+def module_database_url(server_url, template_db):
+    """A fresh, fully migrated database shared by one test module (for its one gunicorn and worker)."""
+    name = f"flowline_m_{uuid.uuid4().hex[:12]}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield url_for_database(server_url, name)
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_url(make_database, template_db):
     """A fresh, fully migrated database for this test."""

@@ -25,6 +25,8 @@ class FormField:
     name: str
     kind: str  # "text", "textarea", "number", "choices" (ordered), "file"
     label: str
+    # The label of one place of an ordered choice ("Rule" for "Rules").
+    item_label: str = ""
     description: str = ""
     choices: tuple = ()
     minimum: object = None
@@ -78,14 +80,16 @@ def form_fields(node_type_name, config, errors=None):
         spec = FormField(
             name=name,
             kind=kind,
-            label=name.replace("_", " ").capitalize(),
-            description=schema_field.metadata.get("description", ""),
+            label="PDF file" if kind == "file" else name.replace("_", " ").capitalize(),
+            # The descriptions are the OpenAPI document's Markdown: shown here as plain text.
+            description=schema_field.metadata.get("description", "").replace("`", ""),
             default=_default(schema_field),
             max_length=_bound(schema_field, validate.Length, "max"),
             minimum=_bound(schema_field, validate.Range, "min"),
             maximum=_bound(schema_field, validate.Range, "max"),
         )
         if kind == "choices":
+            spec.item_label = spec.label.removesuffix("s")
             spec.choices = tuple(_bound(schema_field.inner, validate.OneOf, "choices") or ())
             chosen = config.get(name, spec.default) or []
             spec.value = [str(v) for v in chosen] if isinstance(chosen, list) else [str(chosen)]
@@ -93,12 +97,20 @@ def form_fields(node_type_name, config, errors=None):
         else:
             if kind == "number" and isinstance(schema_field, fields.Integer):
                 spec.step = "1"
-            stored = config.get(name)
-            spec.value = "" if stored is None else str(stored)
+            spec.value = _shown(config.get(name))
         messages = errors.get(name, [])
         spec.errors = messages if isinstance(messages, list) else [str(messages)]
         result.append(spec)
     return result
+
+
+def _shown(value):
+    """Return a config value as a form shows it: 3 for 3.0, nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def ignored_keys(node_type_name, config):

@@ -268,3 +268,18 @@ def test_a_session_older_than_12_hours_or_of_a_removed_token_is_signed_out(make_
     client.post("/console/sign-in", data={"csrf_token": _csrf(client, "/console/sign-in"), "token": TOKEN})
     app.config["API_TOKENS"] = ["another-token-" + "a" * 24]
     assert client.get("/console/").status_code == 302
+
+
+def test_the_workflow_list_pages_newest_first_by_keyset(console, sql):
+    sql.execute(
+        "INSERT INTO workflows (name, created_at) "
+        "SELECT 'wf ' || n, now() - n * interval '1 minute' FROM generate_series(1, 30) AS n"
+    )
+    first = console.get("/console/").text
+    names = re.findall(r'">(wf \d+)</a>', first)
+    assert names == [f"wf {n}" for n in range(1, 26)]
+    older = re.search(r'href="([^"]+)" rel="next"', first)[1].replace("&amp;", "&")
+    second = console.get(older).text
+    assert re.findall(r'">(wf \d+)</a>', second) == [f"wf {n}" for n in range(26, 31)]
+    assert 'rel="next"' not in second
+    assert console.get("/console/?cursor=not-a-cursor").status_code == 422
