@@ -5,41 +5,28 @@ run's page, the queue page shows the worker, and the pages read on a narrow wind
 
 import signal
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import Server, WorkerProcess, url_for_database, wait_for
+from tests.support import Server, WorkerProcess, wait_for
 
 SECRET = "s" * 40
 
 
 @pytest.fixture(scope="module")
-def module_database(server_url, template_db):
-    """A migrated database of this module's own, shared by its tests (one gunicorn and one worker serve it)."""
-    name = f"flowline_m_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield url_for_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def console_server(module_database, tmp_path_factory):
-    server = Server(module_database, tmp_path_factory.mktemp("console-server"), {"SECRET_KEY": SECRET})
+def console_server(module_database_url, tmp_path_factory):
+    server = Server(module_database_url, tmp_path_factory.mktemp("console-server"), {"SECRET_KEY": SECRET})
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def worker(module_database, tmp_path_factory):
-    worker = WorkerProcess(module_database, tmp_path_factory.mktemp("console-worker"), {}).start()
+def worker(module_database_url, tmp_path_factory):
+    worker = WorkerProcess(module_database_url, tmp_path_factory.mktemp("console-worker"), {}).start()
     yield worker
     worker.signal(signal.SIGCONT)  # in case a failed test left it paused
     worker.signal(signal.SIGTERM)
@@ -61,11 +48,13 @@ def paused(worker):
         worker.signal(signal.SIGCONT)
 
 
-def _workflow(server, name="Browser runs"):
+def _workflow(server, name="Browser runs", configs=({},)):
+    """Create a workflow of formatter nodes, one per config (``{}``: its default, uppercase); return its id."""
     status, body, _ = server.request("POST", "/workflows", {"name": name})
     assert status == 200, body
-    added = server.request("POST", f"/workflows/{body['id']}/nodes", {"node_type": "formatter", "config": {}})
-    assert added[0] == 200, added[1]
+    for config in configs:
+        added = server.request("POST", f"/workflows/{body['id']}/nodes", {"node_type": "formatter", "config": config})
+        assert added[0] == 200, added[1]
     return body["id"]
 
 
@@ -86,7 +75,7 @@ def _wait_finished(server, run_id, timeout=20):
 
 
 def test_a_queued_runs_page_turns_succeeded_by_itself(page, console_server, worker):
-    workflow_id = _workflow(console_server)
+    workflow_id = _workflow(console_server, configs=({"rules": ["strip"]}, {"rules": ["collapse_whitespace"]}, {}))
     with paused(worker):
         run_id = _queue(console_server, workflow_id)
         page.goto(f"{console_server.base}/console/runs/{run_id}")
@@ -97,7 +86,7 @@ def test_a_queued_runs_page_turns_succeeded_by_itself(page, console_server, work
     expect(page.locator("#run-output")).to_have_text("HELLO FROM THE BROWSER TEST")
     expect(page.locator("#refreshing")).to_have_count(0)
     assert page.locator('meta[http-equiv="refresh"]').count() == 0
-    expect(page.locator("svg.timeline rect.timeline-bar")).to_have_count(1)
+    expect(page.locator("svg.timeline rect.timeline-bar")).to_have_count(3)
     expect(page.locator("#cancel")).to_have_count(0)
 
 
