@@ -53,6 +53,9 @@ def runs_list():
 
     :raise 422: an unknown parameter or status, a workflow_id that is not a UUID, a bad limit or cursor.
     """
+    if "" in request.args.values():
+        # The filter form's "Any" sends status= : an empty filter is no filter, at its own URL.
+        return redirect(url_for("console.runs", **{key: value for key, value in request.args.items() if value}))
     query = load_query(_query_schema)
     limit = query.get("limit", PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))

@@ -121,6 +121,13 @@ def test_the_runs_list_filters_by_status_by_workflow_and_both(console, workflow,
     assert _run_links(console.get(f"/console/runs?workflow_id={uuid.uuid4()}")) == []
 
 
+def test_the_filter_forms_any_status_is_no_filter(console, workflow):
+    workflow_id = workflow()
+    answer = console.get(f"/console/runs?workflow_id={workflow_id}&status=")
+    assert answer.status_code == 302 and answer.headers["Location"] == f"/console/runs?workflow_id={workflow_id}"
+    assert console.get("/console/runs?status=").headers["Location"] == "/console/runs"
+
+
 def test_the_runs_list_pages_by_keyset_cursor_links_without_gaps_or_repeats(console, workflow, add_run, sql):
     workflow_id = workflow()
     made = [add_run(workflow_id, age_s=100 - i) for i in range(30)]

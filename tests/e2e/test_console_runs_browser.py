@@ -163,3 +163,6 @@ def test_the_runs_list_filters_by_status_from_its_form_and_counts_the_last_day(p
     expect(page.locator("a.run-link")).to_have_count(1)
     expect(page.locator("table.runs tbody")).to_contain_text("Cancelled")
     assert f"workflow_id={workflow_id}" in page.url and "status=Cancelled" in page.url
+    page.get_by_label("Status").select_option("Any")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("a.run-link")).to_have_count(2)
