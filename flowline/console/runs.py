@@ -27,7 +27,7 @@ PAGE_SIZE = 25
 LIST_TEXT_CUT = 200
 RUN_TEXT_CUT = 2000
 COUNTS_SINCE_S = 24 * 3600
-# How often an unfinished run's page reloads itself.
+# How often an unfinished run's page checks whether the run changed.
 REFRESH_S = 2
 _WHAT = {"input": "Input", "output": "Output", "error": "Error"}
 # The queue page: failures of the last hour, runs finished per minute over the last hour, workers heard from
@@ -122,7 +122,8 @@ def _load_run(run_id):
 @bp.get("/runs/<run_id>")
 def run(run_id):
     """One run: status, attempts, timings, its timeline, steps (texts cut, each with a link to all of it), events,
-    and its Cancel and Re-run forms; while it is Pending or Running the page reloads itself.
+    and its Cancel and Re-run forms; while it is Pending or Running the page checks itself and reloads once the
+    run changed (``poll_key``: what a change would change).
 
     :raise 404: unknown run.
     """
@@ -150,6 +151,7 @@ def run(run_id):
         # Made when the page is rendered: a double click on "Re-run" sends it twice and queues one run.
         idempotency_key=uuid.uuid4().hex,
         refresh_s=REFRESH_S,
+        poll_key="|".join([run["status"], str(len(events)), *(step["status"] for step in steps)]),
     )
 
 

@@ -269,12 +269,24 @@ def test_an_unfinished_runs_page_refreshes_itself_and_a_finished_one_does_not(co
     workflow_id = workflow()
     for status in ("Pending", "Running"):
         page = console.get(f"/console/runs/{add_run(workflow_id, status)}").text
-        assert f'<meta http-equiv="refresh" content="{console_runs.REFRESH_S}">' in page, status
+        # console.js polls what data-poll-key names; without script, the meta refresh reloads.
+        assert f'data-poll-key="{status}|0" data-poll-s="{console_runs.REFRESH_S}"' in page, status
+        assert f'<noscript><meta http-equiv="refresh" content="{console_runs.REFRESH_S}"></noscript>' in page
         assert 'id="cancel"' in page
     for status in ("Succeeded", "Failed", "Cancelled"):
         page = console.get(f"/console/runs/{add_run(workflow_id, status)}").text
-        assert 'http-equiv="refresh"' not in page, status
+        assert 'http-equiv="refresh"' not in page and "data-poll-key" not in page, status
         assert 'id="cancel"' not in page and 'id="rerun"' in page
+
+
+def test_an_unfinished_runs_poll_key_changes_with_its_steps_and_events(console, workflow, add_run, sql):
+    run_id = add_run(workflow(), "Running", steps=[(1, 0, "Running", {"output_text": None})])
+    key = re.search(r'data-poll-key="([^"]+)"', console.get(f"/console/runs/{run_id}").text)[1]
+    assert key == "Running|0|Running"
+    sql.execute("UPDATE run_steps SET status = 'Succeeded', finished_at = now() WHERE run_id = %s", (run_id,))
+    assert 'data-poll-key="Running|0|Succeeded"' in console.get(f"/console/runs/{run_id}").text
+    sql.execute("INSERT INTO run_events (run_id, attempt, status) VALUES (%s, 1, 'Running')", (run_id,))
+    assert 'data-poll-key="Running|1|Succeeded"' in console.get(f"/console/runs/{run_id}").text
 
 
 def test_the_runs_events_are_listed_oldest_first(console, workflow):

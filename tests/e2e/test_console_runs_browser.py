@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from flowline.console.runs import REFRESH_S
 from tests.support import Server, WorkerProcess, wait_for
 
 SECRET = "s" * 40
@@ -81,7 +82,11 @@ def test_a_queued_runs_page_turns_succeeded_by_itself(page, console_server, work
         page.goto(f"{console_server.base}/console/runs/{run_id}")
         expect(page.locator("#run-status")).to_have_text("Pending")
         expect(page.locator("#refreshing")).to_be_visible()
-    # No click: the page reloads itself until the run has finished, then stops.
+        # While nothing changes the page is not reloaded: a keyboard user's focus stays where it was.
+        page.locator("#rerun").focus()
+        page.wait_for_timeout(1000 * (REFRESH_S * 2 + 1))
+        assert page.evaluate("document.activeElement.id") == "rerun"
+    # No click: the page shows the change by itself once the run has finished, then stops checking.
     expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=20_000)
     expect(page.locator("#run-output")).to_have_text("HELLO FROM THE BROWSER TEST")
     expect(page.locator("#refreshing")).to_have_count(0)
