@@ -43,6 +43,7 @@ _query_schema = AllRunsQuerySchema()
 
 
 def _parse_time(value):
+    """Return an ISO timestamp from the JSON PostgreSQL built as a datetime (None stays None)."""
     return value and datetime.fromisoformat(value)
 
 

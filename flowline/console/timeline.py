@@ -108,6 +108,9 @@ def minute_chart(minutes):
             {
                 "x": index * (BAR_W + GAP),
                 "parts": parts,
+                "when": when,
+                "total": total,
+                **{key: minute[key] for key in ("succeeded", "failed", "cancelled")},
                 "title": f"{when}: {total} finished ({minute['succeeded']} succeeded, {minute['failed']} failed, "
                 f"{minute['cancelled']} cancelled)",
             }

@@ -471,6 +471,15 @@ def test_the_queue_page_shows_counts_workers_and_what_they_run_failures_and_a_mi
     assert "1 finished (0 succeeded, 1 failed, 0 cancelled)" in chart
     assert "1 finished (1 succeeded, 0 failed, 0 cancelled)" in chart
     assert "2 runs finished in the last hour, 1 of them failed" in text
+    # The chart's numbers, for whoever cannot hover a bar: the minutes with finished runs, newest first.
+    numbers = re.search(r'<details class="chart-numbers">.*?</details>', text, re.S)[0]
+    minutes_ago = sql.execute(
+        "SELECT extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', finished_at))::int / 60 AS ago "
+        "FROM runs WHERE finished_at > now() - interval '1 hour' ORDER BY finished_at DESC"
+    ).fetchall()
+    assert re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td>", numbers) == [
+        (f"{row['ago']} min ago", "1") for row in minutes_ago
+    ]
 
 
 def test_the_queue_page_with_nothing_queued_and_no_worker(console):
