@@ -5,7 +5,7 @@
 --
 -- For DBAs: one pg_notify per finished run, queued at the UPDATE and sent at COMMIT. PostgreSQL serialises the
 -- commits of transactions that notified (a cluster-wide lock held briefly while the notifications are queued);
--- bench/queue_bench.py measured finishing runs with and without this trigger (README, "Bounded waits").
+-- `make bench-queue` measured the queue with and without this trigger (README, "Benchmark").
 
 CREATE FUNCTION notify_run_finished()
 RETURNS trigger
