@@ -2,7 +2,7 @@
 """Bounded waits (Prefer: wait=N): ordinary requests' throughput with and without 100 clients waiting at the same
 time, and a wait's finish -> answer latency.
 
-    .venv/bin/python bench/wait_bench.py [--waiters 100] [--threads 128] [--pool 8] [--duration 10] [--rounds 2]
+    .venv/bin/python bench/wait_bench.py [--waiters 100] [--threads 128] [--pool 8] [--duration 10] [--rounds 4]
                                          [--latency-samples 100] [--finish-runs 3000]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL); it
@@ -13,14 +13,14 @@ time, and a wait's finish -> answer latency.
    kernel decides which of the two processes accepts each waiter, so the threads leave room for a lopsided split.
 3. It seeds a one-node workflow and ``--waiters`` runs no worker takes (available_at an hour away), finished later
    by the benchmark itself with an UPDATE, which fires the same trigger as a worker's finish_run.
-4. Throughput, ``--rounds`` times, interleaved: ``wrk -t2 -c16 -d<duration>s --latency`` on GET /workflows/{id}
-   alone, then again while ``--waiters`` clients (one connection each) wait on GET /runs/{id} with
-   ``Prefer: wait=30``; /metrics must show them all waiting before and after wrk. Each wrk run is restarted
-   until both gunicorn workers hold at least 4 of its connections (as in http_bench.py), and reports the CPU
-   time gunicorn's workers spent per request; gunicorn's CPU while only the waiters wait (3 s, no wrk) is
-   measured too. Then every parked run is
-   finished in one UPDATE and each waiter's answer is timed against the run's finished_at (PostgreSQL's
-   clock_timestamp(), on the same machine clock as this script's time.time()).
+4. Throughput, ``--rounds`` times (alone first in odd rounds, second in even ones): ``wrk -t2 -c16
+   -d<duration>s --latency`` on GET /workflows/{id} alone, and while ``--waiters`` clients (one connection each)
+   wait on GET /runs/{id} with ``Prefer: wait=30``; /metrics must show them all waiting before and after wrk.
+   Each wrk run is restarted until both gunicorn workers hold at least 4 of its connections (as in
+   http_bench.py) and reports the CPU time gunicorn's workers spent per request; before each one, gunicorn's CPU
+   is measured for 3 s (only the waiters, or nobody, there). Then every parked run is finished in one UPDATE and
+   each waiter's answer is timed against the run's finished_at (PostgreSQL's clock_timestamp(), on the same
+   machine clock as this script's time.time()).
 5. Latency: ``--latency-samples`` times, one client waits on a parked run, the run is finished 50 ms later, and
    the answer's arrival is compared with finished_at: p50/p99/max.
    Then what the NOTIFY of every finish costs: ``--finish-runs`` finishing UPDATEs (one transaction each) over 4
@@ -237,6 +237,14 @@ def idle_cpu(server, seconds=3.0):
     return round(100 * (process_cpu(server.worker_pids())[0] - before) / seconds, 1)
 
 
+def alone_phase(server, workflow_id, args):
+    """wrk with nobody waiting, after the same idle CPU measurement as with_waiters makes."""
+    cpu_idle = idle_cpu(server)
+    result = wrk(server, workflow_id, args.duration)
+    result["gunicorn_idle_cpu_pct"] = cpu_idle
+    return result
+
+
 def with_waiters(server, conn, workflow_id, args):
     """wrk while ``args.waiters`` clients wait; then finish their runs at once and time each answer."""
     base = server.base
@@ -375,8 +383,9 @@ def report(facts, settings, rounds, lat, cost):
         w = loaded_round["woken_at_once_ms"]
         print(
             f"round {n}: {settings['waiters']} waiters woken by one UPDATE: finish -> answer p50 {w['p50']} ms, "
-            f"p99 {w['p99']} ms, max {w['max']} ms; over the cap: {loaded_round['over_cap']:.0f}; gunicorn's CPU "
-            f"while only they waited: {loaded_round['gunicorn_idle_cpu_pct']}% of a core"
+            f"p99 {w['p99']} ms, max {w['max']} ms; over the cap: {loaded_round['over_cap']:.0f}; gunicorn's idle "
+            f"CPU: {loaded_round['gunicorn_idle_cpu_pct']}% of a core while only they waited, "
+            f"{rounds[n - 1][0]['gunicorn_idle_cpu_pct']}% with nobody"
         )
     print(
         f"one wait, finish -> answer ({lat['n']} samples): p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
@@ -394,7 +403,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=128, help="GUNICORN_THREADS per gunicorn worker process")
     parser.add_argument("--pool", type=int, default=8, help="DB_POOL_MAX_SIZE per gunicorn worker process")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--finish-runs", type=int, default=3000, help="UPDATEs per round of the NOTIFY cost")
     return parser.parse_args(argv)
@@ -440,10 +449,19 @@ def main(argv):
                 wrk(server, workflow_id, 2)
                 rounds = []
                 for n in range(1, args.rounds + 1):
-                    say(f"round {n}: wrk {args.duration} s alone, then with {args.waiters} clients waiting")
-                    rounds.append(
-                        (wrk(server, workflow_id, args.duration), with_waiters(server, conn, workflow_id, args))
+                    # Odd rounds measure alone first, even rounds with waiters first: a phase's place in the
+                    # round showed in its p99 on the shared VM (as much with 1 waiter as with 100).
+                    first = "alone" if n % 2 else "with waiters"
+                    say(
+                        f"round {n}: wrk {args.duration} s alone and with {args.waiters} clients waiting, {first} first"
                     )
+                    if n % 2:
+                        alone = alone_phase(server, workflow_id, args)
+                        loaded = with_waiters(server, conn, workflow_id, args)
+                    else:
+                        loaded = with_waiters(server, conn, workflow_id, args)
+                        alone = alone_phase(server, workflow_id, args)
+                    rounds.append((alone, loaded))
                 say(f"latency: {args.latency_samples} waits one at a time")
                 lat = latency(server, conn, workflow_id, args.latency_samples)
                 say(
