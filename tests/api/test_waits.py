@@ -60,7 +60,7 @@ def test_get_with_wait_answers_when_the_run_finishes(client, database_url, pendi
 
 def test_get_without_wait_answers_at_once_and_varies_on_prefer(client, pending):
     response, took = timed(lambda: client.get(f"/runs/{pending}"))
-    assert response.status_code == 200 and response.json["run"]["status"] == "Pending" and took < 0.5
+    assert response.status_code == 200 and response.json["run"]["status"] == "Pending" and took < 1.0
     assert "Preference-Applied" not in response.headers and "Prefer" in response.headers["Vary"]
 
 
@@ -68,7 +68,7 @@ def test_get_without_wait_answers_at_once_and_varies_on_prefer(client, pending):
 def test_a_wait_that_is_not_delta_seconds_is_ignored(client, pending, prefer):
     response, took = timed(lambda: client.get(f"/runs/{pending}", headers={"Prefer": prefer}))
     assert response.status_code == 200 and response.json["run"]["status"] == "Pending"
-    assert took < 0.5 and "Preference-Applied" not in response.headers
+    assert took < 1.0 and "Preference-Applied" not in response.headers
     queued_again = client.post(f"/workflows/{response.json['run']['workflow_id']}/runs", headers={"Prefer": prefer})
     assert queued_again.status_code == 202 and "Preference-Applied" not in queued_again.headers
 
@@ -86,7 +86,7 @@ def test_an_unknown_run_answers_404_at_once(client):
     response, took = timed(
         lambda: client.get("/runs/9b0c4f4e-3c55-4c1e-9f53-0b5a0b0f3a11", headers={"Prefer": "wait=10"})
     )
-    assert response.status_code == 404 and took < 0.5
+    assert response.status_code == 404 and took < 1.0
 
 
 def test_over_wait_max_waiters_a_request_answers_at_once(make_app, database_url):
@@ -105,7 +105,7 @@ def test_over_wait_max_waiters_a_request_answers_at_once(make_app, database_url)
         assert time.monotonic() < deadline
         time.sleep(0.01)
     over, took = timed(lambda: client.get(f"/runs/{second}", headers={"Prefer": "wait=10"}))
-    assert over.status_code == 200 and over.json["run"]["status"] == "Pending" and took < 0.5
+    assert over.status_code == 200 and over.json["run"]["status"] == "Pending" and took < 1.0
     assert "Preference-Applied" not in over.headers
     finish(database_url, first).join()
     waiter.join(5)
@@ -132,7 +132,7 @@ def test_a_replayed_post_with_wait_answers_the_earlier_runs_outcome(client, work
             headers={"Idempotency-Key": "k-1", "Prefer": "wait=10"},
         )
     )
-    assert response.status_code == 200 and took < 0.5
+    assert response.status_code == 200 and took < 1.0
     assert response.json == {"run_id": run_id, "status": "Failed", "final_output": "X", "error_message": None}
     assert response.headers["Idempotent-Replayed"] == "true"
     assert response.headers["Preference-Applied"] == "wait=10"

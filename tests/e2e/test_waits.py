@@ -170,7 +170,7 @@ def test_post_with_wait_answers_202_when_the_run_does_not_finish_in_time(http, w
     response = http.post(f"/workflows/{workflow_id}/runs", json={"input_text": "x"}, headers={"Prefer": "wait=1"})
     took = time.monotonic() - started
     assert response.status_code == 202 and response.json()["status"] == "Pending", response.text
-    assert 0.9 < took < 2.0
+    assert 0.9 < took < 2.5
     assert response.headers["Preference-Applied"] == "wait=1"
     # Its answer, later, once it finished (so the next test's script is not taken by this run).
     later = http.get(response.headers["Location"], headers={"Prefer": "wait=10"}).json()
@@ -186,13 +186,13 @@ def test_waiters_are_capped_per_process_and_over_the_cap_answer_at_once(http, se
     wait_for(lambda: waiters(server) == 2, timeout=10, message="two waiters")
     started = time.monotonic()
     over = http.get(f"/runs/{third}", headers={"Prefer": "wait=20"})
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
     assert over.status_code == 200 and over.json()["run"]["status"] == "Pending"
     assert "Preference-Applied" not in over.headers
     # The threads the waiters leave free still serve other requests at once.
     started = time.monotonic()
     assert http.get(f"/workflows/{workflow_id}").status_code == 200
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0
     finish_parked(sql, first, second)
     for thread, result in threads:
         thread.join(2)
@@ -209,7 +209,7 @@ def test_a_client_that_disconnects_frees_its_slot_within_about_a_second(server, 
     client.close()
     closed = time.monotonic()
     wait_for(lambda: waiters(server) == 0, timeout=5, interval=0.05, message="the slot freed")
-    assert time.monotonic() - closed < 1.6
+    assert time.monotonic() - closed < 2.0
     assert waits_ended(server, "disconnected") == left_before + 1
     finish_parked(sql, run_id)
 
