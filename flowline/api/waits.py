@@ -243,8 +243,8 @@ class Waits:
                 if self._stopping.is_set():
                     return
                 log.warning(
-                    "waits: LISTEN connection lost (%s); waiting requests answer when their wait ends, "
-                    "reconnecting in %g s",
+                    "waits: LISTEN connection lost (%s); reconnecting in %g s, then every waiting request reads "
+                    "its run again",
                     type(exc).__name__,
                     delay,
                 )
