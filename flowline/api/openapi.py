@@ -51,6 +51,7 @@ _SCHEMAS = {
     "RunPage": schemas.RunPageSchema,
     "RunResult": schemas.RunResultSchema,
     "RunQueued": schemas.RunQueuedSchema,
+    "RunFinished": schemas.RunFinishedSchema,
     "RunCancelled": schemas.RunCancelledSchema,
     "RunEvent": schemas.RunEventSchema,
     "RunEvents": schemas.RunEventsSchema,
@@ -78,6 +79,13 @@ _HEADERS = {
     },
     "Location": {"description": "Where the created resource is read.", "required": True, "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "string"}},
+    "Preference-Applied": {
+        "description": "`wait=N` (N capped at WAIT_MAX_S): the request waited for the run, as `Prefer: wait=N` "
+        "asked. Absent when it did not (no such preference, or WAIT_MAX_WAITERS requests already waited).",
+        "required": False,
+        "schema": {"type": "string", "pattern": r"^wait=\d+$"},
+    },
+    "Vary": {"description": "`Prefer`: the answer depends on it.", "required": True, "schema": {"type": "string"}},
     "WWW-Authenticate": {
         "description": 'The challenge: `Bearer realm="flowline"`, plus `error="invalid_token"` when '
         "the token sent is not one of API_TOKENS.",
@@ -127,6 +135,16 @@ _PREFER = {
     "description": "RFC 7240. `handling=strict`: config keys the node type does not know are a 422 (with "
     "`Preference-Applied: handling=strict`) instead of being kept and named in `warnings`. "
     "Other preferences are ignored. Answers carry `Vary: Prefer`.",
+}
+_PREFER_WAIT = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "RFC 7240. `wait=N` (N whole seconds, capped at WAIT_MAX_S, 30 by default): answer as soon "
+    "as the run is final or N seconds passed, with `Preference-Applied: wait=N`. A process lets at most "
+    "WAIT_MAX_WAITERS requests wait at once: over it, the answer comes at once without Preference-Applied. A "
+    "wait that is not whole seconds (`wait=abc`, `wait=-1`) and other preferences are ignored.",
 }
 _IF_MATCH = {
     "name": "If-Match",
@@ -323,18 +341,27 @@ PATHS = {
             tag="runs",
         ),
         "post": _operation(
-            "Queue a run for a worker (async); poll Location for its outcome",
+            "Queue a run for a worker (async); poll Location for its outcome, or wait for it with Prefer: wait=N",
             {
+                **_ok(
+                    "RunFinished",
+                    "With `Prefer: wait=N`: the run finished within N seconds (Succeeded, Failed or Cancelled).",
+                    "Location",
+                    "Vary",
+                    "Preference-Applied",
+                ),
                 **_ok(
                     "RunQueued",
                     "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
-                    "with `Idempotent-Replayed: true`).",
+                    "with `Idempotent-Replayed: true`); with `Prefer: wait=N`, not finished within N seconds.",
                     "Location",
+                    "Vary",
+                    "Preference-Applied",
                     status="202",
                 ),
                 **_errors(400, 404, 413, 415, 422, 503),
             },
-            params=[_WF, _IDEMPOTENCY_KEY],
+            params=[_WF, _IDEMPOTENCY_KEY, _PREFER_WAIT],
             body=_json_body("RunRequest", required=False),
             tag="runs",
         ),
@@ -381,9 +408,9 @@ PATHS = {
     },
     "/runs/{run_id}": {
         "get": _operation(
-            "Read a run with its steps in execution order",
-            {**_ok("RunDetail", "The run."), **_errors(404, 503)},
-            params=[_RUN],
+            "Read a run with its steps in execution order; with Prefer: wait=N, once it is final or N seconds passed",
+            {**_ok("RunDetail", "The run.", "Vary", "Preference-Applied"), **_errors(404, 503)},
+            params=[_RUN, _PREFER_WAIT],
             tag="runs",
         ),
     },

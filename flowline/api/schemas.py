@@ -10,7 +10,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .. import nodes
 from ..core.fields import Text, not_blank, unstorable_reason
-from ..core.statuses import RUN_STATUSES
+from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 
 NODE_TYPES = nodes.NAMES
 
@@ -283,6 +283,16 @@ class RunQueuedSchema(Schema):
 
     run_id = fields.UUID(required=True)
     status = fields.String(required=True, metadata={"enum": ["Pending"]})
+
+
+class RunFinishedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/runs`` with ``Prefer: wait=N`` when the run finished within N seconds: the
+    202's body with the run's final status and outcome."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(FINISHED_STATUSES)})
+    final_output = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
 
 
 class RunCancelledSchema(Schema):

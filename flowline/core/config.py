@@ -170,6 +170,11 @@ def _llm_model(env):
     return model or DEFAULT_LLM_MODEL
 
 
+def _gunicorn_threads(env):
+    """Return GUNICORN_THREADS as gunicorn.conf.py reads it (default 2), for the defaults that follow it."""
+    return _int(env, "GUNICORN_THREADS", 2, minimum=1)
+
+
 def from_env(env=None):
     """Return Flowline's settings as a dict of Flask config keys, read from ``env`` (default: os.environ).
 
@@ -197,6 +202,11 @@ def from_env(env=None):
         "WORKER_DRAIN_TIMEOUT_S": _float(env, "WORKER_DRAIN_TIMEOUT_S", 60.0, minimum=0.0),
         # The port of a worker's own Prometheus endpoint (its run and step metrics); 0: not served.
         "WORKER_METRICS_PORT": _port(env, "WORKER_METRICS_PORT", 0),
+        # Prefer: wait=N (GET /runs/{id}, POST /workflows/{id}/runs): the longest wait granted, and the requests
+        # each gunicorn worker process lets wait at once (each holds one of its GUNICORN_THREADS, no connection);
+        # by default all threads but one, so a process always has a thread for other requests.
+        "WAIT_MAX_S": _int(env, "WAIT_MAX_S", 30, minimum=0),
+        "WAIT_MAX_WAITERS": _int(env, "WAIT_MAX_WAITERS", _gunicorn_threads(env) - 1, minimum=0),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
         # POST /files extracts a PDF's text in a child process: killed past this many seconds (422), and given

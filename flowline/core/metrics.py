@@ -17,6 +17,9 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
     runs whose lease it swept). A counter, not a table count: it costs nothing with millions of rows.
   - ``flowline_runs_requeued_total{reason}``: attempts that went back to the queue (``retry``: a retryable
     failure; ``lease_expired``: its holder stopped renewing the lease and a sweep took it back).
+  - ``flowline_waiters`` and ``flowline_waits_total{outcome}``: requests waiting now for their run to finish
+    (``Prefer: wait=N``, flowline/api/waits.py), and how each wait ended (finished, timed_out, over_cap,
+    disconnected, stopping, error).
   - ``flowline_run_duration_seconds{mode,status}``: one attempt of a run in this process, from its first node to
     its outcome written (``status`` Pending: re-queued for another attempt).
   - ``flowline_step_duration_seconds{node_type,status}``: one node's execution (the node's own work: an LLM call,
@@ -138,6 +141,21 @@ STEP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+WAITERS = Gauge(
+    "flowline_waiters",
+    "Requests waiting for their run to finish (Prefer: wait=N) now.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+WAITS = Counter(
+    "flowline_waits",
+    "Requests that asked to wait for their run (Prefer: wait=N), by outcome: finished (the run was or became "
+    "final, or does not exist), timed_out, over_cap (WAIT_MAX_WAITERS already waited: answered at once), "
+    "disconnected (the client left), stopping (the process got SIGTERM) or error (reading the run failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 WORKER_HEARTBEAT = Gauge(
     "flowline_worker_heartbeat_timestamp_seconds",
     "When this worker last renewed its leases and recorded its heartbeat (Unix time).",
@@ -199,6 +217,18 @@ def run_swept(mode, status):
         RUNS_REQUEUED.labels("lease_expired").inc()
     elif status in FINISHED_STATUSES:
         RUNS_FINISHED.labels(mode, status).inc()
+
+
+def wait_started():
+    """Count one request starting to wait for its run."""
+    WAITERS.inc()
+
+
+def wait_ended(outcome, waited=True):
+    """Count one wait's ``outcome``; ``waited``: it had started (wait_started), so it stops being counted as waiting."""
+    if waited:
+        WAITERS.dec()
+    WAITS.labels(outcome).inc()
 
 
 def step_finished(node_type, known, status, seconds):

@@ -35,6 +35,11 @@ SNAPSHOT_QUERIES = {
         FROM pg_proc
         WHERE pronamespace = 'public'::regnamespace
         ORDER BY 1""",
+    "triggers": """
+        SELECT tgrelid::regclass::text AS table_name, tgname, pg_get_triggerdef(oid) AS definition
+        FROM pg_trigger
+        WHERE NOT tgisinternal
+        ORDER BY 1, 2""",
     # Per-table storage settings (autovacuum, fillfactor): a rollback must reset what its migration set.
     "reloptions": """
         SELECT relname, reloptions::text
@@ -62,10 +67,18 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "files",
         "workers",
     }
-    assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
+    assert [row[0] for row in applied["functions"]] == ["notify_run_finished", "save_run_steps"]
+    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
-    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": [], "reloptions": []}
+    assert _snapshot(url) == {
+        "columns": [],
+        "constraints": [],
+        "indexes": [],
+        "functions": [],
+        "triggers": [],
+        "reloptions": [],
+    }
 
     migrations.apply(url)
     assert _snapshot(url) == applied
