@@ -21,6 +21,8 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
     its outcome written (``status`` Pending: re-queued for another attempt).
   - ``flowline_step_duration_seconds{node_type,status}``: one node's execution (the node's own work: an LLM call,
     a formatter), by node type.
+  - ``flowline_webhook_deliveries_total{outcome}`` and ``flowline_webhook_delivery_duration_seconds{outcome}``:
+    webhook delivery attempts, counted and timed by the worker that made them.
   - Worker processes only: ``flowline_worker_heartbeat_timestamp_seconds{worker_id}``,
     ``flowline_worker_runs_in_progress{worker_id}`` and ``flowline_worker_threads{worker_id}``.
 
@@ -138,6 +140,21 @@ STEP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "flowline_webhook_deliveries",
+    "Webhook delivery attempts by outcome: delivered (2xx), retry (anything else; retried later), dead (the "
+    "last attempt failed), gone (410: the subscription was disabled), disabled (not sent: the subscription is off).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DURATION = Histogram(
+    "flowline_webhook_delivery_duration_seconds",
+    "One webhook delivery attempt that was sent, from resolving the host to the answer read, by outcome.",
+    ["outcome"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
+
 WORKER_HEARTBEAT = Gauge(
     "flowline_worker_heartbeat_timestamp_seconds",
     "When this worker last renewed its leases and recorded its heartbeat (Unix time).",
@@ -204,6 +221,13 @@ def run_swept(mode, status):
 def step_finished(node_type, known, status, seconds):
     """Observe one node's execution; an unknown node type (a row written by a newer release) counts as unknown."""
     STEP_DURATION.labels(node_type if known else "unknown", status).observe(seconds)
+
+
+def webhook_attempt(outcome, seconds):
+    """Count one webhook delivery attempt's outcome and time it (``seconds`` None: nothing was sent)."""
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if seconds is not None:
+        WEBHOOK_DURATION.labels(outcome).observe(seconds)
 
 
 def worker_heartbeat(worker_id, runs_in_progress, threads):
