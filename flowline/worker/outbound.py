@@ -52,7 +52,8 @@ def address_problem(address, allow_private):
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_global or allow_private:
+    # Multicast ranges count as global (IANA), but are no receiver's address.
+    if (ip.is_global and not ip.is_multicast) or allow_private:
         return None
     kind = next(
         (
@@ -60,9 +61,9 @@ def address_problem(address, allow_private):
             for name, flag in (
                 ("loopback", ip.is_loopback),
                 ("link-local", ip.is_link_local),
-                ("private", ip.is_private),
-                ("multicast", ip.is_multicast),
                 ("unspecified", ip.is_unspecified),
+                ("multicast", ip.is_multicast),
+                ("private", ip.is_private),
                 ("reserved", ip.is_reserved),
             )
             if flag
