@@ -61,8 +61,10 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "run_events",
         "files",
         "workers",
+        "webhooks",
+        "webhook_deliveries",
     }
-    assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
+    assert [row[0] for row in applied["functions"]] == ["queue_webhook_deliveries", "save_run_steps"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
     assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": [], "reloptions": []}
