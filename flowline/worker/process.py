@@ -211,9 +211,11 @@ class Worker:
                 return 2
         db.open_pool(self.pool)
         log.info(
-            "worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s",
+            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, database %s, "
+            "metrics %s",
             self.id,
             self.concurrency,
+            self.deliveries.concurrency,
             self.lease_seconds,
             self.config["WORKER_POLL_INTERVAL_S"],
             settings.mask_url(self.config["DATABASE_URL"]),

@@ -183,13 +183,14 @@ class Deliveries:
             )
             return
         metrics.webhook_attempt(outcome, None if refused else answer.latency_ms / 1000)
-        # Never the URL (it may carry a receiver's token) nor a secret.
+        # Never the URL (it may carry a receiver's token), nor the error that may quote it (a redirect's Location,
+        # a host name), nor a secret: the history has the details.
         log.info(
-            "worker %s: webhook delivery %s of subscription %s, attempt %d: %s%s",
+            "worker %s: webhook delivery %s of subscription %s, attempt %d: %s (status %s)",
             worker_id,
             row["id"],
             row["webhook_id"],
             attempt,
             outcome,
-            f" ({error[:200]})" if error else "",
+            code if code is not None else "none",
         )
