@@ -15,6 +15,7 @@ the network Flowline runs in.
 It is not the LLM provider's client (flowline/engine/providers.py): that one talks to a URL the operator chose.
 """
 
+import functools
 import ipaddress
 import socket
 import time
@@ -164,13 +165,20 @@ class _PinnedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context():
+    """The TLS context of every attempt (certificates verified against certifi's CAs), made once per process:
+    loading the CAs takes about 30 ms, and one context is safe to share between threads."""
+    return httpx.create_ssl_context()
+
+
 class _PinnedTransport(httpx.HTTPTransport):
     def __init__(self, address, deadline):
-        super().__init__(retries=0)
+        super().__init__(verify=_ssl_context(), retries=0)
         # httpx 0.28 takes no network backend of its own: its transport's pool is replaced by one that has ours
         # (the same arguments HTTPTransport gives it by default).
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=_ssl_context(),
             max_connections=1,
             network_backend=_PinnedBackend(address, deadline),
         )
