@@ -15,6 +15,7 @@ the network Flowline runs in.
 It is not the LLM provider's client (flowline/engine/providers.py): that one talks to a URL the operator chose.
 """
 
+import concurrent.futures
 import functools
 import ipaddress
 import socket
@@ -91,15 +92,24 @@ def check_url(url):
     return parts.hostname, port
 
 
-def resolve(host, port, allow_private):
+# getaddrinfo has no timeout of its own (a resolver that does not answer holds it for its retries, 10 s or more):
+# lookups run on these threads, and an attempt waits for its lookup only until its deadline.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+
+
+def resolve(host, port, allow_private, timeout_s=None):
     """Return the address to connect to for ``host``: the first one ``getaddrinfo`` gives that is allowed.
 
-    :raise Refused: the name does not resolve, or to no allowed address (the message names the first).
+    :raise Refused: the name does not resolve (within ``timeout_s``), or to no allowed address (the message names
+        the first).
     """
+    lookup = _LOOKUPS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise Refused(f"nothing sent: looking up {host} took longer than {timeout_s:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
-        raise Refused(f"{host} does not resolve: {exc}") from None
+        raise Refused(f"nothing sent: {host} does not resolve: {exc}") from None
     problems = []
     for info in infos:
         address = info[4][0]
@@ -192,7 +202,7 @@ def post(url, body, headers, *, timeout_s, allow_private):
     started = time.monotonic()
     deadline = _Deadline(timeout_s)
     host, port = check_url(url)
-    address = resolve(host, port, allow_private)
+    address = resolve(host, port, allow_private, deadline.left(None, Refused))
     headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers}
 
     def elapsed_ms():

@@ -105,8 +105,12 @@ class Deliveries:
             row = db.one(conn, "claim_webhook_delivery", lease_token=lease_token, lease_seconds=self.lease_seconds)
             if row is None:
                 return False
-            # The run outlives its deliveries (they cascade with it), and a finished run no longer changes.
-            run = json.loads(db.one(conn, "get_run_json", run_id=row["run_id"])["body"])["run"]
+            # A finished run no longer changes; a run deleted since the claim (prune-runs, its workflow deleted)
+            # took this delivery with it.
+            found = db.one(conn, "get_run_json", run_id=row["run_id"])
+            if found is None:
+                return True
+            run = json.loads(found["body"])["run"]
         # More may be due: let an idle thread look too.
         self.wake()
         with logs.context(run_id=row["run_id"]):

@@ -170,3 +170,15 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(receiv
     assert answer.status_code == 200
     assert lookups.count("hooks.example.invalid") == 1 and set(lookups) <= {"hooks.example.invalid", "127.0.0.1"}
     assert receiver.received()[0].headers["host"] == f"hooks.example.invalid:{receiver.port}"
+
+
+def test_a_lookup_that_hangs_is_cut_at_the_deadline_and_nothing_is_sent(monkeypatch):
+    def getaddrinfo(host, port, *args, **kwargs):
+        time.sleep(3)
+        raise AssertionError("never reached in time")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    started = time.monotonic()
+    with pytest.raises(outbound.Refused, match="looking up slow.example took longer than"):
+        outbound.post("http://slow.example/hook", b"{}", {}, timeout_s=0.5, allow_private=False)
+    assert time.monotonic() - started < 1.0
