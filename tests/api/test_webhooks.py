@@ -2,6 +2,7 @@
 and the outbox the trigger on runs writes, on a real PostgreSQL; no worker runs here, so deliveries stay Pending."""
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from flowline.data import db
 
@@ -158,6 +159,38 @@ def test_a_run_taken_back_by_the_lease_sweep_writes_its_event_once_it_is_final(a
         [swept] = db.many(conn, "sweep_expired_leases", batch_size=10)
     assert swept["status"] == "Failed"
     assert [r["event_type"] for r in deliveries(sql, workflow_id)] == ["run.failed"]
+
+
+def test_a_run_cancelled_while_its_attempt_failed_writes_its_event_and_a_retry_writes_none(app, client, workflow, sql):
+    workflow_id = workflow([UPPER])
+    subscribe(client, workflow_id)
+    run_ids = [client.post(f"/workflows/{workflow_id}/runs", json={"input_text": "x"}).json["run_id"] for _ in range(2)]
+    tokens = {}
+    for run_id, cancel in zip(run_ids, (False, True), strict=True):
+        tokens[run_id] = sql.execute(
+            """UPDATE runs SET status = 'Running', attempt = 1, lease_token = gen_random_uuid(),
+                      lease_expires_at = now() + interval '1 minute',
+                      cancel_requested_at = CASE WHEN %s THEN now() END
+               WHERE id = %s RETURNING lease_token""",
+            (cancel, run_id),
+        ).fetchone()["lease_token"]
+    with db.connection(app.extensions[db.EXTENSION]) as conn:
+        for run_id in run_ids:
+            db.one(
+                conn,
+                "requeue_run",
+                run_id=run_id,
+                lease_token=tokens[run_id],
+                backoff_seconds=60,
+                error_message="provider overloaded",
+                note="retrying",
+                steps=Jsonb([]),
+            )
+    statuses = {str(r["id"]): r["status"] for r in sql.execute("SELECT id, status FROM runs").fetchall()}
+    assert [statuses[run_id] for run_id in run_ids] == ["Pending", "Cancelled"]
+    assert [(str(r["run_id"]), r["event_type"]) for r in deliveries(sql, workflow_id)] == [
+        (run_ids[1], "run.cancelled")
+    ]
 
 
 def test_the_delivery_history_pages_and_a_delivery_is_retried_by_hand(client, workflow, sql):

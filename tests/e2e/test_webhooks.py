@@ -48,17 +48,22 @@ def metrics_port():
 
 
 @pytest.fixture(scope="module")
-def api(database, tmp_path_factory, metrics_port):
+def processes(database, tmp_path_factory, metrics_port):
     server = Server(database, tmp_path_factory.mktemp("gunicorn"))
     worker = WorkerProcess(
         database, tmp_path_factory.mktemp("worker"), {**WORKER_ENV, "WORKER_METRICS_PORT": str(metrics_port)}
     )
     server.start()
     worker.start()
-    yield server
+    yield server, worker
     worker.process.kill()
     worker.wait()
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(processes):
+    return processes[0]
 
 
 @pytest.fixture
@@ -270,3 +275,16 @@ def test_the_worker_counts_and_times_its_deliveries(api, metrics_port, receiver)
         "flowline_webhook_deliveries_dead",
     ):
         assert f"\n{series} " in api_text, series
+
+
+def test_no_secret_reaches_a_log_line(api, processes, receiver):
+    workflow_id, hook = workflow_with_hook(api, receiver.url("/logged?token=receivers-own-token"))
+    _, rotated = call(api, "POST", f"/webhooks/{hook['id']}/rotate-secret")
+    run(api, workflow_id)
+    wait_for(lambda: receiver.received(), message="the delivery")
+    server, worker = processes
+    logs = server.log.read_text() + worker.log.read_text()
+    assert "webhook delivery" in logs, "the worker logs its deliveries"
+    for secret in (hook["secret"], rotated["secret"], "receivers-own-token"):
+        assert secret not in logs
+    assert "whsec_" not in logs
