@@ -219,7 +219,7 @@ def test_a_slow_receiver_is_cut_off_at_the_bound_and_a_huge_answer_is_not_read(a
     run(api, workflow_id)
     cut = delivery_when(api, slow, lambda d: d["attempts"] >= 1 and d["history"])
     assert cut["history"][0]["error"] == "no complete answer within 1.5 s (WEBHOOK_TIMEOUT_S)"
-    assert 1400 <= cut["history"][0]["latency_ms"] < 2200
+    assert 1400 <= cut["history"][0]["latency_ms"] < 2500
     assert cut["history"][0]["outcome"] == "retry"
     delivered = delivery_when(api, huge, lambda d: d["status"] == "Delivered")
     assert delivered["last_latency_ms"] < 1000

@@ -108,7 +108,7 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_deadline(receiver):
     answer = outbound.post(receiver.url(), b"{}", {}, timeout_s=1.0, allow_private=True)
     elapsed = time.monotonic() - started
     assert answer.status_code is None and "within 1 s" in answer.error
-    assert 0.9 <= elapsed < 1.6, elapsed
+    assert 0.9 <= elapsed < 2.0, elapsed
 
 
 def test_a_slow_receiver_is_cut_off_at_the_deadline(receiver):
