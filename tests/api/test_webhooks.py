@@ -5,6 +5,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from flowline.data import db
+from flowline.data.sql import QUERIES
 
 UPPER = ("formatter", {"rules": ["uppercase"]})
 HOOK = "https://hooks.example.com/flowline"
@@ -242,3 +243,40 @@ def test_deleting_the_workflow_deletes_its_subscriptions_and_deliveries(client, 
     assert client.delete(f"/workflows/{workflow_id}").status_code == 204
     assert client.get(f"/webhooks/{hook['id']}").status_code == 404
     assert sql.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
+
+
+def _plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.parametrize(
+    "query, params",
+    [
+        ("claim_webhook_delivery", {"lease_token": "00000000-0000-0000-0000-000000000001", "lease_seconds": 30}),
+        ("get_webhook_outbox_stats", {"count_cap": 10_000}),
+    ],
+)
+def test_the_claim_and_the_outbox_gauges_read_the_outbox_not_the_history(client, workflow, sql, query, params):
+    workflow_id = workflow([UPPER])
+    hook = subscribe(client, workflow_id).json
+    client.post(f"/workflows/{workflow_id}/run")
+    # A long history: 20,000 delivered deliveries beside an outbox of one.
+    sql.execute(
+        """INSERT INTO webhook_deliveries (webhook_id, run_id, event_type, status, finished_at)
+           SELECT %s, (SELECT id FROM runs LIMIT 1), 'run.succeeded', 'Delivered', now()
+           FROM generate_series(1, 20000)""",
+        (hook["id"],),
+    )
+    sql.execute("ANALYZE webhook_deliveries")
+    # Plain EXPLAIN: the claim is planned, not run.
+    (row,) = sql.execute("EXPLAIN (FORMAT JSON) " + QUERIES[query].text, params).fetchall()
+    nodes = list(_plan_nodes(row["QUERY PLAN"][0]["Plan"]))
+    scans = [n for n in nodes if n.get("Relation Name") == "webhook_deliveries" and "Scan" in n["Node Type"]]
+    assert scans and not [n for n in scans if n["Node Type"] == "Seq Scan"], row["QUERY PLAN"]
+    assert {n.get("Index Name") for n in scans} <= {
+        "webhook_deliveries_due_idx",
+        "webhook_deliveries_finished_idx",
+        "webhook_deliveries_pkey",
+    }, row["QUERY PLAN"]
