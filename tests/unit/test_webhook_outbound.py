@@ -3,6 +3,8 @@ refuses (and that it then sends nothing), redirects it does not follow, its wall
 and the Standard Webhooks signatures, checked with the reference verifier."""
 
 import socket
+import ssl
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -182,3 +184,50 @@ def test_a_lookup_that_hangs_is_cut_at_the_deadline_and_nothing_is_sent(monkeypa
     with pytest.raises(outbound.Refused, match="looking up slow.example took longer than"):
         outbound.post("http://slow.example/hook", b"{}", {}, timeout_s=0.5, allow_private=False)
     assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """An HTTPS receiver on 127.0.0.1 with a certificate for hooks.example.test (made with openssl), the client's
+    TLS context trusting it, and hooks.example.test and other.example.test resolving to 127.0.0.1; yields
+    (port, the server names the receiver was asked for)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hooks.example.test",
+         "-addext", "subjectAltName=DNS:hooks.example.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server_names = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    receiver = Receiver().start()
+    receiver._server.socket = context.wrap_socket(receiver._server.socket, server_side=True)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(outbound, "_ssl_context", lambda: client_context)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host.endswith(".example.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield receiver, server_names
+    receiver.stop()
+
+
+def test_tls_goes_to_the_checked_address_with_the_names_sni_and_certificate_check(tls_receiver):
+    receiver, server_names = tls_receiver
+    answer = outbound.post(
+        f"https://hooks.example.test:{receiver.port}/hook", b"{}", {}, timeout_s=5, allow_private=True
+    )
+    assert (answer.status_code, answer.error) == (200, None)
+    assert server_names == ["hooks.example.test"]
+    assert receiver.received()[0].headers["host"] == f"hooks.example.test:{receiver.port}"
+    # The same address under a name the certificate does not hold: the handshake fails, nothing is sent.
+    refused = outbound.post(
+        f"https://other.example.test:{receiver.port}/hook", b"{}", {}, timeout_s=5, allow_private=True
+    )
+    assert refused.status_code is None and "CERTIFICATE_VERIFY_FAILED" in refused.error
+    assert len(receiver.received()) == 1
