@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits clean
+.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,10 @@ bench-pdf: venv
 ## wait's finish -> answer latency.
 bench-waits: venv
 	$(BIN)/python bench/wait_bench.py
+
+## Webhooks: run finished -> loopback receiver got it (p50/p99, one idle worker), and deliveries/s with 4 workers.
+bench-webhooks: venv
+	$(BIN)/python bench/webhook_bench.py
 
 clean:
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from flowline import console
-from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, waits, workflows
+from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, waits, webhooks, workflows
 from flowline.core import config as settings
 from flowline.core import logs
 from flowline.data import db
@@ -95,7 +95,16 @@ def create_app(config=None):
     # Every request counted and timed by route and status (the clock starts before auth's check).
     ops_metrics.init_app(app)
 
-    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, ops_metrics.bp):
+    for blueprint in (
+        workflows.bp,
+        nodes.bp,
+        runs.bp,
+        webhooks.bp,
+        files.bp,
+        health.bp,
+        openapi.bp,
+        ops_metrics.bp,
+    ):
         app.register_blueprint(blueprint)
     errors.register(app)
     # After errors.register: the console's own error pages (HTML) win for its routes.

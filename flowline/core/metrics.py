@@ -24,6 +24,8 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
     its outcome written (``status`` Pending: re-queued for another attempt).
   - ``flowline_step_duration_seconds{node_type,status}``: one node's execution (the node's own work: an LLM call,
     a formatter), by node type.
+  - ``flowline_webhook_deliveries_total{outcome}`` and ``flowline_webhook_delivery_duration_seconds{outcome}``:
+    webhook delivery attempts, counted and timed by the worker that made them.
   - Worker processes only: ``flowline_worker_heartbeat_timestamp_seconds{worker_id}``,
     ``flowline_worker_runs_in_progress{worker_id}`` and ``flowline_worker_threads{worker_id}``.
 
@@ -37,6 +39,9 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
   - ``flowline_queue_depth``: Pending runs a worker may claim now (not waiting out a retry backoff); capped.
   - ``flowline_queue_oldest_pending_age_seconds``: how long the oldest claimable run has waited since it became
     claimable (0 when none waits): the first sign that workers do not keep up, or that none is running.
+  - ``flowline_webhook_outbox_depth``, ``flowline_webhook_outbox_oldest_age_seconds`` and
+    ``flowline_webhook_deliveries_dead``: webhook deliveries still to make, how long the oldest due one has
+    waited, and the Dead ones not yet pruned, read through the outbox's partial indexes (capped).
   - ``flowline_worker_last_heartbeat_timestamp_seconds{worker_id}``: each worker's last heartbeat as recorded in
     the ``workers`` table (workers heard from in the last ``WORKER_SHOWN_FOR_S``, clean stops excluded), and
     ``flowline_workers_alive``: how many beat within the last RUN_LEASE_SECONDS. They cover workers on any host,
@@ -155,6 +160,20 @@ WAITS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "flowline_webhook_deliveries",
+    "Webhook delivery attempts by outcome: delivered (2xx), retry (anything else; retried later), dead (the "
+    "last attempt failed), gone (410: the subscription was disabled), disabled (not sent: the subscription is off).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DURATION = Histogram(
+    "flowline_webhook_delivery_duration_seconds",
+    "One webhook delivery attempt that was sent, from resolving the host to the answer read, by outcome.",
+    ["outcome"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
 
 WORKER_HEARTBEAT = Gauge(
     "flowline_worker_heartbeat_timestamp_seconds",
@@ -234,6 +253,13 @@ def wait_ended(outcome, waited=True):
 def step_finished(node_type, known, status, seconds):
     """Observe one node's execution; an unknown node type (a row written by a newer release) counts as unknown."""
     STEP_DURATION.labels(node_type if known else "unknown", status).observe(seconds)
+
+
+def webhook_attempt(outcome, seconds):
+    """Count one webhook delivery attempt's outcome and time it (``seconds`` None: nothing was sent)."""
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if seconds is not None:
+        WEBHOOK_DURATION.labels(outcome).observe(seconds)
 
 
 def worker_heartbeat(worker_id, runs_in_progress, threads):

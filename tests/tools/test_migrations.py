@@ -66,9 +66,15 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "run_events",
         "files",
         "workers",
+        "webhooks",
+        "webhook_deliveries",
     }
-    assert [row[0] for row in applied["functions"]] == ["notify_run_finished", "save_run_steps"]
-    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished"]
+    assert [row[0] for row in applied["functions"]] == [
+        "notify_run_finished",
+        "queue_webhook_deliveries",
+        "save_run_steps",
+    ]
+    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished", "runs_queue_webhook_deliveries"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
     assert _snapshot(url) == {
