@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf clean
+.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,15 @@ bench-soak: venv
 ## Hostile PDF uploads: /livez and GET /workflows/{id} p50/p99 with and without eight at once, and one alone.
 bench-pdf: venv
 	$(BIN)/python bench/pdf_bench.py
+
+## Bounded waits (needs wrk): GET /workflows/{id} req/s alone and with 100 clients waiting (Prefer: wait=30), and a
+## wait's finish -> answer latency.
+bench-waits: venv
+	$(BIN)/python bench/wait_bench.py
+
+## Webhooks: run finished -> loopback receiver got it (p50/p99, one idle worker), and deliveries/s with 4 workers.
+bench-webhooks: venv
+	$(BIN)/python bench/webhook_bench.py
 
 clean:
 	rm -rf $(VENV)

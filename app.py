@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from flowline import console
-from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, workflows
+from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, waits, webhooks, workflows
 from flowline.core import config as settings
 from flowline.core import logs
 from flowline.data import db
@@ -66,6 +66,9 @@ def create_app(config=None):
     app.extensions["flowline.provider"] = providers.from_config(app.config)
     # Per process: its semaphore bounds the extractions of this gunicorn worker.
     app.extensions[pdf.EXTENSION] = pdf.Extractor.from_config(app.config)
+    # Per process too: the requests waiting for their run (Prefer: wait=N) and the LISTEN thread that wakes them,
+    # started by the first wait (after fork).
+    app.extensions[waits.EXTENSION] = waits.Waits.from_config(app.config)
 
     # Request ids made here are this process's random prefix and a counter: unique like a uuid4 per request,
     # at a tenth of its cost (no urandom read per request). create_app runs in each worker after fork.
@@ -92,7 +95,16 @@ def create_app(config=None):
     # Every request counted and timed by route and status (the clock starts before auth's check).
     ops_metrics.init_app(app)
 
-    for blueprint in (workflows.bp, nodes.bp, runs.bp, files.bp, health.bp, openapi.bp, ops_metrics.bp):
+    for blueprint in (
+        workflows.bp,
+        nodes.bp,
+        runs.bp,
+        webhooks.bp,
+        files.bp,
+        health.bp,
+        openapi.bp,
+        ops_metrics.bp,
+    ):
         app.register_blueprint(blueprint)
     errors.register(app)
     # After errors.register: the console's own error pages (HTML) win for its routes.

@@ -72,11 +72,13 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Close this worker's pool and LLM provider client so their connections end cleanly."""
+    """Close this worker's pool, LLM provider client and waits' LISTEN connection so they end cleanly."""
+    from flowline.api import waits
     from flowline.data import db
 
     app = getattr(worker, "wsgi", None)
     if app is not None:
+        app.extensions[waits.EXTENSION].close()
         app.extensions[db.EXTENSION].close()
         app.extensions["flowline.provider"].close()
 

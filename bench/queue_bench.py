@@ -105,9 +105,10 @@ def enqueue(conn, workflow_id, text):
 
 
 @contextmanager
-def running_workers(url, count, log_dir, threads=1):
-    """Run ``count`` worker processes of ``threads`` threads on ``url`` for the block; each must exit 0 on SIGTERM."""
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "INFO"}
+def running_workers(url, count, log_dir, threads=1, env=None):
+    """Run ``count`` worker processes of ``threads`` threads on ``url`` (with ``env`` added to the environment) for
+    the block; each must exit 0 on SIGTERM."""
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "INFO", **(env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = []
     for i in range(count):

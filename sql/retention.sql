@@ -62,3 +62,29 @@ SELECT (SELECT count(*) FROM deleted) AS runs,
        (SELECT count(*) FROM run_events WHERE run_id IN (SELECT id FROM doomed)) AS events,
        (SELECT finished_at FROM last) AS last_finished_at,
        (SELECT id FROM last) AS last_id;
+
+-- name: count_prunable_webhook_deliveries :one
+-- Counts the Delivered and Dead webhook deliveries that finished before cutoff (what a prune would delete besides the runs).
+SELECT count(*) AS deliveries
+FROM webhook_deliveries
+-- Served by webhook_deliveries_finished_idx.
+WHERE status IN ('Delivered', 'Dead')
+  AND finished_at < %(cutoff)s;
+
+-- name: prune_webhook_deliveries_batch :one
+-- Deletes up to batch_size Delivered or Dead webhook deliveries that finished before cutoff, skipping rows another transaction holds; returns how many.
+WITH doomed AS (
+    SELECT id
+    FROM webhook_deliveries
+    -- Served by webhook_deliveries_finished_idx. Pending and Delivering deliveries are the outbox: never pruned.
+    WHERE status IN ('Delivered', 'Dead')
+      AND finished_at < %(cutoff)s
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM webhook_deliveries
+    WHERE id IN (SELECT id FROM doomed)
+    RETURNING id
+)
+SELECT count(*) AS deliveries
+FROM deleted;

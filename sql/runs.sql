@@ -100,6 +100,12 @@ FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, fi
       FROM runs
       WHERE id = %(run_id)s) AS r;
 
+-- name: get_run_outcome :one
+-- Returns a run's status, final output and error message: what a waiting request (Prefer: wait=N) reads when woken; no row for an unknown run.
+SELECT id, status, final_output, error_message
+FROM runs
+WHERE id = %(run_id)s;
+
 -- name: list_workflow_runs_page :many
 -- Lists up to row_limit runs of one workflow (only those in status, unless NULL), newest first, after the keyset cursor (NULL: from the start).
 SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,

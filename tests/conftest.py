@@ -95,6 +95,7 @@ def make_app(database_url):
 
     yield make
     for app in apps:
+        app.extensions["flowline.waits"].close()
         app.extensions["flowline.pool"].close()
         app.extensions["flowline.provider"].close()
 

@@ -51,9 +51,20 @@ _SCHEMAS = {
     "RunPage": schemas.RunPageSchema,
     "RunResult": schemas.RunResultSchema,
     "RunQueued": schemas.RunQueuedSchema,
+    "RunFinished": schemas.RunFinishedSchema,
     "RunCancelled": schemas.RunCancelledSchema,
     "RunEvent": schemas.RunEventSchema,
     "RunEvents": schemas.RunEventsSchema,
+    "WebhookCreate": schemas.WebhookCreateSchema,
+    "WebhookPatch": schemas.WebhookPatchSchema,
+    "Webhook": schemas.WebhookSchema,
+    "WebhookCreated": schemas.WebhookCreatedSchema,
+    "WebhookRotated": schemas.WebhookRotatedSchema,
+    "WebhookList": schemas.WebhookListSchema,
+    "DeliveryAttempt": schemas.DeliveryAttemptSchema,
+    "Delivery": schemas.DeliverySchema,
+    "DeliveryPage": schemas.DeliveryPageSchema,
+    "DeliveryRetried": schemas.DeliveryRetriedSchema,
     "FileCreated": schemas.FileCreatedSchema,
     "File": schemas.FileSchema,
     "Liveness": schemas.LivenessSchema,
@@ -78,6 +89,13 @@ _HEADERS = {
     },
     "Location": {"description": "Where the created resource is read.", "required": True, "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "string"}},
+    "Preference-Applied": {
+        "description": "`wait=N` (N capped at WAIT_MAX_S): the request waited for the run, as `Prefer: wait=N` "
+        "asked. Absent when it did not (no such preference, or WAIT_MAX_WAITERS requests already waited).",
+        "required": False,
+        "schema": {"type": "string", "pattern": r"^wait=\d+$"},
+    },
+    "Vary": {"description": "`Prefer`: the answer depends on it.", "required": True, "schema": {"type": "string"}},
     "WWW-Authenticate": {
         "description": 'The challenge: `Bearer realm="flowline"`, plus `error="invalid_token"` when '
         "the token sent is not one of API_TOKENS.",
@@ -91,8 +109,9 @@ _ERRORS = {
     "HTTP/1.1 does not allow (refused by the HTTP server before the route: any operation).",
     "401": "API_TOKENS is set and the request has no valid `Authorization: Bearer <token>`.",
     "404": "Unknown id (also an id that is not a UUID, or not spelt lowercase and hyphenated).",
-    "409": "The run is not in a state that allows this: already finished (cancel), or cancelled while it ran "
-    "(sync run; persisted as Cancelled, `run_id` names it).",
+    "409": "The resource is not in a state that allows this: a run already finished (cancel), or cancelled while "
+    "it ran (sync run; persisted as Cancelled, `run_id` names it); a delivery in flight, or of a disabled "
+    "subscription (retry).",
     "412": "If-Match names a version that is no longer current; `etag` gives the current one. Nothing changed.",
     "413": "The request body is too large.",
     "414": "The request line (method, path and query string) is over 4094 bytes; refused by the HTTP server before "
@@ -127,6 +146,16 @@ _PREFER = {
     "description": "RFC 7240. `handling=strict`: config keys the node type does not know are a 422 (with "
     "`Preference-Applied: handling=strict`) instead of being kept and named in `warnings`. "
     "Other preferences are ignored. Answers carry `Vary: Prefer`.",
+}
+_PREFER_WAIT = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "RFC 7240. `wait=N` (N whole seconds, capped at WAIT_MAX_S, 30 by default): answer as soon "
+    "as the run is final or N seconds passed, with `Preference-Applied: wait=N`. A process lets at most "
+    "WAIT_MAX_WAITERS requests wait at once: over it, the answer comes at once without Preference-Applied. A "
+    "wait that is not whole seconds (`wait=abc`, `wait=-1`) and other preferences are ignored.",
 }
 _IF_MATCH = {
     "name": "If-Match",
@@ -214,6 +243,8 @@ _WF = _path_param("workflow_id", "workflow")
 _NODE = _path_param("node_id", "node")
 _RUN = _path_param("run_id", "run")
 _FILE = _path_param("file_id", "file")
+_WEBHOOK = _path_param("webhook_id", "webhook subscription")
+_DELIVERY = _path_param("delivery_id", "webhook delivery")
 
 _NODE_CREATE = {
     "oneOf": [_ref("schemas", body) for _, body in NODE_CONFIG_COMPONENTS.values()],
@@ -323,18 +354,27 @@ PATHS = {
             tag="runs",
         ),
         "post": _operation(
-            "Queue a run for a worker (async); poll Location for its outcome",
+            "Queue a run for a worker (async); poll Location for its outcome, or wait for it with Prefer: wait=N",
             {
+                **_ok(
+                    "RunFinished",
+                    "With `Prefer: wait=N`: the run finished within N seconds (Succeeded, Failed or Cancelled).",
+                    "Location",
+                    "Vary",
+                    "Preference-Applied",
+                ),
                 **_ok(
                     "RunQueued",
                     "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
-                    "with `Idempotent-Replayed: true`).",
+                    "with `Idempotent-Replayed: true`); with `Prefer: wait=N`, not finished within N seconds.",
                     "Location",
+                    "Vary",
+                    "Preference-Applied",
                     status="202",
                 ),
                 **_errors(400, 404, 413, 415, 422, 503),
             },
-            params=[_WF, _IDEMPOTENCY_KEY],
+            params=[_WF, _IDEMPOTENCY_KEY, _PREFER_WAIT],
             body=_json_body("RunRequest", required=False),
             tag="runs",
         ),
@@ -381,9 +421,9 @@ PATHS = {
     },
     "/runs/{run_id}": {
         "get": _operation(
-            "Read a run with its steps in execution order",
-            {**_ok("RunDetail", "The run."), **_errors(404, 503)},
-            params=[_RUN],
+            "Read a run with its steps in execution order; with Prefer: wait=N, once it is final or N seconds passed",
+            {**_ok("RunDetail", "The run.", "Vary", "Preference-Applied"), **_errors(404, 503)},
+            params=[_RUN, _PREFER_WAIT],
             tag="runs",
         ),
     },
@@ -393,6 +433,76 @@ PATHS = {
             {**_ok("RunEvents", "The events."), **_errors(404, 503)},
             params=[_RUN],
             tag="runs",
+        ),
+    },
+    "/workflows/{workflow_id}/webhooks": {
+        "post": _operation(
+            "Subscribe a URL to a workflow's run.succeeded, run.failed, run.cancelled events (signed Standard Webhooks)",
+            {
+                **_ok(
+                    "WebhookCreated",
+                    "The subscription, with its secret (shown only here).",
+                    "ETag",
+                    "Location",
+                    status="201",
+                ),
+                **_errors(400, 404, 413, 415, 422, 503),
+            },
+            params=[_WF],
+            body=_json_body("WebhookCreate"),
+            tag="webhooks",
+        ),
+        "get": _operation(
+            "A workflow's webhook subscriptions, newest first (never their secrets)",
+            {**_ok("WebhookList", "The subscriptions."), **_errors(404, 503)},
+            params=[_WF],
+            tag="webhooks",
+        ),
+    },
+    "/webhooks/{webhook_id}": {
+        "get": _operation(
+            "Read a webhook subscription (never its secret)",
+            {**_ok("Webhook", "The subscription.", "ETag"), **_errors(404, 503)},
+            params=[_WEBHOOK],
+            tag="webhooks",
+        ),
+        "patch": _operation(
+            "Change a subscription's url, events or enabled",
+            {**_ok("Webhook", "The changed subscription.", "ETag"), **_errors(400, 404, 412, 413, 415, 422, 503)},
+            params=[_WEBHOOK, _IF_MATCH],
+            body=_json_body("WebhookPatch"),
+            tag="webhooks",
+        ),
+        "delete": _operation(
+            "Delete a subscription and its delivery history",
+            {**_no_content("Deleted."), **_errors(404, 412, 503)},
+            params=[_WEBHOOK, _IF_MATCH],
+            tag="webhooks",
+        ),
+    },
+    "/webhooks/{webhook_id}/rotate-secret": {
+        "post": _operation(
+            "Give a subscription a new secret; the old one goes on signing beside it for 24 hours",
+            {**_ok("WebhookRotated", "The new secret (shown only here).", "ETag"), **_errors(404, 412, 503)},
+            params=[_WEBHOOK, _IF_MATCH],
+            tag="webhooks",
+        ),
+    },
+    "/webhooks/{webhook_id}/deliveries": {
+        "get": _operation(
+            "A subscription's deliveries, newest first, with every attempt (keyset pagination)",
+            {**_ok("DeliveryPage", "One page of deliveries."), **_errors(404, 422, 503)},
+            params=[_WEBHOOK],
+            query=schemas.PageQuerySchema,
+            tag="webhooks",
+        ),
+    },
+    "/deliveries/{delivery_id}/retry": {
+        "post": _operation(
+            "Send a delivery again now (it keeps its webhook-id)",
+            {**_ok("DeliveryRetried", "Due now.", status="202"), **_errors(404, 409, 503)},
+            params=[_DELIVERY],
+            tag="webhooks",
         ),
     },
     "/files": {

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from ..core import metrics
 from ..data import db
 from ..engine import runner
+from . import prefer, waits
 from .errors import Conflict, NotFound, Unprocessable, error_response
 from .http import (
     DEFAULT_PAGE_SIZE,
@@ -135,6 +136,57 @@ def _queued_response(run_id, replayed):
     return response
 
 
+def _outcome_reader(run_id):
+    """Return a function reading run ``run_id``'s outcome (get_run_outcome's row, None for an unknown run) with a
+    pooled connection it gives back at once: what a wait reads each time it is woken."""
+
+    def read():
+        with db.connection() as conn:
+            return db.one(conn, "get_run_outcome", run_id=run_id)
+
+    return read
+
+
+def _wait_for(run_id):
+    """Wait for run ``run_id`` as the request's ``Prefer: wait=N`` asks (capped at WAIT_MAX_S); return
+    ``(Wait, seconds)``, or ``(None, None)`` when the request asks for no wait it can be granted."""
+    seconds = waits.requested_seconds(request, current_app.config["WAIT_MAX_S"])
+    if seconds is None:
+        return None, None
+    wait = waits.of_app().wait(run_id, seconds, _outcome_reader(run_id), waits.client_gone_check(request.environ))
+    return wait, seconds
+
+
+def _applied_wait(response, wait, seconds):
+    """Mark ``response`` as varying on Prefer, and as having waited when ``wait`` did (RFC 7240 §3)."""
+    response.vary.add("Prefer")
+    if wait is not None and wait.waited:
+        response.headers[prefer.APPLIED_HEADER] = waits.applied(seconds)
+    return response
+
+
+def _queued_or_finished(run_id, *, replayed):
+    """Answer a queued run (or a repeat's): with ``Prefer: wait=N``, 200 with its outcome when it finished within
+    N seconds, else (and without it) the 202 of _queued_response."""
+    wait, seconds = _wait_for(run_id)
+    if wait is not None and wait.final:
+        row = wait.row
+        response = jsonify(
+            {
+                "run_id": row["id"],
+                "status": row["status"],
+                "final_output": row["final_output"],
+                "error_message": row["error_message"],
+            }
+        )
+        response.headers["Location"] = f"/runs/{run_id}"
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+    else:
+        response = _queued_response(run_id, replayed=replayed)
+    return _applied_wait(response, wait, seconds)
+
+
 @bp.post("/workflows/<workflow_id>/runs")
 def queue_run(workflow_id):
     """Queue a run of a workflow for a worker, on ``input_text`` (default "") and optionally a ``file_id``;
@@ -144,13 +196,18 @@ def queue_run(workflow_id):
     202 (with ``Idempotent-Replayed: true``) and queues nothing: the database's unique constraint on
     (workflow, key) decides between concurrent requests.
 
+    With ``Prefer: wait=N`` (capped at WAIT_MAX_S), it waits up to N seconds for the run (a repeat's: the run
+    it queued before) to finish: 200 ``{run_id, status, final_output, error_message}`` (also when it Failed or
+    was Cancelled) with ``Preference-Applied: wait=N``, else the 202 (with Preference-Applied when it waited).
+
     :raise 404: unknown workflow.
     :raise 422: an invalid body or key, or a key already used with a different body.
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    return _queued_response(*enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found"))
+    run_id, replayed = enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+    return _queued_or_finished(run_id, replayed=replayed)
 
 
 @bp.post("/runs/<run_id>/rerun")
@@ -330,9 +387,14 @@ def list_all_runs():
 def get_run(run_id):
     """Return ``{run: Run, steps: [Step]}``, steps in execution order.
 
+    With ``Prefer: wait=N`` (capped at WAIT_MAX_S), answers as soon as the run is final or N seconds passed,
+    with ``Preference-Applied: wait=N`` when it waited (not over WAIT_MAX_WAITERS). Answers carry ``Vary: Prefer``.
+
     :raise 404: unknown run.
     """
-    return query_json_response("get_run_json", "Run not found", run_id=parse_id(run_id, "Run"))
+    run_id = parse_id(run_id, "Run")
+    wait, seconds = _wait_for(run_id)
+    return _applied_wait(query_json_response("get_run_json", "Run not found", run_id=run_id), wait, seconds)
 
 
 @bp.get("/runs/<run_id>/events")

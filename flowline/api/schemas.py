@@ -6,11 +6,13 @@ keys its type does not know are kept, ignored when it runs and reported as warni
 ``Prefer: handling=strict``.
 """
 
+from urllib.parse import urlsplit
+
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from .. import nodes
 from ..core.fields import Text, not_blank, unstorable_reason
-from ..core.statuses import RUN_STATUSES
+from ..core.statuses import DELIVERY_STATUSES, FINISHED_STATUSES, RUN_STATUSES, WEBHOOK_EVENTS
 
 NODE_TYPES = nodes.NAMES
 
@@ -124,6 +126,58 @@ class NodeOrderSchema(Schema):
     """Body of ``PUT /workflows/{id}/nodes/order``: every node id of the workflow, once each, in the new order."""
 
     node_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=10_000))
+
+
+class WebhookUrl(fields.String):
+    """A webhook's URL: http or https, with a host, without a user:password part, at most 2000 characters."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not 1 <= len(value) <= 2000 or not value.isprintable() or any(ch.isspace() for ch in value):
+            raise ValidationError("Must be a URL of at most 2000 printable characters without spaces.")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in 0..65535
+        except ValueError:
+            raise ValidationError("Not a valid URL.") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError("Must be an http or https URL with a host, such as https://example.com/hook.")
+        if parts.username is not None or parts.password is not None:
+            raise ValidationError("Must not contain a user or password (user:password@).")
+        return value
+
+
+class WebhookEvents(fields.List):
+    """A subscription's events: at least one of WEBHOOK_EVENTS; duplicates are dropped, the order kept."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)), validate=validate.Length(min=1, max=10), **kwargs
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return list(dict.fromkeys(super()._deserialize(value, attr, data, **kwargs)))
+
+
+class WebhookCreateSchema(Schema):
+    """Body of ``POST /workflows/{id}/webhooks``: the receiver's URL and the events it wants (default: all)."""
+
+    url = WebhookUrl(required=True)
+    events = WebhookEvents(load_default=lambda: list(WEBHOOK_EVENTS))
+    enabled = fields.Boolean(load_default=True)
+
+
+class WebhookPatchSchema(Schema):
+    """Body of ``PATCH /webhooks/{id}``: any of url, events, enabled."""
+
+    url = WebhookUrl()
+    events = WebhookEvents()
+    enabled = fields.Boolean()
+
+    @validates_schema
+    def _something_to_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give url, events, enabled, or several.", field_name="_schema")
 
 
 class PageQuerySchema(Schema):
@@ -285,6 +339,16 @@ class RunQueuedSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["Pending"]})
 
 
+class RunFinishedSchema(Schema):
+    """Answer of ``POST /workflows/{id}/runs`` with ``Prefer: wait=N`` when the run finished within N seconds: the
+    202's body with the run's final status and outcome."""
+
+    run_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": list(FINISHED_STATUSES)})
+    final_output = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+
+
 class RunCancelledSchema(Schema):
     """Answer of ``POST /runs/{run_id}/cancel``: Cancelled (it was Pending), or Running with a ``note`` (it stops
     at its next node boundary)."""
@@ -340,6 +404,91 @@ class ReadinessSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["ready"]})
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     llm_provider = fields.String(required=True)
+
+
+class WebhookSchema(Schema):
+    """A webhook subscription (never its secret)."""
+
+    id = fields.UUID(required=True)
+    workflow_id = fields.UUID(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(metadata={"enum": list(WEBHOOK_EVENTS)}), required=True)
+    enabled = fields.Boolean(required=True)
+    disabled_reason = fields.String(
+        required=True, allow_none=True, metadata={"description": "why Flowline disabled it (a 410 Gone answer)"}
+    )
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(required=True, metadata={"description": "Bumped on every change (the ETag)."})
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    """Answer of ``POST /workflows/{id}/webhooks``: the subscription with its signing secret, shown only here."""
+
+    secret = fields.String(
+        required=True, metadata={"description": "whsec_ + base64 of 32 random bytes; never shown again"}
+    )
+
+
+class WebhookRotatedSchema(WebhookCreatedSchema):
+    """Answer of ``POST /webhooks/{id}/rotate-secret``: the new secret (shown only here); the old one goes on
+    signing beside it until ``previous_secret_expires_at``."""
+
+    previous_secret_expires_at = fields.DateTime(required=True)
+
+
+class WebhookListSchema(Schema):
+    """A workflow's subscriptions, newest first."""
+
+    webhooks = fields.List(fields.Nested(WebhookSchema), required=True)
+
+
+class DeliveryAttemptSchema(Schema):
+    """One attempt of a delivery, as its history records it."""
+
+    attempt = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    outcome = fields.String(
+        required=True, metadata={"enum": ["delivered", "retry", "dead", "gone", "disabled", "lost"]}
+    )
+    worker_id = fields.String(allow_none=True)
+    status_code = fields.Integer(allow_none=True)
+    latency_ms = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class DeliverySchema(Schema):
+    """One webhook delivery: a finished run's event for one subscription, with every attempt."""
+
+    id = fields.UUID(required=True, metadata={"description": "Also the webhook-id header, the same on every attempt."})
+    webhook_id = fields.UUID(required=True)
+    run_id = fields.UUID(required=True)
+    event_type = fields.String(required=True, metadata={"enum": list(WEBHOOK_EVENTS)})
+    status = fields.String(required=True, metadata={"enum": list(DELIVERY_STATUSES)})
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_latency_ms = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    next_attempt_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "null once Delivered or Dead"}
+    )
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+    history = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
+
+
+class DeliveryPageSchema(Schema):
+    """One page of a subscription's deliveries, newest first."""
+
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True, metadata={"description": "null on the last page"})
+
+
+class DeliveryRetriedSchema(Schema):
+    """Answer of ``POST /deliveries/{id}/retry``: the delivery is due now."""
+
+    delivery_id = fields.UUID(required=True)
+    status = fields.String(required=True, metadata={"enum": ["Pending"]})
 
 
 class ErrorSchema(Schema):

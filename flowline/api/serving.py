@@ -127,7 +127,19 @@ def error_bytes(status, reason, detail, request_id):
 
 
 class JsonErrorThreadWorker(ThreadWorker):
-    """gunicorn's gthread worker, answering what its HTTP parser refuses in Flowline's JSON error shape."""
+    """gunicorn's gthread worker, answering what its HTTP parser refuses in Flowline's JSON error shape, and
+    ending the requests that wait for a run (Prefer: wait=N) as soon as it is told to stop (SIGTERM)."""
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        # gunicorn lets requests in progress finish within graceful_timeout: a wait answers now instead. Imported
+        # here, not at the top: gunicorn's master imports this module before it sets PROMETHEUS_MULTIPROC_DIR, and
+        # the metrics module (which waits imports) must first be imported after that, in the workers.
+        from . import waits
+
+        extensions = getattr(getattr(self, "wsgi", None), "extensions", None)  # None: the app is not loaded
+        if extensions is not None:
+            extensions[waits.EXTENSION].stop()
 
     def handle_error(self, req, client, addr, exc):
         started = datetime.now()

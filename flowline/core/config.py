@@ -170,12 +170,52 @@ def _llm_model(env):
     return model or DEFAULT_LLM_MODEL
 
 
+def _gunicorn_threads(env):
+    """Return GUNICORN_THREADS as gunicorn.conf.py reads it (default 2), for the defaults that follow it."""
+    return _int(env, "GUNICORN_THREADS", 2, minimum=1)
+
+
+# Waits in seconds before each retry of a webhook delivery, doubling from 5 s, then 8 h twice: 11 attempts over
+# about 23.7 hours.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE_S = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+
+
+def _retry_schedule(env):
+    """Return WEBHOOK_RETRY_SCHEDULE_S as a tuple of seconds (comma-separated; at least one, each at least 0)."""
+    raw = env.get("WEBHOOK_RETRY_SCHEDULE_S", "").strip()
+    if raw == "":
+        return DEFAULT_WEBHOOK_RETRY_SCHEDULE_S
+    try:
+        schedule = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        schedule = ()
+    if not schedule or not all(0 <= wait <= 7 * 86400 for wait in schedule):
+        raise ConfigError(
+            "WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds between 0 and 604800, such as 5,30,120, "
+            f"got {raw!r}"
+        )
+    return schedule
+
+
+def _webhook_timing(env):
+    """Return (WEBHOOK_TIMEOUT_S, WEBHOOK_LEASE_S): an attempt must end well within its lease."""
+    timeout = _float(env, "WEBHOOK_TIMEOUT_S", 10.0, minimum=0.1)
+    lease = _float(env, "WEBHOOK_LEASE_S", 30.0, minimum=1.0)
+    if lease < timeout + 1:
+        raise ConfigError(
+            f"WEBHOOK_LEASE_S ({lease:g}) must be at least WEBHOOK_TIMEOUT_S + 1 ({timeout + 1:g}): another worker "
+            "would send a delivery again while its attempt is still running"
+        )
+    return timeout, lease
+
+
 def from_env(env=None):
     """Return Flowline's settings as a dict of Flask config keys, read from ``env`` (default: os.environ).
 
     :raise ConfigError: when a value cannot be used.
     """
     env = os.environ if env is None else env
+    webhook_timeout_s, webhook_lease_s = _webhook_timing(env)
     return {
         "DATABASE_URL": env.get("DATABASE_URL", ""),
         "DB_POOL_MIN_SIZE": _int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
@@ -197,6 +237,19 @@ def from_env(env=None):
         "WORKER_DRAIN_TIMEOUT_S": _float(env, "WORKER_DRAIN_TIMEOUT_S", 60.0, minimum=0.0),
         # The port of a worker's own Prometheus endpoint (its run and step metrics); 0: not served.
         "WORKER_METRICS_PORT": _port(env, "WORKER_METRICS_PORT", 0),
+        # Prefer: wait=N (GET /runs/{id}, POST /workflows/{id}/runs): the longest wait granted, and the requests
+        # each gunicorn worker process lets wait at once (each holds one of its GUNICORN_THREADS, no connection);
+        # by default all threads but one, so a process always has a thread for other requests.
+        "WAIT_MAX_S": _int(env, "WAIT_MAX_S", 30, minimum=0),
+        "WAIT_MAX_WAITERS": _int(env, "WAIT_MAX_WAITERS", _gunicorn_threads(env) - 1, minimum=0),
+        # Webhook deliveries (flowline/worker/webhooks.py): delivery threads per worker (0: this worker delivers
+        # none), the bound of one attempt, its lease, the waits before each retry, and whether private addresses
+        # (loopback, RFC 1918, link-local...) may be delivered to.
+        "WEBHOOK_CONCURRENCY": _int(env, "WEBHOOK_CONCURRENCY", 2, minimum=0),
+        "WEBHOOK_TIMEOUT_S": webhook_timeout_s,
+        "WEBHOOK_LEASE_S": webhook_lease_s,
+        "WEBHOOK_RETRY_SCHEDULE_S": _retry_schedule(env),
+        "WEBHOOK_ALLOW_PRIVATE": _flag(env, "WEBHOOK_ALLOW_PRIVATE", False),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
         # POST /files extracts a PDF's text in a child process: killed past this many seconds (422), and given

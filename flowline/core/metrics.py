@@ -17,10 +17,15 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
     runs whose lease it swept). A counter, not a table count: it costs nothing with millions of rows.
   - ``flowline_runs_requeued_total{reason}``: attempts that went back to the queue (``retry``: a retryable
     failure; ``lease_expired``: its holder stopped renewing the lease and a sweep took it back).
+  - ``flowline_waiters`` and ``flowline_waits_total{outcome}``: requests waiting now for their run to finish
+    (``Prefer: wait=N``, flowline/api/waits.py), and how each wait ended (finished, timed_out, over_cap,
+    disconnected, stopping, error).
   - ``flowline_run_duration_seconds{mode,status}``: one attempt of a run in this process, from its first node to
     its outcome written (``status`` Pending: re-queued for another attempt).
   - ``flowline_step_duration_seconds{node_type,status}``: one node's execution (the node's own work: an LLM call,
     a formatter), by node type.
+  - ``flowline_webhook_deliveries_total{outcome}`` and ``flowline_webhook_delivery_duration_seconds{outcome}``:
+    webhook delivery attempts, counted and timed by the worker that made them.
   - Worker processes only: ``flowline_worker_heartbeat_timestamp_seconds{worker_id}``,
     ``flowline_worker_runs_in_progress{worker_id}`` and ``flowline_worker_threads{worker_id}``.
 
@@ -34,6 +39,9 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
   - ``flowline_queue_depth``: Pending runs a worker may claim now (not waiting out a retry backoff); capped.
   - ``flowline_queue_oldest_pending_age_seconds``: how long the oldest claimable run has waited since it became
     claimable (0 when none waits): the first sign that workers do not keep up, or that none is running.
+  - ``flowline_webhook_outbox_depth``, ``flowline_webhook_outbox_oldest_age_seconds`` and
+    ``flowline_webhook_deliveries_dead``: webhook deliveries still to make, how long the oldest due one has
+    waited, and the Dead ones not yet pruned, read through the outbox's partial indexes (capped).
   - ``flowline_worker_last_heartbeat_timestamp_seconds{worker_id}``: each worker's last heartbeat as recorded in
     the ``workers`` table (workers heard from in the last ``WORKER_SHOWN_FOR_S``, clean stops excluded), and
     ``flowline_workers_alive``: how many beat within the last RUN_LEASE_SECONDS. They cover workers on any host,
@@ -138,6 +146,35 @@ STEP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+WAITERS = Gauge(
+    "flowline_waiters",
+    "Requests waiting for their run to finish (Prefer: wait=N) now.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+WAITS = Counter(
+    "flowline_waits",
+    "Requests that asked to wait for their run (Prefer: wait=N), by outcome: finished (the run was or became "
+    "final, or does not exist), timed_out, over_cap (WAIT_MAX_WAITERS already waited: answered at once), "
+    "disconnected (the client left), stopping (the process got SIGTERM) or error (reading the run failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "flowline_webhook_deliveries",
+    "Webhook delivery attempts by outcome: delivered (2xx), retry (anything else; retried later), dead (the "
+    "last attempt failed), gone (410: the subscription was disabled), disabled (not sent: the subscription is off).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DURATION = Histogram(
+    "flowline_webhook_delivery_duration_seconds",
+    "One webhook delivery attempt that was sent, from resolving the host to the answer read, by outcome.",
+    ["outcome"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
+
 WORKER_HEARTBEAT = Gauge(
     "flowline_worker_heartbeat_timestamp_seconds",
     "When this worker last renewed its leases and recorded its heartbeat (Unix time).",
@@ -201,9 +238,28 @@ def run_swept(mode, status):
         RUNS_FINISHED.labels(mode, status).inc()
 
 
+def wait_started():
+    """Count one request starting to wait for its run."""
+    WAITERS.inc()
+
+
+def wait_ended(outcome, waited=True):
+    """Count one wait's ``outcome``; ``waited``: it had started (wait_started), so it stops being counted as waiting."""
+    if waited:
+        WAITERS.dec()
+    WAITS.labels(outcome).inc()
+
+
 def step_finished(node_type, known, status, seconds):
     """Observe one node's execution; an unknown node type (a row written by a newer release) counts as unknown."""
     STEP_DURATION.labels(node_type if known else "unknown", status).observe(seconds)
+
+
+def webhook_attempt(outcome, seconds):
+    """Count one webhook delivery attempt's outcome and time it (``seconds`` None: nothing was sent)."""
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if seconds is not None:
+        WEBHOOK_DURATION.labels(outcome).observe(seconds)
 
 
 def worker_heartbeat(worker_id, runs_in_progress, threads):

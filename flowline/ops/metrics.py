@@ -85,7 +85,12 @@ class DatabaseCollector:
                     )
             except psycopg.errors.UndefinedTable:
                 workers = None  # the workers table's migration is pending: /readyz says so
-        return queue, workers
+            try:
+                with conn.transaction():
+                    outbox = db.one(conn, "get_webhook_outbox_stats", count_cap=COUNT_CAP)
+            except psycopg.errors.UndefinedTable:
+                outbox = None  # the webhooks migration is pending
+        return queue, workers, outbox
 
     def collect(self):
         up = GaugeMetricFamily(
@@ -94,7 +99,7 @@ class DatabaseCollector:
             "0 when the database is unreachable or no pooled connection was free in time.",
         )
         try:
-            queue, workers = self._read()
+            queue, workers, outbox = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
             up.add_metric([], 0)
@@ -121,6 +126,23 @@ class DatabaseCollector:
             "How long the oldest claimable Pending run has waited since it became claimable (0: none waits).",
             value=float(queue["oldest_claimable_age_s"] or 0),
         )
+        if outbox is not None:
+            yield GaugeMetricFamily(
+                "flowline_webhook_outbox_depth",
+                f"Webhook deliveries still to make (Pending, or Delivering under a lease), at most {COUNT_CAP}.",
+                value=outbox["outbox"],
+            )
+            yield GaugeMetricFamily(
+                "flowline_webhook_outbox_oldest_age_seconds",
+                "How long the oldest due webhook delivery has waited since it became due (0: none waits).",
+                value=float(outbox["oldest_due_age_s"] or 0),
+            )
+            yield GaugeMetricFamily(
+                "flowline_webhook_deliveries_dead",
+                f"Webhook deliveries that are Dead (no attempt left, or 410 Gone) and not yet pruned, at most "
+                f"{COUNT_CAP}; POST /deliveries/{{id}}/retry sends one again.",
+                value=outbox["dead"],
+            )
         if workers is None:
             return
         heartbeats = GaugeMetricFamily(

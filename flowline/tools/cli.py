@@ -107,6 +107,12 @@ def export_command(workflow_ids, with_runs, output):
                     os.unlink(handle.name)
             where = output
     click.echo(f"exported {_summary(result.counts)} to {where}", err=True)
+    # Their secrets must not leave the database, and a copy elsewhere would deliver the same events twice.
+    click.echo(
+        "note: webhook subscriptions (and their secrets and delivery history) are not exported: subscribe again "
+        "where you import (POST /workflows/{id}/webhooks)",
+        err=True,
+    )
     if result.file_references:
         click.echo(
             f"note: {plural(result.file_references, 'node')} in the export name an uploaded "

@@ -1,7 +1,9 @@
 """Retention: ``flask --app app prune-runs --older-than 30d [--status Succeeded ...] [--dry-run]``.
 
 Deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that finished
-before a cutoff, with their steps and events (ON DELETE CASCADE). It deletes in batches, each its own short
+before a cutoff, with their steps, events and webhook deliveries (ON DELETE CASCADE), and, whatever ``--status``
+says, the webhook deliveries that became Delivered or Dead before the same cutoff (never Pending or Delivering
+ones, which are the outbox). It deletes in batches, each its own short
 transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking runs_finished_idx oldest
 first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a prune stopped half-way
 (Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
@@ -83,6 +85,19 @@ def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DE
     return cutoff, {status: _walk(conn, status, cutoff, batch_size, dry_run=dry_run) for status in statuses}
 
 
+def prune_deliveries(conn, cutoff, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=False):
+    """Delete (or count) the Delivered and Dead webhook deliveries that finished before ``cutoff``, batch by
+    batch on the autocommit connection ``conn``; return how many."""
+    if dry_run:
+        return db.one(conn, "count_prunable_webhook_deliveries", cutoff=cutoff)["deliveries"]
+    total = 0
+    while True:
+        deleted = db.one(conn, "prune_webhook_deliveries_batch", cutoff=cutoff, batch_size=batch_size)["deliveries"]
+        if not deleted:
+            return total
+        total += deleted
+
+
 @click.command("prune-runs")
 @click.option(
     "--older-than",
@@ -109,10 +124,12 @@ def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DE
 )
 @with_appcontext
 def prune_runs_command(older_than, statuses, dry_run, batch_size):
-    """Delete finished runs (with their steps and events) older than a duration, in small batches."""
+    """Delete finished runs (with their steps and events) older than a duration, in small batches, and the webhook
+    deliveries delivered or dead before the same cutoff."""
     statuses = tuple(dict.fromkeys(statuses)) or FINISHED_STATUSES
     with command_connection("flowline-prune") as conn:
         cutoff, results = prune(conn, older_than, statuses, batch_size=batch_size, dry_run=dry_run)
+        deliveries = prune_deliveries(conn, cutoff, batch_size=batch_size, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     total = {key: sum(r[key] for r in results.values()) for key in ("runs", "steps", "events", "batches")}
     for status, r in [*results.items(), ("total", total)]:
@@ -120,6 +137,9 @@ def prune_runs_command(older_than, statuses, dry_run, batch_size):
             f"{status}: {verb} {plural(r['runs'], 'run')}, {plural(r['steps'], 'step')}, "
             f"{plural(r['events'], 'event')} in {plural(r['batches'], 'batch', 'batches')}"
         )
+    click.echo(
+        f"webhook deliveries: {verb} {plural(deliveries, 'delivery', 'deliveries')} delivered or dead before the cutoff"
+    )
     click.echo(f"cutoff: runs that finished before {cutoff.isoformat()}")
     if dry_run:
         click.echo("dry run: nothing was deleted")

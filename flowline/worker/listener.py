@@ -1,7 +1,8 @@
-"""The LISTEN thread: wakes a run thread for each notification of a queued run.
+"""The LISTEN thread: wakes a run thread for each notification of a queued run, and a webhook delivery thread for
+each notification of a delivery to make (flowline/worker/webhooks.py).
 
 The enqueuing statement sends ``NOTIFY flowline_runs`` (delivered on commit); it arrives on a connection of this
-thread's own, not a pooled one. On every (re)connect the run threads look at the queue once, since a notification
+thread's own, not a pooled one. On every (re)connect the run threads look at the queue once (and the delivery threads at the outbox), since a notification
 sent while the connection was down is lost; polling every WORKER_POLL_INTERVAL_S covers the rest.
 """
 
@@ -15,6 +16,8 @@ from ..core import logs
 log = logging.getLogger("flowline.worker")
 
 CHANNEL = "flowline_runs"
+# Sent on commit by the trigger that writes webhook deliveries (migration 0009) and by a manual retry.
+WEBHOOK_CHANNEL = "flowline_webhooks"
 # Longest wait before reconnecting to a database that went away (here and in the run threads).
 RECONNECT_CAP_S = 5.0
 
@@ -29,11 +32,16 @@ def listen(worker):
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {WEBHOOK_CHANNEL}")
                 delay = 0.1
                 worker.wake(worker.concurrency)
+                worker.deliveries.wake_all()
                 while not worker.stopping.is_set():
-                    for _ in conn.notifies(timeout=0.5, stop_after=1):
-                        worker.wake()
+                    for notify in conn.notifies(timeout=0.5, stop_after=1):
+                        if notify.channel == WEBHOOK_CHANNEL:
+                            worker.deliveries.wake()
+                        else:
+                            worker.wake()
         except psycopg.Error as exc:
             if worker.stopping.is_set():
                 return

@@ -17,12 +17,14 @@ from ..engine import providers, runner
 from ..ops.metrics import serve_worker_metrics
 from . import heartbeat, lease_renewal, sweep
 from .listener import RECONNECT_CAP_S, listen
+from .webhooks import Deliveries
 
 log = logging.getLogger("flowline.worker")
 
 
 class Worker:
-    """One worker process: ``concurrency`` run threads, a LISTEN thread and a maintenance thread."""
+    """One worker process: ``concurrency`` run threads, WEBHOOK_CONCURRENCY webhook delivery threads, a LISTEN
+    thread and a maintenance thread."""
 
     def __init__(self, config, *, concurrency=None):
         self.config = config
@@ -34,11 +36,16 @@ class Worker:
         # No fail-fast (db.FAIL_FAST_S): no client waits on a worker, and a run's next write that waits out a short
         # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
         # to its lease (RUN_LEASE_SECONDS) and a retry.
+        # A connection for each run thread, each delivery thread (held only to claim and record, never while
+        # sending) and the maintenance thread.
         self.pool = db.create_pool(
-            {**config, "DB_POOL_MAX_SIZE": self.concurrency + 1}, "flowline-worker", fail_fast_s=0
+            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 1},
+            "flowline-worker",
+            fail_fast_s=0,
         )
         self.provider = providers.from_config(config)
         self.stopping = threading.Event()
+        self.deliveries = Deliveries(self)
         self._wakeup = threading.Condition()
         self._signals = 0
         # Runs in progress in this process, by id: the maintenance thread renews their leases.
@@ -204,9 +211,11 @@ class Worker:
                 return 2
         db.open_pool(self.pool)
         log.info(
-            "worker %s: %d thread(s), lease %d s, polling every %g s, database %s, metrics %s",
+            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, database %s, "
+            "metrics %s",
             self.id,
             self.concurrency,
+            self.deliveries.concurrency,
             self.lease_seconds,
             self.config["WORKER_POLL_INTERVAL_S"],
             settings.mask_url(self.config["DATABASE_URL"]),
@@ -216,10 +225,11 @@ class Worker:
             threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
             threading.Thread(target=self._maintain, name="maintain", daemon=True),
         ]
+        # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S.
         runners = [
             threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
             for i in range(1, self.concurrency + 1)
-        ]
+        ] + self.deliveries.threads()
         for thread in helpers + runners:
             thread.start()
         self.stopping.wait()
@@ -245,6 +255,7 @@ class Worker:
         self.stopping.set()
         with self._wakeup:
             self._wakeup.notify_all()
+        self.deliveries.wake_all()
 
     def close(self):
         try:

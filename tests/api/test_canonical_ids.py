@@ -29,8 +29,16 @@ ROUTES = [
     ("get", "/runs/{run}", None, 200, "run"),
     ("get", "/runs/{run}/events", None, 200, "run"),
     ("get", "/files/{file}", None, 200, "file"),
+    ("post", "/workflows/{workflow}/webhooks", {"url": "https://h.example/"}, 201, "workflow"),
+    ("get", "/workflows/{workflow}/webhooks", None, 200, "workflow"),
+    ("get", "/webhooks/{webhook}", None, 200, "webhook"),
+    ("patch", "/webhooks/{webhook}", {"events": ["run.failed"]}, 200, "webhook"),
+    ("post", "/webhooks/{webhook}/rotate-secret", None, 200, "webhook"),
+    ("get", "/webhooks/{webhook}/deliveries", None, 200, "webhook"),
+    ("post", "/deliveries/{delivery}/retry", None, 202, "delivery"),
     ("delete", "/workflows/{workflow}/nodes/{node}", None, 204, "node"),
     ("delete", "/files/{file}", None, 204, "file"),
+    ("delete", "/webhooks/{webhook}", None, 204, "webhook"),
     ("delete", "/workflows/{workflow}", None, 204, "workflow"),
 ]
 
@@ -40,8 +48,17 @@ def ids(client, workflow, upload):
     file_id = upload(make_pdf("one url")).json["file_id"]
     workflow_id = workflow([("formatter", {})])
     node_id = client.get(f"/workflows/{workflow_id}").json["nodes"][0]["id"]
+    webhook_id = client.post(f"/workflows/{workflow_id}/webhooks", json={"url": "https://h.example/"}).json["id"]
     run_id = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "x"}).json["run_id"]
-    return {"workflow": workflow_id, "node": node_id, "run": run_id, "file": file_id}
+    [delivery] = client.get(f"/webhooks/{webhook_id}/deliveries").json["deliveries"]
+    return {
+        "workflow": workflow_id,
+        "node": node_id,
+        "run": run_id,
+        "file": file_id,
+        "webhook": webhook_id,
+        "delivery": delivery["id"],
+    }
 
 
 def call(client, ids, method, template, body, **spelt):

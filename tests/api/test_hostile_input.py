@@ -51,6 +51,7 @@ HOSTILE = {
     "long-201": "y" * 201,
     "huge": ("'; DROP TABLE runs; -- \u00fc\U0001f600\u202e " * 4000)[:100_000],
 }
+HOOK = "https://hooks.example.com/flowline"
 # What PostgreSQL text cannot hold (NUL) or UTF-8 cannot encode (a lone surrogate): always refused, never a 500.
 UNSTORABLE = {"nul", "lone-surrogate"}
 EXPECTED_TABLES = {"workflows", "nodes", "runs", "run_steps", "run_events", "files"}
@@ -119,13 +120,17 @@ def world(client, workflow):
         data={"file": (io.BytesIO(make_pdf("hostile")), "h.pdf", "application/pdf")},
         content_type="multipart/form-data",
     ).json["file_id"]
+    webhook_id = client.post(f"/workflows/{workflow_id}/webhooks", json={"url": HOOK}).json["id"]
     run_id = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "seed"}).json["run_id"]
+    [delivery] = client.get(f"/webhooks/{webhook_id}/deliveries").json["deliveries"]
     return {
         "workflow_id": workflow_id,
         "node_id": nodes[1]["id"],
         "formatter_id": nodes[0]["id"],
         "file_id": file_id,
         "run_id": run_id,
+        "webhook_id": webhook_id,
+        "delivery_id": delivery["id"],
     }
 
 
@@ -310,7 +315,50 @@ def _check_upload(client, world, sql, value):
     assert _status_ok(_send(client, "POST", "/files", {"file": value}), stored_ok=False) == 415
 
 
+def _check_webhook_create(client, world, sql, value):
+    stored = False
+    path = f"/workflows/{world['workflow_id']}/webhooks"
+    for body in (
+        {"url": value},
+        {"url": HOOK + "/" + value},
+        {"url": HOOK, "events": [value]},
+        {"url": HOOK, value: 1},
+    ):
+        response = _send(client, "POST", path, body)
+        if _status_ok(response) == 201:
+            assert client.get(f"/webhooks/{response.json['id']}").json["url"] == body["url"]
+            stored = True
+    return stored
+
+
+def _check_webhook_patch(client, world, sql, value):
+    stored = False
+    path = f"/webhooks/{world['webhook_id']}"
+    for body in ({"url": value}, {"url": HOOK + "?q=" + value}, {"events": [value]}, {"enabled": value}, {value: 1}):
+        response = _send(client, "PATCH", path, body)
+        if _status_ok(response) == 200:
+            assert client.get(path).json["url"] == body["url"]
+            stored = True
+    return stored
+
+
+def _check_rotate_secret(client, world, sql, value):
+    # Takes no body: whatever is sent is ignored.
+    response = _send(client, "POST", f"/webhooks/{world['webhook_id']}/rotate-secret", {"secret": value})
+    assert _status_ok(response) == 200 and response.json["secret"] != value
+
+
+def _check_delivery_retry(client, world, sql, value):
+    # Takes no body: whatever is sent is ignored; the seeded delivery is due again.
+    response = _send(client, "POST", f"/deliveries/{world['delivery_id']}/retry", {"status": value})
+    assert _status_ok(response) == 202
+
+
 BODY_CHECKS = {
+    ("POST", "/workflows/<workflow_id>/webhooks"): _check_webhook_create,
+    ("PATCH", "/webhooks/<webhook_id>"): _check_webhook_patch,
+    ("POST", "/webhooks/<webhook_id>/rotate-secret"): _check_rotate_secret,
+    ("POST", "/deliveries/<delivery_id>/retry"): _check_delivery_retry,
     ("POST", "/workflows"): _check_workflow_create,
     ("PATCH", "/workflows/<workflow_id>"): _check_workflow_rename,
     ("POST", "/workflows/<workflow_id>/nodes"): _check_node_create,

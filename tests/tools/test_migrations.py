@@ -35,6 +35,11 @@ SNAPSHOT_QUERIES = {
         FROM pg_proc
         WHERE pronamespace = 'public'::regnamespace
         ORDER BY 1""",
+    "triggers": """
+        SELECT tgrelid::regclass::text AS table_name, tgname, pg_get_triggerdef(oid) AS definition
+        FROM pg_trigger
+        WHERE NOT tgisinternal
+        ORDER BY 1, 2""",
     # Per-table storage settings (autovacuum, fillfactor): a rollback must reset what its migration set.
     "reloptions": """
         SELECT relname, reloptions::text
@@ -61,11 +66,25 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "run_events",
         "files",
         "workers",
+        "webhooks",
+        "webhook_deliveries",
     }
-    assert [row[0] for row in applied["functions"]] == ["save_run_steps"]
+    assert [row[0] for row in applied["functions"]] == [
+        "notify_run_finished",
+        "queue_webhook_deliveries",
+        "save_run_steps",
+    ]
+    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished", "runs_queue_webhook_deliveries"]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
-    assert _snapshot(url) == {"columns": [], "constraints": [], "indexes": [], "functions": [], "reloptions": []}
+    assert _snapshot(url) == {
+        "columns": [],
+        "constraints": [],
+        "indexes": [],
+        "functions": [],
+        "triggers": [],
+        "reloptions": [],
+    }
 
     migrations.apply(url)
     assert _snapshot(url) == applied

@@ -168,6 +168,7 @@ def test_export_to_a_file_is_complete_or_absent(database_url, seeded, tmp_path):
     result = flask(database_url, "export", "--with-runs", "--output", str(output))
     assert result.returncode == 0 and result.stdout == b"", _err(result)
     assert "exported 3 workflows, 6 nodes, 5 runs, 10 steps, 10 events to" in _err(result)
+    assert "webhook subscriptions (and their secrets and delivery history) are not exported" in _err(result)
     assert json.loads(output.read_text())["counts"]["workflows"] == 3
     assert output.stat().st_mode & 0o777 == 0o600, "run history holds users' inputs: readable by its owner only"
 

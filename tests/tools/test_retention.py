@@ -276,3 +276,26 @@ def test_migration_0005_tunes_the_churn_tables_and_its_rollback_resets_them(make
 def test_pruning_history_keeps_the_workflow(database_url, sql, history):
     assert prune_runs(database_url, "--older-than", "1h").returncode == 0
     assert sql.execute("SELECT count(*) AS n FROM workflows").fetchone()["n"] == 1
+
+
+def test_prune_deletes_old_delivered_and_dead_webhook_deliveries_never_the_outbox(database_url, sql, history):
+    run_id = history["new Succeeded"][0]
+    webhook_id = sql.execute(
+        """INSERT INTO webhooks (workflow_id, url, events, secret)
+           SELECT workflow_id, 'https://h.example/', ARRAY['run.succeeded'], 'whsec_x' FROM runs WHERE id = %s
+           RETURNING id""",
+        (run_id,),
+    ).fetchone()["id"]
+    for status, age_days in [("Delivered", 40), ("Dead", 40), ("Delivered", 1), ("Pending", 40), ("Dead", 1)]:
+        sql.execute(
+            """INSERT INTO webhook_deliveries (webhook_id, run_id, event_type, status, created_at, finished_at)
+               VALUES (%(w)s, %(r)s, 'run.succeeded', %(s)s, now() - make_interval(days => %(d)s),
+                       CASE WHEN %(s)s <> 'Pending' THEN now() - make_interval(days => %(d)s) END)""",
+            {"w": webhook_id, "r": run_id, "s": status, "d": age_days},
+        )
+    dry = prune_runs(database_url, "--older-than", "30d", "--dry-run")
+    assert dry.returncode == 0 and "webhook deliveries: would delete 2 deliveries" in dry.stdout, dry.stdout
+    result = prune_runs(database_url, "--older-than", "30d", "--batch-size", "1")
+    assert result.returncode == 0 and "webhook deliveries: deleted 2 deliveries" in result.stdout, result.stdout
+    left = sql.execute("SELECT status, finished_at IS NULL AS open FROM webhook_deliveries ORDER BY 1").fetchall()
+    assert [(r["status"], r["open"]) for r in left] == [("Dead", False), ("Delivered", False), ("Pending", True)]

@@ -70,11 +70,23 @@ def test_a_cors_origin_that_is_not_an_origin_is_refused_at_start(value):
         ({"PDF_EXTRACT_TIMEOUT_S": "0"}, "PDF_EXTRACT_TIMEOUT_S must be at least 0.1, got 0.0"),
         ({"PDF_EXTRACT_MEMORY_MB": "32"}, "PDF_EXTRACT_MEMORY_MB must be at least 64, got 32"),
         ({"PDF_EXTRACT_CONCURRENCY": "0"}, "PDF_EXTRACT_CONCURRENCY must be at least 1, got 0"),
+        ({"WEBHOOK_RETRY_SCHEDULE_S": "5,soon"}, "WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds"),
+        ({"WEBHOOK_RETRY_SCHEDULE_S": "5,-1"}, "WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds"),
+        ({"WEBHOOK_RETRY_SCHEDULE_S": "5,nan"}, "WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds"),
+        ({"WEBHOOK_TIMEOUT_S": "10", "WEBHOOK_LEASE_S": "10"}, r"WEBHOOK_LEASE_S \(10\) must be at least"),
+        ({"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE must be 1 or 0"),
     ],
 )
 def test_unusable_values_are_refused_with_a_clear_message(env, message):
     with pytest.raises(config.ConfigError, match=message):
         config.from_env(env)
+
+
+def test_the_webhook_retry_schedule_is_read_as_seconds_and_its_default_spans_about_a_day():
+    assert config.from_env({"WEBHOOK_RETRY_SCHEDULE_S": "0.5, 1,2"})["WEBHOOK_RETRY_SCHEDULE_S"] == (0.5, 1.0, 2.0)
+    default = config.from_env({})["WEBHOOK_RETRY_SCHEDULE_S"]
+    assert len(default) + 1 == 11 and 22 * 3600 < sum(default) < 26 * 3600
+    assert list(default) == sorted(default), "the waits never shrink"
 
 
 def test_connections_get_the_statement_timeout_and_utc():

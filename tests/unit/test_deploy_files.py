@@ -40,6 +40,8 @@ API_ONLY = {
     "PDF_EXTRACT_TIMEOUT_S",
     "PDF_EXTRACT_MEMORY_MB",
     "PDF_EXTRACT_CONCURRENCY",
+    "WAIT_MAX_S",
+    "WAIT_MAX_WAITERS",
 }
 WORKER_ONLY = {
     "RUN_RETRY_BACKOFF_S",
@@ -48,6 +50,11 @@ WORKER_ONLY = {
     "WORKER_POLL_INTERVAL_S",
     "WORKER_DRAIN_TIMEOUT_S",
     "WORKER_METRICS_PORT",
+    "WEBHOOK_CONCURRENCY",
+    "WEBHOOK_TIMEOUT_S",
+    "WEBHOOK_LEASE_S",
+    "WEBHOOK_RETRY_SCHEDULE_S",
+    "WEBHOOK_ALLOW_PRIVATE",
 }
 # Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines
 # for a collector there, readable text on a terminal.

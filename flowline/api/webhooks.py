@@ -1,0 +1,222 @@
+"""Webhooks: a workflow's subscriptions to its runs' final statuses (create, list, read, change, delete, rotate
+the signing secret), a subscription's delivery history, and sending a delivery again.
+
+A subscription's secret is answered once, when it is created (or rotated), and never again: not in a read, a
+list, a log line, a metric or an export. The deliveries themselves are written by the database (the trigger of
+migration 0009) and sent by the workers (flowline/worker/webhooks.py).
+"""
+
+from flask import Blueprint, jsonify
+from psycopg.errors import ForeignKeyViolation
+
+from ..core.webhook_signing import new_secret
+from ..data import db
+from .errors import Conflict, NotFound
+from .http import (
+    DEFAULT_PAGE_SIZE,
+    decode_cursor,
+    etag,
+    expected_versions,
+    load_json,
+    load_query,
+    page_response,
+    parse_id,
+    precondition_failed,
+)
+from .schemas import PageQuerySchema, WebhookCreateSchema, WebhookPatchSchema
+
+bp = Blueprint("webhooks", __name__)
+
+_create_schema = WebhookCreateSchema()
+_patch_schema = WebhookPatchSchema()
+_page_schema = PageQuerySchema()
+
+# How long a rotated-out secret goes on signing beside the new one: receivers have a day to switch.
+ROTATION_OVERLAP_S = 24 * 3600
+
+
+def _webhook_response(row, status=200, **extra):
+    response = jsonify({**row, **extra})
+    response.status_code = status
+    response.headers["ETag"] = etag(row["version"])
+    return response
+
+
+def _write_refused(conn, webhook_id):
+    """Return the error for a conditional write to ``webhook_id`` that changed nothing: 404 or 412."""
+    row = db.one(conn, "get_webhook", webhook_id=webhook_id)
+    return NotFound("Webhook not found") if row is None else precondition_failed(row["version"])
+
+
+@bp.post("/workflows/<workflow_id>/webhooks")
+def create_webhook(workflow_id):
+    """Subscribe ``url`` to a workflow's ``events`` (default: all three); 201 with the subscription and its
+    ``secret``, the only time it is shown.
+
+    :raise 404: unknown workflow.
+    :raise 422: a URL that is not http(s), has no host or has a user:password part; an unknown event.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    data = load_json(_create_schema)
+    secret = new_secret()
+    try:
+        with db.connection() as conn:
+            row = db.one(
+                conn,
+                "create_webhook",
+                workflow_id=workflow_id,
+                url=data["url"],
+                events=data["events"],
+                enabled=data["enabled"],
+                secret=secret,
+            )
+    except ForeignKeyViolation:
+        row = None  # the workflow was deleted meanwhile
+    if row is None:
+        raise NotFound("Workflow not found")
+    response = _webhook_response(row, 201, secret=secret)
+    response.headers["Location"] = f"/webhooks/{row['id']}"
+    return response
+
+
+@bp.get("/workflows/<workflow_id>/webhooks")
+def list_webhooks(workflow_id):
+    """Return ``{webhooks: [...]}``, a workflow's subscriptions, newest first (without their secrets).
+
+    :raise 404: unknown workflow.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    with db.connection() as conn:
+        rows = db.many(conn, "list_workflow_webhooks", workflow_id=workflow_id)
+        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
+            raise NotFound("Workflow not found")
+    return jsonify({"webhooks": rows})
+
+
+@bp.get("/webhooks/<webhook_id>")
+def get_webhook(webhook_id):
+    """Return one subscription (without its secret), with its version as ``ETag``.
+
+    :raise 404: unknown subscription.
+    """
+    with db.connection() as conn:
+        row = db.one(conn, "get_webhook", webhook_id=parse_id(webhook_id, "Webhook"))
+    if row is None:
+        raise NotFound("Webhook not found")
+    return _webhook_response(row)
+
+
+@bp.patch("/webhooks/<webhook_id>")
+def update_webhook(webhook_id):
+    """Change a subscription's ``url``, ``events`` or ``enabled``; 200 with it and its new ``ETag``. With
+    ``If-Match``, only if unchanged since. Enabling clears ``disabled_reason``.
+
+    :raise 404: unknown subscription.
+    :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
+    :raise 422: nothing to change, or an invalid url or event.
+    """
+    webhook_id = parse_id(webhook_id, "Webhook")
+    data = load_json(_patch_schema)
+    with db.connection() as conn:
+        row = db.one(
+            conn,
+            "update_webhook",
+            webhook_id=webhook_id,
+            expected_versions=expected_versions(),
+            set_url="url" in data,
+            url=data.get("url"),
+            set_events="events" in data,
+            events=data.get("events"),
+            set_enabled="enabled" in data,
+            enabled=data.get("enabled"),
+        )
+        if row is None:
+            raise _write_refused(conn, webhook_id)
+    return _webhook_response(row)
+
+
+@bp.delete("/webhooks/<webhook_id>")
+def delete_webhook(webhook_id):
+    """Delete a subscription and its delivery history; 204. With ``If-Match``, only if unchanged since.
+
+    :raise 404: unknown subscription.
+    :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
+    """
+    webhook_id = parse_id(webhook_id, "Webhook")
+    with db.connection() as conn:
+        if db.one(conn, "delete_webhook", webhook_id=webhook_id, expected_versions=expected_versions()) is None:
+            raise _write_refused(conn, webhook_id)
+    return "", 204
+
+
+@bp.post("/webhooks/<webhook_id>/rotate-secret")
+def rotate_secret(webhook_id):
+    """Give a subscription a new signing secret; 200 with it (shown only here). For 24 hours deliveries carry
+    both signatures (``v1,<new> v1,<old>``), so receivers can switch without losing one. With ``If-Match``, only
+    if unchanged since.
+
+    :raise 404: unknown subscription.
+    :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
+    """
+    webhook_id = parse_id(webhook_id, "Webhook")
+    secret = new_secret()
+    with db.connection() as conn:
+        row = db.one(
+            conn,
+            "rotate_webhook_secret",
+            webhook_id=webhook_id,
+            secret=secret,
+            overlap_seconds=ROTATION_OVERLAP_S,
+            expected_versions=expected_versions(),
+        )
+        if row is None:
+            raise _write_refused(conn, webhook_id)
+    return _webhook_response(row, secret=secret)
+
+
+@bp.get("/webhooks/<webhook_id>/deliveries")
+def list_deliveries(webhook_id):
+    """Return ``{deliveries: [...], next_cursor}``, a subscription's deliveries newest first, each with its
+    status, attempts, last answer and latency, next attempt and every attempt's record; ``limit`` 1..200
+    (default 50), ``cursor`` from the previous page.
+
+    :raise 404: unknown subscription.
+    :raise 422: a limit out of range, a cursor this service did not make, an unknown parameter.
+    """
+    webhook_id = parse_id(webhook_id, "Webhook")
+    query = load_query(_page_schema)
+    limit = query.get("limit", DEFAULT_PAGE_SIZE)
+    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    with db.connection() as conn:
+        rows = db.many(
+            conn,
+            "list_webhook_deliveries_page",
+            webhook_id=webhook_id,
+            after_created_at=after_created_at,
+            after_id=after_id,
+            row_limit=limit + 1,
+        )
+        if not rows and db.one(conn, "get_webhook", webhook_id=webhook_id) is None:
+            raise NotFound("Webhook not found")
+    return page_response("deliveries", rows, limit)
+
+
+@bp.post("/deliveries/<delivery_id>/retry")
+def retry_delivery(delivery_id):
+    """Send a delivery again now (Pending, due at once; also a Delivered or Dead one: it keeps its webhook-id);
+    202 ``{delivery_id, status: "Pending"}``.
+
+    :raise 404: unknown delivery.
+    :raise 409: an attempt is in flight, or the subscription is disabled (enable it first).
+    """
+    with db.connection() as conn:
+        row = db.one(conn, "retry_webhook_delivery", delivery_id=parse_id(delivery_id, "Delivery"))
+    if row is None:
+        raise NotFound("Delivery not found")
+    if not row["enabled"]:
+        raise Conflict("The subscription is disabled: enable it (PATCH /webhooks/{id} enabled=true) first.")
+    if not row["retried"]:
+        raise Conflict("An attempt of this delivery is in flight; its outcome is recorded shortly.")
+    response = jsonify({"delivery_id": row["id"], "status": "Pending"})
+    response.status_code = 202
+    return response
