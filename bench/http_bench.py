@@ -11,7 +11,8 @@ What it does, in one run:
    app (``bench/bare_app.py``: the same SQL on one pooled connection per worker, no validation or middleware)
    with the same gunicorn settings, each on a free port.
 3. It seeds through the HTTP API: a 20-node workflow, 64 empty workflows (node appends are spread over them), a
-   5-node formatter workflow with one run (5 steps), and a workflow with 200 runs.
+   5-node formatter workflow with one run (5 steps), and a workflow with 200 runs. The JSON routes of runs have
+   the console's pages of the same runs beside them (a SECRET_KEY is made for the console when none is set).
 4. Per route: a short wrk warm-up, then ``wrk -t2 -c16 -d<duration>s --latency``. For POST /workflows and
    GET /workflows/{id} it also measures the bare view (same wrk settings) and pgbench (the same SQL text,
    ``-M prepared``, 16 clients, 2 threads, same duration; the script is generated from sql/*.sql with psycopg's
@@ -31,6 +32,7 @@ import json
 import os
 import re
 import runpy
+import secrets
 import shutil
 import signal
 import socket
@@ -299,6 +301,16 @@ end
         ),
         ("list_runs", "GET /workflows/{id}/runs (200 runs)", "GET", f"/workflows/{ids['w200']}/runs", None, "get"),
         ("get_run", "GET /runs/{id} (5 steps)", "GET", f"/runs/{ids['run5']}", None, "get"),
+        # The console's pages of the same runs (HTML; no req/s target: bench/runs_list_bench.py times them at 1M runs).
+        (
+            "console_runs",
+            "GET /console/runs?workflow_id= (200 runs)",
+            "GET",
+            f"/console/runs?workflow_id={ids['w200']}",
+            None,
+            "page",
+        ),
+        ("console_run", "GET /console/runs/{id} (5 steps)", "GET", f"/console/runs/{ids['run5']}", None, "page"),
     ]
 
 
@@ -310,7 +322,16 @@ wrk.body = {lua_long_string(json.dumps(body))}
 """
 
 
-ROUTE_KEYS = ("create_workflow", "get_workflow", "add_node", "run_workflow", "list_runs", "get_run")
+ROUTE_KEYS = (
+    "create_workflow",
+    "get_workflow",
+    "add_node",
+    "run_workflow",
+    "list_runs",
+    "get_run",
+    "console_runs",
+    "console_run",
+)
 CEILING_ROUTES = ("create_workflow", "get_workflow")
 
 
@@ -804,6 +825,8 @@ def main(argv):
     admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
         env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(WORKERS), ACCESS_LOG="", LOG_LEVEL="warning")
+        # The console's pages answer 503 without one; every gunicorn worker gets the same.
+        env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
         env.pop("BIND", None)
         migrate = run_text([sys.executable, "-m", "flowline.data.migrations", "apply"], cwd=ROOT, env=env)
         if migrate.returncode != 0:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GET /runs at scale: the plan and latency of each query shape of the list of all runs with 1,000,000 runs.
 
-    .venv/bin/python bench/runs_list_bench.py [--runs 1000000] [--workflows 200] [--samples 200]
+    .venv/bin/python bench/runs_list_bench.py [--runs 1000000] [--workflows 200] [--samples 200] [--no-pages]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL), and
    works in a fresh database of that server, dropped at the end (bench/queue_bench.py's Database).
@@ -12,25 +12,38 @@
    of a deep one (the cursor 80 % down the shape's rows), then ``--samples`` timed executions of each through
    ``db.many`` on one connection (prepared after psycopg's threshold, as in the app): p50 and p99 in ms.
 
-It prints the machine and a table, and writes bench/results/runs-list-<timestamp>.json.
+4. The console's pages on the same runs, served by gunicorn as ``make run`` does (WEB_CONCURRENCY=2): the runs
+   list (each filter shape, a deep page, with the last day's counts) and a run's page (a run of 5 steps, and one
+   of 3 attempts x 5 steps whose texts are a million characters each, cut in SQL), and the queue page: ``--samples``
+   GETs each, one after another on a keep-alive connection, p50 and p99 in ms (target: under 50 ms at p50); and
+   the plan of the last day's counts (count_runs_by_status_since) on runs. ``--no-pages`` skips them.
+
+It prints the machine and two tables, and writes bench/results/runs-list-<timestamp>.json.
 """
 
 import argparse
+import http.client
 import json
 import os
+import secrets
 import statistics
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import machine
 import psycopg
+from http_bench import Server
+from psycopg.types.json import Jsonb
 from queue_bench import Database, say
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flowline.api.http import encode_cursor  # noqa: E402
+from flowline.console import runs as console_runs  # noqa: E402
 from flowline.data import db  # noqa: E402
 from flowline.data.sql import QUERIES  # noqa: E402
 
@@ -48,11 +61,13 @@ def fill(conn, runs, workflows):
     ]
     conn.execute(
         """INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts, created_at,
-                            finished_at, lease_token, lease_expires_at)
+                            finished_at, lease_token, lease_expires_at, final_output, error_message)
            SELECT workflow_id, 'async', status, '{"input_text": "bench"}', 1, 3, created_at,
                   CASE WHEN status IN ('Succeeded', 'Failed', 'Cancelled') THEN created_at END,
                   CASE WHEN status = 'Running' THEN gen_random_uuid() END,
-                  CASE WHEN status = 'Running' THEN now() + interval '1 hour' END
+                  CASE WHEN status = 'Running' THEN now() + interval '1 hour' END,
+                  CASE WHEN status = 'Succeeded' THEN 'BENCH OUTPUT' END,
+                  CASE WHEN status = 'Failed' THEN 'bench: the node failed' END
            FROM (SELECT (%(workflows)s::uuid[])[1 + floor(random() * cardinality(%(workflows)s::uuid[]))::int]
                             AS workflow_id,
                         CASE WHEN g %% 100 < 88 THEN 'Succeeded' WHEN g %% 100 < 96 THEN 'Failed'
@@ -120,11 +135,94 @@ def measure(conn, name, params, samples):
     }
 
 
+def add_stepped_run(conn, workflow_id, attempts, text_chars):
+    """Insert a Succeeded run of ``workflow_id`` created now, with ``attempts`` x 5 steps whose input and output
+    are ``text_chars`` characters each; return its id."""
+    text = "x" * text_chars
+    run_id = conn.execute(
+        """INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts, started_at, finished_at,
+                             final_output)
+           VALUES (%s, 'async', 'Succeeded', %s, %s, 3, now(), now() + interval '1 second', %s) RETURNING id""",
+        (workflow_id, Jsonb({"input_text": text, "file_id": None}), attempts, text),
+    ).fetchone()["id"]
+    conn.execute(
+        """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, started_at,
+                                  finished_at, input_text, output_text)
+           SELECT %(run)s, a, p, 'formatter', '{"rules": ["uppercase"]}', 'Succeeded',
+                  now() + make_interval(secs => a + p * 0.1), now() + make_interval(secs => a + p * 0.1 + 0.05),
+                  %(text)s, %(text)s
+           FROM generate_series(1, %(attempts)s) AS a, generate_series(0, 4) AS p""",
+        {"run": run_id, "text": text, "attempts": attempts},
+    )
+    return run_id
+
+
+def page_paths(conn, workflow_id):
+    """(label, path) of the console pages measured."""
+    total = conn.execute("SELECT count(*) AS n FROM runs").fetchone()["n"]
+    deep = conn.execute(
+        "SELECT created_at, id FROM runs ORDER BY created_at DESC, id OFFSET %s LIMIT 1", (total * 4 // 5,)
+    ).fetchone()
+    small = add_stepped_run(conn, workflow_id, 1, 100)
+    large = add_stepped_run(conn, workflow_id, 3, 1_000_000)
+    conn.execute("VACUUM ANALYZE run_steps")
+    return [
+        ("runs list, all", "/console/runs"),
+        ("runs list, status=Failed", "/console/runs?status=Failed"),
+        ("runs list, workflow_id", f"/console/runs?workflow_id={workflow_id}"),
+        ("runs list, workflow_id+Failed", f"/console/runs?workflow_id={workflow_id}&status=Failed"),
+        ("runs list, all, 80 % down", f"/console/runs?cursor={encode_cursor(deep)}"),
+        ("run, 5 steps", f"/console/runs/{small}"),
+        ("run, 15 steps of 1M chars", f"/console/runs/{large}"),
+        ("queue and workers", "/console/queue"),
+    ]
+
+
+def measure_pages(db_url, paths, samples):
+    """Serve ``db_url`` with gunicorn and time ``samples`` GETs of each path on one keep-alive connection."""
+    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY="2", ACCESS_LOG="", LOG_LEVEL="warning")
+    env["SECRET_KEY"] = secrets.token_urlsafe(32)
+    env.pop("BIND", None)
+    with tempfile.TemporaryDirectory(prefix="flowline-pages.") as tmp:
+        server = Server("flowline", "app:create_app()", env, tmp)
+        try:
+            server.wait_ready("/livez")
+            results = []
+            for label, path in paths:
+                say(f"  page {label} ...")
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                times = []
+                for i in range(samples + 10):  # the first 10 warm the pool, the plans and the templates
+                    start = time.perf_counter()
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    body = response.read()
+                    elapsed = (time.perf_counter() - start) * 1000
+                    assert response.status == 200, (path, response.status, body[:500])
+                    if i >= 10:
+                        times.append(elapsed)
+                connection.close()
+                times.sort()
+                results.append(
+                    {
+                        "page": label,
+                        "path": path,
+                        "bytes": len(body),
+                        "p50_ms": round(statistics.median(times), 2),
+                        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
+                    }
+                )
+            return results
+        finally:
+            server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--no-pages", action="store_true", help="skip the console pages (item 4)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         os.execvp(
@@ -158,6 +256,13 @@ def main():
                     **measure(conn, name, params, args.samples),
                 }
             results["shapes"].append(shape)
+        if not args.no_pages:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES["count_runs_by_status_since"].text,
+                {"since_s": console_runs.COUNTS_SINCE_S},
+            ).fetchone()["QUERY PLAN"][0]
+            results["counts_plan"] = {"runs_scans": runs_scans(plan), "explain_execution_ms": plan["Execution Time"]}
+            results["pages"] = measure_pages(database.url, page_paths(conn, workflow_ids[0]), args.samples)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"runs-list-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -183,6 +288,18 @@ def report(results):
                 for s in m["runs_scans"]
             )
             print(f"{shape['shape']:>26}  {page:>5}  {m['p50_ms']:>8.3f}  {m['p99_ms']:>8.3f}  {scans}")
+    if "pages" in results:
+        counts = results["counts_plan"]
+        scans = ", ".join(
+            f"{s['node']}" + (f" using {s['index']}" if s["index"] else "") + f" ({s['rows']} rows)"
+            for s in counts["runs_scans"]
+        )
+        print()
+        print(f"last 24 hours' counts: {scans}, {counts['explain_execution_ms']:.1f} ms in EXPLAIN ANALYZE")
+        print("console pages through gunicorn (WEB_CONCURRENCY=2), one request at a time; target p50 < 50 ms")
+        print(f"{'page':>30}  {'p50 ms':>8}  {'p99 ms':>8}  {'bytes':>9}")
+        for page in results["pages"]:
+            print(f"{page['page']:>30}  {page['p50_ms']:>8.2f}  {page['p99_ms']:>8.2f}  {page['bytes']:>9,}")
 
 
 if __name__ == "__main__":

@@ -354,3 +354,202 @@ FROM swept
 JOIN expired USING (id)
 -- Wakes idle workers for the re-queued runs.
 LEFT JOIN LATERAL (SELECT pg_notify('flowline_runs', '') WHERE swept.status = 'Pending') AS wake ON true;
+
+-- The console's shapes (flowline/console/runs.py): lists and pages show long text cut here, to text_cut
+-- characters, with whether it was cut and its full size in bytes beside it, so a page never reads a
+-- million-character output into Python. Neither needs the whole value: left() detoasts only the slice it returns
+-- and octet_length() reads the stored size, where char_length() would decompress all of it (a run of 15 steps
+-- of 1M characters took 66 ms with char_length, most of it decompressing).
+
+-- name: list_runs_cut_page :many
+-- Lists up to row_limit runs of every workflow with their workflow's name, newest first, after the keyset cursor (NULL: from the start), their output and error cut to text_cut characters; served by runs_created_idx.
+SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt, r.max_attempts,
+       r.created_at, r.started_at, r.finished_at,
+       left(r.final_output, %(text_cut)s) AS final_output,
+       char_length(left(r.final_output, %(text_cut)s + 1)) > %(text_cut)s AS final_output_cut,
+       octet_length(r.final_output) AS final_output_bytes,
+       left(r.error_message, %(text_cut)s) AS error_message,
+       char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
+       octet_length(r.error_message) AS error_message_bytes
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+-- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
+WHERE r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR r.created_at < %(after_created_at)s::timestamptz
+       OR r.id > %(after_id)s::uuid)
+ORDER BY r.created_at DESC, r.id
+LIMIT %(row_limit)s;
+
+-- name: list_runs_by_status_cut_page :many
+-- Lists up to row_limit runs of every workflow in one status, as list_runs_cut_page does; served by runs_status_created_idx.
+SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt, r.max_attempts,
+       r.created_at, r.started_at, r.finished_at,
+       left(r.final_output, %(text_cut)s) AS final_output,
+       char_length(left(r.final_output, %(text_cut)s + 1)) > %(text_cut)s AS final_output_cut,
+       octet_length(r.final_output) AS final_output_bytes,
+       left(r.error_message, %(text_cut)s) AS error_message,
+       char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
+       octet_length(r.error_message) AS error_message_bytes
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+WHERE r.status = %(status)s::text
+  AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR r.created_at < %(after_created_at)s::timestamptz
+       OR r.id > %(after_id)s::uuid)
+ORDER BY r.created_at DESC, r.id
+LIMIT %(row_limit)s;
+
+-- name: list_workflow_runs_cut_page :many
+-- Lists up to row_limit runs of one workflow, as list_runs_cut_page does; served by runs_workflow_created_idx.
+SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt, r.max_attempts,
+       r.created_at, r.started_at, r.finished_at,
+       left(r.final_output, %(text_cut)s) AS final_output,
+       char_length(left(r.final_output, %(text_cut)s + 1)) > %(text_cut)s AS final_output_cut,
+       octet_length(r.final_output) AS final_output_bytes,
+       left(r.error_message, %(text_cut)s) AS error_message,
+       char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
+       octet_length(r.error_message) AS error_message_bytes
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+WHERE r.workflow_id = %(workflow_id)s
+  AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR r.created_at < %(after_created_at)s::timestamptz
+       OR r.id > %(after_id)s::uuid)
+ORDER BY r.created_at DESC, r.id
+LIMIT %(row_limit)s;
+
+-- name: list_workflow_runs_by_status_cut_page :many
+-- Lists up to row_limit runs of one workflow in one status, as list_runs_cut_page does; served by runs_workflow_status_created_idx.
+SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt, r.max_attempts,
+       r.created_at, r.started_at, r.finished_at,
+       left(r.final_output, %(text_cut)s) AS final_output,
+       char_length(left(r.final_output, %(text_cut)s + 1)) > %(text_cut)s AS final_output_cut,
+       octet_length(r.final_output) AS final_output_bytes,
+       left(r.error_message, %(text_cut)s) AS error_message,
+       char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
+       octet_length(r.error_message) AS error_message_bytes
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+WHERE r.workflow_id = %(workflow_id)s
+  AND r.status = %(status)s::text
+  AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR r.created_at < %(after_created_at)s::timestamptz
+       OR r.id > %(after_id)s::uuid)
+ORDER BY r.created_at DESC, r.id
+LIMIT %(row_limit)s;
+
+-- name: count_runs_by_status_since :many
+-- Counts the runs of every workflow created in the last since_s seconds, per status (a status without runs has no row); served by runs_created_idx.
+SELECT status, count(*) AS runs
+FROM runs
+WHERE created_at >= now() - make_interval(secs => %(since_s)s)
+GROUP BY status;
+
+-- name: count_workflow_runs_by_status_since :many
+-- Counts the runs of one workflow created in the last since_s seconds, per status (a status without runs has no row); served by runs_workflow_created_idx.
+SELECT status, count(*) AS runs
+FROM runs
+WHERE workflow_id = %(workflow_id)s
+  AND created_at >= now() - make_interval(secs => %(since_s)s)
+GROUP BY status;
+
+-- name: get_run_cut_json :one
+-- Returns one run with its workflow's name, its input and its steps in execution order, every long text cut to text_cut characters beside its size, as JSON; no row for an unknown run.
+SELECT json_build_object(
+           'run', json_build_object(
+               'id', r.id, 'workflow_id', r.workflow_id, 'workflow_name', w.name, 'status', r.status,
+               'mode', r.mode, 'attempt', r.attempt, 'max_attempts', r.max_attempts,
+               'created_at', r.created_at, 'started_at', r.started_at, 'finished_at', r.finished_at,
+               'available_at', r.available_at, 'cancel_requested_at', r.cancel_requested_at,
+               'worker_id', r.worker_id, 'input_file_id', r.input ->> 'file_id',
+               'input_text', left(r.input ->> 'input_text', %(text_cut)s),
+               'input_text_cut', char_length(left(r.input ->> 'input_text', %(text_cut)s + 1)) > %(text_cut)s,
+               'input_text_bytes', octet_length(r.input ->> 'input_text'),
+               'final_output', left(r.final_output, %(text_cut)s),
+               'final_output_cut', char_length(left(r.final_output, %(text_cut)s + 1)) > %(text_cut)s,
+               'final_output_bytes', octet_length(r.final_output),
+               'error_message', left(r.error_message, %(text_cut)s),
+               'error_message_cut', char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s,
+               'error_message_bytes', octet_length(r.error_message)),
+           'steps', coalesce(
+               (SELECT json_agg(json_build_object(
+                           'id', s.id, 'node_id', s.node_id, 'node_type', s.node_type, 'status', s.status,
+                           'attempt', s.attempt, 'position', s.position,
+                           'started_at', s.started_at, 'finished_at', s.finished_at,
+                           'config_snapshot', s.config_snapshot, 'note', s.note,
+                           'input_text', left(s.input_text, %(text_cut)s),
+                           'input_text_cut', char_length(left(s.input_text, %(text_cut)s + 1)) > %(text_cut)s,
+                           'input_text_bytes', octet_length(s.input_text),
+                           'output_text', left(s.output_text, %(text_cut)s),
+                           'output_text_cut', char_length(left(s.output_text, %(text_cut)s + 1)) > %(text_cut)s,
+                           'output_text_bytes', octet_length(s.output_text),
+                           'error_message', left(s.error_message, %(text_cut)s),
+                           'error_message_cut', char_length(left(s.error_message, %(text_cut)s + 1)) > %(text_cut)s,
+                           'error_message_bytes', octet_length(s.error_message))
+                        ORDER BY s.attempt, s.position)
+                FROM run_steps AS s
+                WHERE s.run_id = r.id),
+               '[]'::json)
+       )::text AS body
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+WHERE r.id = %(run_id)s;
+
+-- name: get_run_text :one
+-- Returns one whole text of a run: part 'input' (its input_text), 'output' (final_output) or 'error' (error_message); no row for an unknown run.
+SELECT id,
+       CASE %(part)s::text
+           WHEN 'input' THEN input ->> 'input_text'
+           WHEN 'output' THEN final_output
+           WHEN 'error' THEN error_message
+       END AS text
+FROM runs
+WHERE id = %(run_id)s;
+
+-- name: get_run_step_text :one
+-- Returns one whole text of a run's step: part 'input' (input_text), 'output' (output_text) or 'error' (error_message), with the step's node type and attempt; no row for an unknown step of that run.
+SELECT id, node_type, attempt, position,
+       CASE %(part)s::text
+           WHEN 'input' THEN input_text
+           WHEN 'output' THEN output_text
+           WHEN 'error' THEN error_message
+       END AS text
+FROM run_steps
+WHERE id = %(step_id)s
+  AND run_id = %(run_id)s;
+
+-- name: list_recent_failures :many
+-- Lists up to row_limit runs that failed in the last since_s seconds, most recent first, their error cut to text_cut characters beside its size; served by runs_finished_idx.
+SELECT r.id, r.workflow_id, w.name AS workflow_name, r.attempt, r.max_attempts, r.finished_at,
+       left(r.error_message, %(text_cut)s) AS error_message,
+       char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
+       octet_length(r.error_message) AS error_message_bytes
+FROM runs AS r
+JOIN workflows AS w ON w.id = r.workflow_id
+WHERE r.status = 'Failed'
+  AND r.finished_at >= now() - make_interval(secs => %(since_s)s)
+ORDER BY r.finished_at DESC, r.id
+LIMIT %(row_limit)s;
+
+-- name: count_runs_finished_per_minute :many
+-- Counts the runs finished in each of the last minutes minutes (oldest first, a row for every minute, the current one last), per final status; served by runs_finished_idx.
+WITH finished AS (
+    SELECT date_trunc('minute', finished_at) AS at, status, count(*) AS runs
+    FROM runs
+    WHERE status IN ('Succeeded', 'Failed', 'Cancelled')
+      AND finished_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+    GROUP BY 1, 2
+)
+SELECT minute.at,
+       coalesce(sum(f.runs) FILTER (WHERE f.status = 'Succeeded'), 0)::bigint AS succeeded,
+       coalesce(sum(f.runs) FILTER (WHERE f.status = 'Failed'), 0)::bigint AS failed,
+       coalesce(sum(f.runs) FILTER (WHERE f.status = 'Cancelled'), 0)::bigint AS cancelled
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS minute (at)
+LEFT JOIN finished AS f ON f.at = minute.at
+GROUP BY minute.at
+ORDER BY minute.at;

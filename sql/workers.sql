@@ -34,3 +34,22 @@ WHERE id = %(worker_id)s;
 -- Deletes the rows of workers not heard from for forget_after_s seconds (stopped or killed long ago).
 DELETE FROM workers
 WHERE heartbeat_at < now() - make_interval(secs => %(forget_after_s)s);
+
+-- name: list_workers_with_runs :many
+-- Lists up to row_limit workers not stopped cleanly and heard from within shown_for_s seconds, with their heartbeat, whether it is within alive_within_s seconds, and the Running runs their threads hold (worker_id host:pid:thread).
+SELECT w.id, w.hostname, w.pid, w.concurrency, w.runs_in_progress, w.started_at, w.heartbeat_at,
+       w.heartbeat_at > now() - make_interval(secs => %(alive_within_s)s) AS alive,
+       coalesce(
+           (SELECT json_agg(json_build_object('id', r.id, 'workflow_id', r.workflow_id,
+                                              'started_at', r.started_at, 'attempt', r.attempt)
+                            ORDER BY r.started_at)
+            FROM runs AS r
+            -- Only Running rows (runs_running_lease_idx's), whose worker_id starts with this worker's id.
+            WHERE r.status = 'Running'
+              AND left(r.worker_id, char_length(w.id) + 1) = w.id || ':'),
+           '[]'::json) AS runs
+FROM workers AS w
+WHERE w.stopped_at IS NULL
+  AND w.heartbeat_at > now() - make_interval(secs => %(shown_for_s)s)
+ORDER BY w.id
+LIMIT %(row_limit)s;

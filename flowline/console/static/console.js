@@ -11,5 +11,30 @@
       }
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { localize(document); });
+  // An unfinished run's page (an element with data-poll-key) fetches itself every data-poll-s seconds and reloads
+  // only once what it shows has changed, so a reader's focus and scroll stay put meanwhile; a finished run's page
+  // has no key, so the checking stops there. Without script, the page's <noscript> meta refresh reloads it.
+  function poll(marked) {
+    var key = marked.getAttribute("data-poll-key");
+    var every = 1000 * Number(marked.getAttribute("data-poll-s"));
+    function check() {
+      fetch(location.href, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) { return response.text(); })
+        .then(function (html) {
+          var next = new DOMParser().parseFromString(html, "text/html").querySelector("[data-poll-key]");
+          if (next && next.getAttribute("data-poll-key") === key) {
+            setTimeout(check, every);
+          } else {
+            location.reload();
+          }
+        })
+        .catch(function () { setTimeout(check, every); });
+    }
+    setTimeout(check, every);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    localize(document);
+    var marked = document.querySelector("[data-poll-key]");
+    if (marked) { poll(marked); }
+  });
 })();

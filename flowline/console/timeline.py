@@ -1,0 +1,126 @@
+"""The geometry of the console's two pictures, drawn as SVG by their templates (``_timeline.svg.html``,
+``_minute_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
+(the Content-Security-Policy forbids inline styles) and every mark carrying its words (a label, a ``<title>``)."""
+
+from datetime import timedelta
+
+# What a status looks like in a picture; its word is always beside it.
+FILLS = {
+    "Pending": "#8a4b00",
+    "Running": "#0a58ca",
+    "Succeeded": "#116329",
+    "Failed": "#b3261e",
+    "Cancelled": "#57606a",
+}
+
+LABEL_W, CHART_W, STATUS_W = 190, 520, 170
+ROW_H, BAR_H, AXIS_H = 24, 14, 28
+
+
+def duration(delta):
+    """Return ``delta`` (a timedelta) as a short text: 0.4 ms, 12 ms, 3.4 s, 5.0 min."""
+    ms = delta.total_seconds() * 1000
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
+
+
+def build(start, end, steps, now):
+    """Return the timeline (for a run with steps) of a run that started at ``start`` (its creation when it has not) and ended at ``end``
+    (now when it has not): one row per attempt heading and one per step (``steps`` in attempt, position order,
+    their times as datetimes or None), each step a bar from its start to its end (now while it runs) on a time
+    axis from the earliest to the latest of these times, with the axis' ticks."""
+    times = [start, end, *(s["started_at"] for s in steps if s["started_at"])]
+    times += [s["finished_at"] or now for s in steps if s["started_at"]]
+    t0, t1 = min(times), max(times)
+    span = max((t1 - t0).total_seconds(), 0.001)
+
+    def x(at):
+        return round(LABEL_W + CHART_W * (at - t0).total_seconds() / span, 2)
+
+    rows, attempt = [], None
+    for step in steps:
+        if step["attempt"] != attempt:
+            attempt = step["attempt"]
+            rows.append({"kind": "attempt", "label": f"Attempt {attempt}"})
+        row = {
+            "kind": "step",
+            "label": f"{step['position'] + 1}. {step['node_type']}",
+            "status": step["status"],
+            "fill": FILLS.get(step["status"], "#57606a"),
+        }
+        if step["started_at"]:
+            ended = step["finished_at"] or now
+            row["x"] = x(step["started_at"])
+            row["width"] = max(round(x(ended) - row["x"], 2), 2)
+            took = duration(ended - step["started_at"])
+            row["took"] = took if step["finished_at"] else f"{took} so far"
+        else:
+            row["took"] = "not started"
+        row["title"] = f"Attempt {attempt}, step {row['label']}: {step['status']}, {row['took']}"
+        rows.append(row)
+    for index, row in enumerate(rows):
+        row["y"] = AXIS_H + index * ROW_H
+    ticks = [
+        {
+            "x": round(LABEL_W + CHART_W * i / 4, 2),
+            "label": "+" + duration(timedelta(seconds=span * i / 4)) if i else "0",
+        }
+        for i in range(5)
+    ]
+    return {
+        "width": LABEL_W + CHART_W + STATUS_W,
+        "height": AXIS_H + max(len(rows), 1) * ROW_H + 4,
+        "label_w": LABEL_W,
+        "chart_w": CHART_W,
+        "status_x": LABEL_W + CHART_W + 8,
+        "bar_h": BAR_H,
+        "rows": rows,
+        "ticks": ticks,
+        "total": duration(t1 - t0),
+    }
+
+
+CHART_H, BAR_W, GAP = 80, 10, 2
+
+
+def minute_chart(minutes):
+    """Return the bars of the runs finished per minute (``minutes``: rows of ``at``, ``succeeded``, ``failed``,
+    ``cancelled``, oldest first): one stacked bar per minute, scaled to the busiest minute, each with its words."""
+    busiest = max((m["succeeded"] + m["failed"] + m["cancelled"] for m in minutes), default=0)
+    scale = CHART_H / max(busiest, 1)
+    bars = []
+    for index, minute in enumerate(minutes):
+        ago = len(minutes) - 1 - index
+        total = minute["succeeded"] + minute["failed"] + minute["cancelled"]
+        when = "this minute" if ago == 0 else f"{ago} min ago"
+        parts, top = [], CHART_H
+        for status, key in (("Succeeded", "succeeded"), ("Failed", "failed"), ("Cancelled", "cancelled")):
+            height = round(minute[key] * scale, 2)
+            if height:
+                top -= height
+                parts.append({"y": round(top, 2), "height": height, "fill": FILLS[status]})
+        bars.append(
+            {
+                "x": index * (BAR_W + GAP),
+                "parts": parts,
+                "when": when,
+                "total": total,
+                **{key: minute[key] for key in ("succeeded", "failed", "cancelled")},
+                "title": f"{when}: {total} finished ({minute['succeeded']} succeeded, {minute['failed']} failed, "
+                f"{minute['cancelled']} cancelled)",
+            }
+        )
+    return {
+        "width": max(len(minutes), 1) * (BAR_W + GAP),
+        "height": CHART_H + 20,
+        "chart_h": CHART_H,
+        "bar_w": BAR_W,
+        "bars": bars,
+        "busiest": busiest,
+        "minutes": len(minutes),
+    }
