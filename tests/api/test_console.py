@@ -64,7 +64,9 @@ def test_a_workflow_is_created_renamed_and_deleted_after_a_confirmation(console)
     assert made.status_code == 302
     page_path = made.headers["Location"]
     workflow_id = page_path.rsplit("/", 1)[1]
-    assert "Invoices" in console.get(page_path).text
+    page = console.get(page_path).text
+    assert "Invoices" in page
+    assert f'href="/console/runs?workflow_id={workflow_id}">Runs of this workflow' in page
     assert (
         _post(
             console, f"/console/workflows/{workflow_id}/rename", {"name": "Bills", "version": "1"}, page_path
