@@ -9,7 +9,6 @@ import socket
 import statistics
 import threading
 import time
-import uuid
 from datetime import datetime
 
 import httpx
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import Server, WorkerProcess, url_for_database, wait_for
+from tests.support import Server, WorkerProcess, wait_for
 from tests.support.fake_llm import FakeLLM, completion
 
 LLM_NODE = ("generative_ai", {"prompt": "{text}", "model": "gpt-4o-mini"})
@@ -25,13 +24,8 @@ SERVER_ENV = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "WAIT_MAX_WAITERS
 
 
 @pytest.fixture(scope="module")
-def database_url(server_url, template_db):
-    name = f"flowline_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield url_for_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database_url(module_database_url):
+    return module_database_url
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from datetime import datetime
 
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.support import Server, WorkerProcess, free_port, url_for_database, wait_for
+from tests.support import Server, WorkerProcess, free_port, wait_for
 from tests.support.receiver import Behaviour, Receiver
 
 UPPER = ("formatter", {"rules": ["uppercase"]})
@@ -31,15 +30,8 @@ WORKER_ENV = {
 
 
 @pytest.fixture(scope="module")
-def database(server_url, template_db):
-    import psycopg
-
-    name = f"flowline_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield url_for_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database(module_database_url):
+    return module_database_url
 
 
 @pytest.fixture(scope="module")
