@@ -17,6 +17,7 @@ from ..engine import providers, runner
 from ..ops.metrics import serve_worker_metrics
 from . import heartbeat, lease_renewal, sweep
 from .listener import RECONNECT_CAP_S, listen
+from .schedules import run_schedules
 from .webhooks import Deliveries
 
 log = logging.getLogger("flowline.worker")
@@ -24,7 +25,7 @@ log = logging.getLogger("flowline.worker")
 
 class Worker:
     """One worker process: ``concurrency`` run threads, WEBHOOK_CONCURRENCY webhook delivery threads, a LISTEN
-    thread and a maintenance thread."""
+    thread, a maintenance thread and a schedule thread."""
 
     def __init__(self, config, *, concurrency=None):
         self.config = config
@@ -37,9 +38,9 @@ class Worker:
         # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
         # to its lease (RUN_LEASE_SECONDS) and a retry.
         # A connection for each run thread, each delivery thread (held only to claim and record, never while
-        # sending) and the maintenance thread.
+        # sending), the maintenance thread and the schedule thread.
         self.pool = db.create_pool(
-            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 1},
+            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 2},
             "flowline-worker",
             fail_fast_s=0,
         )
@@ -224,6 +225,7 @@ class Worker:
         helpers = [
             threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
             threading.Thread(target=self._maintain, name="maintain", daemon=True),
+            threading.Thread(target=run_schedules, args=(self,), name="schedules", daemon=True),
         ]
         # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S.
         runners = [
