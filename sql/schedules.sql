@@ -23,6 +23,15 @@ FROM schedules
 WHERE workflow_id = %(workflow_id)s
 ORDER BY created_at DESC, id;
 
+-- name: list_workflow_schedules_with_last_run :many
+-- Lists a workflow's schedules, newest first, each with its latest run's status (the console's workflow page).
+SELECT s.id, s.cron, s.timezone, s.overlap, s.catchup, s.enabled, s.next_fire_at, s.skipped_count,
+       s.last_skipped_at, s.last_fired_at, s.last_run_id, r.status AS last_run_status
+FROM schedules AS s
+LEFT JOIN runs AS r ON r.id = s.last_run_id
+WHERE s.workflow_id = %(workflow_id)s
+ORDER BY s.created_at DESC, s.id;
+
 -- name: get_schedule :one
 -- Returns one schedule; no row when it does not exist.
 SELECT id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at,
