@@ -208,3 +208,15 @@ def test_overlap_skip_counts_the_skipped_ticks(client, workflow, sql, app):
     after = client.get(f"/schedules/{schedule['id']}").json
     assert after["skipped_count"] == 1 and after["last_skipped_at"] is not None
     assert sql.execute("SELECT count(*) AS n FROM runs").fetchone()["n"] == 1
+
+
+def test_the_lag_metric_says_how_late_the_oldest_due_tick_is(client, workflow, sql):
+    def lag():
+        text = client.get("/metrics").get_data(as_text=True)
+        line = next(line for line in text.splitlines() if line.startswith("flowline_schedule_lag_seconds "))
+        return float(line.split()[1])
+
+    schedule = create(client, workflow(), cron=YEARLY)
+    assert lag() == 0
+    make_due(sql, schedule["id"], "90 seconds")
+    assert 90 <= lag() < 120
