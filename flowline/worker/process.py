@@ -212,26 +212,31 @@ class Worker:
                 return 2
         db.open_pool(self.pool)
         log.info(
-            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, database %s, "
-            "metrics %s",
+            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, schedules "
+            "every %g s, database %s, metrics %s",
             self.id,
             self.concurrency,
             self.deliveries.concurrency,
             self.lease_seconds,
             self.config["WORKER_POLL_INTERVAL_S"],
+            self.config["SCHEDULE_POLL_INTERVAL_S"],
             settings.mask_url(self.config["DATABASE_URL"]),
             f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)",
         )
         helpers = [
             threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
             threading.Thread(target=self._maintain, name="maintain", daemon=True),
-            threading.Thread(target=run_schedules, args=(self,), name="schedules", daemon=True),
         ]
-        # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S.
-        runners = [
-            threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
-            for i in range(1, self.concurrency + 1)
-        ] + self.deliveries.threads()
+        # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S, and the
+        # schedule thread's poll in progress commits (or rolls back) before the pool closes.
+        runners = (
+            [
+                threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
+                for i in range(1, self.concurrency + 1)
+            ]
+            + self.deliveries.threads()
+            + [threading.Thread(target=run_schedules, args=(self,), name="schedules", daemon=True)]
+        )
         for thread in helpers + runners:
             thread.start()
         self.stopping.wait()
