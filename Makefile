@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks clean
+.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
 
 venv: $(STAMP)
 
@@ -73,6 +73,9 @@ bench-waits: venv
 ## Webhooks: run finished -> loopback receiver got it (p50/p99, one idle worker), and deliveries/s with 4 workers.
 bench-webhooks: venv
 	$(BIN)/python bench/webhook_bench.py
+
+bench-schedules: venv
+	$(BIN)/python bench/schedule_bench.py
 
 clean:
 	rm -rf $(VENV)

@@ -10,7 +10,20 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from flowline import console
-from flowline.api import auth, cors, errors, files, nodes, openapi, pdf, runs, waits, webhooks, workflows
+from flowline.api import (
+    auth,
+    cors,
+    errors,
+    files,
+    nodes,
+    openapi,
+    pdf,
+    runs,
+    schedules,
+    waits,
+    webhooks,
+    workflows,
+)
 from flowline.core import config as settings
 from flowline.core import logs
 from flowline.data import db
@@ -100,6 +113,7 @@ def create_app(config=None):
         nodes.bp,
         runs.bp,
         webhooks.bp,
+        schedules.bp,
         files.bp,
         health.bp,
         openapi.bp,

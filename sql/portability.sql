@@ -69,6 +69,8 @@ SELECT r.id,
            'created_at', r.created_at,
            'started_at', r.started_at,
            'finished_at', r.finished_at,
+           'schedule_id', r.schedule_id,
+           'scheduled_for', r.scheduled_for,
            'steps', coalesce(
                (SELECT json_agg(s ORDER BY s.attempt, s.position)
                 FROM (SELECT id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
@@ -126,6 +128,12 @@ SELECT id
 FROM files
 WHERE id = ANY (%(file_ids)s::uuid[]);
 
+-- name: find_existing_schedules :many
+-- Returns which of the given schedule ids name a schedule (an imported run's schedule_id that names none is imported null).
+SELECT id
+FROM schedules
+WHERE id = ANY (%(schedule_ids)s::uuid[]);
+
 -- name: import_workflows :exec
 -- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version}, keeping their ids.
 INSERT INTO workflows (id, name, created_at, updated_at, version)
@@ -145,14 +153,15 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
 -- Inserts finished runs from a JSON array of run objects (the export's run keys plus workflow_id), keeping their ids; no lease.
 INSERT INTO runs (id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
                   worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at,
-                  finished_at)
+                  finished_at, schedule_id, scheduled_for)
 SELECT id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
-       worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at, finished_at
+       worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at, finished_at,
+       schedule_id, scheduled_for
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r (id uuid, workflow_id uuid, mode text, status text, input jsonb, final_output text, error_message text,
            attempt integer, max_attempts integer, worker_id text, idempotency_key text, request_hash text,
            cancel_requested_at timestamptz, created_at timestamptz, started_at timestamptz,
-           finished_at timestamptz);
+           finished_at timestamptz, schedule_id uuid, scheduled_for timestamptz);
 
 -- name: import_run_steps :exec
 -- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids.

@@ -69,15 +69,16 @@ SELECT count(*) AS held,
 FROM run;
 
 -- name: list_workflow_runs_json :one
--- Returns all runs of one workflow (only those in status, unless NULL), newest first, as the API's JSON body; no row when the workflow does not exist.
+-- Returns all runs of one workflow (only those in status and of schedule_id, unless NULL), newest first, as the API's JSON body; no row when the workflow does not exist.
 SELECT json_build_object(
            'runs', coalesce(
                (SELECT json_agg(r ORDER BY r.created_at DESC, r.id)
                 FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-                             mode, attempt, max_attempts, created_at
+                             mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
                       FROM runs
                       WHERE workflow_id = w.id
-                        AND (%(status)s::text IS NULL OR status = %(status)s::text)) AS r),
+                        AND (%(status)s::text IS NULL OR status = %(status)s::text)
+                        AND (%(schedule_id)s::uuid IS NULL OR schedule_id = %(schedule_id)s::uuid)) AS r),
                '[]'::json)
        )::text AS body
 FROM workflows AS w
@@ -96,7 +97,7 @@ SELECT json_build_object(
                '[]'::json)
        )::text AS body
 FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-             mode, attempt, max_attempts, created_at
+             mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
       FROM runs
       WHERE id = %(run_id)s) AS r;
 
@@ -109,7 +110,7 @@ WHERE id = %(run_id)s;
 -- name: list_workflow_runs_page :many
 -- Lists up to row_limit runs of one workflow (only those in status, unless NULL), newest first, after the keyset cursor (NULL: from the start).
 SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at
+       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
 FROM runs
 WHERE workflow_id = %(workflow_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -124,7 +125,7 @@ LIMIT %(row_limit)s;
 -- name: list_runs_page :many
 -- Lists up to row_limit runs of every workflow, newest first, after the keyset cursor (NULL: from the start); served by runs_created_idx.
 SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at
+       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
 FROM runs
 -- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
 WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -137,7 +138,7 @@ LIMIT %(row_limit)s;
 -- name: list_runs_by_status_page :many
 -- Lists up to row_limit runs of every workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_status_created_idx.
 SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at
+       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
 FROM runs
 WHERE status = %(status)s::text
   AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -150,7 +151,7 @@ LIMIT %(row_limit)s;
 -- name: list_workflow_runs_by_status_page :many
 -- Lists up to row_limit runs of one workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_workflow_status_created_idx.
 SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at
+       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
 FROM runs
 WHERE workflow_id = %(workflow_id)s
   AND status = %(status)s::text
@@ -466,6 +467,7 @@ SELECT json_build_object(
                'created_at', r.created_at, 'started_at', r.started_at, 'finished_at', r.finished_at,
                'available_at', r.available_at, 'cancel_requested_at', r.cancel_requested_at,
                'worker_id', r.worker_id, 'input_file_id', r.input ->> 'file_id',
+               'schedule_id', r.schedule_id, 'scheduled_for', r.scheduled_for,
                'input_text', left(r.input ->> 'input_text', %(text_cut)s),
                'input_text_cut', char_length(left(r.input ->> 'input_text', %(text_cut)s + 1)) > %(text_cut)s,
                'input_text_bytes', octet_length(r.input ->> 'input_text'),
@@ -553,3 +555,18 @@ FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minut
 LEFT JOIN finished AS f ON f.at = minute.at
 GROUP BY minute.at
 ORDER BY minute.at;
+
+-- name: list_schedule_runs_page :many
+-- Lists up to row_limit runs of one schedule (only those of workflow_id and in status, unless NULL), newest first, after the keyset cursor (NULL: from the start); served by runs_schedule_created_idx.
+SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
+FROM runs
+WHERE schedule_id = %(schedule_id)s::uuid
+  AND (%(workflow_id)s::uuid IS NULL OR workflow_id = %(workflow_id)s::uuid)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR created_at < %(after_created_at)s::timestamptz
+       OR id > %(after_id)s::uuid)
+ORDER BY created_at DESC, id
+LIMIT %(row_limit)s;

@@ -55,6 +55,10 @@ _SCHEMAS = {
     "RunCancelled": schemas.RunCancelledSchema,
     "RunEvent": schemas.RunEventSchema,
     "RunEvents": schemas.RunEventsSchema,
+    "ScheduleCreate": schemas.ScheduleCreateSchema,
+    "SchedulePatch": schemas.SchedulePatchSchema,
+    "Schedule": schemas.ScheduleSchema,
+    "ScheduleList": schemas.ScheduleListSchema,
     "WebhookCreate": schemas.WebhookCreateSchema,
     "WebhookPatch": schemas.WebhookPatchSchema,
     "Webhook": schemas.WebhookSchema,
@@ -245,6 +249,7 @@ _RUN = _path_param("run_id", "run")
 _FILE = _path_param("file_id", "file")
 _WEBHOOK = _path_param("webhook_id", "webhook subscription")
 _DELIVERY = _path_param("delivery_id", "webhook delivery")
+_SCHEDULE = _path_param("schedule_id", "schedule")
 
 _NODE_CREATE = {
     "oneOf": [_ref("schemas", body) for _, body in NODE_CONFIG_COMPONENTS.values()],
@@ -503,6 +508,45 @@ PATHS = {
             {**_ok("DeliveryRetried", "Due now.", status="202"), **_errors(404, 409, 503)},
             params=[_DELIVERY],
             tag="webhooks",
+        ),
+    },
+    "/workflows/{workflow_id}/schedules": {
+        "post": _operation(
+            "Schedule runs of a workflow on a cron expression in a time zone; the workers fire each tick once",
+            {
+                **_ok("Schedule", "The schedule, with its next five fire times.", "ETag", "Location", status="201"),
+                **_errors(400, 404, 413, 415, 422, 503),
+            },
+            params=[_WF],
+            body=_json_body("ScheduleCreate"),
+            tag="schedules",
+        ),
+        "get": _operation(
+            "A workflow's schedules, newest first, with their next five fire times",
+            {**_ok("ScheduleList", "The schedules."), **_errors(404, 503)},
+            params=[_WF],
+            tag="schedules",
+        ),
+    },
+    "/schedules/{schedule_id}": {
+        "get": _operation(
+            "Read a schedule with its next five fire times",
+            {**_ok("Schedule", "The schedule.", "ETag"), **_errors(404, 503)},
+            params=[_SCHEDULE],
+            tag="schedules",
+        ),
+        "patch": _operation(
+            "Change a schedule; enabling it again (or a new cron or time zone) starts it from now",
+            {**_ok("Schedule", "The changed schedule.", "ETag"), **_errors(400, 404, 412, 413, 415, 422, 503)},
+            params=[_SCHEDULE, _IF_MATCH],
+            body=_json_body("SchedulePatch"),
+            tag="schedules",
+        ),
+        "delete": _operation(
+            "Delete a schedule (its runs are kept, their schedule_id null)",
+            {**_no_content("Deleted."), **_errors(404, 412, 503)},
+            params=[_SCHEDULE, _IF_MATCH],
+            tag="schedules",
         ),
     },
     "/files": {

@@ -323,7 +323,7 @@ def cancel(run_id):
 
 @bp.get("/workflows/<workflow_id>/runs")
 def list_runs(workflow_id):
-    """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``.
+    """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``, of ``schedule_id``, or both.
 
     With ``limit`` (1..200) or ``cursor``, one page: ``{runs, next_cursor}`` (``limit`` defaults to 50 then;
     ``next_cursor`` is null on the last page). Without them, every run, as milestone-1 clients expect.
@@ -333,23 +333,25 @@ def list_runs(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     query = load_query(_runs_query_schema)
-    status = query.get("status")
+    status, schedule_id = query.get("status"), query.get("schedule_id")
     if "limit" not in query and "cursor" not in query:
         return query_json_response(
-            "list_workflow_runs_json", "Workflow not found", workflow_id=workflow_id, status=status
+            "list_workflow_runs_json",
+            "Workflow not found",
+            workflow_id=workflow_id,
+            status=status,
+            schedule_id=schedule_id,
         )
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))
+    page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
     with db.connection() as conn:
-        rows = db.many(
-            conn,
-            "list_workflow_runs_page",
-            workflow_id=workflow_id,
-            status=status,
-            after_created_at=after_created_at,
-            after_id=after_id,
-            row_limit=limit + 1,
-        )
+        if schedule_id is not None:
+            rows = db.many(
+                conn, "list_schedule_runs_page", schedule_id=schedule_id, workflow_id=workflow_id, status=status, **page
+            )
+        else:
+            rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status, **page)
         if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
             raise NotFound("Workflow not found")
     return page_response("runs", rows, limit)
@@ -358,7 +360,7 @@ def list_runs(workflow_id):
 @bp.get("/runs")
 def list_all_runs():
     """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
-    those in ``status``, of ``workflow_id``, or both; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
+    those in ``status``, of ``workflow_id``, of ``schedule_id``, or several; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
     the last page. A workflow_id that names no workflow is a filter nothing matches: an empty page, not a 404.
 
     Each combination of filters has its own query, so each plan keeps the index made for it.
@@ -370,9 +372,14 @@ def list_all_runs():
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))
     page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
-    status, workflow_id = query.get("status"), query.get("workflow_id")
+    status, workflow_id, schedule_id = query.get("status"), query.get("workflow_id"), query.get("schedule_id")
     with db.connection() as conn:
-        if workflow_id is not None and status is not None:
+        if schedule_id is not None:
+            # A schedule's runs are few beside all runs: its index, with the other filters applied on the way.
+            rows = db.many(
+                conn, "list_schedule_runs_page", schedule_id=schedule_id, workflow_id=workflow_id, status=status, **page
+            )
+        elif workflow_id is not None and status is not None:
             rows = db.many(conn, "list_workflow_runs_by_status_page", workflow_id=workflow_id, status=status, **page)
         elif workflow_id is not None:
             rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=None, **page)

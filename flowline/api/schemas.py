@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from .. import nodes
+from ..core import cron
 from ..core.fields import Text, not_blank, unstorable_reason
 from ..core.statuses import DELIVERY_STATUSES, FINISHED_STATUSES, RUN_STATUSES, WEBHOOK_EVENTS
 
@@ -180,6 +181,65 @@ class WebhookPatchSchema(Schema):
             raise ValidationError("Give url, events, enabled, or several.", field_name="_schema")
 
 
+class CronExpression(fields.String):
+    """A schedule's cron: five fields (minute hour day-of-month month day-of-week) or a name such as @daily."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            cron.check_cron(value)
+        except cron.CronError as exc:
+            raise ValidationError(str(exc)) from None
+        return value.strip()
+
+
+class TimeZoneName(fields.String):
+    """An IANA time zone name, such as UTC or Europe/Berlin."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            cron.zone(value)
+        except cron.CronError as exc:
+            raise ValidationError(str(exc)) from None
+        return value
+
+
+SCHEDULE_OVERLAPS = ("skip", "queue", "cancel_previous")
+SCHEDULE_CATCHUPS = ("none", "last", "all")
+
+
+class ScheduleCreateSchema(Schema):
+    """Body of ``POST /workflows/{id}/schedules``: when (cron, timezone), on what input, and the policies."""
+
+    cron = CronExpression(required=True)
+    timezone = TimeZoneName(load_default="UTC")
+    input_text = Text(load_default="")
+    file_id = fields.UUID(load_default=None, allow_none=True)
+    overlap = fields.String(validate=validate.OneOf(SCHEDULE_OVERLAPS), load_default="skip")
+    catchup = fields.String(validate=validate.OneOf(SCHEDULE_CATCHUPS), load_default="last")
+    enabled = fields.Boolean(load_default=True)
+
+
+class SchedulePatchSchema(Schema):
+    """Body of ``PATCH /schedules/{id}``: any of the fields of a create."""
+
+    cron = CronExpression()
+    timezone = TimeZoneName()
+    input_text = Text()
+    file_id = fields.UUID(allow_none=True)
+    overlap = fields.String(validate=validate.OneOf(SCHEDULE_OVERLAPS))
+    catchup = fields.String(validate=validate.OneOf(SCHEDULE_CATCHUPS))
+    enabled = fields.Boolean()
+
+    @validates_schema
+    def _something_to_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError(
+                "Give cron, timezone, input_text, file_id, overlap, catchup, enabled, or several.", field_name="_schema"
+            )
+
+
 class PageQuerySchema(Schema):
     """Query of a paginated list: ``limit`` (1..200) and the opaque ``cursor`` of the previous page."""
 
@@ -188,16 +248,20 @@ class PageQuerySchema(Schema):
 
 
 class RunsQuerySchema(PageQuerySchema):
-    """Query of ``GET /workflows/{id}/runs``: ``status`` filters; ``limit`` or ``cursor`` turn pagination on."""
+    """Query of ``GET /workflows/{id}/runs``: ``status`` and ``schedule_id`` filter; ``limit`` or ``cursor`` turn
+    pagination on."""
 
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    schedule_id = fields.UUID()
 
 
 class AllRunsQuerySchema(PageQuerySchema):
-    """Query of ``GET /runs``: ``status`` and ``workflow_id`` filter (together or alone); always one page."""
+    """Query of ``GET /runs``: ``status``, ``workflow_id`` and ``schedule_id`` filter (together or alone); always
+    one page."""
 
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
     workflow_id = fields.UUID()
+    schedule_id = fields.UUID()
 
 
 # --- responses (documentation only: never used to load or dump; see flowline/api/openapi.py) --------------------
@@ -280,6 +344,14 @@ class RunSchema(Schema):
     attempt = fields.Integer(required=True)
     max_attempts = fields.Integer(required=True)
     created_at = fields.DateTime(required=True)
+    schedule_id = fields.UUID(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the schedule that made it (null otherwise, or once deleted)"},
+    )
+    scheduled_for = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "the schedule's tick it was made for"}
+    )
 
 
 class StepSchema(Schema):
@@ -435,6 +507,43 @@ class WebhookRotatedSchema(WebhookCreatedSchema):
     signing beside it until ``previous_secret_expires_at``."""
 
     previous_secret_expires_at = fields.DateTime(required=True)
+
+
+class ScheduleSchema(Schema):
+    """A schedule, with its next five fire times."""
+
+    id = fields.UUID(required=True)
+    workflow_id = fields.UUID(required=True)
+    cron = fields.String(required=True)
+    timezone = fields.String(required=True)
+    input_text = fields.String(required=True)
+    file_id = fields.UUID(required=True, allow_none=True, metadata={"description": "null once the file is deleted"})
+    overlap = fields.String(required=True, metadata={"enum": list(SCHEDULE_OVERLAPS)})
+    catchup = fields.String(required=True, metadata={"enum": list(SCHEDULE_CATCHUPS)})
+    enabled = fields.Boolean(required=True)
+    next_fire_at = fields.DateTime(required=True, allow_none=True, metadata={"description": "null while disabled"})
+    next_fire_times = fields.List(
+        fields.DateTime(),
+        required=True,
+        metadata={
+            "description": "the next five ticks, ISO 8601 with the schedule's time zone's offset; [] while disabled"
+        },
+    )
+    skipped_count = fields.Integer(required=True, metadata={"description": "ticks not fired by the overlap policy"})
+    last_skipped_at = fields.DateTime(required=True, allow_none=True)
+    last_fired_at = fields.DateTime(required=True, allow_none=True)
+    last_run_id = fields.UUID(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    version = fields.Integer(
+        required=True, metadata={"description": "Bumped on every change a client makes (the ETag)."}
+    )
+
+
+class ScheduleListSchema(Schema):
+    """A workflow's schedules, newest first."""
+
+    schedules = fields.List(fields.Nested(ScheduleSchema), required=True)
 
 
 class WebhookListSchema(Schema):

@@ -9,7 +9,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from marshmallow import ValidationError
 
 from .. import nodes as node_types
-from ..api import files, nodes, runs, workflows
+from ..api import files, nodes, runs, schedules, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
 from ..api.http import encode_cursor, parse_id
 from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
@@ -52,6 +52,13 @@ def _recent_files():
         return db.many(conn, "list_recent_files", row_limit=FILE_CHOICES)
 
 
+def _schedules(workflow_id):
+    """The workflow's schedules, each with its next fire times and its latest run's status: one query."""
+    with db.connection() as conn:
+        rows = db.many(conn, "list_workflow_schedules_with_last_run", workflow_id=workflow_id)
+    return [{**row, "next_fire_times": schedules.next_fire_times(row)} for row in rows]
+
+
 def _name_errors(name):
     try:
         return None, _name_schema.load({"name": name})["name"]
@@ -89,6 +96,7 @@ def _workflow_page(workflow_id, status=200, **extra):
         "workflow": workflow,
         "node_types": node_types.ALL,
         "files": _recent_files(),
+        "schedules": _schedules(workflow_id),
         # Made when the page is rendered: a double click on "Queue" sends it twice and queues one run.
         "idempotency_key": uuid.uuid4().hex,
         "input_text": "",

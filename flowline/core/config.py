@@ -250,6 +250,10 @@ def from_env(env=None):
         "WEBHOOK_LEASE_S": webhook_lease_s,
         "WEBHOOK_RETRY_SCHEDULE_S": _retry_schedule(env),
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "WEBHOOK_ALLOW_PRIVATE", False),
+        # Schedules (flowline/worker/schedules.py): how often each worker looks for due ticks, and how late a tick
+        # may be found and still fire as itself (older ones are missed: each schedule's catchup decides).
+        "SCHEDULE_POLL_INTERVAL_S": _float(env, "SCHEDULE_POLL_INTERVAL_S", 1.0, minimum=0.05),
+        "SCHEDULE_MISFIRE_GRACE_S": _float(env, "SCHEDULE_MISFIRE_GRACE_S", 60.0, minimum=0.0),
         "MAX_INPUT_CHARS": _int(env, "MAX_INPUT_CHARS", 1_000_000, minimum=1),
         "MAX_UPLOAD_MB": _int(env, "MAX_UPLOAD_MB", 10, minimum=1),
         # POST /files extracts a PDF's text in a child process: killed past this many seconds (422), and given

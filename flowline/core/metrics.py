@@ -42,6 +42,8 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
   - ``flowline_webhook_outbox_depth``, ``flowline_webhook_outbox_oldest_age_seconds`` and
     ``flowline_webhook_deliveries_dead``: webhook deliveries still to make, how long the oldest due one has
     waited, and the Dead ones not yet pruned, read through the outbox's partial indexes (capped).
+  - ``flowline_schedule_lag_seconds``: how late the oldest due schedule tick is (0 when none is due), one probe of
+    the schedules' partial index.
   - ``flowline_worker_last_heartbeat_timestamp_seconds{worker_id}``: each worker's last heartbeat as recorded in
     the ``workers`` table (workers heard from in the last ``WORKER_SHOWN_FOR_S``, clean stops excluded), and
     ``flowline_workers_alive``: how many beat within the last RUN_LEASE_SECONDS. They cover workers on any host,

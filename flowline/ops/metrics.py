@@ -90,7 +90,12 @@ class DatabaseCollector:
                     outbox = db.one(conn, "get_webhook_outbox_stats", count_cap=COUNT_CAP)
             except psycopg.errors.UndefinedTable:
                 outbox = None  # the webhooks migration is pending
-        return queue, workers, outbox
+            try:
+                with conn.transaction():
+                    schedules = db.one(conn, "get_schedule_lag")
+            except psycopg.errors.UndefinedTable:
+                schedules = None  # the schedules migration is pending
+        return queue, workers, outbox, schedules
 
     def collect(self):
         up = GaugeMetricFamily(
@@ -99,7 +104,7 @@ class DatabaseCollector:
             "0 when the database is unreachable or no pooled connection was free in time.",
         )
         try:
-            queue, workers, outbox = self._read()
+            queue, workers, outbox, schedules = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
             up.add_metric([], 0)
@@ -142,6 +147,13 @@ class DatabaseCollector:
                 f"Webhook deliveries that are Dead (no attempt left, or 410 Gone) and not yet pruned, at most "
                 f"{COUNT_CAP}; POST /deliveries/{{id}}/retry sends one again.",
                 value=outbox["dead"],
+            )
+        if schedules is not None:
+            yield GaugeMetricFamily(
+                "flowline_schedule_lag_seconds",
+                "How late the oldest due tick of an enabled schedule is, by the database's clock (0: none is due); "
+                "over SCHEDULE_POLL_INTERVAL_S for long means no worker fires schedules.",
+                value=float(schedules["lag_s"]),
             )
         if workers is None:
             return

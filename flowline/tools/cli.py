@@ -113,6 +113,12 @@ def export_command(workflow_ids, with_runs, output):
         "where you import (POST /workflows/{id}/webhooks)",
         err=True,
     )
+    # A copy elsewhere would fire the same ticks twice; the runs keep schedule_id and scheduled_for.
+    click.echo(
+        "note: schedules are not exported: create them again where you import (POST /workflows/{id}/schedules); "
+        "exported runs keep their schedule_id, imported null where that schedule does not exist",
+        err=True,
+    )
     if result.file_references:
         click.echo(
             f"note: {plural(result.file_references, 'node')} in the export name an uploaded "
@@ -174,6 +180,11 @@ def import_command(file, dry_run, skip_existing, with_runs):
         click.echo(
             f"warning: {plural(len(result.missing_files), 'node')} imported name a file "
             "this database does not have (listed on stderr)"
+        )
+    if result.unlinked_schedule_runs:
+        click.echo(
+            f"note: {plural(result.unlinked_schedule_runs, 'run')} name a schedule this database does not have: "
+            "imported with schedule_id null (scheduled_for kept)"
         )
     if dry_run:
         click.echo("dry run: rolled back, nothing was written")

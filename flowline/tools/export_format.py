@@ -12,6 +12,7 @@ The format, version 1 (every id and timestamp as the API writes them)::
                     "runs": [{"id", "mode", "status", "input", "final_output", "error_message", "attempt",
                               "max_attempts", "worker_id", "idempotency_key", "request_hash",
                               "cancel_requested_at", "created_at", "started_at", "finished_at",
+                              "schedule_id", "scheduled_for",
                               "steps": [{"id", "node_id", "attempt", "position", "node_type", "config_snapshot",
                                          "status", "started_at", "finished_at", "input_text", "output_text",
                                          "error_message", "note"}],
@@ -20,7 +21,10 @@ The format, version 1 (every id and timestamp as the API writes them)::
 
 Export reads one consistent snapshot (a REPEATABLE READ, READ ONLY transaction) in keyset batches and writes each
 batch as it is read, so its memory is bounded by a batch whatever the size of the database. Only finished runs are
-exported (Pending and Running runs are queue state), and never the bytes of uploaded files.
+exported (Pending and Running runs are queue state), and never the bytes of uploaded files, webhook subscriptions
+or schedules. A run's ``schedule_id`` and ``scheduled_for`` (which schedule made it, for which tick) came with
+schedules: a file without them (an older export) imports them null, and a schedule_id the target database has no
+schedule for is imported null (the run is kept).
 
 Import validates the whole file with the API's schemas before writing anything, then writes in one transaction:
 a conflicting id, a constraint violation or a failed verification (every imported workflow read back and compared
@@ -135,6 +139,9 @@ class ExportRunSchema(Schema):
     created_at = _timestamp()
     started_at = _timestamp(allow_none=True)
     finished_at = _timestamp()
+    # Optional: files exported before schedules lack them (null).
+    schedule_id = fields.UUID(allow_none=True, load_default=None)
+    scheduled_for = fields.AwareDateTime(allow_none=True, load_default=None)
     steps = fields.List(fields.Nested(ExportStepSchema), required=True)
     events = fields.List(fields.Nested(ExportEventSchema), required=True)
 

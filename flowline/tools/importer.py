@@ -28,6 +28,8 @@ class ImportResult:
     skipped: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     runs_left_out: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     missing_files: list = field(default_factory=list)
+    # Runs whose schedule_id names no schedule of this database: imported with schedule_id null.
+    unlinked_schedule_runs: int = 0
     checksum: str = ""
 
 
@@ -101,6 +103,20 @@ def _missing_files(conn, workflows, document_label):
         for w, n, node_type, file_id in referencing
         if file_id not in present
     ]
+
+
+def _unlink_missing_schedules(conn, workflows):
+    """Set null the ``schedule_id`` of the runs in ``workflows`` whose schedule this database lacks (schedules are
+    not exported); return how many. Done on the loaded file, so the verification compares what was written."""
+    runs = [run for _, workflow in workflows for run in workflow["runs"] if run["schedule_id"] is not None]
+    wanted = sorted({run["schedule_id"] for run in runs})
+    present = set()
+    for chunk in chunks(wanted, ROW_BATCH):
+        present |= {row["id"] for row in db.many(conn, "find_existing_schedules", schedule_ids=chunk)}
+    unlinked = [run for run in runs if run["schedule_id"] not in present]
+    for run in unlinked:
+        run["schedule_id"] = None
+    return len(unlinked)
 
 
 _INSERTS = {
@@ -229,6 +245,8 @@ def import_data(conn, data, *, dry_run=False, skip_existing=False, with_runs=Fal
             if not with_runs:
                 add_counts(result.runs_left_out, workflow, with_runs=True)
         result.missing_files = _missing_files(conn, todo, label)
+        if with_runs:
+            result.unlinked_schedule_runs = _unlink_missing_schedules(conn, todo)
         with progress("Importing workflows", len(todo)) as bar:
             result.imported = _insert(conn, todo, with_runs, bar)
         with progress("Verifying workflows", len(todo)) as bar:

@@ -17,6 +17,7 @@ from ..engine import providers, runner
 from ..ops.metrics import serve_worker_metrics
 from . import heartbeat, lease_renewal, sweep
 from .listener import RECONNECT_CAP_S, listen
+from .schedules import run_schedules
 from .webhooks import Deliveries
 
 log = logging.getLogger("flowline.worker")
@@ -24,7 +25,7 @@ log = logging.getLogger("flowline.worker")
 
 class Worker:
     """One worker process: ``concurrency`` run threads, WEBHOOK_CONCURRENCY webhook delivery threads, a LISTEN
-    thread and a maintenance thread."""
+    thread, a maintenance thread and a schedule thread."""
 
     def __init__(self, config, *, concurrency=None):
         self.config = config
@@ -37,9 +38,9 @@ class Worker:
         # outage for a connection goes on, where a write refused at once would fail the attempt and leave the run
         # to its lease (RUN_LEASE_SECONDS) and a retry.
         # A connection for each run thread, each delivery thread (held only to claim and record, never while
-        # sending) and the maintenance thread.
+        # sending), the maintenance thread and the schedule thread.
         self.pool = db.create_pool(
-            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 1},
+            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 2},
             "flowline-worker",
             fail_fast_s=0,
         )
@@ -211,13 +212,14 @@ class Worker:
                 return 2
         db.open_pool(self.pool)
         log.info(
-            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, database %s, "
-            "metrics %s",
+            "worker %s: %d thread(s), %d webhook delivery thread(s), lease %d s, polling every %g s, schedules "
+            "every %g s, database %s, metrics %s",
             self.id,
             self.concurrency,
             self.deliveries.concurrency,
             self.lease_seconds,
             self.config["WORKER_POLL_INTERVAL_S"],
+            self.config["SCHEDULE_POLL_INTERVAL_S"],
             settings.mask_url(self.config["DATABASE_URL"]),
             f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)",
         )
@@ -225,11 +227,16 @@ class Worker:
             threading.Thread(target=listen, args=(self,), name="listen", daemon=True),
             threading.Thread(target=self._maintain, name="maintain", daemon=True),
         ]
-        # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S.
-        runners = [
-            threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
-            for i in range(1, self.concurrency + 1)
-        ] + self.deliveries.threads()
+        # Drained alike on SIGTERM: a delivery's attempt in progress ends within WEBHOOK_TIMEOUT_S, and the
+        # schedule thread's poll in progress commits (or rolls back) before the pool closes.
+        runners = (
+            [
+                threading.Thread(target=self._run_thread, args=(i,), name=f"run-{i}", daemon=True)
+                for i in range(1, self.concurrency + 1)
+            ]
+            + self.deliveries.threads()
+            + [threading.Thread(target=run_schedules, args=(self,), name="schedules", daemon=True)]
+        )
         for thread in helpers + runners:
             thread.start()
         self.stopping.wait()

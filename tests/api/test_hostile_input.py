@@ -123,6 +123,7 @@ def world(client, workflow):
     webhook_id = client.post(f"/workflows/{workflow_id}/webhooks", json={"url": HOOK}).json["id"]
     run_id = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "seed"}).json["run_id"]
     [delivery] = client.get(f"/webhooks/{webhook_id}/deliveries").json["deliveries"]
+    schedule_id = client.post(f"/workflows/{workflow_id}/schedules", json={"cron": "@daily"}).json["id"]
     return {
         "workflow_id": workflow_id,
         "node_id": nodes[1]["id"],
@@ -131,6 +132,7 @@ def world(client, workflow):
         "run_id": run_id,
         "webhook_id": webhook_id,
         "delivery_id": delivery["id"],
+        "schedule_id": schedule_id,
     }
 
 
@@ -354,7 +356,38 @@ def _check_delivery_retry(client, world, sql, value):
     assert _status_ok(response) == 202
 
 
+def _check_schedule_create(client, world, sql, value):
+    stored = False
+    path = f"/workflows/{world['workflow_id']}/schedules"
+    for body in (
+        {"cron": value},
+        {"cron": "@daily", "timezone": value},
+        {"cron": "@daily", "input_text": value},
+        {"cron": "@daily", "overlap": value},
+        {"cron": "@daily", value: 1},
+    ):
+        response = _send(client, "POST", path, body)
+        if _status_ok(response) == 201:
+            assert client.get(f"/schedules/{response.json['id']}").json["input_text"] == body.get("input_text", "")
+            stored = True
+    return stored
+
+
+def _check_schedule_patch(client, world, sql, value):
+    stored = False
+    path = f"/schedules/{world['schedule_id']}"
+    for body in ({"cron": value}, {"timezone": value}, {"input_text": value}, {"catchup": value}, {value: 1}):
+        response = _send(client, "PATCH", path, body)
+        if _status_ok(response) == 200:
+            if "input_text" in body:
+                assert client.get(path).json["input_text"] == value
+            stored = True
+    return stored
+
+
 BODY_CHECKS = {
+    ("POST", "/workflows/<workflow_id>/schedules"): _check_schedule_create,
+    ("PATCH", "/schedules/<schedule_id>"): _check_schedule_patch,
     ("POST", "/workflows/<workflow_id>/webhooks"): _check_webhook_create,
     ("PATCH", "/webhooks/<webhook_id>"): _check_webhook_patch,
     ("POST", "/webhooks/<webhook_id>/rotate-secret"): _check_rotate_secret,

@@ -285,8 +285,8 @@ def test_a_worker_serves_its_run_and_step_series_and_its_heartbeat_reaches_the_a
     assert value(samples, "flowline_step_duration_seconds_count", node_type="extract_text", status="Failed") == 1
     assert value(samples, "flowline_worker_threads", worker_id=worker_id) == 1
     assert value(samples, "flowline_worker_heartbeat_timestamp_seconds", worker_id=worker_id) > 0
-    # One run thread, WEBHOOK_CONCURRENCY's two delivery threads and the maintenance thread.
-    assert value(samples, "flowline_db_pool_max_connections", pool="flowline-worker") == 4
+    # One run thread, WEBHOOK_CONCURRENCY's two delivery threads, the maintenance and the schedule threads.
+    assert value(samples, "flowline_db_pool_max_connections", pool="flowline-worker") == 5
     # A worker's endpoint shows its own work only: no request series, no database-derived gauges.
     assert not {n for n in names(samples) if n.startswith(("flowline_http_", "flowline_queue_", "flowline_database"))}
 

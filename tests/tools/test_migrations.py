@@ -68,6 +68,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "workers",
         "webhooks",
         "webhook_deliveries",
+        "schedules",
     }
     assert [row[0] for row in applied["functions"]] == [
         "notify_run_finished",

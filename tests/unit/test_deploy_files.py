@@ -55,6 +55,8 @@ WORKER_ONLY = {
     "WEBHOOK_LEASE_S",
     "WEBHOOK_RETRY_SCHEDULE_S",
     "WEBHOOK_ALLOW_PRIVATE",
+    "SCHEDULE_POLL_INTERVAL_S",
+    "SCHEDULE_MISFIRE_GRACE_S",
 }
 # Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines
 # for a collector there, readable text on a terminal.

@@ -1,0 +1,190 @@
+"""Schedules: a workflow's cron-triggered runs (create, list, read, change, delete). The workers fire them
+(flowline/worker/schedules.py); the ticks and their daylight-saving rules are flowline/core/cron.py's.
+
+A schedule's answer carries ``next_fire_times``, its next five ticks written ISO 8601 with the offset of the
+schedule's own time zone (what its cron means), starting at ``next_fire_at`` (the tick the workers decide next;
+it may be a moment past while due). A disabled schedule has no next tick: ``next_fire_at`` null and
+``next_fire_times`` empty; enabling it again (or changing its cron or time zone) starts from now, by the
+database's clock.
+"""
+
+from flask import Blueprint, jsonify
+from psycopg.errors import ForeignKeyViolation
+
+from ..core import cron
+from ..data import db
+from .errors import NotFound
+from .http import etag, expected_versions, load_json, parse_id, precondition_failed
+from .runs import check_run_input
+from .schemas import ScheduleCreateSchema, SchedulePatchSchema
+
+bp = Blueprint("schedules", __name__)
+
+_create_schema = ScheduleCreateSchema()
+_patch_schema = SchedulePatchSchema()
+
+# How many upcoming ticks an answer shows.
+NEXT_FIRE_TIMES = 5
+# The settings a client chooses: a change keeps those it does not name.
+_FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled")
+
+
+def next_fire_times(row):
+    """Return the schedule ``row``'s next NEXT_FIRE_TIMES ticks from its next_fire_at on, ISO 8601 in its time
+    zone; [] while disabled."""
+    first = row["next_fire_at"]
+    if first is None:
+        return []
+    tz = cron.zone(row["timezone"])
+    ticks = [first.astimezone(tz)] + cron.next_ticks(row["cron"], row["timezone"], first, NEXT_FIRE_TIMES - 1)
+    return [tick.isoformat() for tick in ticks]
+
+
+def _first_tick(settings, now):
+    """Return the first tick after ``now`` of the schedule ``settings``, or None when it is disabled."""
+    return cron.next_tick(settings["cron"], settings["timezone"], now) if settings["enabled"] else None
+
+
+def _answer(row):
+    return {**row, "next_fire_times": next_fire_times(row)}
+
+
+def _schedule_response(row, status=200):
+    response = jsonify(_answer(row))
+    response.status_code = status
+    response.headers["ETag"] = etag(row["version"])
+    return response
+
+
+def _write_refused(conn, schedule_id):
+    """Return the error for a conditional write to ``schedule_id`` that changed nothing: 404 or 412."""
+    row = db.one(conn, "get_schedule", schedule_id=schedule_id)
+    return NotFound("Schedule not found") if row is None else precondition_failed(row["version"])
+
+
+def _file_deleted_meanwhile(exc):
+    return exc.diag.constraint_name == "schedules_file_id_fkey"
+
+
+@bp.post("/workflows/<workflow_id>/schedules")
+def create_schedule(workflow_id):
+    """Schedule runs of a workflow at the ticks of ``cron`` in ``timezone`` (default UTC), on ``input_text`` and
+    ``file_id``; 201 with the schedule and its next five fire times.
+
+    :raise 404: unknown workflow.
+    :raise 422: a bad cron expression (keyed ``cron``) or time zone (``timezone``), an unknown overlap or
+        catchup, input_text over MAX_INPUT_CHARS, a file_id that names no file.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    data = load_json(_create_schema)
+    check_run_input(data["input_text"], data["file_id"])
+    try:
+        with db.transaction() as conn:
+            now = db.one(conn, "get_clock")["now"]
+            row = db.one(
+                conn,
+                "create_schedule",
+                workflow_id=workflow_id,
+                cron=data["cron"],
+                timezone=data["timezone"],
+                input_text=data["input_text"],
+                file_id=data["file_id"],
+                overlap=data["overlap"],
+                catchup=data["catchup"],
+                enabled=data["enabled"],
+                next_fire_at=_first_tick(data, now),
+            )
+    except ForeignKeyViolation as exc:
+        if _file_deleted_meanwhile(exc):
+            check_run_input(data["input_text"], data["file_id"])
+        row = None  # the workflow was deleted meanwhile
+    if row is None:
+        raise NotFound("Workflow not found")
+    response = _schedule_response(row, 201)
+    response.headers["Location"] = f"/schedules/{row['id']}"
+    return response
+
+
+@bp.get("/workflows/<workflow_id>/schedules")
+def list_schedules(workflow_id):
+    """Return ``{schedules: [...]}``, a workflow's schedules, newest first, each with its next five fire times.
+
+    :raise 404: unknown workflow.
+    """
+    workflow_id = parse_id(workflow_id, "Workflow")
+    with db.connection() as conn:
+        rows = db.many(conn, "list_workflow_schedules", workflow_id=workflow_id)
+        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
+            raise NotFound("Workflow not found")
+    return jsonify({"schedules": [_answer(row) for row in rows]})
+
+
+@bp.get("/schedules/<schedule_id>")
+def get_schedule(schedule_id):
+    """Return one schedule with its next five fire times, its version as ``ETag``.
+
+    :raise 404: unknown schedule.
+    """
+    with db.connection() as conn:
+        row = db.one(conn, "get_schedule", schedule_id=parse_id(schedule_id, "Schedule"))
+    if row is None:
+        raise NotFound("Schedule not found")
+    return _schedule_response(row)
+
+
+@bp.patch("/schedules/<schedule_id>")
+def update_schedule(schedule_id):
+    """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled; 200 with it
+    and its new ``ETag``. With ``If-Match``, only if unchanged since. Enabling a disabled schedule, or changing
+    its cron or time zone, starts it from now: the ticks it missed meanwhile are not caught up.
+
+    :raise 404: unknown schedule.
+    :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
+    :raise 422: nothing to change, or an invalid field (named in ``errors``).
+    """
+    schedule_id = parse_id(schedule_id, "Schedule")
+    data = load_json(_patch_schema)
+    check_run_input(data.get("input_text", ""), data.get("file_id"))
+    try:
+        with db.transaction() as conn:
+            current = db.one(conn, "lock_schedule", schedule_id=schedule_id)
+            if current is None:
+                raise NotFound("Schedule not found")
+            settings = {name: data.get(name, current[name]) for name in _FIELDS}
+            restarts = not current["enabled"] or any(settings[k] != current[k] for k in ("cron", "timezone"))
+            next_fire_at = _first_tick(settings, current["now"]) if restarts else current["next_fire_at"]
+            row = db.one(
+                conn,
+                "update_schedule",
+                schedule_id=schedule_id,
+                expected_versions=expected_versions(),
+                cron=settings["cron"],
+                timezone=settings["timezone"],
+                input_text=settings["input_text"],
+                file_id=settings["file_id"],
+                overlap=settings["overlap"],
+                catchup=settings["catchup"],
+                enabled=settings["enabled"],
+                next_fire_at=next_fire_at if settings["enabled"] else None,
+            )
+            if row is None:
+                raise _write_refused(conn, schedule_id)
+    except ForeignKeyViolation:
+        check_run_input("", data.get("file_id"))  # the file was deleted meanwhile: 422 naming file_id
+        raise
+    return _schedule_response(row)
+
+
+@bp.delete("/schedules/<schedule_id>")
+def delete_schedule(schedule_id):
+    """Delete a schedule; 204. Its runs are kept (their ``schedule_id`` becomes null). With ``If-Match``, only
+    if unchanged since.
+
+    :raise 404: unknown schedule.
+    :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
+    """
+    schedule_id = parse_id(schedule_id, "Schedule")
+    with db.connection() as conn:
+        if db.one(conn, "delete_schedule", schedule_id=schedule_id, expected_versions=expected_versions()) is None:
+            raise _write_refused(conn, schedule_id)
+    return "", 204
