@@ -166,16 +166,22 @@ def test_five_workers_racing_over_the_same_ticks_fire_each_exactly_once(api, db,
 
 def test_a_pool_restarted_after_missed_ticks_catches_up_as_each_schedule_says(api, db, pool):
     workflow_id = make_workflow(api, [UPPER])
-    daily = {"cron": "0 0 * * *", "timezone": "UTC"}
+    # A daily tick at the hour 12 hours back, by the database's clock: its latest tick is 12 to 13 hours old,
+    # never within the misfire grace, whatever the time of day the test runs.
+    tick = db.execute(
+        "SELECT date_trunc('hour', now() - interval '12 hours') AS latest, "
+        "extract(hour FROM (now() - interval '12 hours') AT TIME ZONE 'UTC')::int AS hour"
+    ).fetchone()
+    today = tick["latest"]
+    daily = {"cron": f"0 {tick['hour']} * * *", "timezone": "UTC"}
     none, last, every = (make_schedule(api, workflow_id, catchup=c, **daily) for c in ("none", "last", "all"))
     paused = make_schedule(api, workflow_id, catchup="all", enabled=False, **daily)
     paused_later = make_schedule(api, workflow_id, catchup="all", **daily)
-    # No worker runs: the last ten midnights pass (nine days back to today's), older than the misfire grace.
-    today = db.execute(
-        "UPDATE schedules SET next_fire_at = date_trunc('day', now()) - interval '9 days' "
-        "WHERE id = ANY(%s::uuid[]) RETURNING date_trunc('day', now()) AS today",
-        ([none, last, every, paused_later],),
-    ).fetchone()["today"]
+    # No worker runs: the last ten ticks pass (nine days back to the latest), older than the misfire grace.
+    db.execute(
+        "UPDATE schedules SET next_fire_at = %s::timestamptz - interval '9 days' WHERE id = ANY(%s::uuid[])",
+        (today, [none, last, every, paused_later]),
+    )
     call(api, "PATCH", f"/schedules/{paused_later}", {"enabled": False})
     pool.start(1)
     wait_for(lambda: decided(db, none, last, every), timeout=20, message="the missed ticks decided")
