@@ -55,3 +55,15 @@ def facts(pg_conn, packages=("flask", "gunicorn", "psycopg", "psycopg-binary", "
         "load_average_at_start": os.getloadavg(),
         "packages": versions,
     }
+
+
+def describe(facts, sharing):
+    """Return the two lines a benchmark prints first: the machine from ``facts`` (facts()), then its PostgreSQL,
+    with ``sharing`` saying which processes shared the machine (e.g. "workers, server and this script")."""
+    p = facts["postgresql_settings"]
+    return (
+        f"machine     {facts['hostname']}: {facts['cpu_model']}, {facts['cores']} cores, {facts['ram_gib']} GiB, "
+        f"{facts['os']}, kernel {facts['kernel']}, Python {facts['python']}\n"
+        f"postgresql  {facts['postgresql']} via {facts['postgresql_via']} (fsync={p['fsync']}, "
+        f"synchronous_commit={p['synchronous_commit']}); {sharing} share the machine"
+    )

@@ -298,16 +298,7 @@ def main():
 
 
 def report(results):
-    f = results["machine"]
-    p = f["postgresql_settings"]
-    print(
-        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
-        f"kernel {f['kernel']}, Python {f['python']}"
-    )
-    print(
-        f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
-        f"synchronous_commit={p['synchronous_commit']}); workers, server and this script share the machine"
-    )
+    print(machine.describe(results["machine"], "workers, server and this script"))
     print()
     print(f"{'processes x threads':>19}  {'flowline runs/s':>15}  {'procrastinate jobs/s':>20}  {'ratio':>6}")
     by_workers = {r["workers"]: r for r in results["procrastinate"]}

@@ -184,16 +184,7 @@ def main():
 
 
 def report(results):
-    f = results["machine"]
-    p = f["postgresql_settings"]
-    print(
-        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
-        f"kernel {f['kernel']}, Python {f['python']}"
-    )
-    print(
-        f"postgresql  {f['postgresql']} via {f['postgresql_via']} (fsync={p['fsync']}, "
-        f"synchronous_commit={p['synchronous_commit']}); workers, server, receiver and this script share the machine"
-    )
+    print(machine.describe(results["machine"], "workers, server, receiver and this script"))
     lat, put = results["latency"], results["throughput"]
     before, after = results["load_average_before"], results["load_average_after"]
     print(f"load avg    {before[0]:.2f} before, {after[0]:.2f} after (1 min; other work on the machine shows here)")
