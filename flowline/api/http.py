@@ -213,6 +213,17 @@ def workflow_write_refused(conn, workflow_id):
     return NotFound("Workflow not found") if row is None else precondition_failed(row["version"])
 
 
+def rows_of_workflow(conn, workflow_id, rows):
+    """Return ``rows``, what a list of one workflow's things found; none found is a 404 when the workflow itself does
+    not exist (an empty list is only the answer for a workflow that has nothing).
+
+    :raise NotFound: no rows, and no workflow ``workflow_id``.
+    """
+    if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
+        raise NotFound("Workflow not found")
+    return rows
+
+
 def require_file(conn, file_id, *field_path):
     """Check that ``file_id`` names an uploaded file.
 

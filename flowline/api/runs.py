@@ -25,6 +25,7 @@ from .http import (
     parse_id,
     query_json_response,
     require_file,
+    rows_of_workflow,
 )
 from .schemas import AllRunsQuerySchema, RunRequestSchema, RunsQuerySchema
 
@@ -352,8 +353,7 @@ def list_runs(workflow_id):
             )
         else:
             rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status, **page)
-        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
-            raise NotFound("Workflow not found")
+        rows = rows_of_workflow(conn, workflow_id, rows)
     return page_response("runs", rows, limit)
 
 

@@ -14,7 +14,7 @@ from psycopg.errors import ForeignKeyViolation
 from ..core import cron
 from ..data import db
 from .errors import NotFound
-from .http import etag, expected_versions, load_json, parse_id, precondition_failed
+from .http import etag, expected_versions, load_json, parse_id, precondition_failed, rows_of_workflow
 from .runs import check_run_input
 from .schemas import ScheduleCreateSchema, SchedulePatchSchema
 
@@ -113,9 +113,7 @@ def list_schedules(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     with db.connection() as conn:
-        rows = db.many(conn, "list_workflow_schedules", workflow_id=workflow_id)
-        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
-            raise NotFound("Workflow not found")
+        rows = rows_of_workflow(conn, workflow_id, db.many(conn, "list_workflow_schedules", workflow_id=workflow_id))
     return jsonify({"schedules": [_answer(row) for row in rows]})
 
 

@@ -22,6 +22,7 @@ from .http import (
     page_response,
     parse_id,
     precondition_failed,
+    rows_of_workflow,
 )
 from .schemas import PageQuerySchema, WebhookCreateSchema, WebhookPatchSchema
 
@@ -87,9 +88,7 @@ def list_webhooks(workflow_id):
     """
     workflow_id = parse_id(workflow_id, "Workflow")
     with db.connection() as conn:
-        rows = db.many(conn, "list_workflow_webhooks", workflow_id=workflow_id)
-        if not rows and db.one(conn, "get_workflow_version", workflow_id=workflow_id) is None:
-            raise NotFound("Workflow not found")
+        rows = rows_of_workflow(conn, workflow_id, db.many(conn, "list_workflow_webhooks", workflow_id=workflow_id))
     return jsonify({"webhooks": rows})
 
 
