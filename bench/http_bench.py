@@ -212,11 +212,12 @@ class Server:
         except OSError:
             return ""
 
-    def stop(self):
+    def stop(self, signum=signal.SIGINT, timeout=15):
+        """Stop gunicorn: by default SIGINT, its quick shutdown (SIGTERM waits graceful_timeout for requests)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (SIGTERM waits graceful_timeout)
+            self.proc.send_signal(signum)
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -51,9 +51,9 @@ from http_bench import (
     MAX_RESTARTS,
     MIN_CONNS_PER_WORKER,
     WRK_CONNECTIONS,
+    Server,
     cpu_times,
     cpu_usage,
-    free_port,
     parse_wrk,
     process_cpu,
     say,
@@ -69,57 +69,6 @@ WRK = ("wrk", "-t2", f"-c{WRK_CONNECTIONS}", "--latency")
 def get(url, timeout=10):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read()
-
-
-class Gunicorn:
-    """The gunicorn serving the benchmark: its process, base URL and port, and its worker processes."""
-
-    def __init__(self, process, log, port):
-        self.process, self.log, self.port = process, log, port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def worker_pids(self):
-        pid = self.process.pid
-        try:
-            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        except OSError:
-            return []
-
-
-def serve(env, log_path):
-    port = free_port()
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}: see {log_path}")
-        try:
-            if get(base + "/readyz", timeout=2)[0] == 200:
-                return Gunicorn(process, log, port)
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"gunicorn not ready after 30 s: see {log_path}")
-
-
-def stop(process, log):
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # graceful: the waits end at once
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log.close()
 
 
 def post_json(base, path, body):
@@ -438,7 +387,8 @@ def main(argv):
         from flowline.data import migrations
 
         migrations.apply(db_url)
-        server = serve(env, tmp / "gunicorn.log")
+        server = Server("gunicorn", "app:create_app()", env, tmp)
+        server.wait_ready("/readyz")
         base = server.base
         try:
             with psycopg.connect(db_url, autocommit=True) as conn:
@@ -469,7 +419,7 @@ def main(argv):
                 )
                 cost = notify_cost(db_url, workflow_id, args)
         finally:
-            stop(server.process, server.log)
+            server.stop(signal.SIGTERM, timeout=30)  # graceful: the waits end at once
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
