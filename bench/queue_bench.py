@@ -270,11 +270,7 @@ def main():
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-procrastinate", action="store_true")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        os.execvp(
-            str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable, *sys.argv]
-        )
-    server_url = os.environ["DATABASE_URL"]
+    server_url = machine.server_url()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"queue-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -224,11 +224,7 @@ def main():
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--no-pages", action="store_true", help="skip the console pages (item 4)")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        os.execvp(
-            str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable, *sys.argv]
-        )
-    server_url = os.environ["DATABASE_URL"]
+    server_url = machine.server_url()
     with psycopg.connect(server_url, autocommit=True) as conn:
         results = {"machine": machine.facts(conn), "runs": args.runs, "workflows": args.workflows, "shapes": []}
     with Database(server_url) as database, database.connect() as conn:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,11 +135,7 @@ def main():
     parser.add_argument("--schedules", type=int, default=100_000)
     parser.add_argument("--polls", type=int, default=200)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        os.execvp(
-            str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable, *sys.argv]
-        )
-    server_url = os.environ["DATABASE_URL"]
+    server_url = machine.server_url()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"schedules-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -188,11 +188,8 @@ def main():
     parser.add_argument("--rate", type=float, default=60, help="requests per second, all routes together")
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        script = str(ROOT / "scripts" / "with_pg.sh")
-        os.execvp(script, [script, sys.executable, *sys.argv])
+    server_url = machine.server_url()
 
-    server_url = os.environ["DATABASE_URL"]
     name = f"flowline_soak_{int(time.time())}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

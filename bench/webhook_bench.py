@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -162,11 +161,7 @@ def main():
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--deliveries", type=int, default=3000)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL"):
-        os.execvp(
-            str(ROOT / "scripts" / "with_pg.sh"), [str(ROOT / "scripts" / "with_pg.sh"), sys.executable, *sys.argv]
-        )
-    server_url = os.environ["DATABASE_URL"]
+    server_url = machine.server_url()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"webhooks-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:
