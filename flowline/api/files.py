@@ -10,20 +10,14 @@ from flask import Blueprint, current_app, request
 
 from ..data import db
 from . import pdf
-from .errors import ApiError, NotFound, Unprocessable, UnsupportedMediaType, unavailable_response
+from .errors import ApiError, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType, unavailable_response
 from .http import parse_id, query_json_response, row_json_response
 
 bp = Blueprint("files", __name__)
 log = logging.getLogger("flowline.files")
 
 # Room for the multipart framing around the file itself.
-_MULTIPART_OVERHEAD = 64 * 1024
-
-
-class PayloadTooLarge(ApiError):
-    """The upload is larger than MAX_UPLOAD_MB."""
-
-    status = 413
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 def _safe_filename(raw):
@@ -51,12 +45,7 @@ def upload_file():
         (``detail`` says which); nothing is stored.
     :raise 503: PDF_EXTRACT_CONCURRENCY extractions already run in this process; with ``Retry-After``.
     """
-    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
-    too_large = PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
-    if request.content_length is not None and request.content_length > limit + _MULTIPART_OVERHEAD:
-        raise too_large
-    # Also bounds a body sent without Content-Length (chunked): werkzeug stops reading past it with a 413.
-    request.max_content_length = limit + _MULTIPART_OVERHEAD
+    bound_upload_body()
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Upload the file as multipart/form-data, in a field named 'file'.")
     upload = request.files.get("file")
@@ -64,14 +53,40 @@ def upload_file():
         raise Unprocessable(
             "The multipart field 'file' is missing.", errors={"file": ["Missing data for required field."]}
         )
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise too_large
     try:
-        row = store_pdf(upload.filename, upload.mimetype, data)
+        row = store_pdf(upload.filename, upload.mimetype, read_upload(upload))
     except ExtractorBusy as exc:
         return unavailable_response(exc.detail, retry_after_s=exc.retry_after_s)
     return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
+
+
+def _too_large():
+    return PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
+
+
+def bound_upload_body():
+    """Bound this request's body to one upload of MAX_UPLOAD_MB and its multipart framing; call it before the body
+    is parsed. A body that Content-Length says is larger is refused unread; one sent without it (chunked) is cut
+    by werkzeug with a 413.
+
+    :raise PayloadTooLarge: Content-Length says more.
+    """
+    bound = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024 + MULTIPART_OVERHEAD
+    if request.content_length is not None and request.content_length > bound:
+        raise _too_large()
+    request.max_content_length = bound
+
+
+def read_upload(upload):
+    """Return the bytes of ``upload``, a file of a multipart body.
+
+    :raise PayloadTooLarge: more than MAX_UPLOAD_MB.
+    """
+    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large()
+    return data
 
 
 class ExtractorBusy(ApiError):

@@ -15,7 +15,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..api import auth
+from ..api import auth, files
 from ..api.errors import ApiError
 from .blueprint import bp
 
@@ -25,6 +25,8 @@ SESSION_MAX_AGE_S = 12 * 3600
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+# Forms that carry a PDF upload ("Try it").
+UPLOAD_ENDPOINTS = frozenset({"console.try_workflow"})
 # Endpoints a visitor reaches before signing in.
 _OPEN_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
 
@@ -81,6 +83,9 @@ def guard():
     if not current_app.secret_key:
         return render_template("console/unavailable.html"), 503
     if request.method not in ("GET", "HEAD", "OPTIONS"):
+        if request.endpoint in UPLOAD_ENDPOINTS:
+            # Before CSRF's check parses the body: a form with a PDF may be as large as an upload to POST /files.
+            files.bound_upload_body()
         csrf.protect()
     if auth_required() and request.endpoint not in _OPEN_ENDPOINTS and not _signed_in():
         session.clear()

@@ -5,7 +5,7 @@ messages, shown beside the fields they are about."""
 import json
 import uuid
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from .. import nodes as node_types
@@ -22,8 +22,6 @@ PAGE_SIZE = 25
 FILE_CHOICES = 100
 _name_schema = WorkflowCreateSchema()
 _run_schema = RunRequestSchema()
-# Room for the multipart framing around an uploaded PDF.
-_MULTIPART_OVERHEAD = 64 * 1024
 
 STALE = (
     "This workflow changed in another tab or by another client since this page was loaded, so nothing was saved "
@@ -248,16 +246,12 @@ def _run_input():
 
     :raise ApiError: what the API would answer for this input (with ``field`` saying where it belongs).
     """
-    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
-    request.max_content_length = limit + _MULTIPART_OVERHEAD
     input_text = request.form.get("input_text", "").replace("\r\n", "\n")
     upload = request.files.get("file")
     file_id = request.form.get("file_id") or None
     if upload is not None and upload.filename:
-        data = upload.stream.read(limit + 1)
-        if len(data) > limit:
-            raise files.PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
-        file_id = json.loads(files.store_pdf(upload.filename, upload.mimetype, data)["body"])["file_id"]
+        stored = files.store_pdf(upload.filename, upload.mimetype, files.read_upload(upload))
+        file_id = json.loads(stored["body"])["file_id"]
     try:
         data = _run_schema.load({"input_text": input_text, "file_id": file_id})
         runs.check_run_input(data["input_text"], data["file_id"])

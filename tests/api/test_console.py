@@ -2,6 +2,7 @@
 (sessions, CSRF), what every page sends (CSP), and its forms answering what the JSON API would. The browser flows
 are in tests/e2e/test_console_browser.py."""
 
+import io
 import re
 import time
 
@@ -285,3 +286,20 @@ def test_the_workflow_list_pages_newest_first_by_keyset(console, sql):
     assert re.findall(r'">(wf \d+)</a>', second) == [f"wf {n}" for n in range(26, 31)]
     assert 'rel="next"' not in second
     assert console.get("/console/?cursor=not-a-cursor").status_code == 422
+
+
+def test_try_it_takes_an_upload_as_large_as_post_files_does_and_refuses_a_larger_one_unread(make_app, workflow):
+    client = make_app(SECRET_KEY=SECRET, MAX_UPLOAD_MB=13).test_client()
+    workflow_id = workflow()
+    page = f"/console/workflows/{workflow_id}"
+    token = _csrf(client, page)
+
+    def send(size):
+        data = {"csrf_token": token, "action": "now", "file": (io.BytesIO(b"not a pdf " * (size // 10)), "big.pdf")}
+        return client.post(f"{page}/try", data=data, content_type="multipart/form-data")
+
+    # Larger than the 12 MiB JSON bound, within MAX_UPLOAD_MB: read, and judged as a PDF (it is none).
+    judged = send(13_200_000)
+    assert judged.status_code == 415 and "Only PDF files" in judged.text
+    refused = send(14 * 1024 * 1024)
+    assert refused.status_code == 413 and "larger than 13 MB" in refused.text
