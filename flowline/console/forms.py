@@ -134,7 +134,8 @@ def config_from_form(node_type_name, form, stored=None):
     """Return the config a submitted node form describes: its fields (empty ones left out, so defaults apply) and
     the keys of ``stored`` (the node's config before the edit) that the type does not use, kept as they were."""
     node_type = nodes.BY_NAME[node_type_name]
-    config = {key: value for key, value in (stored or {}).items() if key in node_type.ignored_keys(stored or {})}
+    stored = stored or {}
+    config = {key: stored[key] for key in node_type.ignored_keys(stored)}
     for name, schema_field in node_type.config_schema.fields.items():
         kind = _kind(node_type, name, schema_field)
         if kind == "choices":
