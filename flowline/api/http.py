@@ -172,10 +172,16 @@ def decode_cursor(cursor):
 DEFAULT_PAGE_SIZE = 50
 
 
+def split_page(rows, limit):
+    """Return ``(rows[:limit], next_cursor)`` from ``rows`` fetched with ``limit + 1``; next_cursor is None on the
+    last page."""
+    page = rows[:limit]
+    return page, encode_cursor(page[-1]) if len(rows) > limit else None
+
+
 def page_response(key, rows, limit):
     """Return ``{key: rows[:limit], "next_cursor"}`` from ``rows`` fetched with ``limit + 1``."""
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    page, next_cursor = split_page(rows, limit)
     return jsonify({key: page, "next_cursor": next_cursor})
 
 

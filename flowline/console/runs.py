@@ -15,7 +15,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 
 from ..api import runs
 from ..api.errors import NotFound
-from ..api.http import decode_cursor, encode_cursor, load_query, parse_id
+from ..api.http import decode_cursor, load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 from ..data import db
@@ -85,14 +85,14 @@ def runs_list():
         else:
             counted = db.many(conn, "count_runs_by_status_since", since_s=COUNTS_SINCE_S)
     counts = {row["status"]: row["runs"] for row in counted}
-    shown = rows[:limit]
+    shown, next_cursor = split_page(rows, limit)
     filters = {k: v for k, v in (("workflow_id", workflow_id), ("status", status)) if v is not None}
     if "limit" in query:
         filters["limit"] = limit
     return render_template(
         "console/runs.html",
         runs=shown,
-        next_cursor=encode_cursor(shown[-1]) if len(rows) > limit else None,
+        next_cursor=next_cursor,
         first=after_id is None,
         counts=[(name, counts.get(name, 0)) for name in RUN_STATUSES],
         total=sum(counts.values()),

@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from .. import nodes as node_types
 from ..api import files, nodes, runs, schedules, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
-from ..api.http import encode_cursor, parse_id
+from ..api.http import parse_id, split_page
 from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
 from ..data import db
 from . import forms
@@ -65,9 +65,7 @@ def _name_errors(name):
 
 
 def _workflows_list(cursor, status=200, **extra):
-    rows = workflows.page(cursor, PAGE_SIZE)
-    page = rows[:PAGE_SIZE]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > PAGE_SIZE else None
+    page, next_cursor = split_page(workflows.page(cursor, PAGE_SIZE), PAGE_SIZE)
     return render_template(
         "console/workflows.html", workflows=page, next_cursor=next_cursor, first=cursor is None, **extra
     ), status
