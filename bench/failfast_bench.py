@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import machine
@@ -124,7 +124,7 @@ def measure(code, args, venv_bin):
         module = "flowline.data.migrations" if (code / "flowline" / "data").is_dir() else "flowline.migrations"
         subprocess.run([venv_bin / "python", "-m", module, "apply"], cwd=code, env=env, check=True, capture_output=True)
         port = free_port()
-        log = open(Path(tempfile.gettempdir()) / f"failfast-gunicorn-{port}.log", "w")
+        log = open(Path(tempfile.gettempdir()) / f"failfast-gunicorn-{port}.log", "w")  # noqa: SIM115 -- the server writes it until the bench stops it
         server = subprocess.Popen(
             [venv_bin / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:create_app()"],
             cwd=code,
@@ -220,7 +220,7 @@ def main():
         os.environ["DATABASE_URL"] = url
         facts = machine.facts(conn)
     report = {
-        "at": datetime.now(timezone.utc).isoformat(),
+        "at": datetime.now(UTC).isoformat(),
         "machine": facts,
         "settings": {
             "outages": args.outages,

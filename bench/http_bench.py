@@ -43,7 +43,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -170,7 +170,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tmp) / f"{name}.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 -- the server writes it until stop() closes it
         cmd = [
             sys.executable,
             "-m",
@@ -382,7 +382,7 @@ def cpu_usage(before, after):
     """Busy and steal shares of the machine's CPU time between two cpu_times() readings, in percent."""
     if not before or not after:
         return None
-    d = [b - a for a, b in zip(before, after)]
+    d = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(d) or 1
     return {"busy_pct": round(100 * (total - d[3] - d[4] - d[7]) / total, 1), "steal_pct": round(100 * d[7] / total, 1)}
 
@@ -618,7 +618,7 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
     g = facts["gunicorn_settings"]
     p = facts["postgresql_settings"]
     lines = [
-        "Flowline HTTP benchmark  " + datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "Flowline HTTP benchmark  " + datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         f"machine     {facts['hostname']}: {facts['cpu_model']}, {facts['cores']} cores "
         f"({facts['cores_usable']} usable), {facts['ram_gib']} GiB RAM",
         f"os          {facts['os']}, kernel {facts['kernel']}; load average at start "
@@ -671,11 +671,13 @@ def report(facts, rows, targets, duration, elapsed, valid, rounds=1):
             shares = r.get("share_of_bare_each_round")
             table[-1].append("/".join(f"{x * 100:.0f}" for x in shares) if shares else "-")
     if rounds > 1:
-        header = header[:2] + ["range"] + header[2:] + ["% each round"]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+        header = [*header[:2], "range", *header[2:], "% each round"]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
     for i, row in enumerate([header, *table]):
         lines.append(
-            "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+            "  ".join(
+                str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -914,7 +916,7 @@ def main(argv):
     print(report(facts, rows, targets, args.duration, elapsed, valid, args.rounds))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}.json"
     out.write_text(
         json.dumps(

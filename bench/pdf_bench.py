@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -123,7 +123,7 @@ def summary(seconds):
 
 def serve(app_root, env, log_path):
     port = free_port()
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 -- the server writes it until the bench stops it
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:create_app()"],
         cwd=app_root,
@@ -291,7 +291,7 @@ def main(argv):
     report(facts, settings, result)
     print(f"files stored afterwards: {result['files_stored']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"pdf-{stamp}.json").write_text(
         json.dumps({"machine": facts, "settings": settings, **result}, indent=2, default=str)
     )

@@ -156,7 +156,9 @@ def run_workers(args):
         try:
             barrier.wait(READY_TIMEOUT_S)
         except threading.BrokenBarrierError:
-            raise SystemExit(f"procrastinate_noop: the workers were not all ready within {READY_TIMEOUT_S:g}s")
+            raise SystemExit(
+                f"procrastinate_noop: the workers were not all ready within {READY_TIMEOUT_S:g}s"
+            ) from None
         started = time.monotonic()
         log(f"{args.workers} worker(s) ready, running")
         deadline = started + args.timeout
@@ -206,7 +208,7 @@ def main():
     try:
         psycopg.connect(args.database_url).close()
     except psycopg.Error as exc:
-        raise SystemExit(f"procrastinate_noop: cannot connect to --database-url: {exc}")
+        raise SystemExit(f"procrastinate_noop: cannot connect to --database-url: {exc}") from exc
     log(f"applying the schema and deferring {args.jobs} jobs")
     asyncio.run(prepare(args.database_url, args.jobs))
     run_workers(args)

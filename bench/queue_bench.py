@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -184,7 +184,7 @@ def latency(server_url, samples, log_dir):
             for i in range(samples + 20):
                 run_id = enqueue(conn, workflow_id, f"sample {i}")
                 wait_until(
-                    lambda: (
+                    lambda run_id=run_id: (
                         conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"]
                         == "Succeeded"
                     ),
@@ -271,7 +271,7 @@ def main():
     parser.add_argument("--skip-procrastinate", action="store_true")
     args = parser.parse_args()
     server_url = machine.server_url()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"queue-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:
         facts = machine.facts(conn)

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import machine
@@ -260,7 +260,7 @@ def main():
             results["counts_plan"] = {"runs_scans": runs_scans(plan), "explain_execution_ms": plan["Execution Time"]}
             results["pages"] = measure_pages(database.url, page_paths(conn, workflow_ids[0]), args.samples)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"runs-list-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
     report(results)
 

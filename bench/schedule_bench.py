@@ -22,7 +22,7 @@ import json
 import os
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import machine
@@ -136,7 +136,7 @@ def main():
     parser.add_argument("--polls", type=int, default=200)
     args = parser.parse_args()
     server_url = machine.server_url()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"schedules-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:
         facts = machine.facts(conn)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import machine
@@ -38,7 +38,7 @@ from http_bench import http as api
 
 sys.path.insert(0, str(ROOT))
 
-from flowline.data import migrations  # noqa: E402
+from flowline.data import migrations
 
 RESULTS = ROOT / "bench" / "results"
 FORMATTERS = [
@@ -196,7 +196,7 @@ def main():
         facts = machine.facts(conn)
     url = url_for_database(server_url, name)
     migrations.apply(url)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     tmp = RESULTS / f"soak-{stamp}-logs"
     tmp.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATABASE_URL": url, "WEB_CONCURRENCY": "2"}
@@ -205,7 +205,7 @@ def main():
     try:
         server.wait_ready("/readyz")
         for i in range(WORKERS):
-            log = open(tmp / f"worker{i}.log", "w")
+            log = open(tmp / f"worker{i}.log", "w")  # noqa: SIM115 -- the worker writes it until the soak ends
             workers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "flowline.worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -42,7 +42,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -426,7 +426,7 @@ def main(argv):
     shown = {**settings, "waiters": args.waiters, "WAIT_MAX_WAITERS": f"{args.threads - 1} (default)"}
     report(facts, shown, rounds, lat, cost)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"wait-{stamp}.json").write_text(
         json.dumps(
             {"machine": facts, "settings": shown, "rounds": rounds, "latency_ms": lat, "finishes_per_s": cost},

@@ -25,7 +25,7 @@ import os
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -162,7 +162,7 @@ def main():
     parser.add_argument("--deliveries", type=int, default=3000)
     args = parser.parse_args()
     server_url = machine.server_url()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"webhooks-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:
         facts = machine.facts(conn)

@@ -36,7 +36,7 @@ def next_fire_times(row):
     if first is None:
         return []
     tz = cron.zone(row["timezone"])
-    ticks = [first.astimezone(tz)] + cron.next_ticks(row["cron"], row["timezone"], first, NEXT_FIRE_TIMES - 1)
+    ticks = [first.astimezone(tz), *cron.next_ticks(row["cron"], row["timezone"], first, NEXT_FIRE_TIMES - 1)]
     return [tick.isoformat() for tick in ticks]
 
 

@@ -48,11 +48,11 @@ def _unstorable_parts(value):
             for key, child in item.items():
                 reason = unstorable_reason(key)
                 if reason:
-                    yield path + (key,), "This key: " + reason[0].lower() + reason[1:]
+                    yield (*path, key), "This key: " + reason[0].lower() + reason[1:]
                 else:
-                    stack.append((path + (key,), child))
+                    stack.append(((*path, key), child))
         elif isinstance(item, list):
-            stack.extend((path + (str(index),), child) for index, child in enumerate(item))
+            stack.extend(((*path, str(index)), child) for index, child in enumerate(item))
 
 
 class ConfigObject(fields.Dict):

@@ -9,7 +9,7 @@ a run 2 (``get_run_cut_json``, ``list_run_events_json``), a whole text 1, the qu
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 
@@ -132,7 +132,7 @@ def run(run_id):
     finished = run["status"] in FINISHED_STATUSES
     for step in steps:
         step["config_text"] = json.dumps(step["config_snapshot"], indent=2, ensure_ascii=False)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     picture = timeline.build(
         _parse_time(run["started_at"]) or _parse_time(run["created_at"]),
         _parse_time(run["finished_at"]) or now,

@@ -24,7 +24,7 @@ import logging
 import re
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import g, has_request_context
 
@@ -40,7 +40,7 @@ _MIN_SECRET_CHARS = 8
 _URL_PASSWORD = re.compile(r"(?P<keep>://[^\s/@:]*:)[^\s/@]*@")
 _CONNINFO_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'&]+)", re.I)
 
-_run_context = contextvars.ContextVar("flowline_run_context", default={})
+_run_context: contextvars.ContextVar[dict] = contextvars.ContextVar("flowline_run_context", default={})  # noqa: B039 -- never mutated, only replaced
 
 
 def _with(fields):
@@ -119,7 +119,7 @@ class JsonFormatter(_Redacting):
 
     def render(self, record):
         line = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": self.redact(record.getMessage()),

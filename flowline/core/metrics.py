@@ -58,9 +58,9 @@ import time
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
     del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from .statuses import FINISHED_STATUSES, PENDING  # noqa: E402
+from .statuses import FINISHED_STATUSES, PENDING
 
 # Under gunicorn (gunicorn.conf.py sets the directory before the workers start): every process writes its values
 # to files there, and a scrape of any worker reads them all.

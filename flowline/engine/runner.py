@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import UUID
 
 from marshmallow import ValidationError
@@ -74,7 +74,7 @@ class RunContext:
 
 
 def _now():
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 # Longest wait between two attempts of an async run.

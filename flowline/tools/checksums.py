@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import UUID
 
 
@@ -12,7 +12,7 @@ def _canonical_value(value):
     if isinstance(value, (list, tuple)):
         return [_canonical_value(v) for v in value]
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, float) and value.is_integer():

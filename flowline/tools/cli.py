@@ -95,7 +95,7 @@ def export_command(workflow_ids, with_runs, output):
             where = "stdout"
         else:
             directory = os.path.dirname(os.path.abspath(output))
-            handle = tempfile.NamedTemporaryFile("wb", dir=directory, prefix=".flowline-export-", delete=False)
+            handle = tempfile.NamedTemporaryFile("wb", dir=directory, prefix=".flowline-export-", delete=False)  # noqa: SIM115 -- closed by the with below; kept to rename
             try:
                 with handle:
                     result = export(conn, handle, workflow_ids=workflow_ids, with_runs=with_runs)

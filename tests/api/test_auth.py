@@ -94,7 +94,7 @@ def test_no_bearer_token_is_a_plain_challenge(secured, header):
 def test_every_configured_token_is_accepted_on_every_route(secured):
     app = secured()
     client = app.test_client()
-    for n, (method, path, rule) in enumerate(_routes(app)):
+    for n, (method, path, _rule) in enumerate(_routes(app)):
         token = (TOKEN_A, TOKEN_B)[n % 2]
         response = client.open(
             path,

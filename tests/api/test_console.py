@@ -171,10 +171,10 @@ def test_moving_a_node_reorders_and_a_stale_move_is_refused(console, workflow):
     page = f"/console/workflows/{workflow_id}"
     moved = _post(console, f"{page}/nodes/{second}/move", {"direction": "up", "version": str(body["version"])}, page)
     assert moved.status_code == 302
-    assert [n["id"] for n in console.get(f"/workflows/{workflow_id}").json["nodes"]][0] == second
+    assert next(n["id"] for n in console.get(f"/workflows/{workflow_id}").json["nodes"]) == second
     stale = _post(console, f"{page}/nodes/{second}/move", {"direction": "down", "version": str(body["version"])}, page)
     assert stale.status_code == 409
-    assert [n["id"] for n in console.get(f"/workflows/{workflow_id}").json["nodes"]][0] == second
+    assert next(n["id"] for n in console.get(f"/workflows/{workflow_id}").json["nodes"]) == second
 
 
 def test_run_now_shows_the_output_and_a_failure_shows_its_error(console, workflow):

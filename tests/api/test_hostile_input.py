@@ -152,7 +152,7 @@ def schema_untouched(sql):
         )
 
     before = snapshot()
-    assert EXPECTED_TABLES <= {row["table_name"] for row in before[0]}
+    assert {row["table_name"] for row in before[0]} >= EXPECTED_TABLES
     yield
     assert snapshot() == before
 

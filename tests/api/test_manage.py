@@ -99,7 +99,7 @@ def test_two_clients_racing_on_one_etag_one_wins(make_app, workflow):
         etag = app.test_client().get(f"/workflows/{workflow_id}").headers["ETag"]
         start, answers = threading.Barrier(2), [None, None]
 
-        def rename(i):
+        def rename(i, start=start, answers=answers, workflow_id=workflow_id, etag=etag):
             client = app.test_client()
             start.wait()
             answers[i] = client.patch(

@@ -347,7 +347,7 @@ def test_llm_settings_defaults_and_refusals():
     assert "hunter2" not in str(refused.value)
     with pytest.raises(config.ConfigError, match="must be an http"):
         config.from_env({"LLM_BASE_URL": "llm.example.com/v1"})
-    with pytest.raises(config.ConfigError, match="LLM_TIMEOUT_S must be at least 0.1"):
+    with pytest.raises(config.ConfigError, match=r"LLM_TIMEOUT_S must be at least 0\.1"):
         config.from_env({"LLM_TIMEOUT_S": "0"})
     with pytest.raises(config.ConfigError, match="LLM_MAX_RETRIES must be an integer"):
         config.from_env({"LLM_MAX_RETRIES": "many"})

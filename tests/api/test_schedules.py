@@ -2,6 +2,7 @@
 (fired here by one in-process poll of the worker's schedule duty, on a real PostgreSQL): the runs filters,
 ``schedule_id``/``scheduled_for`` on runs, a rerun without them."""
 
+import itertools
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -64,7 +65,7 @@ def test_a_schedule_is_created_read_listed_with_its_next_five_fire_times(client,
     assert all(
         t.strftime("%H:%M") == "02:30" and t.utcoffset() in (timedelta(hours=1), timedelta(hours=2)) for t in times
     )
-    assert all(b - a <= timedelta(hours=25) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a <= timedelta(hours=25) for a, b in itertools.pairwise(times))
     read = client.get(f"/schedules/{schedule['id']}")
     assert read.status_code == 200 and read.json == schedule and read.headers["ETag"] == '"1"'
     assert client.get(f"/workflows/{workflow_id}/schedules").json == {"schedules": [schedule]}
@@ -75,7 +76,7 @@ def test_names_and_defaults(client, workflow):
     assert schedule["timezone"] == "UTC" and schedule["cron"] == "@hourly"
     times = [datetime.fromisoformat(t) for t in schedule["next_fire_times"]]
     assert all(t.minute == 0 for t in times)
-    assert all(b - a == timedelta(hours=1) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(times))
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,7 @@ def test_queue_depth_and_oldest_pending_age_follow_the_queued_runs(client, workf
     assert value(samples, "flowline_queue_oldest_pending_age_seconds") == 0
 
     workflow_id = workflow([UPPER])
-    oldest, waiting, backing_off, running = (queue(client, workflow_id) for _ in range(4))
+    oldest, _waiting, backing_off, running = (queue(client, workflow_id) for _ in range(4))
     sql.execute("UPDATE runs SET available_at = now() - interval '120 seconds' WHERE id = %s", (oldest,))
     # One waits out a retry backoff, one is held by a worker: neither may be claimed now.
     sql.execute("UPDATE runs SET available_at = now() + interval '1 hour' WHERE id = %s", (backing_off,))

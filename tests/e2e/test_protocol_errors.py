@@ -106,5 +106,5 @@ def test_a_malformed_chunked_body_is_a_400_not_a_500(server):
 
 
 def test_a_well_formed_request_is_still_served(server):
-    status, headers, body = exchange(server, request(b"GET /livez HTTP/1.1", b"Connection: close"))
+    status, headers, _body = exchange(server, request(b"GET /livez HTTP/1.1", b"Connection: close"))
     assert status == 200 and headers["content-type"] == "application/json"

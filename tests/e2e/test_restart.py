@@ -29,7 +29,7 @@ def test_acceptance_scenarios_survive_a_restart(server, database_url):
     status, before, _ = server.request("GET", f"/workflows/{workflow_id}")
     assert status == 200 and before["name"] == "Invoice pipeline"
     assert [(n["id"], n["node_type"], n["config"]) for n in before["nodes"]] == [
-        (node_id, node_type, config) for node_id, (node_type, config) in zip(node_ids, configs)
+        (node_id, node_type, config) for node_id, (node_type, config) in zip(node_ids, configs, strict=True)
     ]
 
     # 4. A run creates a persisted run record and one persisted step per node.
@@ -74,7 +74,7 @@ def test_the_server_boots_while_the_database_is_down_and_answers_503(make_server
     server.env["DB_POOL_TIMEOUT_S"] = "0.5"
     server.start(ready=("/livez", 200))
     try:
-        status, body, headers = server.request("POST", "/workflows", {"name": "w"})
+        status, _body, headers = server.request("POST", "/workflows", {"name": "w"})
         assert (status, headers["Retry-After"]) == (503, "1")
         assert server.request("GET", "/readyz")[1]["checks"] == {"database": "unreachable"}
     finally:
@@ -86,7 +86,7 @@ def test_the_server_says_loudly_when_migrations_are_pending(make_database, make_
     server = make_server(make_database())
     server.start(ready=("/readyz", 503))
     try:
-        status, body, _ = server.request("GET", "/readyz")
+        _status, body, _ = server.request("GET", "/readyz")
         assert "migration(s) pending" in body["detail"]
     finally:
         server.stop()

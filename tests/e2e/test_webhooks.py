@@ -4,6 +4,7 @@ failing, gone (410), slow, huge or redirecting; a rotated secret; the delivery h
 
 The worker runs with WEBHOOK_ALLOW_PRIVATE=1 (its receiver is on 127.0.0.1) and a retry schedule of seconds."""
 
+import itertools
 import json
 import time
 import urllib.error
@@ -162,7 +163,7 @@ def test_a_receiver_down_then_up_gets_the_delivery_after_retries_with_backoff(ap
     assert [a["attempt"] for a in history] == list(range(1, len(history) + 1)) and len(history) <= len(SCHEDULE) + 1
     assert history[-1]["outcome"] == "delivered" and delivered["attempts"] == len(history)
     # Each wait (from one attempt's end to the next one's) is at least its step of the schedule.
-    gaps = [_at(b) - _at(a) for a, b in zip(history, history[1:], strict=False)]
+    gaps = [_at(b) - _at(a) for a, b in itertools.pairwise(history)]
     assert all(gap >= wait - 0.05 for gap, wait in zip(gaps, SCHEDULE, strict=False)), gaps
 
 
@@ -199,7 +200,7 @@ def test_410_disables_the_subscription(api, receiver):
     time.sleep(0.5)
     assert len(deliveries_of(api, hook)) == 1, "a disabled subscription gets no more deliveries"
     assert len(receiver.received()) == 1
-    status, refused = call(api, "POST", f"/deliveries/{dead['id']}/retry")
+    status, _refused = call(api, "POST", f"/deliveries/{dead['id']}/retry")
     assert status == 409
 
 

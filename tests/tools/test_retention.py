@@ -188,9 +188,11 @@ def test_runs_locked_by_another_transaction_are_skipped_not_waited_for(database_
 
 
 def test_only_finished_statuses_can_be_pruned_from_python_too(database_url):
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        with pytest.raises(ValueError, match="only finished runs can be pruned, not Running"):
-            retention.prune(conn, 3600, ("Succeeded", "Running"))
+    with (
+        psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn,
+        pytest.raises(ValueError, match="only finished runs can be pruned, not Running"),
+    ):
+        retention.prune(conn, 3600, ("Succeeded", "Running"))
 
 
 def _params(status="Succeeded"):
@@ -203,7 +205,7 @@ def _scans(sql, query, params):
     scans, todo = [], [plan[0]["Plan"]]
     while todo:
         node = todo.pop()
-        if "Scan" in node["Node Type"] and "Relation Name" in node or "Index Name" in node:
+        if ("Scan" in node["Node Type"] and "Relation Name" in node) or "Index Name" in node:
             scans.append((node["Node Type"], node.get("Relation Name"), node.get("Index Name")))
         todo += node.get("Plans", [])
     return scans

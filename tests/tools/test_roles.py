@@ -272,9 +272,8 @@ def test_rolling_back_0006_revokes_without_losing_data_and_reapplying_restores(o
     workflow_id = app_client.post("/workflows", json={"name": "kept"}).json["id"]
     migration = next(m for m in migrations.migration_ids() if m.startswith("0006."))
     migrations.rollback(owner_url, migration)
-    with _as(app_url) as conn:
-        with pytest.raises(InsufficientPrivilege):
-            conn.execute("SELECT name FROM workflows")
+    with _as(app_url) as conn, pytest.raises(InsufficientPrivilege):
+        conn.execute("SELECT name FROM workflows")
     # Requests say an operator must act (503), never a 500 with the driver's message.
     for path in (f"/workflows/{workflow_id}", "/readyz"):
         refused = app_client.get(path)

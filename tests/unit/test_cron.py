@@ -1,14 +1,15 @@
 """The next-tick function of schedules (flowline/core/cron.py) and the worker's choice of due ticks
 (flowline/worker/schedules.py ``due_ticks``): daylight-saving days in two time zones, names, bad input, catch-up."""
 
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from flowline.core import cron
 from flowline.worker.schedules import CATCHUP_MAX, due_ticks
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def day_ticks(expr, tz, day):
@@ -70,7 +71,7 @@ def test_a_wildcard_hour_follows_elapsed_time(tz, spring, fall, repeated):
     instants = [datetime.fromisoformat(t) for t in spring_ticks + fall_ticks]
     for ticks in (spring_ticks, fall_ticks):
         at = [datetime.fromisoformat(t) for t in ticks]
-        assert all(later - earlier == timedelta(hours=1) for earlier, later in zip(at, at[1:], strict=False))
+        assert all(later - earlier == timedelta(hours=1) for earlier, later in itertools.pairwise(at))
     assert len(set(instants)) == 48
 
 
@@ -137,7 +138,7 @@ def test_missed_ticks_follow_the_catchup_policy():
     last, _, _ = due_ticks(schedule("last", since), NOW, 60)
     every, truncated, after = due_ticks(schedule("all", since), NOW, 60)
     assert none == on_time
-    assert last == [datetime(2026, 6, 1, 11, 59, tzinfo=UTC)] + on_time
+    assert last == [datetime(2026, 6, 1, 11, 59, tzinfo=UTC), *on_time]
     assert every == [since + timedelta(minutes=i) for i in range(11)] and not truncated
     assert after == datetime(2026, 6, 1, 12, 1, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from flowline.nodes import formatter
         # Full-width ASCII and the ideographic space become ASCII; kana and kanji are untouched.
         ("full_to_half", "ＡＢＣ　１２３！？", "ABC 123!?"),
         ("full_to_half", "東京タワー　ﾃｽﾄ", "東京タワー ﾃｽﾄ"),
-        ("full_to_half", "￥１００", "￥100"),  # U+FFE5 is outside U+FF01–U+FF5E: nothing else changes
+        ("full_to_half", "￥１００", "￥100"),  # U+FFE5 is outside U+FF01-U+FF5E: nothing else changes
         # The exact inverse: ASCII (and space) becomes full-width, nothing else.
         ("half_to_full", "ABC 123!?", "ＡＢＣ　１２３！？"),
         ("half_to_full", "ﾃｽﾄ abc", "ﾃｽﾄ　ａｂｃ"),

@@ -121,11 +121,13 @@ def test_no_sql_text_in_python_files():
     offenders = []
     for path in [ROOT / "app.py", *sorted((ROOT / "flowline").rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if any(k in node.value for k in keywords) and node.value.strip().upper().startswith(
-                    ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
-                ):
-                    offenders.append(f"{path.name}:{node.lineno}")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and any(k in node.value for k in keywords)
+                and node.value.strip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"))
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"SQL text in Python: {offenders}"
 
 

@@ -105,7 +105,7 @@ def test_the_same_idempotency_key_answers_the_same_run_and_a_different_body_is_r
 
 
 def test_twenty_concurrent_requests_with_one_key_queue_one_run(server, sql):
-    status, created, _ = server.request("POST", "/workflows", {"name": "idem"})
+    _status, created, _ = server.request("POST", "/workflows", {"name": "idem"})
     workflow_id = created["id"]
     server.request("POST", f"/workflows/{workflow_id}/nodes", {"node_type": "formatter", "config": {}})
     barrier, answers = threading.Barrier(20), []

@@ -91,7 +91,7 @@ def test_runs_of_a_worker_killed_mid_run_complete_on_another_and_history_shows_t
     for _ in range(3):
         victim = make_worker(**llm_env(fake)).start()
         held = wait_for(
-            lambda: sql.execute(
+            lambda victim=victim: sql.execute(
                 """SELECT r.id FROM runs r JOIN run_steps s ON s.run_id = r.id AND s.attempt = r.attempt
                WHERE r.status = 'Running' AND s.status = 'Running' AND r.worker_id LIKE %s""",
                 (f"%:{victim.pid}:%",),
