@@ -95,7 +95,7 @@ _META = "flowline.setting"
 
 
 def _setting(
-    read: Callable[[Setting, str], Any], default: Any, scope: Scope, section: str, meaning: str, **rest: Any
+    read: Callable[[Setting, str], Any], *, default: Any, scope: Scope, section: str, meaning: str, **rest: Any
 ) -> Any:
     """Return a :class:`Settings` field declaring one setting (see :class:`Setting` for ``rest``)."""
     return field(metadata={_META: Setting(read, default, scope, section, meaning, **rest)})
@@ -325,8 +325,6 @@ def _waiters_default(values: Mapping[str, Any], under_gunicorn: bool) -> int:
 
 # --- the table -------------------------------------------------------------------------------------------------------
 
-_API, _WORKER, _BOTH, _GUNICORN = Scope.API, Scope.WORKER, Scope.BOTH, Scope.GUNICORN
-
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -335,415 +333,270 @@ class Settings:
     Fields are declared in .env.example's order; each one's metadata is its :class:`Setting`.
     """
 
+    # fmt: off
     # --- Database
     database_url: str = _setting(
-        _text,
-        "",
-        _BOTH,
-        DATABASE,
-        "libpq URL (`sslmode`, `sslrootcert`, `options`... pass through; TLS: see [Database over TLS](#database-over-tls)). "
-        "Its password is masked wherever Flowline shows the URL. Unset: `make run` and `make test` start a private "
-        "PostgreSQL, and docker compose builds it from the `POSTGRES_*` variables.",
+        _text, default="", scope=Scope.BOTH, section=DATABASE,
+        meaning="libpq URL (`sslmode`, `sslrootcert`, `options`... pass through; TLS: see [Database over "
+        "TLS](#database-over-tls)). Its password is masked wherever Flowline shows the URL. Unset: `make run` and "
+        "`make test` start a private PostgreSQL, and docker compose builds it from the `POSTGRES_*` variables.",
         default_text="(a private server)",
         example="postgresql://flowline:secret@db.example.com:5432/flowline?sslmode=require",
     )
     db_pool_min_size: int = _setting(
-        _int, 1, _BOTH, DATABASE, "Connections each process keeps open, even when idle.", minimum=0
+        _int, default=1, minimum=0, scope=Scope.BOTH, section=DATABASE,
+        meaning="Connections each process keeps open, even when idle.",
     )
     db_pool_max_size: int = _setting(
-        _int,
-        Derived("`GUNICORN_THREADS` under gunicorn, else `4`", _pool_size_default),
-        _API,
-        DATABASE,
-        "Most connections per process; under gunicorn the default is one per thread, so no thread waits for one. "
-        "The worker sizes its own pool (`WORKER_CONCURRENCY` + `WEBHOOK_CONCURRENCY` + 2).",
-        minimum=1,
+        _int, default=Derived("`GUNICORN_THREADS` under gunicorn, else `4`", _pool_size_default),
+        minimum=1, scope=Scope.API, section=DATABASE,
+        meaning="Most connections per process; under gunicorn the default is one per thread, so no thread waits for "
+        "one. The worker sizes its own pool (`WORKER_CONCURRENCY` + `WEBHOOK_CONCURRENCY` + 2).",
     )
     db_pool_timeout_s: float = _setting(
-        _float,
-        2.0,
-        _BOTH,
-        DATABASE,
-        "Seconds a request waits for a free connection before answering 503 with `Retry-After`.",
-        minimum=0.1,
+        _float, default=2.0, minimum=0.1, scope=Scope.BOTH, section=DATABASE,
+        meaning="Seconds a request waits for a free connection before answering 503 with `Retry-After`.",
     )
     db_pool_max_waiting: int = _setting(
-        _int,
-        8,
-        _API,
-        DATABASE,
-        "Requests a process lets wait for a connection while `DB_POOL_MAX_SIZE` others hold one; the next gets 503 "
-        "with `Retry-After` at once instead of queueing (0: no bound). Matters when `GUNICORN_THREADS` exceeds "
-        "`DB_POOL_MAX_SIZE`.",
-        minimum=0,
+        _int, default=8, minimum=0, scope=Scope.API, section=DATABASE,
+        meaning="Requests a process lets wait for a connection while `DB_POOL_MAX_SIZE` others hold one; the next "
+        "gets 503 with `Retry-After` at once instead of queueing (0: no bound). Matters when `GUNICORN_THREADS` "
+        "exceeds `DB_POOL_MAX_SIZE`.",
     )
     statement_timeout_ms: int = _setting(
-        _int,
-        5000,
-        _BOTH,
-        DATABASE,
-        "Server-side `statement_timeout` on every connection, in milliseconds (0: no bound).",
-        minimum=0,
+        _int, default=5000, minimum=0, scope=Scope.BOTH, section=DATABASE,
+        meaning="Server-side `statement_timeout` on every connection, in milliseconds (0: no bound).",
     )
 
     # --- Runs
     sync_run_timeout_s: float = _setting(
-        _float,
-        25.0,
-        _API,
-        RUNS,
-        "Seconds a synchronous run (`POST /workflows/{id}/run`) may take before it fails with 504; gunicorn's "
-        "worker timeout is this + 10.",
-        minimum=0.1,
+        _float, default=25.0, minimum=0.1, scope=Scope.API, section=RUNS,
+        meaning="Seconds a synchronous run (`POST /workflows/{id}/run`) may take before it fails with 504; "
+        "gunicorn's worker timeout is this + 10.",
     )
     run_lease_seconds: int = _setting(
-        _int,
-        30,
-        _BOTH,
-        RUNS,
-        "Seconds a run's lease lasts before another worker may take the run over; a worker renews the leases of its "
-        "runs every third of this (see [Leases](#leases)).",
-        minimum=1,
+        _int, default=30, minimum=1, scope=Scope.BOTH, section=RUNS,
+        meaning="Seconds a run's lease lasts before another worker may take the run over; a worker renews the "
+        "leases of its runs every third of this (see [Leases](#leases)).",
     )
     run_max_attempts: int = _setting(
-        _int,
-        3,
-        _API,
-        RUNS,
-        "Attempts an async run (`POST /workflows/{id}/runs`) gets: a retryable failure (the LLM provider overloaded "
-        "or unreachable; the worker died or lost the database mid-run) re-queues it until this many ran. Fixed on "
-        "the run when the API queues it (see [Retries](#retries-and-backoff)).",
-        minimum=1,
+        _int, default=3, minimum=1, scope=Scope.API, section=RUNS,
+        meaning="Attempts an async run (`POST /workflows/{id}/runs`) gets: a retryable failure (the LLM provider "
+        "overloaded or unreachable; the worker died or lost the database mid-run) re-queues it until this many ran. "
+        "Fixed on the run when the API queues it (see [Retries](#retries-and-backoff)).",
     )
     run_retry_backoff_s: float = _setting(
-        _float,
-        2.0,
-        _WORKER,
-        RUNS,
-        "Seconds an async run waits in the queue after a retryable failure, doubling with each attempt (capped at "
-        "300 s).",
-        minimum=0.0,
+        _float, default=2.0, minimum=0.0, scope=Scope.WORKER, section=RUNS,
+        meaning="Seconds an async run waits in the queue after a retryable failure, doubling with each attempt "
+        "(capped at 300 s).",
     )
     async_run_timeout_s: float = _setting(
-        _float,
-        600.0,
-        _WORKER,
-        RUNS,
-        "Seconds one attempt of an async run may take in a worker before it fails (`Failed`, not retried).",
-        minimum=0.1,
+        _float, default=600.0, minimum=0.1, scope=Scope.WORKER, section=RUNS,
+        meaning="Seconds one attempt of an async run may take in a worker before it fails (`Failed`, not retried).",
     )
     wait_max_s: int = _setting(
-        _int,
-        30,
-        _API,
-        RUNS,
-        "Longest wait in seconds a request may ask for with `Prefer: wait=N` (`GET /runs/{id}`, "
-        "`POST /workflows/{id}/runs`); a longer one is cut to this. Keep it below your proxies' read timeout (often "
-        "60 s). 0: no waits. See [Waiting for a run](#waiting-for-a-run).",
-        minimum=0,
+        _int, default=30, minimum=0, scope=Scope.API, section=RUNS,
+        meaning="Longest wait in seconds a request may ask for with `Prefer: wait=N` (`GET /runs/{id}`, `POST "
+        "/workflows/{id}/runs`); a longer one is cut to this. Keep it below your proxies' read timeout (often 60 "
+        "s). 0: no waits. See [Waiting for a run](#waiting-for-a-run).",
     )
     wait_max_waiters: int = _setting(
-        _int,
-        Derived("`GUNICORN_THREADS` - 1", _waiters_default),
-        _API,
-        RUNS,
-        "Requests each gunicorn worker process lets wait at once (each holds one of its `GUNICORN_THREADS`, but no "
-        "database connection); over it a request answers at once. The default leaves one thread free for other "
-        "requests: raise `GUNICORN_THREADS` (and set `DB_POOL_MAX_SIZE` explicitly) for many waiters.",
-        minimum=0,
+        _int, default=Derived("`GUNICORN_THREADS` - 1", _waiters_default), minimum=0, scope=Scope.API, section=RUNS,
+        meaning="Requests each gunicorn worker process lets wait at once (each holds one of its `GUNICORN_THREADS`, "
+        "but no database connection); over it a request answers at once. The default leaves one thread free for "
+        "other requests: raise `GUNICORN_THREADS` (and set `DB_POOL_MAX_SIZE` explicitly) for many waiters.",
     )
     max_input_chars: int = _setting(
-        _int, 1_000_000, _API, RUNS, "Longest `input_text` accepted, in characters (longer: 422).", minimum=1
+        _int, default=1_000_000, minimum=1, scope=Scope.API, section=RUNS,
+        meaning="Longest `input_text` accepted, in characters (longer: 422).",
     )
     max_upload_mb: int = _setting(
-        _int, 10, _API, RUNS, "Largest PDF `POST /files` accepts, in MiB (larger: 413).", minimum=1
+        _int, default=10, minimum=1, scope=Scope.API, section=RUNS,
+        meaning="Largest PDF `POST /files` accepts, in MiB (larger: 413).",
     )
     pdf_extract_timeout_s: float = _setting(
-        _float,
-        5.0,
-        _API,
-        RUNS,
-        "Seconds an upload's text extraction (a child process) may take before it is killed and the upload refused "
-        "with 422; nothing is stored (see [Uploads](#uploads)).",
-        minimum=0.1,
+        _float, default=5.0, minimum=0.1, scope=Scope.API, section=RUNS,
+        meaning="Seconds an upload's text extraction (a child process) may take before it is killed and the upload "
+        "refused with 422; nothing is stored (see [Uploads](#uploads)).",
     )
     pdf_extract_memory_mb: int = _setting(
-        _int,
-        512,
-        _API,
-        RUNS,
-        "Address space in MiB that extraction process may use (RLIMIT_AS), the interpreter and pypdf's ~40 MiB "
-        "included; over it: 422.",
-        minimum=64,
+        _int, default=512, minimum=64, scope=Scope.API, section=RUNS,
+        meaning="Address space in MiB that extraction process may use (RLIMIT_AS), the interpreter and pypdf's ~40 "
+        "MiB included; over it: 422.",
     )
     pdf_extract_concurrency: int = _setting(
-        _int,
-        1,
-        _API,
-        RUNS,
-        "Extractions each gunicorn worker process runs at once; the next upload gets 503 with `Retry-After` at once "
-        "instead of waiting. Each holds one of the worker's `GUNICORN_THREADS` while it runs: keep it below "
+        _int, default=1, minimum=1, scope=Scope.API, section=RUNS,
+        meaning="Extractions each gunicorn worker process runs at once; the next upload gets 503 with `Retry-After` "
+        "at once instead of waiting. Each holds one of the worker's `GUNICORN_THREADS` while it runs: keep it below "
         "`GUNICORN_THREADS`, so other requests always find a thread.",
-        minimum=1,
     )
     max_json_kb: int = _setting(
-        _int,
-        12 * 1024,
-        _API,
-        RUNS,
-        "Largest JSON request body, in KiB (larger: 413). The default, 12 MiB, holds a `MAX_INPUT_CHARS` "
+        _int, default=12 * 1024, minimum=1, scope=Scope.API, section=RUNS,
+        meaning="Largest JSON request body, in KiB (larger: 413). The default, 12 MiB, holds a `MAX_INPUT_CHARS` "
         "`input_text` however it is encoded (at worst 12 bytes a character: an emoji sent as a `\\ud83d\\ude00` "
         "escape); raise the two together. Uploads keep `MAX_UPLOAD_MB`.",
-        minimum=1,
     )
 
     # --- Workers
     worker_concurrency: int = _setting(
-        _int, 2, _WORKER, WORKERS, "Run threads per worker process (`--concurrency N` overrides it).", minimum=1
+        _int, default=2, minimum=1, scope=Scope.WORKER, section=WORKERS,
+        meaning="Run threads per worker process (`--concurrency N` overrides it).",
     )
     worker_poll_interval_s: float = _setting(
-        _float,
-        1.0,
-        _WORKER,
-        WORKERS,
-        "Longest wait in seconds before an idle worker looks at the queue when no notification woke it.",
-        minimum=0.05,
+        _float, default=1.0, minimum=0.05, scope=Scope.WORKER, section=WORKERS,
+        meaning="Longest wait in seconds before an idle worker looks at the queue when no notification woke it.",
     )
     worker_drain_timeout_s: float = _setting(
-        _float,
-        60.0,
-        _WORKER,
-        WORKERS,
-        "Seconds a stopping worker (SIGTERM, SIGINT) waits for its runs in progress before exiting and leaving them "
-        "to the lease sweep; keep docker-compose.yml's `stop_grace_period` above it.",
-        minimum=0.0,
+        _float, default=60.0, minimum=0.0, scope=Scope.WORKER, section=WORKERS,
+        meaning="Seconds a stopping worker (SIGTERM, SIGINT) waits for its runs in progress before exiting and "
+        "leaving them to the lease sweep; keep docker-compose.yml's `stop_grace_period` above it.",
     )
     worker_metrics_port: int = _setting(
-        _port,
-        0,
-        _WORKER,
-        WORKERS,
-        "Port of a worker's own Prometheus `/metrics` (all interfaces): its run and step durations, finished runs, "
-        "heartbeat and pool; 0: not served. Give each worker on one host its own port; docker compose sets `9101`. "
-        "See [Metrics](#metrics).",
-        minimum=0,
+        _port, default=0, minimum=0, scope=Scope.WORKER, section=WORKERS,
+        meaning="Port of a worker's own Prometheus `/metrics` (all interfaces): its run and step durations, "
+        "finished runs, heartbeat and pool; 0: not served. Give each worker on one host its own port; docker "
+        "compose sets `9101`. See [Metrics](#metrics).",
         default_text="`0` (not served)",
     )
 
     # --- Webhooks
     webhook_concurrency: int = _setting(
-        _int,
-        2,
-        _WORKER,
-        WEBHOOKS,
-        "Webhook delivery threads per worker process (0: this worker delivers none); each sends one delivery at a "
-        "time. See [Webhooks](#webhooks).",
-        minimum=0,
+        _int, default=2, minimum=0, scope=Scope.WORKER, section=WEBHOOKS,
+        meaning="Webhook delivery threads per worker process (0: this worker delivers none); each sends one "
+        "delivery at a time. See [Webhooks](#webhooks).",
     )
     webhook_timeout_s: float = _setting(
-        _float,
-        10.0,
-        _WORKER,
-        WEBHOOKS,
-        "Seconds one delivery attempt may take in all (resolving, connecting, sending, reading the answer), however "
-        "slowly the receiver answers.",
-        minimum=0.1,
+        _float, default=10.0, minimum=0.1, scope=Scope.WORKER, section=WEBHOOKS,
+        meaning="Seconds one delivery attempt may take in all (resolving, connecting, sending, reading the answer), "
+        "however slowly the receiver answers.",
     )
     webhook_lease_s: float = _setting(
-        _float,
-        30.0,
-        _WORKER,
-        WEBHOOKS,
-        "Seconds a worker holds a delivery it is sending before another worker may send it again; at least "
+        _float, default=30.0, minimum=1.0, scope=Scope.WORKER, section=WEBHOOKS,
+        meaning="Seconds a worker holds a delivery it is sending before another worker may send it again; at least "
         "`WEBHOOK_TIMEOUT_S` + 1.",
-        minimum=1.0,
     )
     webhook_retry_schedule_s: tuple[float, ...] = _setting(
-        _retry_schedule,
-        DEFAULT_WEBHOOK_RETRY_SCHEDULE_S,
-        _WORKER,
-        WEBHOOKS,
-        "Comma-separated seconds to wait before each retry of a failed delivery; after the last one it is `Dead`. "
-        "The default: 11 attempts over about 23.7 hours.",
+        _retry_schedule, default=DEFAULT_WEBHOOK_RETRY_SCHEDULE_S, scope=Scope.WORKER, section=WEBHOOKS,
+        meaning="Comma-separated seconds to wait before each retry of a failed delivery; after the last one it is "
+        "`Dead`. The default: 11 attempts over about 23.7 hours.",
     )
     webhook_allow_private: bool = _setting(
-        _flag,
-        False,
-        _WORKER,
-        WEBHOOKS,
-        "`1`: deliver to private addresses too (loopback, RFC 1918, link-local such as 169.254.169.254, `::1`); "
-        "`0`: only globally routable ones (a receiver inside your network needs `1`).",
+        _flag, default=False, scope=Scope.WORKER, section=WEBHOOKS,
+        meaning="`1`: deliver to private addresses too (loopback, RFC 1918, link-local such as 169.254.169.254, "
+        "`::1`); `0`: only globally routable ones (a receiver inside your network needs `1`).",
     )
 
     # --- Schedules
     schedule_poll_interval_s: float = _setting(
-        _float,
-        1.0,
-        _WORKER,
-        SCHEDULES,
-        "Seconds between a worker's looks for due schedule ticks (one index probe each): the most a tick waits for "
-        "its run. See [Schedules](#schedules).",
-        minimum=0.05,
+        _float, default=1.0, minimum=0.05, scope=Scope.WORKER, section=SCHEDULES,
+        meaning="Seconds between a worker's looks for due schedule ticks (one index probe each): the most a tick "
+        "waits for its run. See [Schedules](#schedules).",
     )
     schedule_misfire_grace_s: float = _setting(
-        _float,
-        60.0,
-        _WORKER,
-        SCHEDULES,
-        "Seconds late a tick may be found and still fire as itself; an older tick was missed (downtime) and its "
-        "schedule's `catchup` decides.",
-        minimum=0.0,
+        _float, default=60.0, minimum=0.0, scope=Scope.WORKER, section=SCHEDULES,
+        meaning="Seconds late a tick may be found and still fire as itself; an older tick was missed (downtime) and "
+        "its schedule's `catchup` decides.",
     )
 
     # --- generative_ai nodes
     llm_api_key: str = _setting(
-        _llm_api_key,
-        "",
-        _BOTH,
-        LLM,
-        "API key of an OpenAI-compatible Chat Completions endpoint; set, `generative_ai` nodes call it (provider "
-        "`openai`); empty, the `echo` provider (returns the rendered prompt, generates nothing).",
-        secret=True,
+        _llm_api_key, default="", scope=Scope.BOTH, section=LLM, secret=True,
+        meaning="API key of an OpenAI-compatible Chat Completions endpoint; set, `generative_ai` nodes call it "
+        "(provider `openai`); empty, the `echo` provider (returns the rendered prompt, generates nothing).",
         default_text="(none)",
     )
     llm_base_url: str = _setting(
-        _llm_base_url,
-        DEFAULT_LLM_BASE_URL,
-        _BOTH,
-        LLM,
-        "The endpoint's base URL; the provider POSTs to `<this>/chat/completions` (e.g. `http://localhost:11434/v1` "
-        "for a local server). No user:password in it.",
+        _llm_base_url, default=DEFAULT_LLM_BASE_URL, scope=Scope.BOTH, section=LLM,
+        meaning="The endpoint's base URL; the provider POSTs to `<this>/chat/completions` (e.g. "
+        "`http://localhost:11434/v1` for a local server). No user:password in it.",
     )
     llm_model: str = _setting(
-        _llm_model,
-        DEFAULT_LLM_MODEL,
-        _BOTH,
-        LLM,
-        "The model of a `generative_ai` node whose config names none (the step's note says when it was used).",
+        _llm_model, default=DEFAULT_LLM_MODEL, scope=Scope.BOTH, section=LLM,
+        meaning="The model of a `generative_ai` node whose config names none (the step's note says when it was "
+        "used).",
     )
     llm_timeout_s: float = _setting(
-        _float,
-        30.0,
-        _BOTH,
-        LLM,
-        "Seconds one HTTP attempt may take (each attempt is also cut at the run's deadline).",
-        minimum=0.1,
+        _float, default=30.0, minimum=0.1, scope=Scope.BOTH, section=LLM,
+        meaning="Seconds one HTTP attempt may take (each attempt is also cut at the run's deadline).",
     )
     llm_max_retries: int = _setting(
-        _int,
-        3,
-        _BOTH,
-        LLM,
-        "Further attempts after a 429, a 5xx, a timeout or a connection error (other 4xx are not retried); 0: one "
-        "attempt only.",
-        minimum=0,
+        _int, default=3, minimum=0, scope=Scope.BOTH, section=LLM,
+        meaning="Further attempts after a 429, a 5xx, a timeout or a connection error (other 4xx are not retried); "
+        "0: one attempt only.",
     )
     llm_backoff_s: float = _setting(
-        _float,
-        0.5,
-        _BOTH,
-        LLM,
-        "First wait between attempts in seconds, doubling each time (capped at 8 s, full jitter); a `Retry-After` "
-        "from the provider wins.",
-        minimum=0.0,
+        _float, default=0.5, minimum=0.0, scope=Scope.BOTH, section=LLM,
+        meaning="First wait between attempts in seconds, doubling each time (capped at 8 s, full jitter); a "
+        "`Retry-After` from the provider wins.",
     )
 
     # --- HTTP and logs
     cors_origins: tuple[str, ...] = _setting(
-        _cors_origins,
-        DEFAULT_CORS_ORIGINS,
-        _API,
-        HTTP,
-        "Comma-separated origins whose browser scripts may call the JSON API (never `/console/`, never with "
+        _cors_origins, default=DEFAULT_CORS_ORIGINS, scope=Scope.API, section=HTTP,
+        meaning="Comma-separated origins whose browser scripts may call the JSON API (never `/console/`, never with "
         "credentials); empty: the earlier service's front end (these two); a list replaces them; `none`: CORS off. "
         "See [CORS](#cors).",
     )
     api_tokens: tuple[str, ...] = _setting(
-        _api_tokens,
-        (),
-        _API,
-        HTTP,
-        "Comma-separated bearer tokens (16+ printable ASCII characters each, e.g. "
-        "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`); set, every route but `/livez` and "
-        "`/readyz` needs `Authorization: Bearer <one of them>` (see [Security](#security)); empty: no "
-        "authentication. Required by docker-compose.yml.",
-        secret=True,
+        _api_tokens, default=(), scope=Scope.API, section=HTTP, secret=True,
+        meaning="Comma-separated bearer tokens (16+ printable ASCII characters each, e.g. `python3 -c 'import "
+        "secrets; print(secrets.token_urlsafe(32))'`); set, every route but `/livez` and `/readyz` needs "
+        "`Authorization: Bearer <one of them>` (see [Security](#security)); empty: no authentication. Required by "
+        "docker-compose.yml.",
         default_text="(none: no authentication)",
     )
     metrics_public: bool = _setting(
-        _flag,
-        False,
-        _API,
-        HTTP,
-        "`1`: `GET /metrics` answers without a token even when `API_TOKENS` is set (for a scraper inside your "
-        "network); `0`: it needs one like any route.",
+        _flag, default=False, scope=Scope.API, section=HTTP,
+        meaning="`1`: `GET /metrics` answers without a token even when `API_TOKENS` is set (for a scraper inside "
+        "your network); `0`: it needs one like any route.",
     )
     secret_key: str | None = _setting(
-        _secret_key,
-        None,
-        _API,
-        HTTP,
-        "Signs the console's session cookies and CSRF tokens (32+ characters, e.g. "
-        "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`); every gunicorn worker must see the same "
-        "one. Unset: the JSON API serves as usual and `/console/` answers 503. `make run` makes one in "
-        "`.data/secret_key`; required by docker-compose.yml.",
-        secret=True,
+        _secret_key, default=None, scope=Scope.API, section=HTTP, secret=True,
+        meaning="Signs the console's session cookies and CSRF tokens (32+ characters, e.g. `python3 -c 'import "
+        "secrets; print(secrets.token_urlsafe(32))'`); every gunicorn worker must see the same one. Unset: the JSON "
+        "API serves as usual and `/console/` answers 503. `make run` makes one in `.data/secret_key`; required by "
+        "docker-compose.yml.",
         default_text="(none: the console answers 503)",
     )
     log_level: str = _setting(
-        _upper, "INFO", _BOTH, HTTP, "Level of Flowline's and gunicorn's logs: DEBUG, INFO, WARNING, ERROR."
+        _upper, default="INFO", scope=Scope.BOTH, section=HTTP,
+        meaning="Level of Flowline's and gunicorn's logs: DEBUG, INFO, WARNING, ERROR.",
     )
     log_format: str = _setting(
-        _choice,
-        "text",
-        _BOTH,
-        HTTP,
-        "`text`: one readable line per record (for a terminal); `json`: one JSON object per line with ts, level, "
-        "logger, message, request_id, run_id... (gunicorn's access log too; see [Logs](#logs)). The Docker image "
-        "and docker-compose.yml default to `json`.",
-        choices=("text", "json"),
+        _choice, default="text", choices=("text", "json"), scope=Scope.BOTH, section=HTTP,
+        meaning="`text`: one readable line per record (for a terminal); `json`: one JSON object per line with ts, "
+        "level, logger, message, request_id, run_id... (gunicorn's access log too; see [Logs](#logs)). The Docker "
+        "image and docker-compose.yml default to `json`.",
     )
 
     # --- gunicorn
     bind: str = _setting(
-        _text,
-        "127.0.0.1:8000",
-        _GUNICORN,
-        GUNICORN,
-        "Address gunicorn listens on (host:port; `-b` on the command line overrides it); the Docker image sets "
-        "0.0.0.0:8000.",
+        _text, default="127.0.0.1:8000", scope=Scope.GUNICORN, section=GUNICORN,
+        meaning="Address gunicorn listens on (host:port; `-b` on the command line overrides it); the Docker image "
+        "sets 0.0.0.0:8000.",
     )
     web_concurrency: int = _setting(
-        _int, 2, _GUNICORN, GUNICORN, "gunicorn worker processes (each has its own pool).", minimum=1
+        _int, default=2, minimum=1, scope=Scope.GUNICORN, section=GUNICORN,
+        meaning="gunicorn worker processes (each has its own pool).",
     )
     gunicorn_threads: int = _setting(
-        _int,
-        2,
-        _GUNICORN,
-        GUNICORN,
-        "Threads per gunicorn worker process. Two, because on a 2-core box more only contend for the GIL "
+        _int, default=2, minimum=1, scope=Scope.GUNICORN, section=GUNICORN,
+        meaning="Threads per gunicorn worker process. Two, because on a 2-core box more only contend for the GIL "
         "(bench/http_bench.py measured 4 slower on every route); raise it when many sync runs wait on an LLM "
         "provider at once.",
-        minimum=1,
     )
     access_log: str | None = _setting(
-        _optional_text,
-        "-",
-        _GUNICORN,
-        GUNICORN,
-        "Access log destination: `-` for stdout, a file path, or empty to turn it off.",
-        blank_is_default=False,
+        _optional_text, default="-", scope=Scope.GUNICORN, section=GUNICORN, blank_is_default=False,
+        meaning="Access log destination: `-` for stdout, a file path, or empty to turn it off.",
     )
     prometheus_multiproc_dir: str = _setting(
-        _text,
-        "",
-        _GUNICORN,
-        GUNICORN,
-        "Directory of prometheus-client's multiprocess files, so `GET /metrics` adds up every gunicorn worker; "
-        "emptied when gunicorn starts, one per gunicorn. Empty: a private temporary directory, removed at exit (a "
-        "tmpfs such as `/dev/shm` is fastest).",
+        _text, default="", scope=Scope.GUNICORN, section=GUNICORN,
+        meaning="Directory of prometheus-client's multiprocess files, so `GET /metrics` adds up every gunicorn "
+        "worker; emptied when gunicorn starts, one per gunicorn. Empty: a private temporary directory, removed at "
+        "exit (a tmpfs such as `/dev/shm` is fastest).",
         default_text="(a private temporary directory)",
     )
+    # fmt: on
 
     def __post_init__(self) -> None:
         """Refuse settings that contradict each other.
@@ -834,7 +687,7 @@ def override(settings: Settings, values: Mapping[str, Any]) -> Settings:
 
     :raise ConfigError: as ``Settings`` refuses a contradiction.
     """
-    changes = {
+    changes: dict[str, Any] = {
         BY_NAME[name].attribute: tuple(value) if isinstance(value, list) else value
         for name, value in values.items()
         if name in BY_NAME
@@ -864,7 +717,7 @@ def connection_kwargs(database_url: str, statement_timeout_ms: int, application_
     params.setdefault("application_name", application_name)
     # Without it a connection attempt to an unreachable host hangs for the OS's TCP timeout (minutes).
     params.setdefault("connect_timeout", "5")
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def mask_url(database_url: str) -> str:
@@ -885,4 +738,4 @@ def mask_url(database_url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc, query=query))
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
