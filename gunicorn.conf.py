@@ -108,6 +108,8 @@ def on_starting(server: Any) -> None:
         # Named after this master, so a later gunicorn can tell it orphaned (a master killed with SIGKILL).
         path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
         _created_metrics_dirs.append(path)
+        # prometheus-client's own variable, not a Flowline setting. In the master's environment rather than raw_env:
+        # a HUP reload re-reads this file and resets raw_env, and child_exit's mark_process_dead reads it here too.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
