@@ -74,7 +74,6 @@ class Setting:
     section: str
     meaning: str
     minimum: float | None = None
-    maximum: float | None = None
     choices: tuple[str, ...] = ()
     secret: bool = False
     # An empty value means the default; when False, the reader is given the empty value (ACCESS_LOG: off).
