@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
+.PHONY: run test lint format docs migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Write .env.example and the README's configuration table from the settings table (flowline/core/config.py).
+docs: venv
+	$(BIN)/python -m flowline.core.config_docs
 
 ## Apply pending migrations to DATABASE_URL (or to `make run`'s private database).
 migrate: venv

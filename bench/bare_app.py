@@ -35,10 +35,10 @@ def create_app():
     settings = from_env()
     size = int(os.environ.get("BARE_POOL_SIZE", "1"))
     pool = ConnectionPool(
-        connection_kwargs(settings["DATABASE_URL"], settings["STATEMENT_TIMEOUT_MS"], "flowline-bare"),
+        connection_kwargs(settings.database_url, settings.statement_timeout_ms, "flowline-bare"),
         min_size=size,
         max_size=size,
-        timeout=settings["DB_POOL_TIMEOUT_S"],
+        timeout=settings.db_pool_timeout_s,
         kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,
         name="flowline-bare",

@@ -15,6 +15,7 @@ import logging
 
 from flask import request
 
+from ..core.config import settings_of
 from .errors import error_response
 
 log = logging.getLogger("flowline.auth")
@@ -69,11 +70,11 @@ def unauthorized(token_given):
 def install(app, exempt_blueprints=()):
     """Require a bearer token on ``app``'s routes when ``API_TOKENS`` is set; do nothing otherwise. Routes of
     ``exempt_blueprints`` (the console, which signs its visitors in itself) are left to their own check."""
-    tokens = app.config.get("API_TOKENS") or []
+    tokens = settings_of(app).api_tokens
     if not tokens:
         return
     digests = tuple(token_digest(token) for token in tokens)
-    public = PUBLIC_PATHS | ({METRICS_PATH} if app.config.get("METRICS_PUBLIC") else set())
+    public = PUBLIC_PATHS | ({METRICS_PATH} if settings_of(app).metrics_public else set())
 
     @app.before_request
     def require_bearer_token():

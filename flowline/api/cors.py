@@ -15,6 +15,8 @@ import re
 from flask import request
 from flask_cors import CORS
 
+from ..core.config import settings_of
+
 # Request headers a script may send: the JSON body's type and every header Flowline reads.
 ALLOW_HEADERS = ("Content-Type", "Authorization", "If-Match", "Idempotency-Key", "Prefer", "X-Request-ID")
 # Response headers a script may read.
@@ -41,7 +43,7 @@ def is_preflight(req, allowed):
 
 def install(app):
     """Send CORS headers for ``app``'s CORS_ORIGINS (none: do nothing) and answer their preflights."""
-    origins = app.config.get("CORS_ORIGINS") or []
+    origins = settings_of(app).cors_origins
     if not origins:
         return
     CORS(

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from psycopg_pool import PoolTimeout, TooManyRequests
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..core.config import settings_of
 from .serving import answer_for
 
 log = logging.getLogger("flowline.errors")
@@ -105,7 +106,7 @@ def _pool_queue_full(exc):
 def _statement_timed_out(exc):
     # statement_timeout (STATEMENT_TIMEOUT_MS) cancelled the statement, often one waiting for a lock another
     # transaction held; the transaction was rolled back and the connection is back in the pool, usable.
-    timeout_ms = current_app.config.get("STATEMENT_TIMEOUT_MS")
+    timeout_ms = settings_of(current_app).statement_timeout_ms
     log.warning(
         "statement cancelled after the %s ms statement timeout (%s %s)", timeout_ms, request.method, request.path
     )

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import Blueprint, current_app, request
 
+from ..core.config import settings_of
 from ..data import db
 from . import pdf
 from .errors import ApiError, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType, unavailable_response
@@ -61,7 +62,7 @@ def upload_file():
 
 
 def _too_large():
-    return PayloadTooLarge(f"The file is larger than {current_app.config['MAX_UPLOAD_MB']} MB.")
+    return PayloadTooLarge(f"The file is larger than {settings_of(current_app).max_upload_mb} MB.")
 
 
 def bound_upload_body():
@@ -71,7 +72,7 @@ def bound_upload_body():
 
     :raise PayloadTooLarge: Content-Length says more.
     """
-    bound = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024 + MULTIPART_OVERHEAD
+    bound = settings_of(current_app).max_upload_mb * 1024 * 1024 + MULTIPART_OVERHEAD
     if request.content_length is not None and request.content_length > bound:
         raise _too_large()
     request.max_content_length = bound
@@ -82,7 +83,7 @@ def read_upload(upload):
 
     :raise PayloadTooLarge: more than MAX_UPLOAD_MB.
     """
-    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    limit = settings_of(current_app).max_upload_mb * 1024 * 1024
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
         raise _too_large()

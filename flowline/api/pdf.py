@@ -123,10 +123,10 @@ class Extractor:
     def from_config(cls, config):
         """Return the extractor the settings ask for (PDF_EXTRACT_*, MAX_INPUT_CHARS)."""
         return cls(
-            config["PDF_EXTRACT_TIMEOUT_S"],
-            config["PDF_EXTRACT_MEMORY_MB"],
-            config["PDF_EXTRACT_CONCURRENCY"],
-            config["MAX_INPUT_CHARS"],
+            config.pdf_extract_timeout_s,
+            config.pdf_extract_memory_mb,
+            config.pdf_extract_concurrency,
+            config.max_input_chars,
         )
 
     def extract(self, data):

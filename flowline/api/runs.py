@@ -12,6 +12,7 @@ from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 
 from ..core import metrics
+from ..core.config import settings_of
 from ..data import db
 from ..engine import runner
 from . import prefer, waits
@@ -56,7 +57,7 @@ def check_run_input(input_text, file_id):
     :raise Unprocessable: input_text over MAX_INPUT_CHARS.
     :raise ValidationError: a file_id that names no file (keyed ``file_id``).
     """
-    limit = current_app.config["MAX_INPUT_CHARS"]
+    limit = settings_of(current_app).max_input_chars
     if len(input_text) > limit:
         raise Unprocessable(f"input_text is longer than {limit} characters.")
     if file_id is not None:
@@ -89,14 +90,14 @@ def run_now(workflow_id, input_text, file_id):
 
     :raise NotFound: unknown workflow, or one deleted while its run was being created.
     """
-    config = current_app.config
+    config = settings_of(current_app)
     try:
         result = runner.run_sync(
             db.app_pool(),
             workflow_id,
             input_text,
-            timeout_s=config["SYNC_RUN_TIMEOUT_S"],
-            lease_seconds=config["RUN_LEASE_SECONDS"],
+            timeout_s=config.sync_run_timeout_s,
+            lease_seconds=config.run_lease_seconds,
             provider=current_app.extensions["flowline.provider"],
             worker_id=_WORKER_ID,
             input_file_id=file_id,
@@ -151,7 +152,7 @@ def _outcome_reader(run_id):
 def _wait_for(run_id):
     """Wait for run ``run_id`` as the request's ``Prefer: wait=N`` asks (capped at WAIT_MAX_S); return
     ``(Wait, seconds)``, or ``(None, None)`` when the request asks for no wait it can be granted."""
-    seconds = waits.requested_seconds(request, current_app.config["WAIT_MAX_S"])
+    seconds = waits.requested_seconds(request, settings_of(current_app).wait_max_s)
     if seconds is None:
         return None, None
     wait = waits.of_app().wait(run_id, seconds, _outcome_reader(run_id), waits.client_gone_check(request.environ))
@@ -258,7 +259,7 @@ def enqueue(workflow_id, input_text, file_id, key, not_found="Workflow not found
                 "enqueue_run",
                 workflow_id=workflow_id,
                 input=Jsonb(stored_input),
-                max_attempts=current_app.config["RUN_MAX_ATTEMPTS"],
+                max_attempts=settings_of(current_app).run_max_attempts,
                 idempotency_key=key,
                 request_hash=request_hash,
             )

@@ -134,7 +134,7 @@ class Waits:
 
     @classmethod
     def from_config(cls, config):
-        return cls(config["DATABASE_URL"], config["WAIT_MAX_WAITERS"])
+        return cls(config.database_url, config.wait_max_waiters)
 
     @property
     def waiting(self):

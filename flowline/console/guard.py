@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..api import auth, files
 from ..api.errors import ApiError
+from ..core.config import settings_of
 from .blueprint import bp
 
 log = logging.getLogger("flowline.console")
@@ -57,7 +58,7 @@ def install(app):
 
 
 def _digests():
-    return tuple(auth.token_digest(token) for token in current_app.config["API_TOKENS"])
+    return tuple(auth.token_digest(token) for token in settings_of(current_app).api_tokens)
 
 
 def _signed_in():
@@ -75,7 +76,7 @@ def _signed_in():
 
 
 def auth_required():
-    return bool(current_app.config.get("API_TOKENS"))
+    return bool(settings_of(current_app).api_tokens)
 
 
 @bp.before_request
@@ -150,7 +151,7 @@ def console_context():
         return {}
     return {
         "signed_in": auth_required() and _signed_in(),
-        "default_model": current_app.config.get("LLM_MODEL", ""),
+        "default_model": settings_of(current_app).llm_model,
     }
 
 
@@ -163,7 +164,7 @@ def api_error(exc):
 
 @bp.errorhandler(RequestEntityTooLarge)
 def too_large(exc):
-    limit = current_app.config["MAX_UPLOAD_MB"]
+    limit = settings_of(current_app).max_upload_mb
     message = f"The upload is larger than {limit} MB, the most this server accepts (MAX_UPLOAD_MB); nothing was stored."
     return render_template("console/error.html", title="Too large", message=message), 413
 

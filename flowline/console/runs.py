@@ -17,6 +17,7 @@ from ..api import runs
 from ..api.errors import NotFound
 from ..api.http import decode_cursor, load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
+from ..core.config import settings_of
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 from ..data import db
 from . import timeline
@@ -224,7 +225,7 @@ def rerun(run_id):
 def queue_page():
     """The queue and its workers: Pending and Running counts, the oldest claimable run's wait, the workers heard
     from with their heartbeat and the runs they hold, the last hour's failures and runs finished per minute."""
-    alive_within_s = current_app.config["RUN_LEASE_SECONDS"]
+    alive_within_s = settings_of(current_app).run_lease_seconds
     with db.connection() as conn:
         stats = db.one(conn, "get_queue_stats", count_cap=QUEUE_COUNT_CAP)
         workers = db.many(

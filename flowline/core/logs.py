@@ -169,7 +169,7 @@ def secrets_of(config):
     """Return the secret values in ``config`` to mask wherever they appear in a log line: the LLM key, the API
     tokens and the console's SECRET_KEY (long, random strings). A database password is masked by its place in a URL
     instead."""
-    found = [config.get("LLM_API_KEY") or "", config.get("SECRET_KEY") or "", *(config.get("API_TOKENS") or ())]
+    found = config.secret_values()
     return tuple(sorted({s for s in found if len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True))
 
 

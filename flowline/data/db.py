@@ -11,7 +11,7 @@ without the two extra round trips of BEGIN and COMMIT.
 """
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from time import monotonic
 
@@ -20,7 +20,7 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-from ..core.config import connection_kwargs
+from ..core.config import Settings, connection_kwargs
 from .sql import QUERIES
 
 EXTENSION = "flowline.pool"
@@ -139,7 +139,7 @@ class Pool(ConnectionPool):
                 self._callers.release()
 
 
-def create_pool(config: Mapping, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
+def create_pool(config: Settings, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
     """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
 
     A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
@@ -148,11 +148,11 @@ def create_pool(config: Mapping, application_name: str = "flowline", fail_fast_s
     answered 503 with Retry-After (flowline/api/errors.py).
     """
     return Pool(
-        connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
-        min_size=config["DB_POOL_MIN_SIZE"],
-        max_size=max(config["DB_POOL_MAX_SIZE"], config["DB_POOL_MIN_SIZE"], 1),
-        timeout=config["DB_POOL_TIMEOUT_S"],
-        max_waiting=config.get("DB_POOL_MAX_WAITING", 0),
+        connection_kwargs(config.database_url, config.statement_timeout_ms, application_name),
+        min_size=config.db_pool_min_size,
+        max_size=max(config.db_pool_max_size, config.db_pool_min_size, 1),
+        timeout=config.db_pool_timeout_s,
+        max_waiting=config.db_pool_max_waiting,
         fail_fast_s=fail_fast_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         kwargs={"row_factory": dict_row, "autocommit": True},

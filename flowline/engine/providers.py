@@ -288,17 +288,17 @@ class OpenAIProvider:
 
 def from_config(config):
     """Return the provider the configuration selects: ``openai`` whenever LLM_API_KEY is set, else ``echo``."""
-    api_key = config.get("LLM_API_KEY") or ""
-    default_model = config.get("LLM_MODEL") or DEFAULT_LLM_MODEL
+    api_key = config.llm_api_key
+    default_model = config.llm_model
     if not api_key:
         log.info("LLM provider: echo (LLM_API_KEY is not set: generative_ai nodes return their rendered prompt)")
         return EchoProvider(default_model=default_model)
     provider = OpenAIProvider(
         api_key=api_key,
-        base_url=config.get("LLM_BASE_URL") or "https://api.openai.com/v1",
-        timeout_s=config.get("LLM_TIMEOUT_S", 30.0),
-        max_retries=config.get("LLM_MAX_RETRIES", 3),
-        backoff_s=config.get("LLM_BACKOFF_S", 0.5),
+        base_url=config.llm_base_url,
+        timeout_s=config.llm_timeout_s,
+        max_retries=config.llm_max_retries,
+        backoff_s=config.llm_backoff_s,
         default_model=default_model,
     )
     log.info(

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, start_http_server
 
+from ..core.config import settings_of
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
 from ..data import db
 
@@ -230,6 +231,6 @@ def get_metrics():
     DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.
     """
     body, content_type = render(
-        current_app.extensions[db.EXTENSION], current_app.config["RUN_LEASE_SECONDS"], request.headers.get("Accept")
+        current_app.extensions[db.EXTENSION], settings_of(current_app).run_lease_seconds, request.headers.get("Accept")
     )
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from psycopg.rows import dict_row
 
-from ..core.config import connection_kwargs, mask_url
+from ..core.config import connection_kwargs, mask_url, settings_of
 from .export import export
 from .export_format import PortabilityError, read_document
 from .importer import import_data
@@ -26,10 +26,10 @@ def command_connection(application_name):
 
     A one-off command needs no pool. Database errors become a one-line click error (exit status 1).
     """
-    config = current_app.config
+    config = settings_of(current_app)
     try:
         with psycopg.connect(
-            connection_kwargs(config["DATABASE_URL"], config["STATEMENT_TIMEOUT_MS"], application_name),
+            connection_kwargs(config.database_url, config.statement_timeout_ms, application_name),
             autocommit=True,
             row_factory=dict_row,
         ) as conn:
@@ -41,7 +41,7 @@ def command_connection(application_name):
         ) from None
     except psycopg.OperationalError as exc:
         reason = (exc.diag.message_primary or str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
-        raise click.ClickException(f"database {mask_url(config['DATABASE_URL'])}: {reason}") from None
+        raise click.ClickException(f"database {mask_url(config.database_url)}: {reason}") from None
     except psycopg.Error as exc:
         raise click.ClickException(f"database error: {exc.diag.message_primary or str(exc).splitlines()[0]}") from None
 

@@ -14,7 +14,7 @@ from .process import Worker
 
 def main(config, concurrency=None):
     """Run a worker in this process until it is stopped by a signal; return its exit status."""
-    logs.configure(config["LOG_LEVEL"], config.get("LOG_FORMAT", "text"), logs.secrets_of(config))
+    logs.configure(config.log_level, config.log_format, logs.secrets_of(config))
     worker = Worker(config, concurrency=concurrency)
     worker.install_signal_handlers()
     return worker.run()
@@ -35,7 +35,7 @@ def from_command_line(argv=None):
         config = settings.from_env()
     except settings.ConfigError as exc:
         parser.error(str(exc))
-    if not config["DATABASE_URL"]:
+    if not config.database_url:
         parser.error("DATABASE_URL is not set (a libpq URL such as postgresql://user@host/db)")
     return main(config, args.concurrency)
 
@@ -50,4 +50,4 @@ def from_command_line(argv=None):
 @with_appcontext
 def worker_command(concurrency):
     """Execute async runs from the queue until SIGTERM or SIGINT."""
-    sys.exit(main(dict(current_app.config), concurrency))
+    sys.exit(main(settings.settings_of(current_app), concurrency))

@@ -27,7 +27,7 @@ def listen(worker):
     reconnecting with backoff."""
     logs.bind(worker_id=worker.id)
     delay = 0.1
-    conninfo = settings.connection_kwargs(worker.config["DATABASE_URL"], 0, "flowline-worker-listen")
+    conninfo = settings.connection_kwargs(worker.config.database_url, 0, "flowline-worker-listen")
     while not worker.stopping.is_set():
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
@@ -49,7 +49,7 @@ def listen(worker):
                 "worker %s: LISTEN connection lost (%s); polling every %g s, reconnecting in %g s",
                 worker.id,
                 type(exc).__name__,
-                worker.config["WORKER_POLL_INTERVAL_S"],
+                worker.config.worker_poll_interval_s,
                 delay,
             )
             worker.stopping.wait(delay)

@@ -1,5 +1,6 @@
 """One worker process: its run threads and the claim loop, its background duties' threads, its life cycle."""
 
+import dataclasses
 import logging
 import os
 import signal
@@ -29,9 +30,9 @@ class Worker:
 
     def __init__(self, config, *, concurrency=None):
         self.config = config
-        self.concurrency = concurrency or config["WORKER_CONCURRENCY"]
+        self.concurrency = concurrency or config.worker_concurrency
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self.lease_seconds = config["RUN_LEASE_SECONDS"]
+        self.lease_seconds = config.run_lease_seconds
         # Renew leases and sweep three times per lease period: a lease survives two missed renewals.
         self.maintenance_interval = self.lease_seconds / 3
         # No fail-fast (db.FAIL_FAST_S): no client waits on a worker, and a run's next write that waits out a short
@@ -40,7 +41,7 @@ class Worker:
         # A connection for each run thread, each delivery thread (held only to claim and record, never while
         # sending), the maintenance thread and the schedule thread.
         self.pool = db.create_pool(
-            {**config, "DB_POOL_MAX_SIZE": self.concurrency + config["WEBHOOK_CONCURRENCY"] + 2},
+            dataclasses.replace(config, db_pool_max_size=self.concurrency + config.webhook_concurrency + 2),
             "flowline-worker",
             fail_fast_s=0,
         )
@@ -66,7 +67,7 @@ class Worker:
     def _wait_for_work(self):
         with self._wakeup:
             if self._signals == 0 and not self.stopping.is_set():
-                self._wakeup.wait(self.config["WORKER_POLL_INTERVAL_S"])
+                self._wakeup.wait(self.config.worker_poll_interval_s)
             self._signals = max(0, self._signals - 1)
 
     def runs_in_progress(self):
@@ -118,14 +119,14 @@ class Worker:
             run_id=row["id"],
             lease_token=lease_token,
             lease_seconds=self.lease_seconds,
-            deadline=time.monotonic() + self.config["ASYNC_RUN_TIMEOUT_S"],
+            deadline=time.monotonic() + self.config.async_run_timeout_s,
             provider=self.provider,
             pool=self.pool,
             conn=conn,
             input_file_id=row["input"].get("file_id"),
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
-            retry_backoff_s=self.config["RUN_RETRY_BACKOFF_S"],
+            retry_backoff_s=self.config.run_retry_backoff_s,
         )
         with logs.context(run_id=row["id"], attempt=row["attempt"]):
             self._execute(ctx, row, worker_id)
@@ -198,7 +199,7 @@ class Worker:
     def run(self):
         """Work until stopped (``stop()``, SIGTERM, SIGINT); return the process exit status."""
         logs.bind(worker_id=self.id)
-        port = self.config.get("WORKER_METRICS_PORT") or 0
+        port = self.config.worker_metrics_port
         if port:
             try:
                 self.metrics_server = serve_worker_metrics(port, self.pool)
@@ -218,9 +219,9 @@ class Worker:
             self.concurrency,
             self.deliveries.concurrency,
             self.lease_seconds,
-            self.config["WORKER_POLL_INTERVAL_S"],
-            self.config["SCHEDULE_POLL_INTERVAL_S"],
-            settings.mask_url(self.config["DATABASE_URL"]),
+            self.config.worker_poll_interval_s,
+            self.config.schedule_poll_interval_s,
+            settings.mask_url(self.config.database_url),
             f"on port {port} (/metrics)" if port else "not served (WORKER_METRICS_PORT=0)",
         )
         helpers = [
@@ -240,7 +241,7 @@ class Worker:
         for thread in helpers + runners:
             thread.start()
         self.stopping.wait()
-        deadline = time.monotonic() + self.config["WORKER_DRAIN_TIMEOUT_S"]
+        deadline = time.monotonic() + self.config.worker_drain_timeout_s
         for thread in runners:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in runners):
@@ -249,7 +250,7 @@ class Worker:
             log.error(
                 "worker %s: runs still in progress after %g s (%s); leaving them to the lease sweep",
                 self.id,
-                self.config["WORKER_DRAIN_TIMEOUT_S"],
+                self.config.worker_drain_timeout_s,
                 ", ".join(left),
             )
             return 1

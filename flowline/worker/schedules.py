@@ -65,7 +65,7 @@ def poll(worker):
         schedules = db.many(conn, "claim_due_schedules", batch_size=CLAIM_BATCH)
         for schedule in schedules:
             with logs.context(schedule_id=schedule["id"]):
-                _decide(conn, worker, schedule, config["SCHEDULE_MISFIRE_GRACE_S"], config["RUN_MAX_ATTEMPTS"])
+                _decide(conn, worker, schedule, config.schedule_misfire_grace_s, config.run_max_attempts)
     return len(schedules)
 
 
@@ -144,7 +144,7 @@ def run_schedules(worker):
     """The schedule thread: poll every SCHEDULE_POLL_INTERVAL_S (at once again after a full batch) until the
     worker stops; a stopping worker fires nothing more."""
     logs.bind(worker_id=f"{worker.id}:schedules")
-    interval = worker.config["SCHEDULE_POLL_INTERVAL_S"]
+    interval = worker.config.schedule_poll_interval_s
     while not worker.stopping.is_set():
         claimed = 0
         try:

@@ -41,11 +41,11 @@ class Deliveries:
     def __init__(self, worker):
         self.worker = worker
         config = worker.config
-        self.concurrency = config["WEBHOOK_CONCURRENCY"]
-        self.lease_seconds = config["WEBHOOK_LEASE_S"]
-        self.timeout_s = config["WEBHOOK_TIMEOUT_S"]
-        self.schedule = config["WEBHOOK_RETRY_SCHEDULE_S"]
-        self.allow_private = config["WEBHOOK_ALLOW_PRIVATE"]
+        self.concurrency = config.webhook_concurrency
+        self.lease_seconds = config.webhook_lease_s
+        self.timeout_s = config.webhook_timeout_s
+        self.schedule = config.webhook_retry_schedule_s
+        self.allow_private = config.webhook_allow_private
         self._wakeup = threading.Condition()
         self._signals = 0
 
@@ -70,7 +70,7 @@ class Deliveries:
     def _wait(self):
         with self._wakeup:
             if self._signals == 0 and not self.worker.stopping.is_set():
-                self._wakeup.wait(self.worker.config["WORKER_POLL_INTERVAL_S"])
+                self._wakeup.wait(self.worker.config.worker_poll_interval_s)
             self._signals = max(0, self._signals - 1)
 
     def _thread(self, index):

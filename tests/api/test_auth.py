@@ -45,7 +45,7 @@ def secured(make_app):
 
 
 def test_auth_is_off_by_default(client):
-    assert config.from_env({})["API_TOKENS"] == []
+    assert config.from_env({}).api_tokens == ()
     assert client.get("/workflows").status_code == 200
     assert client.post("/workflows", json={"name": "no token needed"}).status_code == 200
 
@@ -195,8 +195,8 @@ def test_unusable_tokens_are_refused_without_showing_them(value, message):
 
 def test_api_tokens_and_metrics_public_settings():
     settings = config.from_env({"API_TOKENS": f" {TOKEN_A} ,, {TOKEN_B},", "METRICS_PUBLIC": "1"})
-    assert settings["API_TOKENS"] == [TOKEN_A, TOKEN_B] and settings["METRICS_PUBLIC"] is True
-    assert config.from_env({"METRICS_PUBLIC": "0"})["METRICS_PUBLIC"] is False
+    assert settings.api_tokens == (TOKEN_A, TOKEN_B) and settings.metrics_public is True
+    assert config.from_env({"METRICS_PUBLIC": "0"}).metrics_public is False
     with pytest.raises(config.ConfigError, match="METRICS_PUBLIC must be 1 or 0"):
         config.from_env({"METRICS_PUBLIC": "maybe"})
 

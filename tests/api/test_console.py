@@ -9,6 +9,7 @@ import time
 import pytest
 
 from flowline.console import guard
+from flowline.core import config
 from tests.support import make_pdf
 
 SECRET = "s" * 40
@@ -269,7 +270,9 @@ def test_a_session_older_than_12_hours_or_of_a_removed_token_is_signed_out(make_
     assert client.get("/console/").status_code == 302
     monkeypatch.setattr(guard.time, "time", real)
     client.post("/console/sign-in", data={"csrf_token": _csrf(client, "/console/sign-in"), "token": TOKEN})
-    app.config["API_TOKENS"] = ["another-token-" + "a" * 24]
+    app.extensions[config.EXTENSION] = config.override(
+        config.settings_of(app), {"API_TOKENS": ["another-token-" + "a" * 24]}
+    )
     assert client.get("/console/").status_code == 302
 
 

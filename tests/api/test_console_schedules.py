@@ -3,6 +3,7 @@ skips) in a fixed number of queries, however many schedules there are."""
 
 from types import SimpleNamespace
 
+from flowline.core.config import settings_of
 from flowline.data import db
 from flowline.worker import schedules as firing
 
@@ -22,7 +23,7 @@ def test_the_workflow_page_lists_its_schedules_in_a_fixed_number_of_queries(make
     fired = add(cron="0 0 1 1 *", timezone="Europe/Berlin", overlap="queue")
     sql.execute("UPDATE schedules SET next_fire_at = now() WHERE id = %s", (fired["id"],))
     with app.app_context():
-        firing.poll(SimpleNamespace(pool=db.app_pool(), config=app.config, id="test-worker"))
+        firing.poll(SimpleNamespace(pool=db.app_pool(), config=settings_of(app), id="test-worker"))
     run_id = client.get(f"/schedules/{fired['id']}").json["last_run_id"]
 
     statements = []

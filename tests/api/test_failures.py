@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from flowline.api.http import MAX_JSON_DEPTH, MAX_JSON_VALUES
+from flowline.core.config import settings_of
 from flowline.data import db, migrations
 from tests.support import make_pdf, wait_for
 
@@ -294,10 +295,10 @@ def test_statement_timeout_answers_503_and_the_connection_returns_to_the_pool_he
 
 
 def test_the_default_json_limit_takes_the_longest_input_text_in_any_encoding(app, workflow, client):
-    assert app.config["MAX_JSON_KB"] == 12 * 1024
+    assert settings_of(app).max_json_kb == 12 * 1024
     assert app.config["MAX_CONTENT_LENGTH"] == 12 * 1024 * 1024
     workflow_id = workflow([("formatter", {})])
-    limit = app.config["MAX_INPUT_CHARS"]
+    limit = settings_of(app).max_input_chars
     # An emoji escaped as a surrogate pair (Python's json.dumps default): 12 bytes for one character.
     body = json.dumps({"input_text": "\U0001f600" * limit})
     assert len(body) > 11 * 1024 * 1024

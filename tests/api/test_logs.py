@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flowline.core import logs
+from flowline.core.config import from_env
 from tests.support import wait_for
 from tests.support.fake_llm import FakeLLM, completion
 
@@ -116,7 +117,9 @@ def test_text_lines_show_the_same_context(capsys):
 
 
 def test_secrets_and_passwords_are_masked_in_any_line(capsys):
-    config = {"LLM_API_KEY": KEY, "API_TOKENS": ["tok-aaaaaaaaaaaaaaaa"], "DATABASE_URL": "postgresql://x@db/flowline"}
+    config = from_env(
+        {"LLM_API_KEY": KEY, "API_TOKENS": "tok-aaaaaaaaaaaaaaaa", "DATABASE_URL": "postgresql://x@db/flowline"}
+    )
     assert set(logs.secrets_of(config)) == {KEY, "tok-aaaaaaaaaaaaaaaa"}
     for log_format in ("json", "text"):
         logs.configure("INFO", log_format, logs.secrets_of(config))

@@ -333,11 +333,11 @@ def test_provider_selection_follows_llm_api_key():
 def test_llm_settings_defaults_and_refusals():
     settings = config.from_env({})
     assert (
-        settings["LLM_API_KEY"],
-        settings["LLM_BASE_URL"],
-        settings["LLM_TIMEOUT_S"],
-        settings["LLM_MAX_RETRIES"],
-        settings["LLM_BACKOFF_S"],
+        settings.llm_api_key,
+        settings.llm_base_url,
+        settings.llm_timeout_s,
+        settings.llm_max_retries,
+        settings.llm_backoff_s,
     ) == ("", "https://api.openai.com/v1", 30.0, 3, 0.5)
     with pytest.raises(config.ConfigError) as refused:
         config.from_env({"LLM_API_KEY": "sk-test-\nsecret"})

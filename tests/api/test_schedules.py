@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from flowline.core.config import settings_of
 from flowline.data import db
 from flowline.worker import schedules as firing
 
@@ -23,7 +24,7 @@ def create(client, workflow_id, **body):
 def poll(app):
     """Decide every due tick once, as a worker's schedule thread does."""
     with app.app_context():
-        worker = SimpleNamespace(pool=db.app_pool(), config=app.config, id="test-worker")
+        worker = SimpleNamespace(pool=db.app_pool(), config=settings_of(app), id="test-worker")
         return firing.poll(worker)
 
 

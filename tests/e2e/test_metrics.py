@@ -108,7 +108,7 @@ def test_requests_are_counted_by_route_and_status_summed_over_gunicorn_workers(m
         assert value(samples, "flowline_http_requests_total", method="GET", route="unmatched", status="404") == 3
         # The route label is the URL rule: no raw path (and so no id) becomes a label.
         assert unknown not in text and "/no/such/path" not in text
-        # Each worker's pool (gunicorn sets DB_POOL_MAX_SIZE to its 2 threads): summed over the live workers.
+        # Each worker's pool (under gunicorn DB_POOL_MAX_SIZE defaults to its 2 threads): summed over the live workers.
         assert value(samples, "flowline_db_pool_max_connections", pool="flowline") == 4
     server.stop()
 

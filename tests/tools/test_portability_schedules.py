@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import psycopg
 from psycopg.rows import dict_row
 
+from flowline.core.config import settings_of
 from flowline.data import db
 from flowline.worker import schedules as firing
 from tests.tools.test_portability import _err, _export, _write, flask
@@ -20,7 +21,7 @@ def _finished_scheduled_run(app, client, sql):
         "UPDATE schedules SET next_fire_at = now() WHERE id = %s RETURNING next_fire_at", (schedule["id"],)
     ).fetchone()["next_fire_at"]
     with app.app_context():
-        firing.poll(SimpleNamespace(pool=db.app_pool(), config=app.config, id="test-worker"))
+        firing.poll(SimpleNamespace(pool=db.app_pool(), config=settings_of(app), id="test-worker"))
     # Finished, as only finished runs are exported (no worker runs here).
     sql.execute("UPDATE runs SET status = 'Succeeded', final_output = '', finished_at = now(), attempt = 1")
     return schedule["id"], tick

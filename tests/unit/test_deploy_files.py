@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowline.core.config import from_env
+from flowline.core import config
+from flowline.core.config import Scope, from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # The code shipped in the image: where the settings Flowline reads can live.
@@ -23,41 +24,13 @@ SETTING = re.compile(r"^[A-Z][A-Z0-9_]*$")
 ENV_LINE = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 # A whole compose value that is one interpolation: ${NAME:-default} (unset or empty) or ${NAME-default} (unset).
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?-)(?P<default>.*)\}$")
-# Flowline settings (config.from_env) only one side reads: the API (the worker sizes its own pool and reads a run's
-# attempts from the run), or the worker. Every other one is passed to both.
-API_ONLY = {
-    "DB_POOL_MAX_SIZE",
-    "DB_POOL_MAX_WAITING",
-    "SYNC_RUN_TIMEOUT_S",
-    "RUN_MAX_ATTEMPTS",
-    "MAX_INPUT_CHARS",
-    "MAX_UPLOAD_MB",
-    "MAX_JSON_KB",
-    "CORS_ORIGINS",
-    "SECRET_KEY",
-    "API_TOKENS",
-    "METRICS_PUBLIC",
-    "PDF_EXTRACT_TIMEOUT_S",
-    "PDF_EXTRACT_MEMORY_MB",
-    "PDF_EXTRACT_CONCURRENCY",
-    "WAIT_MAX_S",
-    "WAIT_MAX_WAITERS",
-}
-WORKER_ONLY = {
-    "RUN_RETRY_BACKOFF_S",
-    "ASYNC_RUN_TIMEOUT_S",
-    "WORKER_CONCURRENCY",
-    "WORKER_POLL_INTERVAL_S",
-    "WORKER_DRAIN_TIMEOUT_S",
-    "WORKER_METRICS_PORT",
-    "WEBHOOK_CONCURRENCY",
-    "WEBHOOK_TIMEOUT_S",
-    "WEBHOOK_LEASE_S",
-    "WEBHOOK_RETRY_SCHEDULE_S",
-    "WEBHOOK_ALLOW_PRIVATE",
-    "SCHEDULE_POLL_INTERVAL_S",
-    "SCHEDULE_MISFIRE_GRACE_S",
-}
+# Flowline's settings (config.from_env), and those only one side reads, from the table's scope: the API (the worker
+# sizes its own pool and reads a run's attempts from the run), or the worker. Every other one is passed to both.
+FLOWLINE_SETTINGS = {s.name for s in config.FLOWLINE_SETTINGS if s.scope in (Scope.API, Scope.WORKER, Scope.BOTH)}
+API_ONLY = {s.name for s in config.FLOWLINE_SETTINGS if s.scope is Scope.API}
+WORKER_ONLY = {s.name for s in config.FLOWLINE_SETTINGS if s.scope is Scope.WORKER}
+# What a gunicorn worker's environment also holds: gunicorn's master sets it (config.GUNICORN_MARKER).
+GUNICORN_WORKER_ENV = {config.GUNICORN_MARKER: "gunicorn/27.0.1"}
 # Settings whose default in the image and in docker-compose.yml deliberately differs from the code's: JSON log lines
 # for a collector there, readable text on a terminal.
 IMAGE_DEFAULTS = {"LOG_FORMAT": "json"}
@@ -174,6 +147,25 @@ def env_example():
     return entries
 
 
+def setting_reads(path):
+    """Return the names of the settings ``path`` reads as attributes of a Settings object (``settings.bind``)."""
+    attributes = {s.attribute: s.name for s in config.FLOWLINE_SETTINGS}
+    return {
+        attributes[node.attr]
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute) and node.attr in attributes
+    }
+
+
+def read_by_code():
+    """Return the settings the shipped code reads: from the environment, or from the Settings object (outside
+    config.py, which declares them all)."""
+    declaring = {ROOT / "flowline" / "core" / "config.py", ROOT / "flowline" / "core" / "config_docs.py"}
+    return set().union(
+        *(env_reads(path) | (set() if path in declaring else setting_reads(path)) for path in CODE_FILES)
+    )
+
+
 def env_reads(path):
     """Return the setting names ``path`` reads from the environment, found in its syntax tree.
 
@@ -241,9 +233,9 @@ class RecordingEnv(dict):
 def effective_settings(env, monkeypatch):
     """Return what a gunicorn-served Flowline ends up with for ``env``: (gunicorn settings, Flask settings, names read).
 
-    gunicorn.conf.py runs first (it may fill in defaults, e.g. DB_POOL_MAX_SIZE), then config.from_env, as in a worker.
+    gunicorn.conf.py runs first, then config.from_env, as in a worker (whose environment gunicorn's master marks).
     """
-    recording = RecordingEnv(env)
+    recording = RecordingEnv({**env, **GUNICORN_WORKER_ENV})
     with monkeypatch.context() as patch:
         patch.setattr(os, "environ", recording)
         namespace = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
@@ -412,13 +404,12 @@ def test_compose_turns_authentication_on_and_makes_the_operator_choose_the_token
     assert match, "the api's API_TOKENS must be ${API_TOKENS:?<message>}: required, with no default"
     assert "API_TOKENS" in match["message"]
     assert "API_TOKENS" not in environment(service("worker")), "the worker serves no HTTP"
-    assert from_env({})["API_TOKENS"] == [], "the code's default stays off, for `make run` and the tests"
+    assert from_env({}).api_tokens == (), "the code's default stays off, for `make run` and the tests"
 
 
 @pytest.mark.parametrize("name, not_read", [("api", WORKER_ONLY), ("worker", API_ONLY)])
 def test_api_and_worker_are_passed_every_setting_they_read(name, not_read):
-    settings = set(from_env({}))
-    assert settings >= API_ONLY | WORKER_ONLY, "API_ONLY and WORKER_ONLY name settings config.from_env has not"
+    settings = FLOWLINE_SETTINGS
     passed = set(environment(service(name)))
     missing, unread = sorted(settings - not_read - passed), sorted(passed & not_read)
     assert not missing, f"docker-compose.yml does not pass {name} {missing}"
@@ -429,9 +420,8 @@ def test_api_and_worker_are_passed_every_setting_they_read(name, not_read):
 
 
 def test_every_setting_in_env_example_is_read_by_the_code():
-    read_by_code = set().union(*(env_reads(path) for path in CODE_FILES))
     interpolated_by_compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
-    unread = [e["name"] for e in env_example() if e["name"] not in read_by_code | interpolated_by_compose]
+    unread = [e["name"] for e in env_example() if e["name"] not in read_by_code() | interpolated_by_compose]
     assert not unread, f".env.example documents settings nothing reads: {unread}"
 
 
@@ -440,7 +430,7 @@ def test_every_setting_config_and_gunicorn_read_is_in_env_example(monkeypatch):
     _, _, read_at_runtime = effective_settings({}, monkeypatch)
     read = read_at_runtime | env_reads(ROOT / "flowline" / "core" / "config.py") | env_reads(ROOT / "gunicorn.conf.py")
     assert "DATABASE_URL" in read and "BIND" in read  # the readers work
-    undocumented = sorted(read - documented)
+    undocumented = sorted(read - documented - set(GUNICORN_WORKER_ENV))
     assert not undocumented, f"settings the code reads that .env.example does not document: {undocumented}"
 
 
@@ -453,17 +443,27 @@ def test_env_example_names_each_setting_once_with_a_comment():
 
 
 def test_env_example_shows_defaults_commented_out(monkeypatch):
-    read_by_code = set().union(*(env_reads(path) for path in CODE_FILES))
+    read = read_by_code()
     compose_text = (ROOT / "docker-compose.yml").read_text()
     for entry in env_example():
         name, value = entry["name"], entry["value"]
         assert entry["commented"], f"{name} is set in .env.example: copying it to .env would override the default"
         if name == "DATABASE_URL":  # no default: an example to adapt
             assert value.startswith(("postgresql://", "postgres://"))
-        elif name in read_by_code:
+        elif name in read:
             assert_is_default(name, value, monkeypatch)
         else:
             defaults = set(re.findall(r"\$\{" + name + r":?-([^}]*)\}", compose_text))
             assert defaults == {value}, (
                 f"{name}: .env.example says {value!r}, docker-compose.yml defaults to {defaults}"
             )
+
+
+def test_gunicorn_conf_writes_no_setting_into_the_environment(monkeypatch):
+    """Each process reads the environment as given; gunicorn.conf.py fills in nothing for the app to read."""
+    env = {"GUNICORN_THREADS": "6", "SYNC_RUN_TIMEOUT_S": "40"}
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "environ", dict(env))
+        namespace = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        assert os.environ == env
+    assert (namespace["threads"], namespace["timeout"]) == (6, 50)

@@ -187,7 +187,7 @@ def test_a_sync_run_whose_process_died_is_failed_as_interrupted_not_retried(clie
         worker_id="api:host:123",
     )
     time.sleep(0.05)
-    worker = Worker({**settings.from_env({}), "DATABASE_URL": database_url})
+    worker = Worker(settings.from_env({"DATABASE_URL": database_url}))
     try:
         worker.pool.open(wait=True)
         assert sweep.sweep(worker) == 1
