@@ -46,10 +46,20 @@ class Outcome:
     error: StepFailed | None = None
 
 
+class NodeRow(TypedDict):
+    """A node as a run reads it (``start_sync_run``, ``claim_run``: JSON, so its id is text)."""
+
+    id: str
+    position: int
+    node_type: str
+    # The stored config as text: what _load_config caches its validation by.
+    config_json: str
+
+
 class Step(TypedDict):
     """A step as ``save_run_steps``, ``finish_run`` and ``requeue_run`` write it (the run_steps columns)."""
 
-    node_id: UUID
+    node_id: str
     position: int
     node_type: str
     config_snapshot: Any
@@ -142,14 +152,17 @@ def _save_steps(ctx: RunContext) -> None:
     _flushed(ctx, {"held": held})
 
 
-def _retries(ctx: RunContext, outcome: Outcome) -> bool:
-    return (
+def _backoff_before_retry(ctx: RunContext, outcome: Outcome) -> float | None:
+    """Return the wait before the next attempt when ``outcome`` is a retryable failure with attempts left, else None."""
+    if (
         outcome.status == RunStatus.FAILED
         and outcome.error is not None
         and outcome.error.retryable
         and ctx.retry_backoff_s is not None
         and ctx.attempt < ctx.max_attempts
-    )
+    ):
+        return retry_backoff(ctx.retry_backoff_s, ctx.attempt)
+    return None
 
 
 def _finish(ctx: RunContext, outcome: Outcome, note: str) -> None:
@@ -159,9 +172,9 @@ def _finish(ctx: RunContext, outcome: Outcome, note: str) -> None:
     becomes Pending (or Cancelled, when a client asked meanwhile).
     """
     error_message = None if outcome.error is None or outcome.status == RunStatus.CANCELLED else str(outcome.error)
+    backoff = _backoff_before_retry(ctx, outcome)
     with ctx.connection() as conn:
-        if _retries(ctx, outcome) and ctx.retry_backoff_s is not None:
-            backoff = retry_backoff(ctx.retry_backoff_s, ctx.attempt)
+        if backoff is not None:
             row = db.one(
                 conn,
                 "requeue_run",
@@ -189,12 +202,12 @@ def _finish(ctx: RunContext, outcome: Outcome, note: str) -> None:
     _flushed(ctx, row)
 
 
-def _is_slow(node: Mapping[str, Any]) -> bool:
+def _is_slow(node: NodeRow) -> bool:
     node_type = NODE_TYPES.get(node["node_type"])
     return node_type is not None and node_type.waits_outside
 
 
-def waits_outside(nodes: Iterable[Mapping[str, Any]]) -> bool:
+def waits_outside(nodes: Iterable[NodeRow]) -> bool:
     """Return True when one of ``nodes`` waits on the outside world: such a run must not hold a connection."""
     return any(_is_slow(node) for node in nodes)
 
@@ -229,7 +242,7 @@ def _joined(*notes: str | None) -> str | None:
     return "; ".join(note for note in notes if note) or None
 
 
-def _execute_node(node: Mapping[str, Any], text: str, ctx: RunContext) -> tuple[str, str | None]:
+def _execute_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | None]:
     """Return ``(output, note)`` of ``node`` on ``text``; raise StepFailed when it fails."""
     node_type = node["node_type"]
     declared = NODE_TYPES.get(node_type)
@@ -246,7 +259,7 @@ def _execute_node(node: Mapping[str, Any], text: str, ctx: RunContext) -> tuple[
         raise InternalStepError(f"internal error in the {node_type} node; the server log has the details") from None
 
 
-def _timed_node(node: Mapping[str, Any], text: str, ctx: RunContext) -> tuple[str, str | None]:
+def _timed_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | None]:
     """``_execute_node`` with the node's id on its log lines and its duration in the step metrics."""
     started = time.perf_counter()
     status = StepStatus.FAILED
@@ -259,7 +272,7 @@ def _timed_node(node: Mapping[str, Any], text: str, ctx: RunContext) -> tuple[st
         metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status, time.perf_counter() - started)
 
 
-def execute(ctx: RunContext, nodes: Sequence[Mapping[str, Any]], text: str) -> Outcome:
+def execute(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
     """``execute_nodes`` with the run's id, attempt and holder on its log lines and its outcome in the metrics."""
     started = time.perf_counter()
     with logs.context(run_id=ctx.run_id, attempt=ctx.attempt, worker_id=ctx.worker_id):
@@ -268,7 +281,7 @@ def execute(ctx: RunContext, nodes: Sequence[Mapping[str, Any]], text: str) -> O
     return outcome
 
 
-def execute_nodes(ctx: RunContext, nodes: Sequence[Mapping[str, Any]], text: str) -> Outcome:
+def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
     """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
     order) on ``text`` and record it all.
 

@@ -131,7 +131,7 @@ class Deliveries:
             self._record(row, lease_token, worker_id, answer, refused)
         return True
 
-    def _send(self, row: Mapping[str, Any], run: Any) -> tuple[outbound.Answer, bool]:
+    def _send(self, row: Mapping[str, Any], run: dict[str, Any]) -> tuple[outbound.Answer, bool]:
         """Sign and POST one delivery; return (Answer, whether it was refused before anything was sent)."""
         body = json.dumps(
             {"type": row["event_type"], "timestamp": row["created_at"].isoformat(), "data": {"run": run}},
