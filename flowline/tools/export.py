@@ -5,7 +5,7 @@ exported (Pending and Running runs are queue state), and never the bytes of uplo
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -82,7 +82,7 @@ _FILE_KEYS = {
 
 
 def workflows_batch(
-    conn: Connection[Any], workflow_ids: Collection[UUID] | None, after_id: UUID | None, batch_size: int
+    conn: Connection[Any], workflow_ids: list[UUID] | None, after_id: UUID | None, batch_size: int
 ) -> list[dict[str, Any]]:
     """Return up to ``batch_size`` workflows of ``workflow_ids`` (None: all) after ``after_id``, as export writes them."""
     return db.many(
@@ -96,7 +96,7 @@ def workflows_batch(
 
 
 def _iter_workflows(
-    conn: Connection[Any], workflow_ids: Collection[UUID] | None, batch_size: int
+    conn: Connection[Any], workflow_ids: list[UUID] | None, batch_size: int
 ) -> Iterator[Mapping[str, Any]]:
     """Yield workflows (rows with ``body`` JSON text, nodes included) in id order, batch by batch."""
     after_id = None
@@ -112,7 +112,7 @@ def export(
     conn: Connection[Any],
     out: IO[bytes],
     *,
-    workflow_ids: Collection[UUID] | None = None,
+    workflow_ids: list[UUID] | None = None,
     with_runs: bool = False,
     batch_size: int = WORKFLOW_BATCH,
     run_batch_size: int = RUN_BATCH,
@@ -136,7 +136,7 @@ def export(
 def _export_snapshot(
     conn: Connection[Any],
     out: IO[bytes],
-    workflow_ids: Collection[UUID] | None,
+    workflow_ids: list[UUID] | None,
     with_runs: bool,
     batch_size: int,
     run_batch_size: int,

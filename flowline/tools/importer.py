@@ -44,7 +44,7 @@ class ImportResult:
     checksum: str = ""
 
 
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
     """Yield ``items`` in slices of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -98,7 +98,7 @@ def _existing(conn: Connection[Any], ids: Mapping[tuple[str, UUID], int]) -> lis
     return found
 
 
-def _missing_files(conn: Connection[Any], workflows: Sequence[Indexed], document_label: Label) -> list[str]:
+def _missing_files(conn: Connection[Any], workflows: list[Indexed], document_label: Label) -> list[str]:
     """Return a line per file reference of a node (the config keys its type declares) that this database lacks."""
     referencing = [
         (w, n, node["node_type"], UUID(file_id))
@@ -117,7 +117,7 @@ def _missing_files(conn: Connection[Any], workflows: Sequence[Indexed], document
     ]
 
 
-def _unlink_missing_schedules(conn: Connection[Any], workflows: Sequence[Indexed]) -> int:
+def _unlink_missing_schedules(conn: Connection[Any], workflows: list[Indexed]) -> int:
     """Set null the ``schedule_id`` of the runs in ``workflows`` whose schedule this database lacks (schedules are
     not exported); return how many. Done on the loaded file, so the verification compares what was written."""
     runs = [run for _, workflow in workflows for run in workflow["runs"] if run["schedule_id"] is not None]
@@ -140,7 +140,7 @@ _INSERTS: dict[str, Callable[[Connection[Any], Jsonb], int]] = {
 }
 
 
-def _insert(conn: Connection[Any], workflows: Sequence[Indexed], with_runs: bool, bar: Progress) -> dict[str, int]:
+def _insert(conn: Connection[Any], workflows: list[Indexed], with_runs: bool, bar: Progress) -> dict[str, int]:
     """Insert ``workflows`` [(index, workflow)] with their nodes (and runs), batch by batch; return the counts."""
     counts = dict.fromkeys(KINDS, 0)
     for chunk in chunks(workflows, WORKFLOW_BATCH):
@@ -163,7 +163,7 @@ def _insert(conn: Connection[Any], workflows: Sequence[Indexed], with_runs: bool
 
 
 def _read_back(
-    conn: Connection[Any], workflow_ids: Sequence[UUID], with_runs: bool
+    conn: Connection[Any], workflow_ids: list[UUID], with_runs: bool
 ) -> Iterator[tuple[UUID, dict[str, Any]]]:
     """Yield (id, document) for each of ``workflow_ids`` the database holds, read as export reads it."""
     for chunk in chunks(workflow_ids, WORKFLOW_BATCH):
@@ -175,7 +175,7 @@ def _read_back(
 
 
 def _verify(
-    conn: Connection[Any], workflows: Sequence[Indexed], with_runs: bool, document_label: Label, bar: Progress
+    conn: Connection[Any], workflows: list[Indexed], with_runs: bool, document_label: Label, bar: Progress
 ) -> str:
     """Read every imported workflow back and compare it with the file (counts, and each workflow's md5); return
     the checksum of the whole import (the md5 of the workflows' md5s in id order).
