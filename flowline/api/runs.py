@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from ..core import metrics
 from ..core.config import settings_of
+from ..core.statuses import RunStatus
 from ..data import db
 from ..engine import runner
 from . import prefer, waits
@@ -79,7 +80,7 @@ def run_workflow(workflow_id):
     workflow_id = parse_id(workflow_id, "Workflow")
     data = _load_run_request()
     run_id, outcome = run_now(workflow_id, data["input_text"], data["file_id"])
-    if outcome.status == "Succeeded":
+    if outcome.status == RunStatus.SUCCEEDED:
         return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
     return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
 
@@ -130,7 +131,7 @@ def check_idempotency_key(key):
 
 
 def _queued_response(run_id, replayed):
-    response = jsonify({"run_id": run_id, "status": "Pending"})
+    response = jsonify({"run_id": run_id, "status": RunStatus.PENDING})
     response.status_code = 202
     response.headers["Location"] = f"/runs/{run_id}"
     if replayed:
@@ -288,12 +289,12 @@ def cancel_run(run_id):
     :raise 409: the run already finished (Succeeded, Failed or Cancelled).
     """
     row = cancel(parse_id(run_id, "Run"))
-    if row["previous_status"] == "Pending":
-        return jsonify({"run_id": row["id"], "status": "Cancelled"})
+    if row["previous_status"] == RunStatus.PENDING:
+        return jsonify({"run_id": row["id"], "status": RunStatus.CANCELLED})
     response = jsonify(
         {
             "run_id": row["id"],
-            "status": "Running",
+            "status": RunStatus.RUNNING,
             "note": "cancellation requested: the run stops at its next node boundary",
         }
     )
@@ -312,9 +313,9 @@ def cancel(run_id):
         row = db.one(conn, "cancel_run", run_id=run_id)
     if row is None:
         raise NotFound("Run not found")
-    if row["previous_status"] == "Pending":
-        metrics.run_finished("async", "Cancelled")  # only async runs wait in Pending
-    elif row["previous_status"] != "Running":
+    if row["previous_status"] == RunStatus.PENDING:
+        metrics.run_finished("async", RunStatus.CANCELLED)  # only async runs wait in Pending
+    elif row["previous_status"] != RunStatus.RUNNING:
         raise Conflict(
             f"Run already {row['status']}: only Pending or Running runs can be cancelled.",
             run_id=row["id"],

@@ -13,7 +13,14 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 from .. import nodes
 from ..core import cron
 from ..core.fields import Text, not_blank, unstorable_reason
-from ..core.statuses import DELIVERY_STATUSES, FINISHED_STATUSES, RUN_STATUSES, WEBHOOK_EVENTS
+from ..core.statuses import (
+    DELIVERY_STATUSES,
+    FINISHED_STATUSES,
+    RUN_STATUSES,
+    WEBHOOK_EVENTS,
+    DeliveryStatus,
+    RunStatus,
+)
 
 NODE_TYPES = nodes.NAMES
 
@@ -401,14 +408,14 @@ class RunResultSchema(Schema):
 
     final_output = fields.String(required=True, allow_none=True)
     run_id = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": ["Succeeded"]})
+    status = fields.String(required=True, metadata={"enum": [RunStatus.SUCCEEDED]})
 
 
 class RunQueuedSchema(Schema):
     """Answer of ``POST /workflows/{id}/runs``: the queued run (also for a repeat with the same Idempotency-Key)."""
 
     run_id = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": ["Pending"]})
+    status = fields.String(required=True, metadata={"enum": [RunStatus.PENDING]})
 
 
 class RunFinishedSchema(Schema):
@@ -426,7 +433,7 @@ class RunCancelledSchema(Schema):
     at its next node boundary)."""
 
     run_id = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": ["Cancelled", "Running"]})
+    status = fields.String(required=True, metadata={"enum": [RunStatus.CANCELLED, RunStatus.RUNNING]})
     note = fields.String()
 
 
@@ -597,7 +604,7 @@ class DeliveryRetriedSchema(Schema):
     """Answer of ``POST /deliveries/{id}/retry``: the delivery is due now."""
 
     delivery_id = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": ["Pending"]})
+    status = fields.String(required=True, metadata={"enum": [DeliveryStatus.PENDING]})
 
 
 class ErrorSchema(Schema):

@@ -9,6 +9,7 @@ migration 0009) and sent by the workers (flowline/worker/webhooks.py).
 from flask import Blueprint, jsonify
 from psycopg.errors import ForeignKeyViolation
 
+from ..core.statuses import DeliveryStatus
 from ..core.webhook_signing import new_secret
 from ..data import db
 from .errors import Conflict, NotFound
@@ -216,6 +217,6 @@ def retry_delivery(delivery_id):
         raise Conflict("The subscription is disabled: enable it (PATCH /webhooks/{id} enabled=true) first.")
     if not row["retried"]:
         raise Conflict("An attempt of this delivery is in flight; its outcome is recorded shortly.")
-    response = jsonify({"delivery_id": row["id"], "status": "Pending"})
+    response = jsonify({"delivery_id": row["id"], "status": DeliveryStatus.PENDING})
     response.status_code = 202
     return response

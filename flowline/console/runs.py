@@ -18,7 +18,7 @@ from ..api.errors import NotFound
 from ..api.http import decode_cursor, load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
 from ..core.config import settings_of
-from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
+from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES, RunStatus
 from ..data import db
 from . import timeline
 from .blueprint import bp
@@ -199,7 +199,7 @@ def cancel_run(run_id):
     :raise 409: the run already finished.
     """
     row = runs.cancel(parse_id(run_id, "Run"))
-    if row["previous_status"] == "Pending":
+    if row["previous_status"] == RunStatus.PENDING:
         flash("Run cancelled: it will not start.")
     else:
         flash("Cancellation requested: the run stops at its next node boundary.")

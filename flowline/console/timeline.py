@@ -4,13 +4,15 @@
 
 from datetime import timedelta
 
+from ..core.statuses import FINISHED_STATUSES, RunStatus
+
 # What a status looks like in a picture; its word is always beside it.
 FILLS = {
-    "Pending": "#8a4b00",
-    "Running": "#0a58ca",
-    "Succeeded": "#116329",
-    "Failed": "#b3261e",
-    "Cancelled": "#57606a",
+    RunStatus.PENDING: "#8a4b00",
+    RunStatus.RUNNING: "#0a58ca",
+    RunStatus.SUCCEEDED: "#116329",
+    RunStatus.FAILED: "#b3261e",
+    RunStatus.CANCELLED: "#57606a",
 }
 
 LABEL_W, CHART_W, STATUS_W = 190, 520, 170
@@ -99,8 +101,8 @@ def minute_chart(minutes):
         total = minute["succeeded"] + minute["failed"] + minute["cancelled"]
         when = "this minute" if ago == 0 else f"{ago} min ago"
         parts, top = [], CHART_H
-        for status, key in (("Succeeded", "succeeded"), ("Failed", "failed"), ("Cancelled", "cancelled")):
-            height = round(minute[key] * scale, 2)
+        for status in FINISHED_STATUSES:
+            height = round(minute[status.lower()] * scale, 2)
             if height:
                 top -= height
                 parts.append({"y": round(top, 2), "height": height, "fill": FILLS[status]})

@@ -13,6 +13,7 @@ from ..api import files, nodes, runs, schedules, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
 from ..api.http import parse_id, split_page
 from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
+from ..core.statuses import RunStatus
 from ..data import db
 from . import forms
 from .blueprint import bp
@@ -273,7 +274,7 @@ def try_workflow(workflow_id):
     run_id, outcome = runs.run_now(workflow_id, input_text, file_id)
     return _workflow_page(
         workflow_id,
-        200 if outcome.status == "Succeeded" else outcome.error.http_status,
+        200 if outcome.status == RunStatus.SUCCEEDED else outcome.error.http_status,
         input_text=input_text,
         result={
             "run_id": str(run_id),

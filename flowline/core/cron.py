@@ -15,6 +15,7 @@ code, not with the machine.
 """
 
 import zoneinfo
+from collections.abc import Iterator
 from datetime import datetime
 from itertools import islice
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,12 +43,12 @@ class CronError(ValueError):
     """A cron expression or time zone that cannot be used; the message says why."""
 
 
-def expression(cron):
+def expression(cron: str) -> str:
     """Return the five-field expression ``cron`` stands for (a name such as ``@daily``, or itself)."""
     return NAMES.get(cron.strip().lower(), cron.strip())
 
 
-def check_cron(cron):
+def check_cron(cron: str) -> None:
     """Raise CronError unless ``cron`` is a five-field expression or one of NAMES that ever fires."""
     if not 1 <= len(cron) <= MAX_CRON_CHARS:
         raise CronError(f"Must be a cron expression of 1 to {MAX_CRON_CHARS} characters.")
@@ -62,7 +63,7 @@ def check_cron(cron):
         raise CronError(f"Not a valid cron expression: {exc or 'it never fires'}.") from None
 
 
-def zone(name):
+def zone(name: str) -> ZoneInfo:
     """Return the ZoneInfo of the IANA time zone ``name``; raise CronError for an unknown one."""
     if not 1 <= len(name) <= MAX_TIMEZONE_CHARS or name != name.strip() or name.startswith(("/", ".")):
         raise CronError("Must be an IANA time zone name, such as UTC or Europe/Berlin.")
@@ -72,22 +73,22 @@ def zone(name):
         raise CronError(f"Unknown time zone {name!r}: use an IANA name, such as UTC or Europe/Berlin.") from None
 
 
-def ticks_after(cron, timezone, after):
+def ticks_after(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
     """Iterate over the ticks of ``cron`` in ``timezone`` strictly after the aware datetime ``after``, as aware
     datetimes in that time zone."""
     return CronSim(expression(cron), after.astimezone(zone(timezone)))
 
 
-def next_tick(cron, timezone, after):
+def next_tick(cron: str, timezone: str, after: datetime) -> datetime:
     """Return the first tick of ``cron`` in ``timezone`` strictly after ``after``."""
     return next(ticks_after(cron, timezone, after))
 
 
-def next_ticks(cron, timezone, after, count):
+def next_ticks(cron: str, timezone: str, after: datetime, count: int) -> list[datetime]:
     """Return the first ``count`` ticks strictly after ``after``."""
     return list(islice(ticks_after(cron, timezone, after), count))
 
 
-def ticks_before(cron, timezone, before):
+def ticks_before(cron: str, timezone: str, before: datetime) -> Iterator[datetime]:
     """Iterate backwards over the ticks of ``cron`` in ``timezone`` strictly before ``before``, latest first."""
     return CronSim(expression(cron), before.astimezone(zone(timezone)), reverse=True)

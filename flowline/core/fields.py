@@ -1,11 +1,13 @@
 """marshmallow fields shared by request bodies and node configs: text PostgreSQL can store, strict numbers."""
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from marshmallow import ValidationError, fields
 
 
-def unstorable_reason(text):
+def unstorable_reason(text: str) -> str | None:
     """Return why PostgreSQL cannot store ``text`` (a NUL character, an unpaired surrogate), or None if it can."""
     if "\x00" in text:
         return "Must not contain NUL (\\u0000) characters."
@@ -19,7 +21,7 @@ def unstorable_reason(text):
 class Text(fields.String):
     """A string PostgreSQL can store: no NUL characters and no unpaired surrogates."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         reason = unstorable_reason(value)
         if reason:
@@ -30,7 +32,7 @@ class Text(fields.String):
 class StrictFloat(fields.Float):
     """A JSON number (not a string, not a boolean), finite."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError("Not a valid number.")
         if not math.isfinite(value):
@@ -38,7 +40,7 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def not_blank(value):
+def not_blank(value: str) -> None:
     """A validator: a string that is not only whitespace."""
     if value and not value.strip():
         raise ValidationError("Must not be blank.")

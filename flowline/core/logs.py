@@ -18,15 +18,26 @@ anyway has the configured secrets (the LLM key, the API tokens) and the password
 ordinary word ("flowline") that must stay readable elsewhere.
 """
 
+from __future__ import annotations
+
 import contextvars
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
 
 from flask import g, has_request_context
+
+if TYPE_CHECKING:
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.http import Request as GunicornRequest
+    from gunicorn.http.wsgi import Response as GunicornResponse
+
+    from .config import Settings
 
 FORMATS = ("text", "json")
 # The context fields, in the order they are shown.
@@ -40,17 +51,17 @@ _MIN_SECRET_CHARS = 8
 _URL_PASSWORD = re.compile(r"(?P<keep>://[^\s/@:]*:)[^\s/@]*@")
 _CONNINFO_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'&]+)", re.I)
 
-_run_context: contextvars.ContextVar[dict] = contextvars.ContextVar("flowline_run_context", default={})  # noqa: B039 -- never mutated, only replaced
+_run_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("flowline_run_context", default={})  # noqa: B039 -- never mutated, only replaced
 
 
-def _with(fields):
+def _with(fields: dict[str, Any]) -> dict[str, Any]:
     """Return this thread's context fields plus ``fields`` (ids as strings, the attempt a number; None left out)."""
     added = {name: value if name == "attempt" else str(value) for name, value in fields.items() if value is not None}
     return {**_run_context.get(), **added}
 
 
 @contextmanager
-def context(**fields):
+def context(**fields: Any) -> Iterator[None]:
     """Add ``fields`` (run_id, node_id, worker_id, attempt) to every line logged in this block, in this thread.
 
     Nested blocks add to (and may override) the fields of the blocks around them; leaving a block restores them.
@@ -62,7 +73,7 @@ def context(**fields):
         _run_context.reset(token)
 
 
-def bind(**fields):
+def bind(**fields: Any) -> None:
     """Add ``fields`` to every later line of this thread (for a thread's whole life, e.g. a worker's worker_id)."""
     _run_context.set(_with(fields))
 
@@ -70,7 +81,7 @@ def bind(**fields):
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` ("-" outside a request) and the run fields of ``context()`` to every record."""
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = g.get("request_id", "-") if has_request_context() else "-"
         for name, value in _run_context.get().items():
@@ -82,9 +93,9 @@ class RequestIdFilter(logging.Filter):
 class _Redacting(logging.Formatter):
     """Masks the configured secrets and any URL or libpq password in the text it formats."""
 
-    secrets = ()
+    secrets: tuple[str, ...] = ()
 
-    def redact(self, text):
+    def redact(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")
@@ -94,20 +105,20 @@ class _Redacting(logging.Formatter):
             text = _URL_PASSWORD.sub(r"\g<keep>***@", text)
         return text
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         return self.render(record)
 
-    def render(self, record):
+    def render(self, record: logging.LogRecord) -> str:
         return self.redact(super().format(record))
 
 
 class TextFormatter(_Redacting):
     """``2026-01-02 03:04:05,678 INFO flowline.worker [request_id=- run_id=…] message``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(context)s] %(message)s")
 
-    def render(self, record):
+    def render(self, record: logging.LogRecord) -> str:
         shown = [f"request_id={getattr(record, 'request_id', '-')}"]
         shown += [f"{name}={getattr(record, name)}" for name in RUN_FIELDS if hasattr(record, name)]
         record.context = " ".join(shown)
@@ -117,8 +128,8 @@ class TextFormatter(_Redacting):
 class JsonFormatter(_Redacting):
     """One JSON object per line: ts, level, logger, message, the context fields, extras, exception."""
 
-    def render(self, record):
-        line = {
+    def render(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -145,27 +156,27 @@ class JsonFormatter(_Redacting):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def formatter(log_format):
+def formatter(log_format: str) -> TextFormatter | JsonFormatter:
     """Return a new formatter for ``log_format`` ("text" or "json")."""
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is when a line is written (so a test capturing stderr sees it)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value):
+    def stream(self, value: TextIO) -> None:
         pass
 
 
-def secrets_of(config):
+def secrets_of(config: Settings) -> tuple[str, ...]:
     """Return the secret values in ``config`` to mask wherever they appear in a log line: the LLM key, the API
     tokens and the console's SECRET_KEY (long, random strings). A database password is masked by its place in a URL
     instead."""
@@ -173,7 +184,7 @@ def secrets_of(config):
     return tuple(sorted({s for s in found if len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True))
 
 
-def configure(level, log_format="text", secrets=()):
+def configure(level: int | str, log_format: str = "text", secrets: Iterable[str] = ()) -> None:
     """Send every log line of this process to stderr in ``log_format``, Flowline's at ``level``; idempotent.
 
     One handler on the root logger formats Flowline's lines and those of the libraries it uses (psycopg's pool,
@@ -206,7 +217,7 @@ def configure(level, log_format="text", secrets=()):
 try:
     from gunicorn import glogging
 except ImportError:  # pragma: no cover - gunicorn is a runtime requirement; this keeps flowline.logs importable
-    glogging = None
+    glogging = None  # type: ignore[assignment]  # then there is no GunicornLogger
 
 
 if glogging is not None:
@@ -218,17 +229,23 @@ if glogging is not None:
         request's ``request_id`` (the X-Request-ID the app answered with), as fields of their own.
         """
 
-        def setup(self, cfg):
+        def setup(self, cfg: GunicornConfig) -> None:
             super().setup(cfg)
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:
                     handler.setFormatter(JsonFormatter())
 
-        def access(self, resp, req, environ, request_time):
+        def access(
+            self,
+            resp: GunicornResponse,
+            req: GunicornRequest,
+            environ: MutableMapping[str, Any],
+            request_time: timedelta,
+        ) -> None:
             if not self.access_log_enabled:
                 return
             try:
-                status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+                status = str(resp.status).split(None, 1)[0]
                 headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
                 request_id = next((v for k, v in headers if k.lower() == "x-request-id"), None)
                 method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")

@@ -52,6 +52,7 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
 
 import os
 import time
+from typing import Any
 
 # prometheus-client chooses multiprocess mode at import from this variable being present; an empty value would
 # make it write its files into the working directory. Empty means unset, as for every other Flowline setting.
@@ -59,8 +60,9 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
     del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from psycopg_pool import ConnectionPool
 
-from .statuses import FINISHED_STATUSES, PENDING
+from .statuses import FINISHED_STATUSES, RunStatus, StepStatus
 
 # Under gunicorn (gunicorn.conf.py sets the directory before the workers start): every process writes its values
 # to files there, and a scrape of any worker reads them all.
@@ -203,7 +205,7 @@ WORKER_THREADS = Gauge(
 # --- recording ---------------------------------------------------------------------------------------------------
 
 
-def observe_request(method, route, status, seconds):
+def observe_request(method: str, route: str | None, status: int, seconds: float | None) -> None:
     """Count one answered request; ``route`` is the URL rule (None: no route matched)."""
     labels = (method if method in METHODS else "other", route or "unmatched", str(status))
     HTTP_REQUESTS.labels(*labels).inc()
@@ -211,7 +213,7 @@ def observe_request(method, route, status, seconds):
         HTTP_DURATION.labels(*labels).observe(seconds)
 
 
-def observe_pool(pool):
+def observe_pool(pool: ConnectionPool[Any]) -> None:
     """Set the pool gauges from ``pool``'s current statistics."""
     stats = pool.get_stats()
     size = stats.get("pool_size", 0)
@@ -222,49 +224,49 @@ def observe_pool(pool):
     POOL_MAX.labels(name).set(stats.get("pool_max", pool.max_size))
 
 
-def run_finished(mode, status, seconds=None):
+def run_finished(mode: str, status: RunStatus, seconds: float | None = None) -> None:
     """Count one attempt's outcome: a final ``status`` counts a finished run, Pending a re-queued attempt."""
     if status in FINISHED_STATUSES:
         RUNS_FINISHED.labels(mode, status).inc()
-    elif status == PENDING:
+    elif status == RunStatus.PENDING:
         RUNS_REQUEUED.labels("retry").inc()
     if seconds is not None:
         RUN_DURATION.labels(mode, status).observe(seconds)
 
 
-def run_swept(mode, status):
+def run_swept(mode: str, status: RunStatus) -> None:
     """Count a run whose holder's lease expired: re-queued (Pending) or finished (Failed, Cancelled)."""
-    if status == PENDING:
+    if status == RunStatus.PENDING:
         RUNS_REQUEUED.labels("lease_expired").inc()
     elif status in FINISHED_STATUSES:
         RUNS_FINISHED.labels(mode, status).inc()
 
 
-def wait_started():
+def wait_started() -> None:
     """Count one request starting to wait for its run."""
     WAITERS.inc()
 
 
-def wait_ended(outcome, waited=True):
+def wait_ended(outcome: str, waited: bool = True) -> None:
     """Count one wait's ``outcome``; ``waited``: it had started (wait_started), so it stops being counted as waiting."""
     if waited:
         WAITERS.dec()
     WAITS.labels(outcome).inc()
 
 
-def step_finished(node_type, known, status, seconds):
+def step_finished(node_type: str, known: bool, status: StepStatus, seconds: float) -> None:
     """Observe one node's execution; an unknown node type (a row written by a newer release) counts as unknown."""
     STEP_DURATION.labels(node_type if known else "unknown", status).observe(seconds)
 
 
-def webhook_attempt(outcome, seconds):
+def webhook_attempt(outcome: str, seconds: float | None) -> None:
     """Count one webhook delivery attempt's outcome and time it (``seconds`` None: nothing was sent)."""
     WEBHOOK_ATTEMPTS.labels(outcome).inc()
     if seconds is not None:
         WEBHOOK_DURATION.labels(outcome).observe(seconds)
 
 
-def worker_heartbeat(worker_id, runs_in_progress, threads):
+def worker_heartbeat(worker_id: str, runs_in_progress: int, threads: int) -> None:
     """Record a worker's heartbeat: now, its runs in progress and its threads."""
     WORKER_HEARTBEAT.labels(worker_id).set(time.time())
     WORKER_BUSY.labels(worker_id).set(runs_in_progress)

@@ -1,11 +1,43 @@
-"""The statuses of runs and of their steps, as the database's CHECK constraints allow them (migration 0001)."""
+"""The statuses of runs, of their steps and of webhook deliveries, as the database's CHECK constraints allow them
+(migrations 0001 and 0009): the one place Flowline's Python names them.
 
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "Pending", "Running", "Succeeded", "Failed", "Cancelled"
-RUN_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+Each is a ``StrEnum``: a member is the string the database stores and the API answers (``RunStatus.SUCCEEDED ==
+"Succeeded"``, ``str()`` and JSON give ``Succeeded``), and psycopg sends it as that text. A row read back holds
+plain strings, which compare equal to the members.
+"""
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """A run's status (``runs_status_valid``), also that of each of its events (``run_events_status_valid``)."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+# A step's statuses are a run's: ``run_steps_status_valid`` allows the same five.
+StepStatus = RunStatus
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery's status (``webhook_deliveries_status_valid``): Delivering while a worker holds its lease."""
+
+    PENDING = "Pending"
+    DELIVERING = "Delivering"
+    DELIVERED = "Delivered"
+    DEAD = "Dead"
+
+
+RUN_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
 # A run in one of these is done: never claimed again, exported, prunable.
-FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+FINISHED_STATUSES: tuple[RunStatus, ...] = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+# A run in one of these is still in progress: the queue's, cancellable, what a schedule's overlap policy looks at.
+ACTIVE_STATUSES: tuple[RunStatus, ...] = (RunStatus.PENDING, RunStatus.RUNNING)
 
 # The webhook events, one per final status (the trigger of migration 0009 names them 'run.' || lower(status)).
-WEBHOOK_EVENTS = tuple(f"run.{status.lower()}" for status in FINISHED_STATUSES)
-# A webhook delivery's statuses, as migration 0009's CHECK allows them.
-DELIVERY_STATUSES = ("Pending", "Delivering", "Delivered", "Dead")
+WEBHOOK_EVENTS: tuple[str, ...] = tuple(f"run.{status.lower()}" for status in FINISHED_STATUSES)
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = tuple(DeliveryStatus)

@@ -1,23 +1,29 @@
-"""LLM providers for the ``generative_ai`` node, behind one small interface.
+"""LLM providers for the ``generative_ai`` node, behind one small interface (flowline/nodes/base.py's LLMProvider).
 
 ``complete(prompt=, model=, temperature=, max_tokens=, top_p=, timeout=)`` returns a Completion or raises the
 engine's ProviderFailed (HTTP 502; ProviderUnavailable when another attempt may succeed) / RunTimedOut (504). ``timeout`` is the time left before the run's deadline.
 Nothing a provider raises, logs or notes contains the API key or the prompt.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
 from ..core.config import DEFAULT_LLM_MODEL, mask_secret_url
 from ..core.fields import unstorable_reason
-from ..nodes.base import ProviderFailed, ProviderUnavailable, RunTimedOut
+from ..nodes.base import Completion, ProviderFailed, ProviderUnavailable, RunTimedOut, StepFailed
+
+if TYPE_CHECKING:
+    from ..core.config import Settings
 
 log = logging.getLogger("flowline.providers")
 
@@ -29,30 +35,25 @@ BACKOFF_CAP_S = 8.0
 _ERROR_CODE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    # What a reader of the run history should know: provider, model, tokens, latency.
-    note: str
-
-
 class EchoProvider:
     """Generates nothing: returns the rendered prompt, and says so in the step's note."""
 
     name = "echo"
 
-    def __init__(self, *, default_model=DEFAULT_LLM_MODEL):
+    def __init__(self, *, default_model: str = DEFAULT_LLM_MODEL) -> None:
         # The model of a generative_ai node whose config names none (LLM_MODEL).
         self.default_model = default_model
 
-    def complete(self, *, prompt, model, temperature, max_tokens, top_p, timeout):
+    def complete(
+        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+    ) -> Completion:
         """Return ``prompt`` unchanged as the completion."""
         return Completion(
             text=prompt,
             note=f"echo provider: nothing generated; the output is the rendered prompt (model {model!r} was not called)",
         )
 
-    def close(self):
+    def close(self) -> None:
         """Nothing to release."""
 
 
@@ -63,22 +64,22 @@ class _AttemptTimedOut(Exception):
 class _Retryable(Exception):
     """One attempt failed in a way worth another try; ``cause`` completes "LLM provider ..."."""
 
-    def __init__(self, cause, retry_after=None, timed_out=False):
+    def __init__(self, cause: str, retry_after: float | None = None, timed_out: bool = False) -> None:
         super().__init__(cause)
         self.cause = cause
         self.retry_after = retry_after
         self.timed_out = timed_out
 
 
-def _attempts(n):
+def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
-def _seconds(value):
+def _seconds(value: float) -> str:
     return f"{value:.3g} s"
 
 
-def _retry_after(headers):
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     """Return the wait in seconds the provider asked for (``retry-after-ms`` or ``Retry-After``), or None."""
     try:
         if "retry-after-ms" in headers:
@@ -96,7 +97,7 @@ def _retry_after(headers):
     return max(0.0, value) if math.isfinite(value) else None
 
 
-def _error_code(body):
+def _error_code(body: bytes) -> str:
     """Return the provider's short error code or type (``{"error": {"code"|"type": ...}}``) if it is one, else ''."""
     try:
         error = json.loads(body).get("error")
@@ -111,7 +112,7 @@ def _error_code(body):
     return ""
 
 
-def _shown_model(value, requested):
+def _shown_model(value: object, requested: str) -> str:
     if isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable():
         return value
     return requested
@@ -129,8 +130,15 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(
-        self, *, api_key, base_url, timeout_s=30.0, max_retries=3, backoff_s=0.5, default_model=DEFAULT_LLM_MODEL
-    ):
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        default_model: str = DEFAULT_LLM_MODEL,
+    ) -> None:
         if not api_key:
             raise ValueError("the openai provider needs an API key")
         self.default_model = default_model
@@ -145,14 +153,16 @@ class OpenAIProvider:
             follow_redirects=False,
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<OpenAIProvider {mask_secret_url(self.url)}>"
 
-    def close(self):
+    def close(self) -> None:
         """Close the HTTP client's keep-alive connections."""
         self._client.close()
 
-    def complete(self, *, prompt, model, temperature, max_tokens, top_p, timeout):
+    def complete(
+        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+    ) -> Completion:
         """Return the completion of ``prompt`` by ``model``.
 
         :raise ProviderFailed: the provider answered an error, could not be reached, timed out on every attempt,
@@ -209,16 +219,16 @@ class OpenAIProvider:
                 + (f" ({code}; not retried)" if code else " (not retried)"),
             )
 
-    def _fail(self, exception_class, message):
+    def _fail(self, exception_class: type[StepFailed], message: str) -> NoReturn:
         log.warning("%s", message)
         raise exception_class(message) from None
 
-    def _delay(self, attempt, retry_after):
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
         return random.uniform(0, min(BACKOFF_CAP_S, self.backoff_s * 2 ** (attempt - 1)))
 
-    def _attempt(self, payload, budget):
+    def _attempt(self, payload: dict[str, Any], budget: float) -> tuple[int, str, bytes]:
         """POST once within ``budget`` seconds; return (status, reason, body) of an answer not worth retrying.
 
         :raise _Retryable: on 429, 5xx, a timeout or a connection error.
@@ -254,7 +264,7 @@ class OpenAIProvider:
             raise _Retryable(f"answered {status} {reason}".rstrip(), retry_after=_retry_after(headers))
         return status, reason, body
 
-    def _completion(self, body, model, attempts, started):
+    def _completion(self, body: bytes, model: str, attempts: int, started: float) -> Completion:
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -286,7 +296,11 @@ class OpenAIProvider:
         )
 
 
-def from_config(config):
+# The providers: what from_config returns, and what a run's context holds.
+Provider = EchoProvider | OpenAIProvider
+
+
+def from_config(config: Settings) -> Provider:
     """Return the provider the configuration selects: ``openai`` whenever LLM_API_KEY is set, else ``echo``."""
     api_key = config.llm_api_key
     default_model = config.llm_model

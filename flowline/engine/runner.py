@@ -11,10 +11,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypedDict
 from uuid import UUID
 
 from marshmallow import ValidationError
@@ -22,10 +23,12 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from ..core import logs, metrics
+from ..core.statuses import RunStatus, StepStatus
 from ..data import db
 from ..data.db import Pool
 from ..nodes import BY_NAME as NODE_TYPES
 from ..nodes.base import InputRejected, InternalStepError, RunCancelled, RunTimedOut, StepFailed
+from .providers import Provider
 
 log = logging.getLogger("flowline.engine")
 
@@ -36,27 +39,56 @@ class LeaseLost(Exception):
 
 @dataclass
 class Outcome:
-    status: str
+    """How an attempt of a run ended: its status, its final output (Succeeded) or its error (Failed, Cancelled)."""
+
+    status: RunStatus
     final_output: str | None = None
     error: StepFailed | None = None
 
 
+class NodeRow(TypedDict):
+    """A node as a run reads it (``start_sync_run``, ``claim_run``: JSON, so its id is text)."""
+
+    id: str
+    position: int
+    node_type: str
+    # The stored config as text: what _load_config caches its validation by.
+    config_json: str
+
+
+class Step(TypedDict):
+    """A step as ``save_run_steps``, ``finish_run`` and ``requeue_run`` write it (the run_steps columns)."""
+
+    node_id: str
+    position: int
+    node_type: str
+    config_snapshot: Any
+    status: StepStatus
+    started_at: str
+    finished_at: str | None
+    input_text: str
+    output_text: str | None
+    error_message: str | None
+    note: str | None
+
+
 @dataclass
 class RunContext:
-    """Who runs what: the run, its lease, and the process holding it."""
+    """Who runs what: the run, its lease, and the process holding it. A node's executor sees it as its NodeContext
+    (flowline/nodes/base.py): the input file, the deadline, the provider and ``connection()``."""
 
-    run_id: str
-    lease_token: str
+    run_id: UUID
+    lease_token: UUID
     lease_seconds: float
     deadline: float
-    provider: object
-    pool: object = None
+    provider: Provider
+    pool: Pool | None = None
     # The run's input file: what extract_text nodes without a file_id of their own read.
-    input_file_id: object = None
+    input_file_id: UUID | None = None
     # A connection held for the whole run (only when no node waits on the outside world), else None:
     # each write then takes a pooled connection of its own.
-    conn: object = None
-    steps: list = field(default_factory=list)
+    conn: Connection[Any] | None = None
+    steps: list[Step] = field(default_factory=list)
     attempt: int = 1
     max_attempts: int = 1
     # Base of the exponential backoff before a retryable failure's next attempt; None: never retried (sync runs).
@@ -68,12 +100,12 @@ class RunContext:
     # The holder's id, for log lines (a worker's run threads set theirs for the whole thread).
     worker_id: str | None = None
 
-    def connection(self):
+    def connection(self) -> AbstractContextManager[Connection[Any]]:
         """Return a context manager yielding a connection: the run's own, or a pooled one for this write."""
         return nullcontext(self.conn) if self.conn is not None else db.connection(self.pool)
 
 
-def _now():
+def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
@@ -86,14 +118,14 @@ def retry_backoff(base_s: float, attempt: int) -> float:
     return min(MAX_RETRY_BACKOFF_S, base_s * 2 ** (attempt - 1))
 
 
-def _flushed(ctx, row):
+def _flushed(ctx: RunContext, row: Mapping[str, Any] | None) -> None:
     """Forget the buffered steps once written; raise LeaseLost when the write was fenced off."""
-    if not row["held"]:
+    if row is None or not row["held"]:
         raise LeaseLost(ctx.run_id)
     ctx.steps = []
 
 
-def renew_lease(conn: Connection, ctx: RunContext, steps: Iterable[dict] = ()) -> bool:
+def renew_lease(conn: Connection[Any], ctx: RunContext, steps: Iterable[Step] = ()) -> bool:
     """Write ``steps`` (none: a heartbeat) and renew the lease; note a client's cancellation request.
 
     Returns False, writing nothing, when the lease is no longer held.
@@ -106,37 +138,43 @@ def renew_lease(conn: Connection, ctx: RunContext, steps: Iterable[dict] = ()) -
         steps=Jsonb(list(steps)),
         lease_seconds=ctx.lease_seconds,
     )
+    if row is None:
+        return False
     if row["cancel_requested"]:
         ctx.cancel_requested = True
     return bool(row["held"])
 
 
-def _save_steps(ctx):
+def _save_steps(ctx: RunContext) -> None:
     """Write the buffered steps and renew the lease."""
     with ctx.connection() as conn:
         held = renew_lease(conn, ctx, ctx.steps)
     _flushed(ctx, {"held": held})
 
 
-def _retries(ctx, outcome):
-    return (
-        outcome.status == "Failed"
+def _backoff_before_retry(ctx: RunContext, outcome: Outcome) -> float | None:
+    """Return the wait before the next attempt when ``outcome`` is a retryable failure with attempts left, else None."""
+    if (
+        outcome.status == RunStatus.FAILED
+        and outcome.error is not None
         and outcome.error.retryable
         and ctx.retry_backoff_s is not None
         and ctx.attempt < ctx.max_attempts
-    )
+    ):
+        return retry_backoff(ctx.retry_backoff_s, ctx.attempt)
+    return None
 
 
-def _finish(ctx, outcome, note):
+def _finish(ctx: RunContext, outcome: Outcome, note: str) -> None:
     """Write the buffered steps and the run's outcome, its final event, and release the lease.
 
     A retryable failure of an attempt that has another goes back to the queue instead: ``outcome.status``
     becomes Pending (or Cancelled, when a client asked meanwhile).
     """
-    error_message = None if outcome.error is None or outcome.status == "Cancelled" else str(outcome.error)
+    error_message = None if outcome.error is None or outcome.status == RunStatus.CANCELLED else str(outcome.error)
+    backoff = _backoff_before_retry(ctx, outcome)
     with ctx.connection() as conn:
-        if _retries(ctx, outcome):
-            backoff = retry_backoff(ctx.retry_backoff_s, ctx.attempt)
+        if backoff is not None:
             row = db.one(
                 conn,
                 "requeue_run",
@@ -147,8 +185,8 @@ def _finish(ctx, outcome, note):
                 error_message=error_message,
                 note=f"attempt {ctx.attempt} of {ctx.max_attempts} {note}; retrying in {backoff:g} s",
             )
-            if row["held"]:
-                outcome.status = row["status"]
+            if row is not None and row["held"]:
+                outcome.status = RunStatus(row["status"])
         else:
             row = db.one(
                 conn,
@@ -164,24 +202,24 @@ def _finish(ctx, outcome, note):
     _flushed(ctx, row)
 
 
-def _is_slow(node):
+def _is_slow(node: NodeRow) -> bool:
     node_type = NODE_TYPES.get(node["node_type"])
     return node_type is not None and node_type.waits_outside
 
 
-def waits_outside(nodes: Iterable[dict]) -> bool:
+def waits_outside(nodes: Iterable[NodeRow]) -> bool:
     """Return True when one of ``nodes`` waits on the outside world: such a run must not hold a connection."""
     return any(_is_slow(node) for node in nodes)
 
 
 @functools.lru_cache(maxsize=1024)
-def _stored_config(config_json):
+def _stored_config(config_json: str) -> Any:
     """Return a node's stored config text parsed; cached like _load_config, and shared too."""
     return json.loads(config_json)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load_config(node_type, config_json):
+def _load_config(node_type: str, config_json: str) -> tuple[dict[str, Any], str | None]:
     """Return ``(config, note)``: the config stored as ``config_json`` validated for ``node_type``, defaults
     applied and keys the type does not know left out, and the step note naming those keys (None when none).
 
@@ -200,11 +238,11 @@ def _load_config(node_type, config_json):
     return config, note
 
 
-def _joined(*notes):
+def _joined(*notes: str | None) -> str | None:
     return "; ".join(note for note in notes if note) or None
 
 
-def _execute_node(node, text, ctx):
+def _execute_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | None]:
     """Return ``(output, note)`` of ``node`` on ``text``; raise StepFailed when it fails."""
     node_type = node["node_type"]
     declared = NODE_TYPES.get(node_type)
@@ -221,20 +259,20 @@ def _execute_node(node, text, ctx):
         raise InternalStepError(f"internal error in the {node_type} node; the server log has the details") from None
 
 
-def _timed_node(node, text, ctx):
+def _timed_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | None]:
     """``_execute_node`` with the node's id on its log lines and its duration in the step metrics."""
     started = time.perf_counter()
-    status = "Failed"
+    status = StepStatus.FAILED
     try:
         with logs.context(node_id=node["id"]):
             result = _execute_node(node, text, ctx)
-        status = "Succeeded"
+        status = StepStatus.SUCCEEDED
         return result
     finally:
         metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status, time.perf_counter() - started)
 
 
-def execute(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
+def execute(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
     """``execute_nodes`` with the run's id, attempt and holder on its log lines and its outcome in the metrics."""
     started = time.perf_counter()
     with logs.context(run_id=ctx.run_id, attempt=ctx.attempt, worker_id=ctx.worker_id):
@@ -243,7 +281,7 @@ def execute(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     return outcome
 
 
-def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
+def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
     """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
     order) on ``text`` and record it all.
 
@@ -251,44 +289,49 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     after a retryable failure with attempts left, back in the queue (Pending).
     :raise LeaseLost: when the run's lease was lost (nothing more was written).
     """
-    outcome = Outcome("Succeeded")
+    outcome = Outcome(RunStatus.SUCCEEDED)
     for index, node in enumerate(nodes):
-        step = {
-            "node_id": node["id"],
-            "position": node["position"],
-            "node_type": node["node_type"],
-            "config_snapshot": _stored_config(node["config_json"]),
-            "status": "Running",
-            "started_at": _now(),
-            "finished_at": None,
-            "input_text": text,
-            "output_text": None,
-            "error_message": None,
-            "note": None,
-        }
+        step = Step(
+            node_id=node["id"],
+            position=node["position"],
+            node_type=node["node_type"],
+            config_snapshot=_stored_config(node["config_json"]),
+            status=StepStatus.RUNNING,
+            started_at=_now(),
+            finished_at=None,
+            input_text=text,
+            output_text=None,
+            error_message=None,
+            note=None,
+        )
         if ctx.cancel_requested:
             outcome = Outcome(
-                "Cancelled",
+                RunStatus.CANCELLED,
                 error=RunCancelled(f"cancelled by a client at a node boundary: {index} of {len(nodes)} node(s) ran"),
             )
             break
         if time.monotonic() >= ctx.deadline:
             outcome = Outcome(
-                "Failed",
+                RunStatus.FAILED,
                 error=RunTimedOut(f"run timed out before node {index + 1} of {len(nodes)} ({node['node_type']})"),
             )
             break
         if _is_slow(node):
-            ctx.steps.append(dict(step))
+            ctx.steps.append(step.copy())
             _save_steps(ctx)
         try:
             output, note = _timed_node(node, text, ctx)
         except StepFailed as exc:
-            step.update(status="Failed", finished_at=_now(), error_message=str(exc))
+            step["status"] = StepStatus.FAILED
+            step["finished_at"] = _now()
+            step["error_message"] = str(exc)
             ctx.steps.append(step)
-            outcome = Outcome("Failed", error=exc)
+            outcome = Outcome(RunStatus.FAILED, error=exc)
             break
-        step.update(status="Succeeded", finished_at=_now(), output_text=output, note=note)
+        step["status"] = StepStatus.SUCCEEDED
+        step["finished_at"] = _now()
+        step["output_text"] = output
+        step["note"] = note
         ctx.steps.append(step)
         text = output
         if _is_slow(node) and index + 1 < len(nodes):
@@ -297,9 +340,9 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[dict], text: str) -> Outcome:
     else:
         outcome.final_output = text
 
-    if outcome.status == "Succeeded":
+    if outcome.status == RunStatus.SUCCEEDED:
         note = f"succeeded after {len(nodes)} step(s)"
-    elif outcome.status == "Cancelled":
+    elif outcome.status == RunStatus.CANCELLED:
         note = str(outcome.error)
     else:
         note = f"failed: {outcome.error}"
@@ -314,7 +357,7 @@ def run_sync(
     *,
     timeout_s: float,
     lease_seconds: float,
-    provider,
+    provider: Provider,
     worker_id: str,
     input_file_id: UUID | None = None,
 ) -> tuple[UUID, Outcome] | None:

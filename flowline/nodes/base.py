@@ -1,14 +1,72 @@
-"""What a node type declares about itself, in one value (``NodeType``), and how its executor fails (``StepFailed``
-and its kinds, each with the HTTP status of a sync run that ends with it; the engine records them)."""
+"""What a node type declares about itself, in one value (``NodeType``), what its executor may use of the run
+(``NodeContext``), and how its executor fails (``StepFailed`` and its kinds, each with the HTTP status of a sync run
+that ends with it; the engine records them)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
 
 from marshmallow import EXCLUDE, RAISE, Schema
+from psycopg import Connection
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What an LLM provider answers: the completed text, and what a reader of the run history should know
+    (provider, model, tokens, latency)."""
+
+    text: str
+    note: str
+
+
+class LLMProvider(Protocol):
+    """What a node may ask of the run's LLM provider (flowline/engine/providers.py has them)."""
+
+    @property
+    def default_model(self) -> str:
+        """The model of a node whose config names none (LLM_MODEL)."""
+        ...
+
+    def complete(
+        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+    ) -> Completion:
+        """Return the completion of ``prompt`` by ``model`` within ``timeout`` seconds.
+
+        :raise ProviderFailed: the provider failed (ProviderUnavailable: worth another attempt).
+        :raise RunTimedOut: ``timeout`` ran out first.
+        """
+        ...
+
+
+class NodeContext(Protocol):
+    """What a node's executor may use of the run it is a step of: nothing else (the engine's RunContext has more)."""
+
+    @property
+    def input_file_id(self) -> UUID | None:
+        """The run's input file (what an extract_text node without a file of its own reads), or None."""
+        ...
+
+    @property
+    def deadline(self) -> float:
+        """The run's time bound, on ``time.monotonic()``'s clock."""
+        ...
+
+    @property
+    def provider(self) -> LLMProvider:
+        """The LLM provider of this process."""
+        ...
+
+    def connection(self) -> AbstractContextManager[Connection[Any]]:
+        """Return a context manager yielding a database connection (dict rows) for one read."""
+        ...
+
 
 # An executor: (config loaded with defaults, input text, the run's context) -> (output text, step note or None).
-# It raises StepFailed (or a subclass) when the node cannot produce its output.
-Executor = Callable[[dict, str, object], tuple[str, str | None]]
+# It raises StepFailed (or a subclass) when the node cannot produce its output. The config is the type's schema's
+# load: shared between runs (cached), so an executor never changes it.
+Executor = Callable[[Mapping[str, Any], str, NodeContext], tuple[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -29,19 +87,19 @@ class NodeType:
     component: str
     description: str
 
-    def load_config(self, config: dict, *, strict: bool = False) -> dict:
+    def load_config(self, config: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
         """Return ``config`` validated, defaults applied, keys this type does not know left out (``strict``: refused).
 
         :raise marshmallow.ValidationError: a known key's value is invalid, or (``strict``) a key is unknown.
         """
         return self.config_schema.load(config, unknown=RAISE if strict else EXCLUDE)
 
-    def ignored_keys(self, config: dict) -> list[str]:
+    def ignored_keys(self, config: Mapping[str, Any]) -> list[str]:
         """Return the keys of ``config`` this type does not know, in the order sent: kept, never used."""
         known = self.config_schema.fields
         return [key for key in config if key not in known]
 
-    def files(self, config: dict) -> list[tuple[str, str]]:
+    def files(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(key, file id)`` for each uploaded file a stored ``config`` names."""
         return [(key, config[key]) for key in self.file_keys if config.get(key) is not None]
 

@@ -1,9 +1,12 @@
 """``extract_text``: the text of an uploaded PDF (extracted once, at upload), else the node's input unchanged."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from marshmallow import Schema, fields
 
 from ..data import db
-from .base import InputRejected, NodeType
+from .base import InputRejected, NodeContext, NodeType
 
 
 class ExtractTextConfigSchema(Schema):
@@ -12,7 +15,7 @@ class ExtractTextConfigSchema(Schema):
     file_id = fields.UUID(load_default=None)
 
 
-def run(config, text, ctx):
+def run(config: Mapping[str, Any], text: str, ctx: NodeContext) -> tuple[str, str | None]:
     """Return the stored text of the node's file, else of the run's input file, else ``text``.
 
     :raise InputRejected: the file was deleted since.

@@ -2,10 +2,12 @@
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from .base import NodeType
+from .base import NodeContext, NodeType
 
 # U+FF01..U+FF5E are the full-width forms of U+0021..U+007E; U+3000 is the ideographic space.
 _FULL_TO_HALF = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
@@ -17,12 +19,12 @@ _WIDTH_FORMS = re.compile("[\u3000\uff01-\uff5e\uff61-\uff9f\uffe0-\uffe2\uffe4-
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize_width(text):
+def normalize_width(text: str) -> str:
     """NFKC applied only to runs of width forms: ASCII becomes half-width, katakana full-width; ①, ™, ½ stay."""
     return _WIDTH_FORMS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text)
 
 
-RULE_FUNCTIONS = {
+RULE_FUNCTIONS: dict[str, Callable[[str], str]] = {
     "uppercase": str.upper,
     "lowercase": str.lower,
     "full_to_half": lambda text: text.translate(_FULL_TO_HALF),
@@ -36,7 +38,7 @@ RULES = tuple(RULE_FUNCTIONS)
 DEFAULT_RULES = ("uppercase",)
 
 
-def apply(rules, text):
+def apply(rules: Iterable[str], text: str) -> str:
     """Return ``text`` with each of ``rules`` applied in order."""
     for rule in rules:
         text = RULE_FUNCTIONS[rule](text)
@@ -54,7 +56,7 @@ class FormatterConfigSchema(Schema):
     )
 
 
-def run(config, text, ctx):
+def run(config: Mapping[str, Any], text: str, ctx: NodeContext) -> tuple[str, str | None]:
     """Return ``text`` with the config's rules applied."""
     return apply(config["rules"], text), None
 

@@ -1,11 +1,13 @@
 """``generative_ai``: a prompt rendered with the node's input, completed by the configured LLM provider."""
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
 from ..core.fields import StrictFloat, Text, not_blank
-from .base import NodeType
+from .base import NodeContext, NodeType
 
 
 class GenerativeAIConfigSchema(Schema):
@@ -27,14 +29,14 @@ class GenerativeAIConfigSchema(Schema):
     top_p = StrictFloat(load_default=1.0, validate=validate.Range(min=0, max=1))
 
 
-def render_prompt(prompt, text):
+def render_prompt(prompt: str, text: str) -> str:
     """Return ``prompt`` with ``{text}`` replaced by ``text``; without ``{text}``, ``text`` follows a blank line."""
     if "{text}" in prompt:
         return prompt.replace("{text}", text)
     return f"{prompt}\n\n{text}"
 
 
-def run(config, text, ctx):
+def run(config: Mapping[str, Any], text: str, ctx: NodeContext) -> tuple[str, str | None]:
     """Return the provider's completion of the rendered prompt, within what is left of the run's time.
 
     :raise ProviderFailed: the provider failed (ProviderUnavailable: worth another attempt).

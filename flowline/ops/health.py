@@ -3,7 +3,7 @@
 import logging
 
 import psycopg
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from psycopg_pool import PoolTimeout
 
 from ..api.errors import error_response, unavailable_response
@@ -14,13 +14,13 @@ log = logging.getLogger("flowline.health")
 
 
 @bp.get("/livez")
-def livez():
+def livez() -> Response:
     """200 while the process serves requests; touches no database."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> Response:
     """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
     try:
         with db.connection() as conn:

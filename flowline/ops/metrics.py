@@ -4,16 +4,23 @@ worker's own endpoint, and the request instrumentation that feeds them. The seri
 
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import psycopg
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from ..core.config import settings_of
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
+from ..core.statuses import RunStatus
 from ..data import db
+from ..data.db import Pool
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger("flowline.metrics")
@@ -31,7 +38,7 @@ WORKER_ROWS = 500
 POOL_REFRESH_S = 1.0
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Count every request of ``app``: its method, route, status and duration.
 
     The clock starts before any other before_request function (an early answer, such as a 401, is timed too)
@@ -39,13 +46,13 @@ def init_app(app):
     """
     last_pool_refresh = [0.0]
 
-    def start_clock():
+    def start_clock() -> None:
         g.metrics_started = time.perf_counter()
 
     app.before_request_funcs.setdefault(None, []).insert(0, start_clock)
 
     @app.after_request
-    def count_request(response):
+    def count_request(response: Response) -> Response:
         started = g.get("metrics_started")
         seconds = None if started is None else time.perf_counter() - started
         rule = request.url_rule
@@ -66,15 +73,25 @@ def init_app(app):
 class DatabaseCollector:
     """The series read from PostgreSQL at scrape time (see the module's docstring); never raises."""
 
-    def __init__(self, pool, alive_within_s):
+    def __init__(self, pool: Pool, alive_within_s: float) -> None:
         self.pool = pool
         self.alive_within_s = alive_within_s
 
-    def _read(self):
+    def _read(
+        self,
+    ) -> tuple[
+        Mapping[str, Any], Sequence[Mapping[str, Any]] | None, Mapping[str, Any] | None, Mapping[str, Any] | None
+    ]:
+        """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures (None: that
+        migration is pending).
+
+        :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
+        """
         db.open_pool(self.pool)
         with self.pool.connection(timeout=DB_TIMEOUT_S) as conn, conn.transaction():
             db.one(conn, "set_local_statement_timeout", timeout_ms=int(DB_TIMEOUT_S * 1000))
             queue = db.one(conn, "get_queue_stats", count_cap=COUNT_CAP)
+            assert queue is not None  # counts: always one row
             try:
                 with conn.transaction():
                     workers = db.many(
@@ -98,7 +115,8 @@ class DatabaseCollector:
                 schedules = None  # the schedules migration is pending
         return queue, workers, outbox, schedules
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
+        """Yield ``flowline_database_up`` and, when the database answered, the series read from it."""
         up = GaugeMetricFamily(
             "flowline_database_up",
             "1 when this scrape's database queries answered in time, "
@@ -119,8 +137,8 @@ class DatabaseCollector:
             f"their partial indexes, at most {COUNT_CAP}.",
             labels=["status"],
         )
-        runs.add_metric(["Pending"], queue["pending"])
-        runs.add_metric(["Running"], queue["running"])
+        runs.add_metric([RunStatus.PENDING], queue["pending"])
+        runs.add_metric([RunStatus.RUNNING], queue["running"])
         yield runs
         yield GaugeMetricFamily(
             "flowline_queue_depth",
@@ -178,15 +196,16 @@ class DatabaseCollector:
 class _Collectors:
     """Several collectors exposed as one (what the exposition functions take as a registry)."""
 
-    def __init__(self, *collectors):
+    def __init__(self, *collectors: Collector) -> None:
         self.collectors = collectors
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
+        """Yield every collector's series, in order."""
         for collector in self.collectors:
             yield from collector.collect()
 
 
-def render(pool, alive_within_s, accept=None):
+def render(pool: Pool, alive_within_s: float, accept: str | None = None) -> tuple[bytes, str]:
     """Return ``(body, content_type)`` of the API's /metrics: every process's series plus the database's.
 
     Under gunicorn the series of all its workers are read from the multiprocess directory (counters and
@@ -199,24 +218,25 @@ def render(pool, alive_within_s, accept=None):
         multiprocess.MultiProcessCollector(local)
     else:
         local = REGISTRY
-    encoder, content_type = choose_encoder(accept)
+    encoder, content_type = choose_encoder(accept or "")
     return encoder(_Collectors(local, DatabaseCollector(pool, alive_within_s))), content_type
 
 
 class _Refreshed:
     """This process's series, with the pool gauges refreshed first (a worker's endpoint)."""
 
-    def __init__(self, pool):
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
+        """Yield this process's series, the pool gauges refreshed first."""
         if not self.pool.closed:
             observe_pool(self.pool)
         # This process's values even in multiprocess mode: a worker's endpoint must not show the API's series.
         yield from REGISTRY.collect()
 
 
-def serve_worker_metrics(port, pool):
+def serve_worker_metrics(port: int, pool: Pool) -> WSGIServer:
     """Serve this process's series on ``port`` (all interfaces) in a daemon thread; return the server."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Refreshed(pool))
@@ -225,7 +245,7 @@ def serve_worker_metrics(port, pool):
 
 
 @bp.get("/metrics")
-def get_metrics():
+def get_metrics() -> Response:
     """Return every ``flowline_*`` series of this gunicorn's workers, plus the queue and the worker heartbeats read
     from the database (left out, with ``flowline_database_up 0``, when it does not answer within
     DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.

@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 
-def _canonical_value(value):
+def _canonical_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _canonical_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -21,7 +23,7 @@ def _canonical_value(value):
     return value
 
 
-def canonical_workflow(workflow, *, with_runs):
+def canonical_workflow(workflow: Mapping[str, Any], *, with_runs: bool) -> str:
     """Return the canonical JSON text of a loaded workflow: keys sorted, timestamps in UTC, nodes by position,
     runs by id, steps by (attempt, position), events by (at, id); without runs unless ``with_runs``."""
     workflow = dict(workflow, nodes=sorted(workflow["nodes"], key=lambda n: n["position"]))
@@ -39,6 +41,6 @@ def canonical_workflow(workflow, *, with_runs):
     return json.dumps(_canonical_value(workflow), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def workflow_checksum(workflow, *, with_runs):
+def workflow_checksum(workflow: Mapping[str, Any], *, with_runs: bool) -> str:
     """Return the md5 (hex) of :func:`canonical_workflow`: equal for a workflow in the file and read back."""
     return hashlib.md5(canonical_workflow(workflow, with_runs=with_runs).encode("utf-8")).hexdigest()

@@ -6,12 +6,15 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
+from typing import IO
+from uuid import UUID
 
 import click
 import psycopg
 from flask import current_app
 from flask.cli import with_appcontext
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from ..core.config import connection_kwargs, mask_url, settings_of
 from .export import export
@@ -20,7 +23,7 @@ from .importer import import_data
 
 
 @contextlib.contextmanager
-def command_connection(application_name):
+def command_connection(application_name: str) -> Iterator[psycopg.Connection[DictRow]]:
     """Yield a direct autocommit connection (dict rows) to the app's DATABASE_URL for a command, with the pool's
     session settings (statement_timeout, UTC) and ``application_name`` (what a DBA sees in pg_stat_activity).
 
@@ -46,12 +49,12 @@ def command_connection(application_name):
         raise click.ClickException(f"database error: {exc.diag.message_primary or str(exc).splitlines()[0]}") from None
 
 
-def plural(n, word, words=None):
+def plural(n: int, word: str, words: str | None = None) -> str:
     """Return ``n`` and ``word`` in the number ``n`` calls for (``words``, default word + "s")."""
     return f"{n} {word if n == 1 else words or word + 's'}"
 
 
-def _summary(counts):
+def _summary(counts: Mapping[str, int]) -> str:
     return (
         f"{plural(counts['workflows'], 'workflow')}, {plural(counts['nodes'], 'node')}, "
         f"{plural(counts['runs'], 'run')}, {plural(counts['steps'], 'step')}, {plural(counts['events'], 'event')}"
@@ -76,14 +79,14 @@ def _summary(counts):
     help="Write to this file (complete or not at all: written aside, then renamed) instead of stdout.",
 )
 @with_appcontext
-def export_command(workflow_ids, with_runs, output):
+def export_command(workflow_ids: tuple[UUID, ...], with_runs: bool, output: str | None) -> None:
     """Write workflows and their nodes (and run history) as one versioned JSON document to stdout."""
-    workflow_ids = list(dict.fromkeys(workflow_ids)) or None
+    wanted = list(dict.fromkeys(workflow_ids)) or None
     with command_connection("flowline-export") as conn:
         if output is None:
-            stream = click.get_binary_stream("stdout")
+            stream = sys.stdout.buffer
             try:
-                result = export(conn, stream, workflow_ids=workflow_ids, with_runs=with_runs)
+                result = export(conn, stream, workflow_ids=wanted, with_runs=with_runs)
                 stream.flush()
             except PortabilityError as exc:
                 raise click.ClickException(str(exc)) from None
@@ -98,7 +101,7 @@ def export_command(workflow_ids, with_runs, output):
             handle = tempfile.NamedTemporaryFile("wb", dir=directory, prefix=".flowline-export-", delete=False)  # noqa: SIM115 -- closed by the with below; kept to rename
             try:
                 with handle:
-                    result = export(conn, handle, workflow_ids=workflow_ids, with_runs=with_runs)
+                    result = export(conn, handle, workflow_ids=wanted, with_runs=with_runs)
                 os.replace(handle.name, output)
             except PortabilityError as exc:
                 raise click.ClickException(str(exc)) from None
@@ -142,7 +145,7 @@ def export_command(workflow_ids, with_runs, output):
 )
 @click.option("--with-runs", is_flag=True, help="Also import the run history the file holds (runs, steps, events).")
 @with_appcontext
-def import_command(file, dry_run, skip_existing, with_runs):
+def import_command(file: IO[bytes], dry_run: bool, skip_existing: bool, with_runs: bool) -> None:
     """Import an export file in one transaction: all of it, or nothing. FILE may be - for stdin."""
     source = "stdin" if file.name == "<stdin>" else file.name
     try:

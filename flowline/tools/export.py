@@ -5,10 +5,15 @@ exported (Pending and Running runs are queue state), and never the bytes of uplo
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import IO, Any, Protocol
+from uuid import UUID
 
 import click
 import psycopg
+from psycopg import Connection
 
 from .. import nodes
 from ..data import db
@@ -19,12 +24,24 @@ WORKFLOW_BATCH = 100
 RUN_BATCH = 100
 
 
+class Progress(Protocol):
+    """What export and import tell of their progress: ``n`` more workflows done."""
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more workflows done."""
+        ...
+
+
+# Makes the progress of a walk over ``length`` workflows, shown with ``label`` (or not at all).
+ProgressFactory = Callable[[str, int], AbstractContextManager[Progress]]
+
+
 class _NoProgress:
-    def update(self, n):
+    def update(self, n: int) -> None:
         pass
 
 
-def progress_bar(label, length):
+def progress_bar(label: str, length: int) -> AbstractContextManager[Progress]:
     """A click progress bar on stderr when stderr is a terminal; nothing otherwise (a log, a pipe, cron)."""
     if length and sys.stderr.isatty():
         return click.progressbar(length=length, label=label, file=sys.stderr)
@@ -33,11 +50,13 @@ def progress_bar(label, length):
 
 @dataclass
 class ExportResult:
-    counts: dict
+    """What an export wrote: the counts of each kind, and how many nodes name an uploaded file."""
+
+    counts: dict[str, int]
     file_references: int
 
 
-def iter_runs(conn, workflow_id, batch_size):
+def iter_runs(conn: Connection[Any], workflow_id: UUID, batch_size: int) -> Iterator[Mapping[str, Any]]:
     """Yield the finished runs of one workflow (rows with ``body`` JSON text), newest first, batch by batch."""
     after_created_at = after_id = None
     while True:
@@ -62,7 +81,9 @@ _FILE_KEYS = {
 }
 
 
-def workflows_batch(conn, workflow_ids, after_id, batch_size):
+def workflows_batch(
+    conn: Connection[Any], workflow_ids: list[UUID] | None, after_id: UUID | None, batch_size: int
+) -> list[dict[str, Any]]:
     """Return up to ``batch_size`` workflows of ``workflow_ids`` (None: all) after ``after_id``, as export writes them."""
     return db.many(
         conn,
@@ -74,7 +95,9 @@ def workflows_batch(conn, workflow_ids, after_id, batch_size):
     )
 
 
-def _iter_workflows(conn, workflow_ids, batch_size):
+def _iter_workflows(
+    conn: Connection[Any], workflow_ids: list[UUID] | None, batch_size: int
+) -> Iterator[Mapping[str, Any]]:
     """Yield workflows (rows with ``body`` JSON text, nodes included) in id order, batch by batch."""
     after_id = None
     while True:
@@ -86,15 +109,15 @@ def _iter_workflows(conn, workflow_ids, batch_size):
 
 
 def export(
-    conn,
-    out,
+    conn: Connection[Any],
+    out: IO[bytes],
     *,
-    workflow_ids=None,
-    with_runs=False,
-    batch_size=WORKFLOW_BATCH,
-    run_batch_size=RUN_BATCH,
-    progress=progress_bar,
-):
+    workflow_ids: list[UUID] | None = None,
+    with_runs: bool = False,
+    batch_size: int = WORKFLOW_BATCH,
+    run_batch_size: int = RUN_BATCH,
+    progress: ProgressFactory = progress_bar,
+) -> ExportResult:
     """Write the export of ``workflow_ids`` (None: every workflow) to the binary stream ``out``; return an
     :class:`ExportResult`.
 
@@ -110,15 +133,24 @@ def export(
         conn.isolation_level, conn.read_only = None, None
 
 
-def _export_snapshot(conn, out, workflow_ids, with_runs, batch_size, run_batch_size, progress):
+def _export_snapshot(
+    conn: Connection[Any],
+    out: IO[bytes],
+    workflow_ids: list[UUID] | None,
+    with_runs: bool,
+    batch_size: int,
+    run_batch_size: int,
+    progress: ProgressFactory,
+) -> ExportResult:
     counts = dict.fromkeys(KINDS, 0)
     file_references = 0
 
-    def write(text):
+    def write(text: str) -> None:
         out.write(text.encode("utf-8"))
 
     with conn.transaction():
         head = db.one(conn, "count_workflows_for_export", workflow_ids=workflow_ids)
+        assert head is not None  # counts: always one row
         if head["missing"]:
             raise PortabilityError(
                 "no workflow has the id(s) " + ", ".join(map(str, head["missing"])) + " (nothing was exported)"

@@ -32,6 +32,8 @@ with the file: counts, and the md5 of its canonical JSON) rolls all of it back.
 """
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, NoReturn
 from uuid import UUID
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -53,25 +55,25 @@ class PortabilityError(Exception):
     """An export or import that cannot be done; the message says why and where. Nothing was written."""
 
 
-def _not_nil(value):
+def _not_nil(value: UUID) -> None:
     if value == NIL_UUID:
         raise ValidationError("Must not be the nil UUID.")
 
 
-def _id():
+def _id() -> fields.UUID:
     return fields.UUID(required=True, validate=_not_nil)
 
 
-def _timestamp(**kwargs):
+def _timestamp(**kwargs: Any) -> fields.AwareDateTime:
     # With an offset, as export writes them: a naive time would be read in whatever zone the server is in.
     return fields.AwareDateTime(required=True, **kwargs)
 
 
-def _optional_text():
+def _optional_text() -> Text:
     return Text(required=True, allow_none=True)
 
 
-def _integer(minimum):
+def _integer(minimum: int) -> fields.Integer:
     # An integer column: a larger number would only fail later, in the database, without saying where.
     return fields.Integer(strict=True, required=True, validate=validate.Range(min=minimum, max=2**31 - 1))
 
@@ -87,7 +89,7 @@ class ExportNodeSchema(NodeCreateSchema):
     version = _integer(1)
 
     @validates_schema
-    def _config_matches_type(self, data, **kwargs):
+    def _config_matches_type(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         # As the API does: known keys validated, the others imported as sent (and verified with the rest).
         check_node_config(data["node_type"], data["config"])
 
@@ -146,7 +148,7 @@ class ExportRunSchema(Schema):
     events = fields.List(fields.Nested(ExportEventSchema), required=True)
 
     @validates_schema
-    def _steps_unique_per_attempt(self, data, **kwargs):
+    def _steps_unique_per_attempt(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         seen = set()
         for index, step in enumerate(data["steps"]):
             key = (step["attempt"], step["position"])
@@ -169,8 +171,8 @@ class ExportWorkflowSchema(WorkflowCreateSchema):
     runs = fields.List(fields.Nested(ExportRunSchema), load_default=list)
 
     @validates_schema
-    def _consistent(self, data, **kwargs):
-        errors = {}
+    def _consistent(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        errors: dict[str, Any] = {}
         positions = sorted(node["position"] for node in data["nodes"])
         if positions != list(range(len(positions))):
             errors["nodes"] = [f"Node positions must be 0..{len(positions) - 1}, each once; found {positions}."]
@@ -217,11 +219,11 @@ _file_schema = ExportFileSchema()
 workflow_schema = ExportWorkflowSchema()
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _path_text(path):
+def _path_text(path: Sequence[str | int]) -> str:
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -231,7 +233,7 @@ def _path_text(path):
     return text or "(top level)"
 
 
-def _flatten(messages, path=()):
+def _flatten(messages: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Yield (path, message) for marshmallow's nested error messages."""
     if isinstance(messages, dict):
         for key, value in messages.items():
@@ -246,7 +248,7 @@ def _flatten(messages, path=()):
         yield path, str(messages)
 
 
-def workflow_label(document, index):
+def workflow_label(document: Any, index: int) -> str:
     """Return how a problem in workflows[index] is named: its index, and its id and name when the file has them."""
     try:
         workflow = document["workflows"][index]
@@ -257,7 +259,7 @@ def workflow_label(document, index):
         return f"workflows[{index}]"
 
 
-def _describe(path, document):
+def _describe(path: tuple[str | int, ...], document: Any) -> str:
     if len(path) >= 2 and path[0] == "workflows" and isinstance(path[1], int):
         rest = _path_text(path[2:])
         label = workflow_label(document, path[1])
@@ -265,14 +267,15 @@ def _describe(path, document):
     return _path_text(path)
 
 
-def listing(lines):
+def listing(lines: Sequence[str]) -> str:
+    """Return ``lines`` indented, one a line, at most MAX_LISTED of them (and how many more there are)."""
     shown = [f"  {line}" for line in lines[:MAX_LISTED]]
     if len(lines) > MAX_LISTED:
         shown.append(f"  … and {len(lines) - MAX_LISTED} more")
     return "\n".join(shown)
 
 
-def read_document(stream, source):
+def read_document(stream: IO[bytes], source: str) -> dict[str, Any]:
     """Return the validated content of the export file read from ``stream`` (named ``source`` in messages).
 
     :raise PortabilityError: the file is not JSON, not a Flowline export, of another format version, or invalid;
@@ -314,12 +317,13 @@ def read_document(stream, source):
     return data
 
 
-def _check_ids_unique(data, document, source):
+def _check_ids_unique(data: Mapping[str, Any], document: Any, source: str) -> None:
     """Every id is a primary key: each must appear once in the whole file.
 
     :raise PortabilityError: naming each repeated id and where it appears.
     """
-    seen, lines = {}, []
+    seen: dict[tuple[str, UUID], str] = {}
+    lines: list[str] = []
     for w, workflow in enumerate(data["workflows"]):
         items = [("workflow", workflow["id"], "")]
         items += [("node", node["id"], f"nodes[{n}]") for n, node in enumerate(workflow["nodes"])]
@@ -337,14 +341,15 @@ def _check_ids_unique(data, document, source):
         raise PortabilityError(f"{source} uses an id twice (nothing was imported):\n{listing(lines)}")
 
 
-def _file_counts(workflows):
+def _file_counts(workflows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     counts = dict.fromkeys(KINDS, 0)
     for workflow in workflows:
         add_counts(counts, workflow, with_runs=True)
     return counts
 
 
-def add_counts(counts, workflow, *, with_runs):
+def add_counts(counts: dict[str, int], workflow: Mapping[str, Any], *, with_runs: bool) -> None:
+    """Add ``workflow``'s workflow, nodes and (``with_runs``) runs, steps and events to ``counts``."""
     counts["workflows"] += 1
     counts["nodes"] += len(workflow["nodes"])
     if with_runs:
@@ -353,5 +358,6 @@ def add_counts(counts, workflow, *, with_runs):
         counts["events"] += sum(len(run["events"]) for run in workflow["runs"])
 
 
-def counts_text(counts):
+def counts_text(counts: Mapping[str, int]) -> str:
+    """Return ``counts`` as words: "1 workflows, 2 nodes, ..." in KINDS' order."""
     return ", ".join(f"{counts[kind]} {kind}" for kind in KINDS)

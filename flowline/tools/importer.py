@@ -5,40 +5,52 @@ compared with the file: counts, and the md5 of its canonical JSON) rolls all of 
 import functools
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 from marshmallow import ValidationError
+from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from .. import nodes
 from ..data import db
 from .checksums import workflow_checksum
-from .export import RUN_BATCH, WORKFLOW_BATCH, iter_runs, progress_bar, workflows_batch
+from .export import RUN_BATCH, WORKFLOW_BATCH, Progress, ProgressFactory, iter_runs, progress_bar, workflows_batch
 from .export_format import KINDS, PortabilityError, add_counts, counts_text, listing, workflow_label, workflow_schema
 
 # Rows per INSERT statement, and ids per conflict lookup.
 ROW_BATCH = 1000
 
+T = TypeVar("T")
+# A workflow of the file with its index there, and how a problem in the one at an index is named.
+Indexed = tuple[int, dict[str, Any]]
+Label = Callable[[int], str]
+
 
 @dataclass
 class ImportResult:
-    imported: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    skipped: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    runs_left_out: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    missing_files: list = field(default_factory=list)
+    """What an import did: counts of each kind imported, skipped (their workflow existed) and left out (runs
+    without --with-runs), the nodes naming a file this database lacks, and the checksum of what was written."""
+
+    imported: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    runs_left_out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    missing_files: list[str] = field(default_factory=list)
     # Runs whose schedule_id names no schedule of this database: imported with schedule_id null.
     unlinked_schedule_runs: int = 0
     checksum: str = ""
 
 
-def chunks(items, size):
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """Yield ``items`` in slices of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _json_default(value):
+def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -46,13 +58,13 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _rows(rows):
+def _rows(rows: Sequence[Mapping[str, Any]]) -> Jsonb:
     return Jsonb(rows, dumps=functools.partial(json.dumps, default=_json_default))
 
 
-def _ids_in_file(workflows, with_runs):
+def _ids_in_file(workflows: Sequence[Mapping[str, Any]], with_runs: bool) -> dict[tuple[str, UUID], int]:
     """Return {(kind, id): index of its workflow} for every id an import would insert."""
-    ids = {}
+    ids: dict[tuple[str, UUID], int] = {}
     for w, workflow in enumerate(workflows):
         ids["workflow", workflow["id"]] = w
         for node in workflow["nodes"]:
@@ -66,7 +78,7 @@ def _ids_in_file(workflows, with_runs):
     return ids
 
 
-def _existing(conn, ids):
+def _existing(conn: Connection[Any], ids: Mapping[tuple[str, UUID], int]) -> list[tuple[str, UUID, UUID]]:
     """Return [(kind, id, workflow_id in the database)] for the ``ids`` that are already taken."""
     by_kind = {kind: [id_ for k, id_ in ids if k == kind] for kind in ("workflow", "node", "run", "step", "event")}
     found = []
@@ -86,7 +98,7 @@ def _existing(conn, ids):
     return found
 
 
-def _missing_files(conn, workflows, document_label):
+def _missing_files(conn: Connection[Any], workflows: list[Indexed], document_label: Label) -> list[str]:
     """Return a line per file reference of a node (the config keys its type declares) that this database lacks."""
     referencing = [
         (w, n, node["node_type"], UUID(file_id))
@@ -95,7 +107,7 @@ def _missing_files(conn, workflows, document_label):
         for _, file_id in nodes.BY_NAME[node["node_type"]].files(node["config"])
     ]
     wanted = sorted({file_id for *_, file_id in referencing})
-    present = set()
+    present: set[UUID] = set()
     for chunk in chunks(wanted, ROW_BATCH):
         present |= {row["id"] for row in db.many(conn, "find_existing_files", file_ids=chunk)}
     return [
@@ -105,12 +117,12 @@ def _missing_files(conn, workflows, document_label):
     ]
 
 
-def _unlink_missing_schedules(conn, workflows):
+def _unlink_missing_schedules(conn: Connection[Any], workflows: list[Indexed]) -> int:
     """Set null the ``schedule_id`` of the runs in ``workflows`` whose schedule this database lacks (schedules are
     not exported); return how many. Done on the loaded file, so the verification compares what was written."""
     runs = [run for _, workflow in workflows for run in workflow["runs"] if run["schedule_id"] is not None]
     wanted = sorted({run["schedule_id"] for run in runs})
-    present = set()
+    present: set[UUID] = set()
     for chunk in chunks(wanted, ROW_BATCH):
         present |= {row["id"] for row in db.many(conn, "find_existing_schedules", schedule_ids=chunk)}
     unlinked = [run for run in runs if run["schedule_id"] not in present]
@@ -119,7 +131,7 @@ def _unlink_missing_schedules(conn, workflows):
     return len(unlinked)
 
 
-_INSERTS = {
+_INSERTS: dict[str, Callable[[Connection[Any], Jsonb], int]] = {
     "workflows": lambda conn, rows: db.execute(conn, "import_workflows", rows=rows),
     "nodes": lambda conn, rows: db.execute(conn, "import_nodes", rows=rows),
     "runs": lambda conn, rows: db.execute(conn, "import_runs", rows=rows),
@@ -128,11 +140,11 @@ _INSERTS = {
 }
 
 
-def _insert(conn, workflows, with_runs, bar):
+def _insert(conn: Connection[Any], workflows: list[Indexed], with_runs: bool, bar: Progress) -> dict[str, int]:
     """Insert ``workflows`` [(index, workflow)] with their nodes (and runs), batch by batch; return the counts."""
     counts = dict.fromkeys(KINDS, 0)
     for chunk in chunks(workflows, WORKFLOW_BATCH):
-        tables = {kind: [] for kind in KINDS}
+        tables: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         for _, workflow in chunk:
             tables["workflows"].append({k: workflow[k] for k in ("id", "name", "created_at", "updated_at", "version")})
             tables["nodes"] += [dict(node, workflow_id=workflow["id"]) for node in workflow["nodes"]]
@@ -150,7 +162,9 @@ def _insert(conn, workflows, with_runs, bar):
     return counts
 
 
-def _read_back(conn, workflow_ids, with_runs):
+def _read_back(
+    conn: Connection[Any], workflow_ids: list[UUID], with_runs: bool
+) -> Iterator[tuple[UUID, dict[str, Any]]]:
     """Yield (id, document) for each of ``workflow_ids`` the database holds, read as export reads it."""
     for chunk in chunks(workflow_ids, WORKFLOW_BATCH):
         for row in workflows_batch(conn, chunk, None, len(chunk)):
@@ -160,7 +174,9 @@ def _read_back(conn, workflow_ids, with_runs):
             yield row["id"], document
 
 
-def _verify(conn, workflows, with_runs, document_label, bar):
+def _verify(
+    conn: Connection[Any], workflows: list[Indexed], with_runs: bool, document_label: Label, bar: Progress
+) -> str:
     """Read every imported workflow back and compare it with the file (counts, and each workflow's md5); return
     the checksum of the whole import (the md5 of the workflows' md5s in id order).
 
@@ -170,7 +186,8 @@ def _verify(conn, workflows, with_runs, document_label, bar):
     expected_counts, counts = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
     for _, workflow in workflows:
         add_counts(expected_counts, workflow, with_runs=with_runs)
-    found, problems = {}, []
+    found: dict[UUID, str] = {}
+    problems: list[str] = []
     for workflow_id, document in _read_back(conn, list(expected), with_runs):
         try:
             # Loaded with the file's schema, so both sides are compared in one form.
@@ -198,7 +215,15 @@ def _verify(conn, workflows, with_runs, document_label, bar):
     return digest.hexdigest()
 
 
-def import_data(conn, data, *, dry_run=False, skip_existing=False, with_runs=False, progress=progress_bar):
+def import_data(
+    conn: Connection[Any],
+    data: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    skip_existing: bool = False,
+    with_runs: bool = False,
+    progress: ProgressFactory = progress_bar,
+) -> ImportResult:
     """Import validated export ``data`` (from :func:`read_document`) in one transaction on the autocommit
     connection ``conn``; return an :class:`ImportResult`. With ``dry_run`` everything is done and checked, then
     rolled back.

@@ -10,9 +10,13 @@ first with a keyset cursor: the queue, the API and other prunes go on meanwhile,
 """
 
 import re
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
+from psycopg import Connection
 
 from ..core.statuses import FINISHED_STATUSES
 from ..data import db
@@ -23,7 +27,7 @@ _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([hdw])\s*$")
 
 
-def parse_duration(text):
+def parse_duration(text: str) -> int:
     """Return the seconds in a duration such as ``12h``, ``30d`` or ``2w`` (hours, days, weeks; at least 1).
 
     :raise ValueError: for anything else, with a message saying what is accepted.
@@ -41,7 +45,7 @@ class Duration(click.ParamType):
 
     name = "duration"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         try:
@@ -50,7 +54,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def _walk(conn, status, cutoff, batch_size, *, dry_run):
+def _walk(conn: Connection[Any], status: str, cutoff: datetime, batch_size: int, *, dry_run: bool) -> dict[str, int]:
     """Delete (or with ``dry_run`` only count) the runs in ``status`` that finished before ``cutoff``, batch by
     batch; return {"runs", "steps", "events", "batches"}."""
     totals = {"runs": 0, "steps": 0, "events": 0, "batches": 0}
@@ -64,7 +68,7 @@ def _walk(conn, status, cutoff, batch_size, *, dry_run):
         else:
             # Autocommit: this statement is its own transaction, so its row locks end with it.
             row = db.one(conn, "prune_runs_batch", **params)
-        if not row["runs"]:
+        if row is None or not row["runs"]:
             return totals
         for key in ("runs", "steps", "events"):
             totals[key] += row[key]
@@ -72,7 +76,14 @@ def _walk(conn, status, cutoff, batch_size, *, dry_run):
         after_finished_at, after_id = row["last_finished_at"], row["last_id"]
 
 
-def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=False):
+def prune(
+    conn: Connection[Any],
+    older_than_seconds: int,
+    statuses: Collection[str] = FINISHED_STATUSES,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+) -> tuple[datetime, dict[str, dict[str, int]]]:
     """Delete (or count) the finished runs in ``statuses`` older than ``older_than_seconds`` on the autocommit
     connection ``conn``; return (cutoff, {status: totals}).
 
@@ -81,21 +92,27 @@ def prune(conn, older_than_seconds, statuses=FINISHED_STATUSES, *, batch_size=DE
     unknown = set(statuses) - set(FINISHED_STATUSES)
     if unknown:
         raise ValueError(f"only finished runs can be pruned, not {', '.join(sorted(unknown))}")
-    cutoff = db.one(conn, "prune_cutoff", older_than_seconds=older_than_seconds)["cutoff"]
+    row = db.one(conn, "prune_cutoff", older_than_seconds=older_than_seconds)
+    assert row is not None  # a SELECT without FROM: always one row
+    cutoff = row["cutoff"]
     return cutoff, {status: _walk(conn, status, cutoff, batch_size, dry_run=dry_run) for status in statuses}
 
 
-def prune_deliveries(conn, cutoff, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=False):
+def prune_deliveries(
+    conn: Connection[Any], cutoff: datetime, *, batch_size: int = DEFAULT_BATCH_SIZE, dry_run: bool = False
+) -> int:
     """Delete (or count) the Delivered and Dead webhook deliveries that finished before ``cutoff``, batch by
     batch on the autocommit connection ``conn``; return how many."""
     if dry_run:
-        return db.one(conn, "count_prunable_webhook_deliveries", cutoff=cutoff)["deliveries"]
+        counted = db.one(conn, "count_prunable_webhook_deliveries", cutoff=cutoff)
+        assert counted is not None  # a count: always one row
+        return int(counted["deliveries"])
     total = 0
     while True:
-        deleted = db.one(conn, "prune_webhook_deliveries_batch", cutoff=cutoff, batch_size=batch_size)["deliveries"]
-        if not deleted:
+        row = db.one(conn, "prune_webhook_deliveries_batch", cutoff=cutoff, batch_size=batch_size)
+        if row is None or not row["deliveries"]:
             return total
-        total += deleted
+        total += row["deliveries"]
 
 
 @click.command("prune-runs")
@@ -110,7 +127,8 @@ def prune_deliveries(conn, cutoff, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=Fal
 @click.option(
     "--status",
     "statuses",
-    type=click.Choice(FINISHED_STATUSES),
+    # The values: given members of a StrEnum, click would take their names (SUCCEEDED).
+    type=click.Choice([status.value for status in FINISHED_STATUSES]),
     multiple=True,
     help="Only runs that ended in this status (repeatable). Default: Succeeded, Failed and Cancelled.",
 )
@@ -123,7 +141,7 @@ def prune_deliveries(conn, cutoff, *, batch_size=DEFAULT_BATCH_SIZE, dry_run=Fal
     help="Runs deleted per transaction.",
 )
 @with_appcontext
-def prune_runs_command(older_than, statuses, dry_run, batch_size):
+def prune_runs_command(older_than: int, statuses: tuple[str, ...], dry_run: bool, batch_size: int) -> None:
     """Delete finished runs (with their steps and events) older than a duration, in small batches, and the webhook
     deliveries delivered or dead before the same cutoff."""
     statuses = tuple(dict.fromkeys(statuses)) or FINISHED_STATUSES

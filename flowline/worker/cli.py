@@ -1,7 +1,11 @@
 """The worker's two commands: ``flask --app app worker`` and ``python -m flowline.worker``."""
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from flask import current_app
@@ -11,8 +15,11 @@ from ..core import config as settings
 from ..core import logs
 from .process import Worker
 
+if TYPE_CHECKING:
+    from ..core.config import Settings
 
-def main(config, concurrency=None):
+
+def main(config: Settings, concurrency: int | None = None) -> int:
     """Run a worker in this process until it is stopped by a signal; return its exit status."""
     logs.configure(config.log_level, config.log_format, logs.secrets_of(config))
     worker = Worker(config, concurrency=concurrency)
@@ -20,7 +27,7 @@ def main(config, concurrency=None):
     return worker.run()
 
 
-def from_command_line(argv=None):
+def from_command_line(argv: Sequence[str] | None = None) -> int:
     """``python -m flowline.worker [--concurrency N]``, with settings from the environment; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m flowline.worker", description="Execute async runs from the queue until SIGTERM or SIGINT."
@@ -48,6 +55,6 @@ def from_command_line(argv=None):
     help="Run threads in this process (default: WORKER_CONCURRENCY, 2).",
 )
 @with_appcontext
-def worker_command(concurrency):
+def worker_command(concurrency: int | None) -> NoReturn:
     """Execute async runs from the queue until SIGTERM or SIGINT."""
     sys.exit(main(settings.settings_of(current_app), concurrency))

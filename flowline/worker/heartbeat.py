@@ -1,16 +1,22 @@
 """Heartbeats: each worker's row in the workers table (and its own metrics) says it is alive and how busy."""
 
+from __future__ import annotations
+
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from ..core import metrics
 from ..data import db
+
+if TYPE_CHECKING:
+    from .process import Worker
 
 # A worker's row in the workers table is deleted once its heartbeat is this old (any worker starting does it).
 FORGET_WORKERS_AFTER_S = 86400
 
 
-def register(worker):
+def register(worker: Worker) -> None:
     """Record ``worker``'s start in the workers table (and forget workers silent for a day)."""
     metrics.worker_heartbeat(worker.id, 0, worker.concurrency)
     with db.connection(worker.pool) as conn:
@@ -25,7 +31,7 @@ def register(worker):
         db.execute(conn, "forget_workers", forget_after_s=FORGET_WORKERS_AFTER_S)
 
 
-def beat(worker):
+def beat(worker: Worker) -> None:
     """Record that ``worker`` is alive, with its runs in progress: in its metrics and in the workers table."""
     busy = len(worker.runs_in_progress())
     metrics.worker_heartbeat(worker.id, busy, worker.concurrency)
@@ -41,7 +47,7 @@ def beat(worker):
         )
 
 
-def record_stop(worker):
+def record_stop(worker: Worker) -> None:
     """Mark ``worker``'s row as stopped cleanly (the metrics leave it out from then on)."""
     with db.connection(worker.pool) as conn:
         db.execute(conn, "stop_worker", worker_id=worker.id)

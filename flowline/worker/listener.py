@@ -6,12 +6,18 @@ thread's own, not a pooled one. On every (re)connect the run threads look at the
 sent while the connection was down is lost; polling every WORKER_POLL_INTERVAL_S covers the rest.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from ..core import config as settings
 from ..core import logs
+
+if TYPE_CHECKING:
+    from .process import Worker
 
 log = logging.getLogger("flowline.worker")
 
@@ -22,7 +28,7 @@ WEBHOOK_CHANNEL = "flowline_webhooks"
 RECONNECT_CAP_S = 5.0
 
 
-def listen(worker):
+def listen(worker: Worker) -> None:
     """Hold a LISTEN connection and wake one of ``worker``'s run threads per notification until it stops,
     reconnecting with backoff."""
     logs.bind(worker_id=worker.id)

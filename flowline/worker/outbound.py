@@ -15,12 +15,17 @@ the network Flowline runs in.
 It is not the LLM provider's client (flowline/engine/providers.py): that one talks to a URL the operator chose.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import functools
 import ipaddress
 import socket
+import ssl
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
@@ -48,7 +53,7 @@ class Answer:
     excerpt: str = ""
 
 
-def address_problem(address, allow_private):
+def address_problem(address: str, allow_private: bool) -> str | None:
     """Return why Flowline must not connect to ``address`` (an IP address as text), or None when it may:
     ``"10.0.0.1, a private address, not a public one"``."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -75,7 +80,7 @@ def address_problem(address, allow_private):
     return f"{ip}, a {kind} address, not a public one"
 
 
-def check_url(url):
+def check_url(url: str) -> tuple[str, int]:
     """Return ``(host, port)`` of an http(s) URL without user:password.
 
     :raise Refused: any other URL.
@@ -97,7 +102,7 @@ def check_url(url):
 _LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
 
 
-def resolve(host, port, allow_private, timeout_s=None):
+def resolve(host: str, port: int, allow_private: bool, timeout_s: float | None = None) -> str:
     """Return the address to connect to for ``host``: the first one ``getaddrinfo`` gives that is allowed.
 
     :raise Refused: the name does not resolve (within ``timeout_s``), or to no allowed address (the message names
@@ -112,7 +117,7 @@ def resolve(host, port, allow_private, timeout_s=None):
         raise Refused(f"nothing sent: {host} does not resolve: {exc}") from None
     problems = []
     for info in infos:
-        address = info[4][0]
+        address = str(info[4][0])
         problem = address_problem(address, allow_private)
         if problem is None:
             return address
@@ -121,10 +126,16 @@ def resolve(host, port, allow_private, timeout_s=None):
 
 
 class _Deadline:
-    def __init__(self, seconds):
+    """One attempt's wall-clock deadline."""
+
+    def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
 
-    def left(self, timeout, error=httpcore.ReadTimeout):
+    def left(self, timeout: float | None, error: type[Exception] = httpcore.ReadTimeout) -> float:
+        """Return the seconds to wait: what is left of the deadline, or ``timeout`` when that is shorter.
+
+        :raise error: the deadline passed.
+        """
         remaining = self.at - time.monotonic()
         if remaining <= 0:
             raise error("the attempt's deadline passed")
@@ -134,56 +145,72 @@ class _Deadline:
 class _DeadlineStream(httpcore.NetworkStream):
     """A connection whose every read and write waits at most what is left of the attempt's deadline."""
 
-    def __init__(self, stream, deadline):
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
         self._stream = stream
         self._deadline = deadline
 
-    def read(self, max_bytes, timeout=None):
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, self._deadline.left(timeout))
 
-    def write(self, buffer, timeout=None):
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, self._deadline.left(timeout, httpcore.WriteTimeout))
 
-    def close(self):
+    def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _DeadlineStream:
         stream = self._stream.start_tls(ssl_context, server_hostname, self._deadline.left(timeout))
         return _DeadlineStream(stream, self._deadline)
 
-    def get_extra_info(self, info):
+    def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
 
 
 class _PinnedBackend(httpcore.NetworkBackend):
     """Connects to the one address checked beforehand, whatever host httpcore asks for."""
 
-    def __init__(self, address, deadline):
+    def __init__(self, address: str, deadline: _Deadline) -> None:
         self._backend = httpcore.SyncBackend()
         self._address = address
         self._deadline = deadline
 
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> _DeadlineStream:
         timeout = self._deadline.left(timeout, httpcore.ConnectTimeout)
         stream = self._backend.connect_tcp(self._address, port, timeout, local_address, socket_options)
         return _DeadlineStream(stream, self._deadline)
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("webhooks are not delivered to unix sockets")
 
-    def sleep(self, seconds):
+    def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
 
 @functools.cache
-def _ssl_context():
+def _ssl_context() -> ssl.SSLContext:
     """The TLS context of every attempt (certificates verified against certifi's CAs), made once per process:
     loading the CAs takes about 30 ms, and one context is safe to share between threads."""
     return httpx.create_ssl_context()
 
 
 class _PinnedTransport(httpx.HTTPTransport):
-    def __init__(self, address, deadline):
+    """httpx's transport, its connections made by _PinnedBackend."""
+
+    def __init__(self, address: str, deadline: _Deadline) -> None:
         super().__init__(verify=_ssl_context(), retries=0)
         # httpx 0.28 takes no network backend of its own: its transport's pool is replaced by one that has ours
         # (the same arguments HTTPTransport gives it by default).
@@ -194,7 +221,7 @@ class _PinnedTransport(httpx.HTTPTransport):
         )
 
 
-def post(url, body, headers, *, timeout_s, allow_private):
+def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout_s: float, allow_private: bool) -> Answer:
     """POST ``body`` (bytes) with ``headers`` to ``url`` within ``timeout_s`` seconds in all; return an Answer.
 
     :raise Refused: the URL or the address it resolves to is not allowed; nothing was sent.
@@ -205,7 +232,7 @@ def post(url, body, headers, *, timeout_s, allow_private):
     address = resolve(host, port, allow_private, deadline.left(None, Refused))
     headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers}
 
-    def elapsed_ms():
+    def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
     try:

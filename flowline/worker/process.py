@@ -1,5 +1,7 @@
 """One worker process: its run threads and the claim loop, its background duties' threads, its life cycle."""
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 import os
@@ -8,8 +10,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from http.server import HTTPServer
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import psycopg
+from psycopg import Connection
 
 from ..core import config as settings
 from ..core import logs
@@ -21,6 +29,9 @@ from .listener import RECONNECT_CAP_S, listen
 from .schedules import run_schedules
 from .webhooks import Deliveries
 
+if TYPE_CHECKING:
+    from ..core.config import Settings
+
 log = logging.getLogger("flowline.worker")
 
 
@@ -28,7 +39,7 @@ class Worker:
     """One worker process: ``concurrency`` run threads, WEBHOOK_CONCURRENCY webhook delivery threads, a LISTEN
     thread, a maintenance thread and a schedule thread."""
 
-    def __init__(self, config, *, concurrency=None):
+    def __init__(self, config: Settings, *, concurrency: int | None = None) -> None:
         self.config = config
         self.concurrency = concurrency or config.worker_concurrency
         self.id = f"{socket.gethostname()}:{os.getpid()}"
@@ -51,33 +62,33 @@ class Worker:
         self._wakeup = threading.Condition()
         self._signals = 0
         # Runs in progress in this process, by id: the maintenance thread renews their leases.
-        self._active = {}
+        self._active: dict[UUID, runner.RunContext] = {}
         self._active_lock = threading.Lock()
         # The HTTP server of this worker's own /metrics (WORKER_METRICS_PORT; None: not served).
-        self.metrics_server = None
+        self.metrics_server: HTTPServer | None = None
 
     # -- waking up ------------------------------------------------------------------------------------------------
 
-    def wake(self, n=1):
+    def wake(self, n: int = 1) -> None:
         """Wake up to ``n`` idle run threads to look at the queue."""
         with self._wakeup:
             self._signals = min(self.concurrency, self._signals + n)
             self._wakeup.notify(n)
 
-    def _wait_for_work(self):
+    def _wait_for_work(self) -> None:
         with self._wakeup:
             if self._signals == 0 and not self.stopping.is_set():
                 self._wakeup.wait(self.config.worker_poll_interval_s)
             self._signals = max(0, self._signals - 1)
 
-    def runs_in_progress(self):
+    def runs_in_progress(self) -> list[runner.RunContext]:
         """Return the RunContexts of the runs this process is executing now."""
         with self._active_lock:
             return list(self._active.values())
 
     # -- running --------------------------------------------------------------------------------------------------
 
-    def _run_thread(self, index):
+    def _run_thread(self, index: int) -> None:
         """Claim and execute runs until stopped, on one connection held for as long as it works.
 
         The thread never needs two connections at once, and a held connection spares each run the pool's
@@ -107,7 +118,7 @@ class Worker:
                 )
                 self.stopping.wait(1.0)
 
-    def work_once(self, conn, worker_id):
+    def work_once(self, conn: Connection[Any], worker_id: str) -> bool:
         """Claim one available run on ``conn`` and execute it there; return False when none was available."""
         lease_token = uuid.uuid4()
         row = db.one(conn, "claim_run", lease_token=lease_token, lease_seconds=self.lease_seconds, worker_id=worker_id)
@@ -115,6 +126,7 @@ class Worker:
             return False
         # More may be waiting: let an idle thread look too (one notification may stand for several runs).
         self.wake()
+        file_id = row["input"].get("file_id")
         ctx = runner.RunContext(
             run_id=row["id"],
             lease_token=lease_token,
@@ -123,7 +135,7 @@ class Worker:
             provider=self.provider,
             pool=self.pool,
             conn=conn,
-            input_file_id=row["input"].get("file_id"),
+            input_file_id=UUID(file_id) if file_id else None,
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             retry_backoff_s=self.config.run_retry_backoff_s,
@@ -132,7 +144,7 @@ class Worker:
             self._execute(ctx, row, worker_id)
         return True
 
-    def _execute(self, ctx, row, worker_id):
+    def _execute(self, ctx: runner.RunContext, row: Mapping[str, Any], worker_id: str) -> None:
         with self._active_lock:
             self._active[ctx.run_id] = ctx
         try:
@@ -169,7 +181,7 @@ class Worker:
 
     # -- background duties ----------------------------------------------------------------------------------------
 
-    def _maintain(self):
+    def _maintain(self) -> None:
         """Renew the leases of runs in progress and sweep expired ones, every third of a lease period.
 
         While the worker drains it goes on renewing (the runs in progress still need their leases) but stops
@@ -196,7 +208,7 @@ class Worker:
 
     # -- life cycle -----------------------------------------------------------------------------------------------
 
-    def run(self):
+    def run(self) -> int:
         """Work until stopped (``stop()``, SIGTERM, SIGINT); return the process exit status."""
         logs.bind(worker_id=self.id)
         port = self.config.worker_metrics_port
@@ -258,14 +270,15 @@ class Worker:
         log.info("worker %s: stopped", self.id)
         return 0
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop claiming; runs in progress finish."""
         self.stopping.set()
         with self._wakeup:
             self._wakeup.notify_all()
         self.deliveries.wake_all()
 
-    def close(self):
+    def close(self) -> None:
+        """Record the clean stop, close the pool, the provider and the metrics server."""
         try:
             heartbeat.record_stop(self)
         except psycopg.Error as exc:
@@ -276,10 +289,10 @@ class Worker:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
 
-    def install_signal_handlers(self):
+    def install_signal_handlers(self) -> None:
         """First SIGTERM/SIGINT: drain. Second: exit at once, leaving runs in progress to the lease sweep."""
 
-        def handle(signum, frame):
+        def handle(signum: int, frame: FrameType | None) -> None:
             if self.stopping.is_set():
                 log.error(
                     "worker %s: %s again; exiting now, runs in progress are left to the lease sweep",

@@ -17,15 +17,24 @@ fires; ``cancel_previous`` cancels that run (``cancel_run``: a Pending one at on
 boundary) and fires.
 """
 
+from __future__ import annotations
+
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from itertools import islice, takewhile
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from ..core import cron, logs, metrics
+from ..core.statuses import ACTIVE_STATUSES, RunStatus
 from ..data import db
+
+if TYPE_CHECKING:
+    from .process import Worker
 
 log = logging.getLogger("flowline.worker")
 
@@ -33,11 +42,9 @@ log = logging.getLogger("flowline.worker")
 CLAIM_BATCH = 100
 # Most missed ticks a schedule with catchup "all" fires after a downtime: the latest ones.
 CATCHUP_MAX = 100
-# Statuses of a run still in progress, which the overlap policies look at.
-ACTIVE = ("Pending", "Running")
 
 
-def due_ticks(schedule, now, grace_s):
+def due_ticks(schedule: Mapping[str, Any], now: datetime, grace_s: float) -> tuple[list[datetime], bool, datetime]:
     """Return ``(ticks to fire, truncated, next tick)`` for a due ``schedule`` (its cron, timezone, catchup and
     next_fire_at) at the database's ``now``: the ticks oldest first; truncated when catchup "all" left missed ticks
     older than the latest CATCHUP_MAX out; the next tick after ``now``."""
@@ -47,7 +54,7 @@ def due_ticks(schedule, now, grace_s):
     # Ticks on time after the first, up to now (the first is the only one before the cutoff we may meet going up).
     start = first if first >= cutoff else cutoff - timedelta(microseconds=1)
     on_time += takewhile(lambda tick: tick <= now, cron.ticks_after(expr, tz, start))
-    missed = []
+    missed: list[datetime] = []
     truncated = False
     if first < cutoff and schedule["catchup"] != "none":
         wanted = 1 if schedule["catchup"] == "last" else CATCHUP_MAX
@@ -58,7 +65,7 @@ def due_ticks(schedule, now, grace_s):
     return missed + on_time, truncated, cron.next_tick(expr, tz, now)
 
 
-def poll(worker):
+def poll(worker: Worker) -> int:
     """Decide the due ticks of up to CLAIM_BATCH schedules in one transaction; return how many were claimed."""
     config = worker.config
     with db.transaction(worker.pool) as conn:
@@ -69,7 +76,9 @@ def poll(worker):
     return len(schedules)
 
 
-def _decide(conn, worker, schedule, grace_s, max_attempts):
+def _decide(
+    conn: Connection[Any], worker: Worker, schedule: Mapping[str, Any], grace_s: float, max_attempts: int
+) -> None:
     ticks, truncated, next_fire_at = due_ticks(schedule, schedule["now"], grace_s)
     if schedule["next_fire_at"] < schedule["now"] - timedelta(seconds=grace_s):
         log.warning(
@@ -86,7 +95,7 @@ def _decide(conn, worker, schedule, grace_s, max_attempts):
     skipped, last_skipped_at, last_fired_at, fired_run_id = 0, None, None, None
     stored_input = {"input_text": schedule["input_text"], "file_id": schedule["file_id"] and str(schedule["file_id"])}
     for tick in ticks:
-        if last_status in ACTIVE and schedule["overlap"] == "skip":
+        if last_status in ACTIVE_STATUSES and schedule["overlap"] == "skip":
             skipped, last_skipped_at = skipped + 1, tick
             log.info(
                 "worker %s: schedule %s: tick %s skipped: run %s is still %s (overlap skip)",
@@ -97,10 +106,10 @@ def _decide(conn, worker, schedule, grace_s, max_attempts):
                 last_status,
             )
             continue
-        if last_status in ACTIVE and schedule["overlap"] == "cancel_previous":
+        if last_status in ACTIVE_STATUSES and schedule["overlap"] == "cancel_previous":
             cancelled = db.one(conn, "cancel_run", run_id=last_run_id)
-            if cancelled is not None and cancelled["previous_status"] == "Pending":
-                metrics.run_finished("async", "Cancelled")
+            if cancelled is not None and cancelled["previous_status"] == RunStatus.PENDING:
+                metrics.run_finished("async", RunStatus.CANCELLED)
             log.info(
                 "worker %s: schedule %s: tick %s cancels run %s (overlap cancel_previous)",
                 worker.id,
@@ -126,7 +135,7 @@ def _decide(conn, worker, schedule, grace_s, max_attempts):
                 tick.isoformat(),
             )
             continue
-        last_run_id, last_status, fired_run_id, last_fired_at = row["id"], "Pending", row["id"], tick
+        last_run_id, last_status, fired_run_id, last_fired_at = row["id"], RunStatus.PENDING, row["id"], tick
         log.info("worker %s: schedule %s: tick %s fired run %s", worker.id, schedule["id"], tick.isoformat(), row["id"])
     db.execute(
         conn,
@@ -140,7 +149,7 @@ def _decide(conn, worker, schedule, grace_s, max_attempts):
     )
 
 
-def run_schedules(worker):
+def run_schedules(worker: Worker) -> None:
     """The schedule thread: poll every SCHEDULE_POLL_INTERVAL_S (at once again after a full batch) until the
     worker stops; a stopping worker fires nothing more."""
     logs.bind(worker_id=f"{worker.id}:schedules")

@@ -1,10 +1,16 @@
 """The lease sweep: takes back the runs whose holder stopped renewing its lease (a worker killed, paused or cut off,
 an API process that died mid sync run). Every worker sweeps; ``FOR UPDATE SKIP LOCKED`` keeps two sweeps apart."""
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING
 
 from ..core import logs, metrics
 from ..data import db
+
+if TYPE_CHECKING:
+    from .process import Worker
 
 log = logging.getLogger("flowline.worker")
 
@@ -12,7 +18,7 @@ log = logging.getLogger("flowline.worker")
 SWEEP_BATCH = 100
 
 
-def sweep(worker):
+def sweep(worker: Worker) -> int:
     """Re-queue (attempts left) or finish (Failed, or Cancelled when asked) the runs whose lease expired; return
     how many."""
     with db.connection(worker.pool) as conn:

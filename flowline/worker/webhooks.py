@@ -15,19 +15,28 @@ the worker's LISTEN thread), so a delivery leaves within milliseconds of its run
 and an expired lease are found by polling every WORKER_POLL_INTERVAL_S, as the run threads do.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import psycopg
 
 from ..core import logs, metrics
+from ..core.statuses import DeliveryStatus
 from ..core.webhook_signing import signature_header
 from ..data import db
 from . import outbound
 from .listener import RECONNECT_CAP_S
+
+if TYPE_CHECKING:
+    from .process import Worker
 
 log = logging.getLogger("flowline.worker")
 
@@ -38,42 +47,43 @@ ERROR_CHARS = 500
 class Deliveries:
     """The delivery threads of one worker process and the condition that wakes them."""
 
-    def __init__(self, worker):
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
         config = worker.config
         self.concurrency = config.webhook_concurrency
         self.lease_seconds = config.webhook_lease_s
         self.timeout_s = config.webhook_timeout_s
-        self.schedule = config.webhook_retry_schedule_s
+        self.schedule: tuple[float, ...] = config.webhook_retry_schedule_s
         self.allow_private = config.webhook_allow_private
         self._wakeup = threading.Condition()
         self._signals = 0
 
-    def threads(self):
+    def threads(self) -> list[threading.Thread]:
         """Return the (unstarted) delivery threads: WEBHOOK_CONCURRENCY of them."""
         return [
             threading.Thread(target=self._thread, args=(i,), name=f"webhook-{i}", daemon=True)
             for i in range(1, self.concurrency + 1)
         ]
 
-    def wake(self, n=1):
+    def wake(self, n: int = 1) -> None:
         """Wake up to ``n`` idle delivery threads to look at the outbox."""
         with self._wakeup:
             self._signals = min(self.concurrency, self._signals + n)
             self._wakeup.notify(n)
 
-    def wake_all(self):
+    def wake_all(self) -> None:
+        """Wake every idle delivery thread (the LISTEN connection came back, or the worker stops)."""
         with self._wakeup:
             self._signals = self.concurrency
             self._wakeup.notify_all()
 
-    def _wait(self):
+    def _wait(self) -> None:
         with self._wakeup:
             if self._signals == 0 and not self.worker.stopping.is_set():
                 self._wakeup.wait(self.worker.config.worker_poll_interval_s)
             self._signals = max(0, self._signals - 1)
 
-    def _thread(self, index):
+    def _thread(self, index: int) -> None:
         worker_id = f"{self.worker.id}:webhook-{index}"
         logs.bind(worker_id=worker_id)
         failures = 0
@@ -98,7 +108,7 @@ class Deliveries:
                 )
                 self.worker.stopping.wait(1.0)
 
-    def deliver_once(self, worker_id):
+    def deliver_once(self, worker_id: str) -> bool:
         """Claim one due delivery, send it and record the attempt; return False when none was due."""
         lease_token = uuid.uuid4()
         with db.connection(self.worker.pool) as conn:
@@ -121,7 +131,7 @@ class Deliveries:
             self._record(row, lease_token, worker_id, answer, refused)
         return True
 
-    def _send(self, row, run):
+    def _send(self, row: Mapping[str, Any], run: dict[str, Any]) -> tuple[outbound.Answer, bool]:
         """Sign and POST one delivery; return (Answer, whether it was refused before anything was sent)."""
         body = json.dumps(
             {"type": row["event_type"], "timestamp": row["created_at"].isoformat(), "data": {"run": run}},
@@ -144,23 +154,25 @@ class Deliveries:
         except outbound.Refused as exc:
             return outbound.Answer(None, 0, str(exc)), True
 
-    def _record(self, row, lease_token, worker_id, answer, refused):
+    def _record(
+        self, row: Mapping[str, Any], lease_token: UUID, worker_id: str, answer: outbound.Answer, refused: bool
+    ) -> None:
         attempt = row["attempts"]
         code = answer.status_code
         error = answer.error
         disable_reason = None
         if code is not None and 200 <= code < 300 and error is None:
-            status, outcome = "Delivered", "delivered"
+            status, outcome = DeliveryStatus.DELIVERED, "delivered"
         elif code == 410:
-            status, outcome = "Dead", "gone"
+            status, outcome = DeliveryStatus.DEAD, "gone"
             disable_reason = "the receiver answered 410 Gone: disabled (PATCH enabled=true to resume)"
         elif not row["enabled"]:
-            status, outcome = "Dead", "disabled"
+            status, outcome = DeliveryStatus.DEAD, "disabled"
         elif attempt <= len(self.schedule):
-            status, outcome = "Pending", "retry"
+            status, outcome = DeliveryStatus.PENDING, "retry"
         else:
-            status, outcome = "Dead", "dead"
-        if error is None and code is not None and status != "Delivered":
+            status, outcome = DeliveryStatus.DEAD, "dead"
+        if error is None and code is not None and status != DeliveryStatus.DELIVERED:
             error = f"HTTP {code}" + (f": {answer.excerpt}" if answer.excerpt else "")
         with db.connection(self.worker.pool) as conn:
             result = db.one(
@@ -169,7 +181,7 @@ class Deliveries:
                 delivery_id=row["id"],
                 lease_token=lease_token,
                 status=status,
-                retry_in_seconds=self.schedule[attempt - 1] if status == "Pending" else 0,
+                retry_in_seconds=self.schedule[attempt - 1] if status == DeliveryStatus.PENDING else 0,
                 status_code=code,
                 latency_ms=answer.latency_ms,
                 error=error and error[:ERROR_CHARS],
@@ -177,7 +189,7 @@ class Deliveries:
                 outcome=outcome,
                 disable_reason=disable_reason,
             )
-        if not result["held"]:
+        if result is None or not result["held"]:
             log.warning(
                 "worker %s: lost the lease of webhook delivery %s (attempt %d) before recording it: another worker "
                 "sends it again",

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
+from flowline.core.statuses import FINISHED_STATUSES, RunStatus, StepStatus
 from flowline.data import db
 from flowline.engine import providers, runner
 
@@ -142,3 +143,20 @@ def test_a_run_whose_lease_was_taken_over_writes_nothing_more(app, workflow, sql
 
     assert sql.execute("SELECT count(*) AS n FROM run_steps WHERE run_id = %s", (row["id"],)).fetchone()["n"] == 0
     assert sql.execute("SELECT status FROM runs WHERE id = %s", (row["id"],)).fetchone()["status"] == "Running"
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_status_member_reaches_the_database_as_its_text(sql, binary):
+    """The engine passes RunStatus members as parameters and in steps' JSON: psycopg sends their text (they are
+    strings), what the CHECK constraints allow, never the member's name (SUCCEEDED)."""
+    with sql.cursor(binary=binary) as cur:
+        row = cur.execute(
+            "SELECT %s::text AS status, %s::text[] AS finished, %s::jsonb AS step",
+            (RunStatus.SUCCEEDED, list(FINISHED_STATUSES), Jsonb({"status": StepStatus.RUNNING})),
+        ).fetchone()
+
+    assert row == {
+        "status": "Succeeded",
+        "finished": ["Succeeded", "Failed", "Cancelled"],
+        "step": {"status": "Running"},
+    }
