@@ -15,7 +15,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 
 from ..api import runs
 from ..api.errors import NotFound
-from ..api.http import decode_cursor, load_query, parse_id, split_page
+from ..api.http import load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 from ..data import db
@@ -59,25 +59,11 @@ def runs_list():
         return redirect(url_for("console.runs", **{key: value for key, value in request.args.items() if value}))
     query = load_query(_query_schema)
     limit = query.get("limit", PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
-    page = {
-        "after_created_at": after_created_at,
-        "after_id": after_id,
-        "row_limit": limit + 1,
-        "text_cut": LIST_TEXT_CUT,
-    }
     status, workflow_id = query.get("status"), query.get("workflow_id")
     with db.connection() as conn:
-        if workflow_id is not None and status is not None:
-            rows = db.many(
-                conn, "list_workflow_runs_by_status_cut_page", workflow_id=workflow_id, status=status, **page
-            )
-        elif workflow_id is not None:
-            rows = db.many(conn, "list_workflow_runs_cut_page", workflow_id=workflow_id, **page)
-        elif status is not None:
-            rows = db.many(conn, "list_runs_by_status_cut_page", status=status, **page)
-        else:
-            rows = db.many(conn, "list_runs_cut_page", **page)
+        rows = runs.page(
+            conn, query.get("cursor"), limit, workflow_id=workflow_id, status=status, text_cut=LIST_TEXT_CUT
+        )
         if workflow_id is not None:
             counted = db.many(
                 conn, "count_workflow_runs_by_status_since", workflow_id=workflow_id, since_s=COUNTS_SINCE_S
@@ -93,7 +79,7 @@ def runs_list():
         "console/runs.html",
         runs=shown,
         next_cursor=next_cursor,
-        first=after_id is None,
+        first="cursor" not in query,
         counts=[(name, counts.get(name, 0)) for name in RUN_STATUSES],
         total=sum(counts.values()),
         statuses=RUN_STATUSES,
