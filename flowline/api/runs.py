@@ -8,7 +8,7 @@ import socket
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from psycopg import Connection
 from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
@@ -325,7 +325,7 @@ def cancel(run_id):
 
 
 @bp.get("/workflows/<workflow_id>/runs")
-def list_runs(workflow_id):
+def list_runs(workflow_id: str) -> Response:
     """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``, of ``schedule_id``, or both.
 
     With ``limit`` (1..200) or ``cursor``, one page: ``{runs, next_cursor}`` (``limit`` defaults to 50 then;
@@ -353,7 +353,7 @@ def list_runs(workflow_id):
 
 
 @bp.get("/runs")
-def list_all_runs():
+def list_all_runs() -> Response:
     """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
     those in ``status``, of ``workflow_id``, of ``schedule_id``, or several; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
     the last page. A workflow_id that names no workflow is a filter nothing matches: an empty page, not a 404.

@@ -10,8 +10,10 @@ a run 2 (``get_run_cut_json``, ``list_run_events_json``), a whole text 1, the qu
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from ..api import runs
 from ..api.errors import NotFound
@@ -42,13 +44,13 @@ QUEUE_COUNT_CAP = 100_000
 _query_schema = AllRunsQuerySchema()
 
 
-def _parse_time(value):
+def _parse_time(value: str | None) -> datetime | None:
     """Return an ISO timestamp from the JSON PostgreSQL built as a datetime (None stays None)."""
     return value and datetime.fromisoformat(value)
 
 
 @bp.get("/runs", endpoint="runs")
-def runs_list():
+def runs_list() -> ResponseReturnValue:
     """The runs of every workflow (or of ``workflow_id``), newest first, optionally in one ``status``, a page of
     ``limit`` (default 25) after ``cursor``; with the counts by status of the runs created in the last 24 hours.
 
@@ -91,7 +93,7 @@ def runs_list():
     )
 
 
-def _load_run(run_id):
+def _load_run(run_id: uuid.UUID) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Return ``(run, steps, events)`` of ``run_id``, long texts cut.
 
     :raise NotFound: unknown run.
@@ -107,7 +109,7 @@ def _load_run(run_id):
 
 
 @bp.get("/runs/<run_id>")
-def run(run_id):
+def run(run_id: str) -> ResponseReturnValue:
     """One run: status, attempts, timings, its timeline, steps (texts cut, each with a link to all of it), events,
     and its Cancel and Re-run forms; while it is Pending or Running the page checks itself and reloads once the
     run changed (``poll_key``: what a change would change).
@@ -142,14 +144,18 @@ def run(run_id):
     )
 
 
-def _part(part):
+def _part(part: str) -> str:
+    """Return ``part`` (input, output or error) once checked.
+
+    :raise NotFound: another part.
+    """
     if part not in _WHAT:
         raise NotFound("No such text: one of " + ", ".join(_WHAT))
     return part
 
 
 @bp.get("/runs/<run_id>/<part>")
-def run_text(run_id, part):
+def run_text(run_id: str, part: str) -> ResponseReturnValue:
     """The whole of a run's input, output or error, as text.
 
     :raise 404: unknown run or part.
@@ -163,7 +169,7 @@ def run_text(run_id, part):
 
 
 @bp.get("/runs/<run_id>/steps/<step_id>/<part>")
-def step_text(run_id, step_id, part):
+def step_text(run_id: str, step_id: str, part: str) -> ResponseReturnValue:
     """The whole of one step's input, output or error, as text.
 
     :raise 404: unknown run, step of that run, or part.
@@ -177,7 +183,7 @@ def step_text(run_id, step_id, part):
 
 
 @bp.post("/runs/<run_id>/cancel")
-def cancel_run(run_id):
+def cancel_run(run_id: str) -> ResponseReturnValue:
     """Cancel the run (a Pending one at once, a Running one at its next node boundary); back to its page.
 
     :raise 404: unknown run.
@@ -192,7 +198,7 @@ def cancel_run(run_id):
 
 
 @bp.post("/runs/<run_id>/rerun")
-def rerun(run_id):
+def rerun(run_id: str) -> ResponseReturnValue:
     """Queue a new run of the run's workflow on its input, under the form's Idempotency-Key (made when the page
     was rendered: sent twice, it queues one run); go to the new run's page.
 
@@ -207,7 +213,7 @@ def rerun(run_id):
 
 
 @bp.get("/queue", endpoint="queue")
-def queue_page():
+def queue_page() -> ResponseReturnValue:
     """The queue and its workers: Pending and Running counts, the oldest claimable run's wait, the workers heard
     from with their heartbeat and the runs they hold, the last hour's failures and runs finished per minute."""
     alive_within_s = current_app.config["RUN_LEASE_SECONDS"]

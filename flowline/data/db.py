@@ -10,11 +10,13 @@ in autocommit mode, so ``connection()`` serves single-statement work (each state
 without the two extra round trips of BEGIN and COMMIT.
 """
 
+from __future__ import annotations
+
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from psycopg import Connection
@@ -23,6 +25,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from ..core.config import connection_kwargs
 from .sql import QUERIES
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
+
+    from ..core.config import Settings
 
 EXTENSION = "flowline.pool"
 
@@ -164,7 +171,7 @@ class Pool(ConnectionPool):
                 self._callers.release()
 
 
-def create_pool(config: Mapping, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
+def create_pool(config: Settings, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
     """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
 
     A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
@@ -229,23 +236,27 @@ def transaction(pool: Pool | None = None) -> Iterator[Connection]:
         yield conn
 
 
-def _execute(conn, query_name, cardinality, params):
+def _execute(conn: Connection, query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor:
+    """Run ``query_name`` with ``params`` on ``conn``; return its cursor.
+
+    :raise TypeError: the query is not of ``cardinality``.
+    """
     query = QUERIES[query_name]
     if query.cardinality != cardinality:
         raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
     return conn.execute(query.text, params)
 
 
-def one(conn: Connection, query_name: str, /, **params) -> dict | None:
+def one(conn: Connection, query_name: str, /, **params: Any) -> dict[str, Any] | None:
     """Run the ``:one`` query ``query_name``; return its row as a dict, or None when it returned no row."""
     return _execute(conn, query_name, ":one", params).fetchone()
 
 
-def many(conn: Connection, query_name: str, /, **params) -> list[dict]:
+def many(conn: Connection, query_name: str, /, **params: Any) -> list[dict[str, Any]]:
     """Run the ``:many`` query ``query_name``; return its rows as a list of dicts."""
     return _execute(conn, query_name, ":many", params).fetchall()
 
 
-def execute(conn: Connection, query_name: str, /, **params) -> int:
+def execute(conn: Connection, query_name: str, /, **params: Any) -> int:
     """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
     return _execute(conn, query_name, ":exec", params).rowcount
