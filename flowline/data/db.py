@@ -83,6 +83,7 @@ class Pool(ConnectionPool):
         self._callers = threading.BoundedSemaphore(self.max_callers) if max_waiting else None
         self.fail_fast_s = fail_fast_s
         # get_stats()'s connections_errors when an attempt last succeeded: more since, and the latest ones failed.
+        # (pop_stats() would reset that counter: nothing in Flowline calls it; metrics read get_stats().)
         self._errors_at_success = 0
         # monotonic() of the latest probe, None before the first; connections lent out.
         self._probed_at: float | None = None
