@@ -54,6 +54,12 @@ rollback: venv
 migrate-status: venv
 	$(LOCAL_PG) $(BIN)/python -m flowline.data.migrations status
 
+## Write schema.sql, the schema after every migration (what a DBA reads), from a throwaway PostgreSQL; commit it
+## with the migration that changed it (tests/tools/test_schema_file.py fails until then).
+.PHONY: schema
+schema: venv
+	DATABASE_URL= PG_DATA_DIR= scripts/with_pg.sh $(BIN)/python -m flowline.data.schema
+
 ## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
 bench: venv
 	$(BIN)/python bench/http_bench.py

@@ -1,5 +1,10 @@
 -- Runs: the runs table (history and queue), run_steps (one row per executed node and attempt) and run_events
 -- (every status transition of a run).
+--
+-- A run as the API lists it is the view run_list (migration 0013, schema.sql): every list of runs and
+-- get_run_json read it, so its columns are written once; `SELECT *` from it is that list, not a table's columns.
+-- Each filter combination of a list has a query of its own, so each plan keeps its index; flowline/api/runs.py
+-- page() is the one place that picks one.
 
 -- name: start_sync_run :one
 -- Creates a Running sync run holding a lease, logs its first event, and returns it with the workflow's nodes in position order (configs as text).
@@ -73,12 +78,10 @@ FROM run;
 SELECT json_build_object(
            'runs', coalesce(
                (SELECT json_agg(r ORDER BY r.created_at DESC, r.id)
-                FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-                             mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-                      FROM runs
-                      WHERE workflow_id = w.id
-                        AND (%(status)s::text IS NULL OR status = %(status)s::text)
-                        AND (%(schedule_id)s::uuid IS NULL OR schedule_id = %(schedule_id)s::uuid)) AS r),
+                FROM run_list AS r
+                WHERE r.workflow_id = w.id
+                  AND (%(status)s::text IS NULL OR r.status = %(status)s::text)
+                  AND (%(schedule_id)s::uuid IS NULL OR r.schedule_id = %(schedule_id)s::uuid)),
                '[]'::json)
        )::text AS body
 FROM workflows AS w
@@ -96,10 +99,8 @@ SELECT json_build_object(
                       WHERE run_id = r.id) AS s),
                '[]'::json)
        )::text AS body
-FROM (SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-             mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-      FROM runs
-      WHERE id = %(run_id)s) AS r;
+FROM run_list AS r
+WHERE r.id = %(run_id)s;
 
 -- name: get_run_outcome :one
 -- Returns a run's status, final output and error message: what a waiting request (Prefer: wait=N) reads when woken; no row for an unknown run.
@@ -108,12 +109,10 @@ FROM runs
 WHERE id = %(run_id)s;
 
 -- name: list_workflow_runs_page :many
--- Lists up to row_limit runs of one workflow (only those in status, unless NULL), newest first, after the keyset cursor (NULL: from the start).
-SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-FROM runs
+-- Lists up to row_limit runs of one workflow, newest first, after the keyset cursor (NULL: from the start); served by runs_workflow_created_idx.
+SELECT *
+FROM run_list
 WHERE workflow_id = %(workflow_id)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
   -- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
   AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
   AND (%(after_created_at)s::timestamptz IS NULL
@@ -124,9 +123,8 @@ LIMIT %(row_limit)s;
 
 -- name: list_runs_page :many
 -- Lists up to row_limit runs of every workflow, newest first, after the keyset cursor (NULL: from the start); served by runs_created_idx.
-SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-FROM runs
+SELECT *
+FROM run_list
 -- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
 WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
   AND (%(after_created_at)s::timestamptz IS NULL
@@ -137,9 +135,8 @@ LIMIT %(row_limit)s;
 
 -- name: list_runs_by_status_page :many
 -- Lists up to row_limit runs of every workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_status_created_idx.
-SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-FROM runs
+SELECT *
+FROM run_list
 WHERE status = %(status)s::text
   AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
   AND (%(after_created_at)s::timestamptz IS NULL
@@ -150,9 +147,8 @@ LIMIT %(row_limit)s;
 
 -- name: list_workflow_runs_by_status_page :many
 -- Lists up to row_limit runs of one workflow in one status, newest first, after the keyset cursor (NULL: from the start); served by runs_workflow_status_created_idx.
-SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-FROM runs
+SELECT *
+FROM run_list
 WHERE workflow_id = %(workflow_id)s
   AND status = %(status)s::text
   AND created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -372,7 +368,7 @@ SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt
        left(r.error_message, %(text_cut)s) AS error_message,
        char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
        octet_length(r.error_message) AS error_message_bytes
-FROM runs AS r
+FROM run_list AS r
 JOIN workflows AS w ON w.id = r.workflow_id
 -- The created_at bound limits the index scan; the next condition skips the rows up to the cursor among ties.
 WHERE r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -392,7 +388,7 @@ SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt
        left(r.error_message, %(text_cut)s) AS error_message,
        char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
        octet_length(r.error_message) AS error_message_bytes
-FROM runs AS r
+FROM run_list AS r
 JOIN workflows AS w ON w.id = r.workflow_id
 WHERE r.status = %(status)s::text
   AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -412,7 +408,7 @@ SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt
        left(r.error_message, %(text_cut)s) AS error_message,
        char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
        octet_length(r.error_message) AS error_message_bytes
-FROM runs AS r
+FROM run_list AS r
 JOIN workflows AS w ON w.id = r.workflow_id
 WHERE r.workflow_id = %(workflow_id)s
   AND r.created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
@@ -432,7 +428,7 @@ SELECT r.id, r.workflow_id, w.name AS workflow_name, r.status, r.mode, r.attempt
        left(r.error_message, %(text_cut)s) AS error_message,
        char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s AS error_message_cut,
        octet_length(r.error_message) AS error_message_bytes
-FROM runs AS r
+FROM run_list AS r
 JOIN workflows AS w ON w.id = r.workflow_id
 WHERE r.workflow_id = %(workflow_id)s
   AND r.status = %(status)s::text
@@ -558,9 +554,8 @@ ORDER BY minute.at;
 
 -- name: list_schedule_runs_page :many
 -- Lists up to row_limit runs of one schedule (only those of workflow_id and in status, unless NULL), newest first, after the keyset cursor (NULL: from the start); served by runs_schedule_created_idx.
-SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
-       mode, attempt, max_attempts, created_at, schedule_id, scheduled_for
-FROM runs
+SELECT *
+FROM run_list
 WHERE schedule_id = %(schedule_id)s::uuid
   AND (%(workflow_id)s::uuid IS NULL OR workflow_id = %(workflow_id)s::uuid)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)

@@ -6,8 +6,10 @@ import json
 import os
 import socket
 import uuid
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
+from psycopg import Connection
 from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 
@@ -325,7 +327,7 @@ def cancel(run_id):
 
 
 @bp.get("/workflows/<workflow_id>/runs")
-def list_runs(workflow_id):
+def list_runs(workflow_id: str) -> Response:
     """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``, of ``schedule_id``, or both.
 
     With ``limit`` (1..200) or ``cursor``, one page: ``{runs, next_cursor}`` (``limit`` defaults to 50 then;
@@ -346,50 +348,88 @@ def list_runs(workflow_id):
             schedule_id=schedule_id,
         )
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
-    page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
     with db.connection() as conn:
-        if schedule_id is not None:
-            rows = db.many(
-                conn, "list_schedule_runs_page", schedule_id=schedule_id, workflow_id=workflow_id, status=status, **page
-            )
-        else:
-            rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=status, **page)
+        rows = page(conn, query.get("cursor"), limit, workflow_id=workflow_id, status=status, schedule_id=schedule_id)
         rows = rows_of_workflow(conn, workflow_id, rows)
     return page_response("runs", rows, limit)
 
 
 @bp.get("/runs")
-def list_all_runs():
+def list_all_runs() -> Response:
     """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
     those in ``status``, of ``workflow_id``, of ``schedule_id``, or several; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
     the last page. A workflow_id that names no workflow is a filter nothing matches: an empty page, not a 404.
-
-    Each combination of filters has its own query, so each plan keeps the index made for it.
 
     :raise 422: an unknown parameter or status, a workflow_id that is not a UUID, a limit out of range, a cursor
         this service did not make.
     """
     query = load_query(_all_runs_query_schema)
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
-    page = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
-    status, workflow_id, schedule_id = query.get("status"), query.get("workflow_id"), query.get("schedule_id")
     with db.connection() as conn:
-        if schedule_id is not None:
-            # A schedule's runs are few beside all runs: its index, with the other filters applied on the way.
-            rows = db.many(
-                conn, "list_schedule_runs_page", schedule_id=schedule_id, workflow_id=workflow_id, status=status, **page
-            )
-        elif workflow_id is not None and status is not None:
-            rows = db.many(conn, "list_workflow_runs_by_status_page", workflow_id=workflow_id, status=status, **page)
-        elif workflow_id is not None:
-            rows = db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, status=None, **page)
-        elif status is not None:
-            rows = db.many(conn, "list_runs_by_status_page", status=status, **page)
-        else:
-            rows = db.many(conn, "list_runs_page", **page)
+        rows = page(
+            conn,
+            query.get("cursor"),
+            limit,
+            workflow_id=query.get("workflow_id"),
+            status=query.get("status"),
+            schedule_id=query.get("schedule_id"),
+        )
     return page_response("runs", rows, limit)
+
+
+def page(
+    conn: Connection,
+    cursor: str | None,
+    limit: int,
+    *,
+    workflow_id: uuid.UUID | None = None,
+    status: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+    text_cut: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return up to ``limit + 1`` runs, newest first, after ``cursor`` (None: from the newest), only those of
+    ``workflow_id``, in ``status`` and of ``schedule_id`` (each None: any); one more than the page tells whether
+    another page follows. Each run is a row of run_list (the API's Run) or, with ``text_cut`` (the console's
+    lists, which filter by workflow and status only), its workflow's name and its output and error cut to
+    ``text_cut`` characters beside their sizes.
+
+    The one place that picks a list query from the filters: each combination has its own, so each plan keeps the
+    index made for it (tests/api/test_runs_list.py and test_console_runs.py EXPLAIN them).
+
+    :raise Unprocessable: a cursor this service did not make.
+    :raise ValueError: ``schedule_id`` with ``text_cut``, a list no page shows.
+    """
+    after_created_at, after_id = decode_cursor(cursor)
+    keyset = {"after_created_at": after_created_at, "after_id": after_id, "row_limit": limit + 1}
+    if schedule_id is not None:
+        if text_cut is not None:
+            raise ValueError("the console's lists do not filter by schedule")
+        # A schedule's runs are few beside all runs: its index, with the other filters applied on the way.
+        return db.many(
+            conn, "list_schedule_runs_page", schedule_id=schedule_id, workflow_id=workflow_id, status=status, **keyset
+        )
+    if workflow_id is not None and status is not None:
+        if text_cut is None:
+            return db.many(conn, "list_workflow_runs_by_status_page", workflow_id=workflow_id, status=status, **keyset)
+        return db.many(
+            conn,
+            "list_workflow_runs_by_status_cut_page",
+            workflow_id=workflow_id,
+            status=status,
+            text_cut=text_cut,
+            **keyset,
+        )
+    if workflow_id is not None:
+        if text_cut is None:
+            return db.many(conn, "list_workflow_runs_page", workflow_id=workflow_id, **keyset)
+        return db.many(conn, "list_workflow_runs_cut_page", workflow_id=workflow_id, text_cut=text_cut, **keyset)
+    if status is not None:
+        if text_cut is None:
+            return db.many(conn, "list_runs_by_status_page", status=status, **keyset)
+        return db.many(conn, "list_runs_by_status_cut_page", status=status, text_cut=text_cut, **keyset)
+    if text_cut is None:
+        return db.many(conn, "list_runs_page", **keyset)
+    return db.many(conn, "list_runs_cut_page", text_cut=text_cut, **keyset)
 
 
 @bp.get("/runs/<run_id>")

@@ -5,13 +5,15 @@ named queries; a shape only a page needs is a named query of its own in the reso
 CSRF tokens exist only here (guard); the JSON API stays bearer-only.
 """
 
+from flask import Flask
+
 from . import guard, runs, workflows  # noqa: F401  (their routes register on the blueprint)
 from .blueprint import NAME, bp
 
 __all__ = ["NAME", "bp", "install"]
 
 
-def install(app):
+def install(app: Flask) -> None:
     """Register the console on ``app``: its blueprint, its session cookie, CSRF and page headers."""
     guard.install(app)
     app.register_blueprint(bp)

@@ -7,11 +7,19 @@ a string a text input (a text area past 200 characters). A field left empty is l
 type's default applies, as an API client leaving the key out gets it.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import fields, validate
 
 from .. import nodes
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import MultiDict
+
+    from ..nodes.base import NodeType
 
 # Extra empty places an ordered choice offers beyond the ones already chosen.
 _SPARE_PLACES = 3
@@ -39,26 +47,30 @@ class FormField:
     errors: list = field(default_factory=list)
 
 
-def _validators(schema_field):
+def _validators(schema_field: fields.Field) -> list[Any]:
+    """Return the validators of ``schema_field`` as a list (marshmallow allows one, a list, or none)."""
     found = schema_field.validate
     return found if isinstance(found, (list, tuple)) else [found] if found else []
 
 
-def _bound(schema_field, kind, attribute):
+def _bound(schema_field: fields.Field, kind: type, attribute: str) -> Any:
+    """Return ``attribute`` of the first validator of type ``kind`` of ``schema_field``, or None."""
     for validator in _validators(schema_field):
         if isinstance(validator, kind):
             return getattr(validator, attribute)
     return None
 
 
-def _default(schema_field):
+def _default(schema_field: fields.Field) -> object:
+    """Return the value ``schema_field`` loads when its key is left out, or None when it has none."""
     default = schema_field.load_default
     if default is fields.missing_:
         return None
     return default() if callable(default) else default
 
 
-def _kind(node_type, name, schema_field):
+def _kind(node_type: NodeType, name: str, schema_field: fields.Field) -> str:
+    """Return the FormField kind of config key ``name`` of ``node_type``."""
     if name in node_type.file_keys:
         return "file"
     if isinstance(schema_field, fields.List):
@@ -69,7 +81,7 @@ def _kind(node_type, name, schema_field):
     return "textarea" if max_length and max_length > _TEXTAREA_PAST else "text"
 
 
-def form_fields(node_type_name, config, errors=None):
+def form_fields(node_type_name: str, config: dict[str, Any], errors: dict[str, Any] | None = None) -> list[FormField]:
     """Return the FormFields of ``node_type_name``'s form showing ``config`` (a stored or submitted config) and
     ``errors`` (the API's 422 messages for ``config``, keyed by field)."""
     node_type = nodes.BY_NAME[node_type_name]
@@ -104,7 +116,7 @@ def form_fields(node_type_name, config, errors=None):
     return result
 
 
-def _shown(value):
+def _shown(value: object) -> str:
     """Return a config value as a form shows it: 3 for 3.0, nothing for None."""
     if value is None:
         return ""
@@ -113,12 +125,12 @@ def _shown(value):
     return str(value)
 
 
-def ignored_keys(node_type_name, config):
+def ignored_keys(node_type_name: str, config: dict[str, Any]) -> list[str]:
     """Return the keys of ``config`` its type does not use (an earlier client's, kept as sent)."""
     return nodes.BY_NAME[node_type_name].ignored_keys(config)
 
 
-def _number(raw, integer):
+def _number(raw: str, integer: bool) -> int | float | str:
     """Return ``raw`` as the JSON number it spells, or ``raw`` itself (the type's schema then says what is wrong)."""
     try:
         return int(raw) if integer else float(raw)
@@ -130,7 +142,9 @@ def _number(raw, integer):
         return int(as_float) if integer and as_float.is_integer() else as_float
 
 
-def config_from_form(node_type_name, form, stored=None):
+def config_from_form(
+    node_type_name: str, form: MultiDict[str, str], stored: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Return the config a submitted node form describes: its fields (empty ones left out, so defaults apply) and
     the keys of ``stored`` (the node's config before the edit) that the type does not use, kept as they were."""
     node_type = nodes.BY_NAME[node_type_name]

@@ -6,12 +6,15 @@ It holds the SHA-256 of the token signed in with and the sign-in time, never the
 the digest is still one of API_TOKENS' and that the sign-in is under SESSION_MAX_AGE_S old.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 from urllib.parse import urlsplit
 
-from flask import current_app, redirect, render_template, request, session, url_for
+from flask import Flask, Response, current_app, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -37,11 +40,12 @@ csrf = CSRFProtect()
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, its cookie Secure exactly when the request came over HTTPS."""
 
-    def get_cookie_secure(self, app):
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Return whether the session cookie is Secure: when this request came over HTTPS."""
         return request.is_secure
 
 
-def install(app):
+def install(app: Flask) -> None:
     """Configure the session cookie and CSRF for the console (the JSON API's views are never CSRF-checked)."""
     app.session_interface = ConsoleSessionInterface()
     app.config.update(
@@ -57,11 +61,12 @@ def install(app):
     csrf.init_app(app)
 
 
-def _digests():
+def _digests() -> tuple[bytes, ...]:
+    """Return the SHA-256 digests of API_TOKENS, what a signed-in session's token is compared with."""
     return tuple(auth.token_digest(token) for token in settings_of(current_app).api_tokens)
 
 
-def _signed_in():
+def _signed_in() -> bool:
     """Return whether this session signed in with a token that is still among API_TOKENS, under 12 hours ago."""
     digest, signed_in_at = session.get("token_sha256"), session.get("signed_in_at")
     if not isinstance(digest, str) or not isinstance(signed_in_at, int):
@@ -75,12 +80,18 @@ def _signed_in():
     return auth.digest_matches(presented, _digests())
 
 
-def auth_required():
+def auth_required() -> bool:
+    """Return whether the console needs a sign-in: API_TOKENS is set."""
     return bool(settings_of(current_app).api_tokens)
 
 
 @bp.before_request
-def guard():
+def guard() -> ResponseReturnValue | None:
+    """Check every console request: 503 without SECRET_KEY, CSRF on every POST, the sign-in when API_TOKENS is
+    set (else a redirect to it); return None to let the view answer.
+
+    :raise RequestEntityTooLarge: a Try it form larger than an upload may be.
+    """
     if not current_app.secret_key:
         return render_template("console/unavailable.html"), 503
     if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -95,7 +106,8 @@ def guard():
 
 
 @bp.after_request
-def page_headers(response):
+def page_headers(response: Response) -> Response:
+    """Return ``response`` with the console's CSP and safety headers (and no caching of HTML)."""
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
@@ -105,13 +117,14 @@ def page_headers(response):
 
 
 @bp.errorhandler(CSRFError)
-def csrf_refused(exc):
+def csrf_refused(exc: CSRFError) -> ResponseReturnValue:
+    """Answer a form whose CSRF token is missing or stale: 400 with a page saying to reload."""
     log.info("console form refused: %s", exc.description)
     message = "This form was not sent from this console page, or its page is too old. Reload the page and try again."
     return render_template("console/error.html", title="Form refused", message=message), 400
 
 
-def _local_next(target):
+def _local_next(target: str | None) -> str:
     """Return ``target`` when it is a path on the console (no scheme, no host), else the console's home."""
     parts = urlsplit(target or "")
     if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
@@ -120,7 +133,9 @@ def _local_next(target):
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
-def sign_in():
+def sign_in() -> ResponseReturnValue:
+    """The sign-in page, and its form: an API token starts a 12-hour session (401 for a wrong token); without
+    API_TOKENS, a redirect to the console's home."""
     if not auth_required():
         return redirect(url_for("console.workflows"))
     error = None
@@ -140,13 +155,15 @@ def sign_in():
 
 
 @bp.post("/sign-out")
-def sign_out():
+def sign_out() -> ResponseReturnValue:
+    """End the session; redirect to the sign-in page."""
     session.clear()
     return redirect(url_for("console.sign_in"))
 
 
 @bp.app_context_processor
-def console_context():
+def console_context() -> dict[str, object]:
+    """Return what every console template may read: whether signed in, and the default LLM model."""
     if request.blueprint != bp.name:
         return {}
     return {
@@ -156,14 +173,16 @@ def console_context():
 
 
 @bp.errorhandler(ApiError)
-def api_error(exc):
+def api_error(exc: ApiError) -> ResponseReturnValue:
+    """Answer an API error raised by an operation a page called as an HTML page, with its status."""
     return render_template(
         "console/error.html", title=_TITLES.get(exc.status, "Refused"), message=exc.detail
     ), exc.status
 
 
 @bp.errorhandler(RequestEntityTooLarge)
-def too_large(exc):
+def too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
+    """Answer an upload over MAX_UPLOAD_MB: 413 with a page naming the limit."""
     limit = settings_of(current_app).max_upload_mb
     message = f"The upload is larger than {limit} MB, the most this server accepts (MAX_UPLOAD_MB); nothing was stored."
     return render_template("console/error.html", title="Too large", message=message), 413

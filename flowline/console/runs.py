@@ -10,12 +10,14 @@ a run 2 (``get_run_cut_json``, ``list_run_events_json``), a whole text 1, the qu
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from ..api import runs
 from ..api.errors import NotFound
-from ..api.http import decode_cursor, load_query, parse_id, split_page
+from ..api.http import load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
 from ..core.config import settings_of
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES, RunStatus
@@ -43,13 +45,13 @@ QUEUE_COUNT_CAP = 100_000
 _query_schema = AllRunsQuerySchema()
 
 
-def _parse_time(value):
+def _parse_time(value: str | None) -> datetime | None:
     """Return an ISO timestamp from the JSON PostgreSQL built as a datetime (None stays None)."""
     return value and datetime.fromisoformat(value)
 
 
 @bp.get("/runs", endpoint="runs")
-def runs_list():
+def runs_list() -> ResponseReturnValue:
     """The runs of every workflow (or of ``workflow_id``), newest first, optionally in one ``status``, a page of
     ``limit`` (default 25) after ``cursor``; with the counts by status of the runs created in the last 24 hours.
 
@@ -60,25 +62,11 @@ def runs_list():
         return redirect(url_for("console.runs", **{key: value for key, value in request.args.items() if value}))
     query = load_query(_query_schema)
     limit = query.get("limit", PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
-    page = {
-        "after_created_at": after_created_at,
-        "after_id": after_id,
-        "row_limit": limit + 1,
-        "text_cut": LIST_TEXT_CUT,
-    }
     status, workflow_id = query.get("status"), query.get("workflow_id")
     with db.connection() as conn:
-        if workflow_id is not None and status is not None:
-            rows = db.many(
-                conn, "list_workflow_runs_by_status_cut_page", workflow_id=workflow_id, status=status, **page
-            )
-        elif workflow_id is not None:
-            rows = db.many(conn, "list_workflow_runs_cut_page", workflow_id=workflow_id, **page)
-        elif status is not None:
-            rows = db.many(conn, "list_runs_by_status_cut_page", status=status, **page)
-        else:
-            rows = db.many(conn, "list_runs_cut_page", **page)
+        rows = runs.page(
+            conn, query.get("cursor"), limit, workflow_id=workflow_id, status=status, text_cut=LIST_TEXT_CUT
+        )
         if workflow_id is not None:
             counted = db.many(
                 conn, "count_workflow_runs_by_status_since", workflow_id=workflow_id, since_s=COUNTS_SINCE_S
@@ -94,7 +82,7 @@ def runs_list():
         "console/runs.html",
         runs=shown,
         next_cursor=next_cursor,
-        first=after_id is None,
+        first="cursor" not in query,
         counts=[(name, counts.get(name, 0)) for name in RUN_STATUSES],
         total=sum(counts.values()),
         statuses=RUN_STATUSES,
@@ -106,7 +94,7 @@ def runs_list():
     )
 
 
-def _load_run(run_id):
+def _load_run(run_id: uuid.UUID) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Return ``(run, steps, events)`` of ``run_id``, long texts cut.
 
     :raise NotFound: unknown run.
@@ -122,7 +110,7 @@ def _load_run(run_id):
 
 
 @bp.get("/runs/<run_id>")
-def run(run_id):
+def run(run_id: str) -> ResponseReturnValue:
     """One run: status, attempts, timings, its timeline, steps (texts cut, each with a link to all of it), events,
     and its Cancel and Re-run forms; while it is Pending or Running the page checks itself and reloads once the
     run changed (``poll_key``: what a change would change).
@@ -157,14 +145,18 @@ def run(run_id):
     )
 
 
-def _part(part):
+def _part(part: str) -> str:
+    """Return ``part`` (input, output or error) once checked.
+
+    :raise NotFound: another part.
+    """
     if part not in _WHAT:
         raise NotFound("No such text: one of " + ", ".join(_WHAT))
     return part
 
 
 @bp.get("/runs/<run_id>/<part>")
-def run_text(run_id, part):
+def run_text(run_id: str, part: str) -> ResponseReturnValue:
     """The whole of a run's input, output or error, as text.
 
     :raise 404: unknown run or part.
@@ -178,7 +170,7 @@ def run_text(run_id, part):
 
 
 @bp.get("/runs/<run_id>/steps/<step_id>/<part>")
-def step_text(run_id, step_id, part):
+def step_text(run_id: str, step_id: str, part: str) -> ResponseReturnValue:
     """The whole of one step's input, output or error, as text.
 
     :raise 404: unknown run, step of that run, or part.
@@ -192,7 +184,7 @@ def step_text(run_id, step_id, part):
 
 
 @bp.post("/runs/<run_id>/cancel")
-def cancel_run(run_id):
+def cancel_run(run_id: str) -> ResponseReturnValue:
     """Cancel the run (a Pending one at once, a Running one at its next node boundary); back to its page.
 
     :raise 404: unknown run.
@@ -207,7 +199,7 @@ def cancel_run(run_id):
 
 
 @bp.post("/runs/<run_id>/rerun")
-def rerun(run_id):
+def rerun(run_id: str) -> ResponseReturnValue:
     """Queue a new run of the run's workflow on its input, under the form's Idempotency-Key (made when the page
     was rendered: sent twice, it queues one run); go to the new run's page.
 
@@ -222,7 +214,7 @@ def rerun(run_id):
 
 
 @bp.get("/queue", endpoint="queue")
-def queue_page():
+def queue_page() -> ResponseReturnValue:
     """The queue and its workers: Pending and Running counts, the oldest claimable run's wait, the workers heard
     from with their heartbeat and the runs they hold, the last hour's failures and runs finished per minute."""
     alive_within_s = settings_of(current_app).run_lease_seconds

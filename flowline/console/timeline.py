@@ -2,7 +2,9 @@
 ``_minute_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
 (the Content-Security-Policy forbids inline styles) and every mark carrying its words (a label, a ``<title>``)."""
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from ..core.statuses import FINISHED_STATUSES, RunStatus
 
@@ -19,7 +21,7 @@ LABEL_W, CHART_W, STATUS_W = 190, 520, 170
 ROW_H, BAR_H, AXIS_H = 24, 14, 28
 
 
-def duration(delta):
+def duration(delta: timedelta) -> str:
     """Return ``delta`` (a timedelta) as a short text: 0.4 ms, 12 ms, 3.4 s, 5.0 min."""
     ms = delta.total_seconds() * 1000
     if ms < 10:
@@ -31,7 +33,7 @@ def duration(delta):
     return f"{ms / 60_000:.1f} min"
 
 
-def build(start, end, steps, now):
+def build(start: datetime, end: datetime, steps: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
     """Return the timeline (for a run with steps) of a run that started at ``start`` (its creation when it has not) and ended at ``end``
     (now when it has not): one row per attempt heading and one per step (``steps`` in attempt, position order,
     their times as datetimes or None), each step a bar from its start to its end (now while it runs) on a time
@@ -41,7 +43,8 @@ def build(start, end, steps, now):
     t0, t1 = min(times), max(times)
     span = max((t1 - t0).total_seconds(), 0.001)
 
-    def x(at):
+    def x(at: datetime) -> float:
+        """Return the horizontal position of time ``at`` on the axis."""
         return round(LABEL_W + CHART_W * (at - t0).total_seconds() / span, 2)
 
     rows, attempt = [], None
@@ -90,7 +93,7 @@ def build(start, end, steps, now):
 CHART_H, BAR_W, GAP = 80, 10, 2
 
 
-def minute_chart(minutes):
+def minute_chart(minutes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Return the bars of the runs finished per minute (``minutes``: rows of ``at``, ``succeeded``, ``failed``,
     ``cancelled``, oldest first): one stacked bar per minute, scaled to the busiest minute, each with its words."""
     busiest = max((m["succeeded"] + m["failed"] + m["cancelled"] for m in minutes), default=0)

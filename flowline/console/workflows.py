@@ -4,8 +4,10 @@ messages, shown beside the fields they are about."""
 
 import json
 import uuid
+from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from .. import nodes as node_types
@@ -30,7 +32,7 @@ STALE = (
 )
 
 
-def _versions(form_value):
+def _versions(form_value: str | None) -> list[int]:
     """Return the If-Match versions a form's hidden ``version`` carries, as the API's If-Match would."""
     try:
         return [int(form_value)]
@@ -38,7 +40,11 @@ def _versions(form_value):
         return []
 
 
-def _load_workflow(workflow_id):
+def _load_workflow(workflow_id: uuid.UUID) -> dict[str, Any]:
+    """Return the workflow with its nodes, as GET /workflows/{id} answers it.
+
+    :raise NotFound: unknown workflow.
+    """
     with db.connection() as conn:
         row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
     if row is None:
@@ -46,26 +52,32 @@ def _load_workflow(workflow_id):
     return json.loads(row["body"])
 
 
-def _recent_files():
+def _recent_files() -> list[dict[str, Any]]:
+    """Return the newest uploaded files (up to FILE_CHOICES), what the file pickers offer."""
     with db.connection() as conn:
         return db.many(conn, "list_recent_files", row_limit=FILE_CHOICES)
 
 
-def _schedules(workflow_id):
+def _schedules(workflow_id: uuid.UUID) -> list[dict[str, Any]]:
     """The workflow's schedules, each with its next fire times and its latest run's status: one query."""
     with db.connection() as conn:
         rows = db.many(conn, "list_workflow_schedules_with_last_run", workflow_id=workflow_id)
     return [{**row, "next_fire_times": schedules.next_fire_times(row)} for row in rows]
 
 
-def _name_errors(name):
+def _name_errors(name: str) -> tuple[list[str] | None, str | None]:
+    """Return ``(errors, None)`` for a workflow name the API refuses, else ``(None, the name as loaded)``."""
     try:
         return None, _name_schema.load({"name": name})["name"]
     except ValidationError as exc:
         return exc.messages.get("name", ["Invalid name."]), None
 
 
-def _workflows_list(cursor, status=200, **extra):
+def _workflows_list(cursor: str | None, status: int = 200, **extra: object) -> tuple[str, int]:
+    """Return the workflows page after ``cursor`` with ``status``, ``extra`` passed to its template.
+
+    :raise Unprocessable: a cursor this service did not make.
+    """
     page, next_cursor = split_page(workflows.page(cursor, PAGE_SIZE), PAGE_SIZE)
     return render_template(
         "console/workflows.html", workflows=page, next_cursor=next_cursor, first=cursor is None, **extra
@@ -73,12 +85,14 @@ def _workflows_list(cursor, status=200, **extra):
 
 
 @bp.get("/", endpoint="workflows")
-def workflow_list():
+def workflow_list() -> ResponseReturnValue:
+    """The console's home: the workflows, newest first, a page after ``cursor``, and the create form."""
     return _workflows_list(request.args.get("cursor"))
 
 
 @bp.post("/workflows")
-def create_workflow():
+def create_workflow() -> ResponseReturnValue:
+    """Create a workflow from the form's name; go to its page (422: the list with the name's errors)."""
     errors, name = _name_errors(request.form.get("name", ""))
     if errors:
         return _workflows_list(None, 422, name_errors=errors, name_value=request.form.get("name", ""))
@@ -87,7 +101,11 @@ def create_workflow():
     return redirect(url_for("console.workflow", workflow_id=json.loads(row["body"])["id"]))
 
 
-def _workflow_page(workflow_id, status=200, **extra):
+def _workflow_page(workflow_id: uuid.UUID, status: int = 200, **extra: object) -> tuple[str, int]:
+    """Return a workflow's page (nodes, schedules, Try it) with ``status``, ``extra`` passed to its template.
+
+    :raise NotFound: unknown workflow.
+    """
     workflow = _load_workflow(workflow_id)
     context = {
         "workflow": workflow,
@@ -103,12 +121,20 @@ def _workflow_page(workflow_id, status=200, **extra):
 
 
 @bp.get("/workflows/<workflow_id>")
-def workflow(workflow_id):
+def workflow(workflow_id: str) -> ResponseReturnValue:
+    """One workflow's page.
+
+    :raise 404: unknown workflow.
+    """
     return _workflow_page(parse_id(workflow_id, "Workflow"))[0]
 
 
 @bp.post("/workflows/<workflow_id>/rename")
-def rename_workflow(workflow_id):
+def rename_workflow(workflow_id: str) -> ResponseReturnValue:
+    """Rename the workflow (if unchanged since its page was loaded: else 409 with the page); back to its page.
+
+    :raise 404: unknown workflow.
+    """
     workflow_id = parse_id(workflow_id, "Workflow")
     errors, name = _name_errors(request.form.get("name", ""))
     if errors:
@@ -122,7 +148,11 @@ def rename_workflow(workflow_id):
 
 
 @bp.route("/workflows/<workflow_id>/delete", methods=["GET", "POST"])
-def delete_workflow(workflow_id):
+def delete_workflow(workflow_id: str) -> ResponseReturnValue:
+    """GET: the confirmation page; POST: delete the workflow and its runs (409 when changed since), then home.
+
+    :raise 404: unknown workflow.
+    """
     workflow_id = parse_id(workflow_id, "Workflow")
     workflow = _load_workflow(workflow_id)
     if request.method == "GET":
@@ -135,13 +165,27 @@ def delete_workflow(workflow_id):
     return redirect(url_for("console.workflows"))
 
 
-def _node_type(name):
+def _node_type(name: str) -> str:
+    """Return ``name``, a node type's.
+
+    :raise ApiError: an unknown node type.
+    """
     if name not in node_types.BY_NAME:
         raise ApiError(f"Unknown node type {name!r}: one of {', '.join(node_types.NAMES)}.")
     return name
 
 
-def _node_form(workflow, node_type, config, *, node=None, errors=None, stale=None, status=200):
+def _node_form(
+    workflow: dict[str, Any],
+    node_type: str,
+    config: dict[str, Any],
+    *,
+    node: dict[str, Any] | None = None,
+    errors: dict[str, Any] | None = None,
+    stale: str | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    """Return the form of a node of ``node_type`` (a new one, or ``node``) showing ``config`` and ``errors``, with ``status``."""
     return render_template(
         "console/node_form.html",
         workflow=workflow,
@@ -156,13 +200,22 @@ def _node_form(workflow, node_type, config, *, node=None, errors=None, stale=Non
 
 
 @bp.get("/workflows/<workflow_id>/nodes/new")
-def new_node(workflow_id):
+def new_node(workflow_id: str) -> ResponseReturnValue:
+    """The form of a new node of the type ``type``.
+
+    :raise 404: unknown workflow.
+    :raise 400: an unknown node type.
+    """
     workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
     return _node_form(workflow, _node_type(request.args.get("type", "")), {})
 
 
 @bp.post("/workflows/<workflow_id>/nodes")
-def add_node(workflow_id):
+def add_node(workflow_id: str) -> ResponseReturnValue:
+    """Add the form's node at the end (422: the form with the API's errors; 409: changed since); back to the workflow.
+
+    :raise 404: unknown workflow.
+    """
     workflow_id = parse_id(workflow_id, "Workflow")
     node_type = _node_type(request.form.get("node_type", ""))
     config = forms.config_from_form(node_type, request.form)
@@ -178,7 +231,11 @@ def add_node(workflow_id):
     return redirect(url_for("console.workflow", workflow_id=workflow_id))
 
 
-def _find_node(workflow, node_id):
+def _find_node(workflow: dict[str, Any], node_id: uuid.UUID) -> dict[str, Any]:
+    """Return the node ``node_id`` of ``workflow``.
+
+    :raise NotFound: the workflow has no such node.
+    """
     for node in workflow["nodes"]:
         if node["id"] == str(node_id):
             return node
@@ -186,14 +243,22 @@ def _find_node(workflow, node_id):
 
 
 @bp.get("/workflows/<workflow_id>/nodes/<node_id>/edit")
-def edit_node(workflow_id, node_id):
+def edit_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
+    """The form of a node, showing its config.
+
+    :raise 404: unknown workflow or node.
+    """
     workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
     node = _find_node(workflow, parse_id(node_id, "Node"))
     return _node_form(workflow, node["node_type"], node["config"], node=node)
 
 
 @bp.post("/workflows/<workflow_id>/nodes/<node_id>/edit")
-def change_node(workflow_id, node_id):
+def change_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
+    """Save the form's config of a node (422: the form with the API's errors; 409: changed since); back to the workflow.
+
+    :raise 404: unknown workflow or node.
+    """
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     workflow = _load_workflow(workflow_id)
     node = _find_node(workflow, node_id)
@@ -210,7 +275,11 @@ def change_node(workflow_id, node_id):
 
 
 @bp.post("/workflows/<workflow_id>/nodes/<node_id>/move")
-def move_node(workflow_id, node_id):
+def move_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
+    """Move a node one place up or down (409: changed since); back to the workflow's nodes.
+
+    :raise 404: unknown workflow or node.
+    """
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     workflow = _load_workflow(workflow_id)
     order = [node["id"] for node in workflow["nodes"]]
@@ -226,7 +295,11 @@ def move_node(workflow_id, node_id):
 
 
 @bp.route("/workflows/<workflow_id>/nodes/<node_id>/delete", methods=["GET", "POST"])
-def delete_node(workflow_id, node_id):
+def delete_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
+    """GET: the confirmation page; POST: delete the node (409: changed since), back to the workflow's nodes.
+
+    :raise 404: unknown workflow or node.
+    """
     workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     workflow = _load_workflow(workflow_id)
     node = _find_node(workflow, node_id)
@@ -240,7 +313,7 @@ def delete_node(workflow_id, node_id):
     return redirect(url_for("console.workflow", workflow_id=workflow_id, _anchor="nodes"))
 
 
-def _run_input():
+def _run_input() -> tuple[str, uuid.UUID | None]:
     """Return ``(input_text, file_id)`` of a submitted "Try it" form, storing its uploaded PDF first (if any).
 
     :raise ApiError: what the API would answer for this input (with ``field`` saying where it belongs).
@@ -261,7 +334,12 @@ def _run_input():
 
 
 @bp.post("/workflows/<workflow_id>/try")
-def try_workflow(workflow_id):
+def try_workflow(workflow_id: str) -> ResponseReturnValue:
+    """Try the workflow on the form's input: run it now and show the outcome on its page, or queue it and go to
+    the run's page (the page with the API's refusal when the input is refused).
+
+    :raise 404: unknown workflow.
+    """
     workflow_id = parse_id(workflow_id, "Workflow")
     try:
         input_text, file_id = _run_input()

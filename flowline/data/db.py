@@ -10,10 +10,13 @@ in autocommit mode, so ``connection()`` serves single-statement work (each state
 without the two extra round trips of BEGIN and COMMIT.
 """
 
+from __future__ import annotations
+
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from time import monotonic
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from psycopg import Connection
@@ -22,6 +25,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from ..core.config import Settings, connection_kwargs
 from .sql import QUERIES
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
+
+    from ..core.config import Settings
 
 EXTENSION = "flowline.pool"
 
@@ -42,6 +50,11 @@ class DatabaseDown(PoolTimeout):
     """The pool's last connection attempt failed and it has no connection open: refused without waiting."""
 
 
+# The psycopg-pool release Pool was checked against: _probe reaches into it (see Pool), and
+# tests/unit/test_pool_version.py fails, naming what to re-check, when the installed one differs.
+PSYCOPG_POOL_CHECKED = "3.3.3"
+
+
 class Pool(ConnectionPool):
     """A ConnectionPool that fails fast while the database is known to be down, and whose callers, holding or
     waiting for a connection, are at most ``max_size + max_waiting``: one more gets TooManyRequests at once instead
@@ -51,38 +64,46 @@ class Pool(ConnectionPool):
     frees up, so while the database is down a few timeouts fill it for good, every request is refused before it
     can ask the pool to reconnect, and the service never comes back (seen with psycopg_pool 3.3.3).
 
-    Failing fast (``fail_fast_s`` > 0): once a connection attempt failed, while no connection is idle in the pool
-    or lent out, ``getconn`` raises DatabaseDown at once, except that every ``fail_fast_s`` one caller tries to
-    connect itself (a probe, bounded by the pool timeout): its connection joins the pool and the caller is served,
-    or it fails and the caller gets DatabaseDown. With a connection open the database was reached, so a failed
-    attempt then means a full server (max_connections), not one down: callers wait as usual. The probe counts its
-    connection as the pool's own do (psycopg_pool 3.3.3's ``_nconns`` under ``_lock``, then ``_add_to_pool``).
+    Failing fast (``fail_fast_s`` > 0): once a connection attempt failed (``get_stats()``'s ``connections_errors``
+    grew since one last succeeded, which the ``configure`` callback notes), while no connection is idle in the
+    pool or lent out, ``getconn`` raises DatabaseDown at once, except that every ``fail_fast_s`` one caller tries
+    to connect itself (a probe, bounded by the pool timeout): its connection joins the pool and the caller is
+    served, or it fails and the caller gets DatabaseDown. With a connection open the database was reached, so a
+    failed attempt then means a full server (max_connections), not one down: callers wait as usual.
+
+    All of it is psycopg_pool's public API (``get_stats``, ``configure``, ``getconn``/``putconn``) but the probe:
+    psycopg_pool has no public way to add a connection to a pool now, so it counts and adds its connection as
+    the pool's own growth does, with ``_lock``, ``_nconns``, ``_connect`` and ``_add_to_pool``
+    (PSYCOPG_POOL_CHECKED).
     """
 
-    def __init__(self, *args, max_waiting=0, fail_fast_s=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, max_waiting: int = 0, fail_fast_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, configure=self._connected, **kwargs)
         self.max_callers = self.max_size + max_waiting if max_waiting else None
         self._callers = threading.BoundedSemaphore(self.max_callers) if max_waiting else None
         self.fail_fast_s = fail_fast_s
-        # monotonic() of the latest failed connection attempt, None once one succeeds; connections lent out.
-        self._connect_failed_at = None
+        # get_stats()'s connections_errors when an attempt last succeeded: more since, and the latest ones failed.
+        # (pop_stats() would reset that counter: nothing in Flowline calls it; metrics read get_stats().)
+        self._errors_at_success = 0
+        # monotonic() of the latest probe, None before the first; connections lent out.
+        self._probed_at: float | None = None
         self._lent = 0
         self._lent_lock = threading.Lock()
         self._probing = threading.Lock()
 
-    def _connect(self, timeout=None):
-        try:
-            conn = super()._connect(timeout)
-        except Exception:
-            self._connect_failed_at = monotonic()
-            raise
-        self._connect_failed_at = None
-        return conn
+    def _connected(self, conn: Connection) -> None:
+        """The ``configure`` callback: note that a connection attempt (the pool's or a probe's) succeeded."""
+        self._errors_at_success = self.get_stats().get("connections_errors", 0)
 
-    def _known_down(self):
-        return self.fail_fast_s > 0 and self._connect_failed_at is not None and not self._pool and not self._lent
+    def _known_down(self) -> bool:
+        """Return whether the latest connection attempts failed while no connection is idle or lent out."""
+        if self.fail_fast_s <= 0:
+            return False
+        stats = self.get_stats()
+        failed = stats.get("connections_errors", 0) > self._errors_at_success
+        return failed and not stats["pool_available"] and not self._lent
 
-    def _probe(self):
+    def _probe(self) -> None:
         """Connect now, the pool's way, and add the connection to the pool, counted as one of its own.
 
         Counted even when the pool's own attempts (waiting out their backoff) already fill ``max_size``: when they
@@ -101,19 +122,30 @@ class Pool(ConnectionPool):
             raise DatabaseDown(f"the pool {self.name!r} could not connect to the database") from None
         self._add_to_pool(conn)
 
-    def _fail_fast(self):
-        """Raise DatabaseDown while the database is known to be down, but let one probe through per window."""
+    def _fail_fast(self) -> None:
+        """Raise DatabaseDown while the database is known to be down, but let one probe through per window.
+
+        :raise DatabaseDown: the database is known to be down, and this caller's probe failed or was not its turn.
+        """
         if not self._known_down():
             return
-        if monotonic() - self._connect_failed_at < self.fail_fast_s or not self._probing.acquire(blocking=False):
+        recently = self._probed_at is not None and monotonic() - self._probed_at < self.fail_fast_s
+        if recently or not self._probing.acquire(blocking=False):
             raise DatabaseDown(f"the pool {self.name!r} failed to connect less than {self.fail_fast_s} s ago")
         try:
             if self._known_down():
+                self._probed_at = monotonic()
                 self._probe()
         finally:
             self._probing.release()
 
-    def getconn(self, timeout=None):
+    def getconn(self, timeout: float | None = None) -> Connection:
+        """Return a connection, as ConnectionPool.getconn does, once the fail-fast and caller bounds let it.
+
+        :raise DatabaseDown: the database is known to be down (see Pool).
+        :raise TooManyRequests: ``max_size + max_waiting`` callers already hold or wait for a connection.
+        :raise PoolTimeout: no connection within ``timeout`` (default: the pool's).
+        """
         self._fail_fast()
         if self._callers is not None and not self._callers.acquire(blocking=False):
             raise TooManyRequests(
@@ -129,7 +161,8 @@ class Pool(ConnectionPool):
             self._lent += 1
         return conn
 
-    def putconn(self, conn):
+    def putconn(self, conn: Connection) -> None:
+        """Give back a connection getconn lent, as ConnectionPool.putconn does, freeing its caller's place."""
         with self._lent_lock:
             self._lent -= 1
         try:
@@ -204,23 +237,27 @@ def transaction(pool: Pool | None = None) -> Iterator[Connection]:
         yield conn
 
 
-def _execute(conn, query_name, cardinality, params):
+def _execute(conn: Connection, query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor:
+    """Run ``query_name`` with ``params`` on ``conn``; return its cursor.
+
+    :raise TypeError: the query is not of ``cardinality``.
+    """
     query = QUERIES[query_name]
     if query.cardinality != cardinality:
         raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
     return conn.execute(query.text, params)
 
 
-def one(conn: Connection, query_name: str, /, **params) -> dict | None:
+def one(conn: Connection, query_name: str, /, **params: Any) -> dict[str, Any] | None:
     """Run the ``:one`` query ``query_name``; return its row as a dict, or None when it returned no row."""
     return _execute(conn, query_name, ":one", params).fetchone()
 
 
-def many(conn: Connection, query_name: str, /, **params) -> list[dict]:
+def many(conn: Connection, query_name: str, /, **params: Any) -> list[dict[str, Any]]:
     """Run the ``:many`` query ``query_name``; return its rows as a list of dicts."""
     return _execute(conn, query_name, ":many", params).fetchall()
 
 
-def execute(conn: Connection, query_name: str, /, **params) -> int:
+def execute(conn: Connection, query_name: str, /, **params: Any) -> int:
     """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
     return _execute(conn, query_name, ":exec", params).rowcount

@@ -4,21 +4,27 @@ yoyo needs ``postgresql+psycopg://`` (plain ``postgresql://`` means psycopg2 to 
 stays a plain libpq URL and is converted here, for yoyo only.
 """
 
+from __future__ import annotations
+
 import argparse
 import functools
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from ..core.config import mask_url
 from . import db
 
+if TYPE_CHECKING:
+    from yoyo.backends import DatabaseBackend
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def yoyo_url(database_url):
+def yoyo_url(database_url: str) -> str:
     """Return ``database_url`` in the form yoyo's psycopg 3 backend accepts."""
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
@@ -26,20 +32,20 @@ def yoyo_url(database_url):
     raise ValueError("DATABASE_URL must start with postgresql:// or postgres://")
 
 
-def migration_ids():
+def migration_ids() -> list[str]:
     """Return the ids of the migrations on disk, in apply order."""
     return list(_migration_ids_on_disk())
 
 
 @functools.lru_cache(maxsize=1)
-def _migration_ids_on_disk():
+def _migration_ids_on_disk() -> tuple[str, ...]:
     # Read once per process: /readyz asks on every probe, and the files only change with a deploy (a restart).
     from yoyo import read_migrations
 
     return tuple(m.id for m in read_migrations(str(MIGRATIONS_DIR)))
 
 
-def pending(conn):
+def pending(conn: psycopg.Connection) -> list[str]:
     """Return the ids of migrations on disk not yet applied, reading yoyo's table without its lock.
 
     Runs in its own transaction on ``conn`` so a missing table (nothing applied yet) leaves ``conn`` usable.
@@ -52,13 +58,13 @@ def pending(conn):
     return [m for m in migration_ids() if m not in applied]
 
 
-def _backend(database_url):
+def _backend(database_url: str) -> DatabaseBackend:
     from yoyo import get_backend
 
     return get_backend(yoyo_url(database_url))
 
 
-def apply(database_url):
+def apply(database_url: str) -> list[str]:
     """Apply every pending migration; return the ids applied."""
     from yoyo import read_migrations
 
@@ -68,7 +74,7 @@ def apply(database_url):
     return [m.id for m in todo]
 
 
-def rollback(database_url, migration_id=None, everything=False):
+def rollback(database_url: str, migration_id: str | None = None, everything: bool = False) -> list[str]:
     """Roll back the newest applied migration, or ``migration_id`` and those after it, or ``everything``."""
     from yoyo import read_migrations
 
@@ -85,7 +91,11 @@ def rollback(database_url, migration_id=None, everything=False):
     return [m.id for m in todo]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line (apply, rollback, status) on DATABASE_URL; return the exit status 0.
+
+    :raise SystemExit: DATABASE_URL is not set, or an unknown migration to roll back to.
+    """
     parser = argparse.ArgumentParser(prog="python -m flowline.data.migrations", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("apply", help="apply every pending migration")

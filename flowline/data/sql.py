@@ -35,7 +35,7 @@ class Query:
     source: str
 
 
-def parse(text, source):
+def parse(text: str, source: str) -> list[Query]:
     """Return the queries in one file's ``text`` (named ``source`` in errors), in file order.
 
     :raise SQLFileError: on a malformed header, a missing description or an empty body.
@@ -64,7 +64,7 @@ def parse(text, source):
     return queries
 
 
-def load(directory=SQL_DIR):
+def load(directory: Path | str = SQL_DIR) -> dict[str, Query]:
     """Return every query in ``directory/*.sql`` as a dict keyed by name.
 
     :raise SQLFileError: on a malformed file, or a name defined twice (in one file or across files).
