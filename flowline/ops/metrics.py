@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, start_http_server
 
+from ..api import contract
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
 from ..data import db
 
@@ -224,7 +225,16 @@ def serve_worker_metrics(port, pool):
 
 
 @bp.get("/metrics")
-def get_metrics():
+@contract.operation("Prometheus metrics: requests by route and status, the pool, runs, the queue, workers", tag="meta")
+@contract.responds(
+    200,
+    {"type": "string"},
+    "Every `flowline_*` series (the README lists them), in Prometheus' text format, "
+    "or OpenMetrics when the Accept header asks for it. Series read from the "
+    "database are left out, with `flowline_database_up 0`, while it is unreachable.",
+    media_types=("text/plain", "application/openmetrics-text"),
+)
+def get_metrics() -> Response:
     """Return every ``flowline_*`` series of this gunicorn's workers, plus the queue and the worker heartbeats read
     from the database (left out, with ``flowline_database_up 0``, when it does not answer within
     DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.
