@@ -27,7 +27,7 @@ from .. import nodes
 
 JSON = "application/json"
 
-# A response schema: a marshmallow schema class (its OpenAPI component), an inline JSON schema, or None (no body).
+# A body's schema: a marshmallow schema class (its OpenAPI component), an inline JSON schema, or None (no body).
 BodySchema = type[Schema] | dict[str, Any] | None
 View = TypeVar("View", bound=Callable[..., Any])
 

@@ -190,16 +190,17 @@ def _operation(spec: APISpec, rule: Rule, declared: contract.Contract) -> dict[s
 def build(app: Flask, rules: Iterable[Rule] | None = None) -> dict[str, Any]:
     """Return a new OpenAPI document (a dict) of ``rules`` of ``app`` (default: every rule of api_rules).
 
-    :raise LookupError: a route whose view declares no contract, or one view for several methods.
+    :raise LookupError: a route whose view declares no operation or no answer, or one view for several methods.
     """
     spec = _new_spec()
     paths: dict[str, dict[str, Any]] = {}
     for rule in api_rules(app) if rules is None else rules:
         declared = contract.of(app.view_functions[rule.endpoint])
         methods = sorted((rule.methods or set()) - _IMPLICIT_METHODS)
-        if declared is None or len(methods) != 1:
+        if declared is None or not declared.summary or not declared.answers or len(methods) != 1:
             raise LookupError(
-                f"{rule.endpoint} ({rule.rule}): declare one operation per view (flowline/api/contract.py)"
+                f"{rule.endpoint} ({rule.rule}): declare one operation per view, with its answers "
+                "(flowline/api/contract.py)"
             )
         paths.setdefault(path_of(rule), {})[methods[0].lower()] = _operation(spec, rule, declared)
     for path, operations in paths.items():

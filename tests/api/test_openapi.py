@@ -145,3 +145,13 @@ def test_an_answer_the_document_does_not_describe_fails_the_test(app):
     missing_key.set_data(json.dumps({k: v for k, v in missing_key.json.items() if k != "nodes"}).encode())
     with pytest.raises(ContractViolation, match="'nodes' is a required property"):
         check(app, missing_key)
+
+
+def test_the_statuses_a_view_docstring_names_are_declared(app, document):
+    """A view's docstring may say why it answers a status (``:raise 404: unknown workflow``); the status must be one
+    its declaration gives the document."""
+    for rule in api_rules(app):
+        (method,) = rule.methods - _IGNORED_METHODS
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        named = set(re.findall(r":raise (\d{3}):", app.view_functions[rule.endpoint].__doc__ or ""))
+        assert named <= set(document["paths"][path][method.lower()]["responses"]), (method, path)
