@@ -23,6 +23,7 @@ from werkzeug.routing import Rule
 
 from .. import nodes
 from . import auth, contract, schemas
+from .http import CANONICAL_ID
 
 OPENAPI_VERSION = "3.0.3"
 EXTENSION = "flowline.openapi"
@@ -61,7 +62,7 @@ def _path_parameter(name: str) -> dict[str, Any]:
         "schema": {
             "type": "string",
             "format": "uuid",
-            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            "pattern": f"^{CANONICAL_ID.pattern}$",
         },
         "description": f"The {contract.PATH_PARAMETERS[name]}'s id, lowercase and hyphenated as Flowline sends it "
         "(anything else, such as the same id in uppercase, answers 404 like an unknown id).",
