@@ -60,6 +60,12 @@ def _safe_content_type(raw: str | None) -> str:
     "memory`); or text longer than MAX_INPUT_CHARS, more than a run accepts.",
 )
 @contract.responds(
+    500,
+    schemas.ErrorSchema,
+    "The extraction process failed unexpectedly (a bug, or an installation it cannot run in): nothing is "
+    "stored; the request id identifies it in the logs.",
+)
+@contract.responds(
     503,
     schemas.ErrorSchema,
     "The server process already runs PDF_EXTRACT_CONCURRENCY extractions (refused at once, not "
@@ -76,6 +82,7 @@ def upload_file() -> Response:
         within PDF_EXTRACT_TIMEOUT_S or PDF_EXTRACT_MEMORY_MB, or one whose text is longer than MAX_INPUT_CHARS
         (``detail`` says which); nothing is stored.
     :raise 503: PDF_EXTRACT_CONCURRENCY extractions already run in this process; with ``Retry-After``.
+    :raise 500: the extraction process failed unexpectedly; nothing is stored.
     """
     bound_upload_body()
     if request.mimetype != "multipart/form-data":
