@@ -126,10 +126,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         schedules.bp,
         files.bp,
         health.bp,
-        openapi.bp,
         ops_metrics.bp,
     ):
         app.register_blueprint(blueprint)
+    # The console's pages are HTML, not the JSON API the document describes.
+    openapi.install(app, exempt_blueprints=(console.NAME,))
     errors.register(app)
     # After errors.register: the console's own error pages (HTML) win for its routes.
     console.install(app)

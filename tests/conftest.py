@@ -21,6 +21,7 @@ from tests.support import (
     throwaway_cluster,
     url_for_database,
 )
+from tests.support.contract import ContractClient
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +91,7 @@ def make_app(database_url):
 
     def make(**config):
         app = create_app({"TESTING": True, "DATABASE_URL": database_url, **config})
+        app.test_client_class = ContractClient  # every answer checked against the OpenAPI document
         apps.append(app)
         return app
 

@@ -9,11 +9,14 @@ neither the time taken nor anything else tells which token matched or how much o
 logged or echoed.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 
-from flask import request
+from flask import Flask, Response, request
 
 from ..core.config import settings_of
 from .errors import error_response
@@ -27,13 +30,13 @@ METRICS_PATH = "/metrics"
 REALM = "flowline"
 
 
-def token_digest(token):
+def token_digest(token: str) -> bytes:
     """Return the SHA-256 of ``token``: what tokens are compared by (and what a console session keeps)."""
     # Comparing fixed-length digests keeps the comparison's time independent of the tokens' lengths too.
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def presented_token(authorization):
+def presented_token(authorization: str | None) -> str | None:
     """Return the token of an ``Authorization: Bearer <token>`` header value, or None (no header, another
     scheme, no token). The scheme is case-insensitive (RFC 7235)."""
     scheme, _, token = (authorization or "").strip().partition(" ")
@@ -43,12 +46,12 @@ def presented_token(authorization):
     return token
 
 
-def token_matches(token, digests):
+def token_matches(token: str, digests: Iterable[bytes]) -> bool:
     """Return whether ``token`` is one of the tokens whose digests are ``digests``, comparing with all of them."""
     return digest_matches(token_digest(token), digests)
 
 
-def digest_matches(presented, digests):
+def digest_matches(presented: bytes, digests: Iterable[bytes]) -> bool:
     """Return whether the digest ``presented`` is one of ``digests``, comparing with all of them."""
     matched = False
     for digest in digests:
@@ -56,7 +59,7 @@ def digest_matches(presented, digests):
     return matched
 
 
-def unauthorized(token_given):
+def unauthorized(token_given: bool) -> Response:
     """Return the 401 answer: the error shape, with the challenge RFC 6750 describes."""
     if token_given:
         response = error_response(401, "The bearer token is not valid.")
@@ -67,7 +70,7 @@ def unauthorized(token_given):
     return response
 
 
-def install(app, exempt_blueprints=()):
+def install(app: Flask, exempt_blueprints: tuple[str, ...] = ()) -> None:
     """Require a bearer token on ``app``'s routes when ``API_TOKENS`` is set; do nothing otherwise. Routes of
     ``exempt_blueprints`` (the console, which signs its visitors in itself) are left to their own check."""
     tokens = settings_of(app).api_tokens
@@ -77,7 +80,7 @@ def install(app, exempt_blueprints=()):
     public = PUBLIC_PATHS | ({METRICS_PATH} if settings_of(app).metrics_public else set())
 
     @app.before_request
-    def require_bearer_token():
+    def require_bearer_token() -> Response | None:
         # The matched route, not the raw path: /livez/ or //livez match no public route. A path that matches no
         # route needs a token too, so an anonymous client learns nothing about which paths exist.
         rule = request.url_rule

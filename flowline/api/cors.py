@@ -10,10 +10,14 @@ its path: a browser sends it without credentials, and its answer must not tell a
 exist. Every other ``OPTIONS`` is an ordinary request (with API_TOKENS set it needs the token).
 """
 
-import re
+from __future__ import annotations
 
-from flask import request
+import re
+from collections.abc import Set
+
+from flask import Flask, Response, request
 from flask_cors import CORS
+from werkzeug.wrappers import Request
 
 from ..core.config import settings_of
 
@@ -28,7 +32,7 @@ API_PATHS = re.compile(r"^/(?!console(?:/|$))")
 PREFLIGHT_MAX_AGE_S = 600
 
 
-def is_preflight(req, allowed):
+def is_preflight(req: Request, allowed: Set[str]) -> bool:
     """Return True when ``req`` is a CORS preflight (``OPTIONS`` with ``Origin`` and
     ``Access-Control-Request-Method``) to the JSON API from an origin in ``allowed`` (casefolded; ``*``: any)."""
     origin = req.headers.get("Origin")
@@ -41,7 +45,7 @@ def is_preflight(req, allowed):
     )
 
 
-def install(app):
+def install(app: Flask) -> None:
     """Send CORS headers for ``app``'s CORS_ORIGINS (none: do nothing) and answer their preflights."""
     origins = settings_of(app).cors_origins
     if not origins:
@@ -62,7 +66,7 @@ def install(app):
     allowed = frozenset(origin.casefold() for origin in origins)
 
     @app.before_request
-    def answer_preflight():
+    def answer_preflight() -> Response | None:
         if is_preflight(request, allowed):
             # Empty; flask-cors adds the Access-Control-* headers on the way out.
             response = app.response_class(status=200)

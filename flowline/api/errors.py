@@ -1,9 +1,12 @@
 """One JSON error shape, ``{"detail": "..."}`` (plus ``"errors"`` on 422), and the one place that maps errors to HTTP."""
 
+from __future__ import annotations
+
 import logging
+from typing import Any
 
 import psycopg
-from flask import current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from gunicorn.http.errors import ParseException
 from marshmallow import ValidationError
 from psycopg_pool import PoolTimeout, TooManyRequests
@@ -20,7 +23,7 @@ class ApiError(Exception):
 
     status = 400
 
-    def __init__(self, detail=None, **extra):
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.__doc__)
         self.detail = detail or self.__doc__
         self.extra = extra
@@ -62,7 +65,7 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
-def body_too_large(limit_bytes):
+def body_too_large(limit_bytes: int | None) -> PayloadTooLarge:
     """Return the 413 for a body over ``limit_bytes`` (the request's max_content_length)."""
     if limit_bytes is None:
         return PayloadTooLarge()
@@ -72,14 +75,14 @@ def body_too_large(limit_bytes):
     )
 
 
-def error_response(http_status, detail, /, **extra):
+def error_response(http_status: int, detail: str, /, **extra: Any) -> Response:
     """Return a Flask response with the error shape, any ``extra`` keys, and ``http_status``."""
     response = jsonify({"detail": detail, **extra})
     response.status_code = http_status
     return response
 
 
-def unavailable_response(detail, /, retry_after_s=1, **extra):
+def unavailable_response(detail: str, /, retry_after_s: int = 1, **extra: Any) -> Response:
     """Return the 503 for a database (or another resource) that is down or busy, with ``Retry-After``
     (``retry_after_s``, whole seconds) so clients come back soon."""
     response = error_response(503, detail, **extra)
@@ -87,14 +90,14 @@ def unavailable_response(detail, /, retry_after_s=1, **extra):
     return response
 
 
-def _database_unavailable(exc):
+def _database_unavailable(exc: psycopg.OperationalError) -> Response:
     if (exc.sqlstate or "").startswith("54"):
         return _too_complex_for_the_database(exc)
     log.warning("database unavailable: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
     return unavailable_response("The database is unavailable or busy; retry shortly.")
 
 
-def _pool_queue_full(exc):
+def _pool_queue_full(exc: TooManyRequests) -> Response:
     # Every connection is busy and DB_POOL_MAX_WAITING requests already wait: refused at once, not queued.
     log.warning("database pool exhausted: %s", exc)
     return unavailable_response(
@@ -103,7 +106,7 @@ def _pool_queue_full(exc):
     )
 
 
-def _statement_timed_out(exc):
+def _statement_timed_out(exc: psycopg.errors.QueryCanceled) -> Response:
     # statement_timeout (STATEMENT_TIMEOUT_MS) cancelled the statement, often one waiting for a lock another
     # transaction held; the transaction was rolled back and the connection is back in the pool, usable.
     timeout_ms = settings_of(current_app).statement_timeout_ms
@@ -117,7 +120,7 @@ def _statement_timed_out(exc):
     )
 
 
-def _privilege_missing(exc):
+def _privilege_missing(exc: psycopg.errors.InsufficientPrivilege) -> Response:
     # The database role the service runs as lacks a grant (deploy/roles.sql, migration 0006): an operator's fix,
     # not the client's; the log names what was refused, the answer does not.
     log.error("the database refused a privilege: %s (see the README's 'Database roles')", exc.diag.message_primary)
@@ -126,7 +129,7 @@ def _privilege_missing(exc):
     )
 
 
-def _too_complex_for_the_database(exc):
+def _too_complex_for_the_database(exc: psycopg.OperationalError) -> Response:
     # SQLSTATE class 54, program limit exceeded (stack depth, index row size...): the request's data, not an
     # outage; a retry fails the same way, so this is no 503. psycopg gives each 54xxx its own OperationalError
     # subclass (StatementTooComplex is no ProgramLimitExceeded), hence the check on sqlstate.
@@ -134,30 +137,30 @@ def _too_complex_for_the_database(exc):
     return error_response(422, "The request's data is too large or too deeply nested for the database to store.")
 
 
-def register(app):
+def register(app: Flask) -> None:
     """Install the error handlers on ``app``."""
 
     @app.errorhandler(ApiError)
-    def api_error(exc):
+    def api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.detail, **exc.extra)
 
     @app.errorhandler(ValidationError)
-    def validation_error(exc):
+    def validation_error(exc: ValidationError) -> Response:
         return error_response(422, "The request body is invalid; see 'errors'.", errors=exc.normalized_messages())
 
     @app.errorhandler(RequestEntityTooLarge)
-    def request_too_large(exc):
+    def request_too_large(exc: RequestEntityTooLarge) -> Response:
         return api_error(body_too_large(request.max_content_length))
 
     @app.errorhandler(HTTPException)
-    def http_error(exc):
+    def http_error(exc: HTTPException) -> Response:
         response = error_response(exc.code or 500, exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(ParseException)
-    def unreadable_body(exc):
+    def unreadable_body(exc: ParseException) -> Response:
         # gunicorn parses a body while the view reads it (a malformed chunk, a bad trailer): the client's error,
         # answered as gunicorn answers a malformed request line or header; gunicorn then closes the connection.
         status, _, detail = answer_for(exc)
@@ -174,6 +177,6 @@ def register(app):
     app.register_error_handler(psycopg.errors.InsufficientPrivilege, _privilege_missing)
 
     @app.errorhandler(Exception)
-    def unexpected(exc):
+    def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return error_response(500, "Internal server error; the request id identifies it in the logs.")

@@ -1,16 +1,20 @@
 """Files: upload a PDF (its text is extracted once, here), read its metadata, delete it."""
 
+from __future__ import annotations
+
 import hashlib
 import logging
 import math
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import FileStorage
 
 from ..core.config import settings_of
 from ..data import db
-from . import pdf
+from . import contract, pdf, schemas
 from .errors import ApiError, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType, unavailable_response
 from .http import parse_id, query_json_response, row_json_response
 
@@ -21,14 +25,14 @@ log = logging.getLogger("flowline.files")
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-def _safe_filename(raw):
+def _safe_filename(raw: str | None) -> str:
     """Return the client's file name without any folder part or control characters, at most 255 characters."""
     name = PureWindowsPath(PurePosixPath(raw or "").name).name
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
     return name[:255] or "upload.pdf"
 
 
-def _safe_content_type(raw):
+def _safe_content_type(raw: str | None) -> str:
     """Return the part's declared content type without control characters (PostgreSQL text cannot hold NUL),
     at most 255 characters; it is advisory only."""
     kept = "".join(ch for ch in raw or "" if unicodedata.category(ch)[0] != "C").strip()
@@ -36,7 +40,41 @@ def _safe_content_type(raw):
 
 
 @bp.post("/files")
-def upload_file():
+@contract.operation(
+    "Upload a PDF (multipart field `file`); its text is extracted now, in a bounded child process",
+    body={
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "A PDF (its bytes must start with %PDF-)."}
+        },
+    },
+    body_media_type="multipart/form-data",
+)
+@contract.responds(201, schemas.FileCreatedSchema, "The file was stored.", "Location")
+@contract.responds(
+    422,
+    schemas.ErrorSchema,
+    "No `file` field, or a PDF that cannot be used (nothing is stored; `detail` says which): empty, "
+    "corrupt, encrypted or page-less; too complex to extract within PDF_EXTRACT_TIMEOUT_S (`The PDF "
+    "is too complex to extract within 5 s`) or PDF_EXTRACT_MEMORY_MB (`... within 512 MB of "
+    "memory`); or text longer than MAX_INPUT_CHARS, more than a run accepts.",
+)
+@contract.responds(
+    500,
+    schemas.ErrorSchema,
+    "The extraction process failed unexpectedly (a bug, or an installation it cannot run in): nothing is "
+    "stored; the request id identifies it in the logs.",
+)
+@contract.responds(
+    503,
+    schemas.ErrorSchema,
+    "The server process already runs PDF_EXTRACT_CONCURRENCY extractions (refused at once, not "
+    "queued), or the database is unreachable or busy; retry after Retry-After seconds.",
+    "Retry-After",
+)
+@contract.errors(400, 413, 415)
+def upload_file() -> Response:
     """Upload a PDF as multipart field ``file``; 201 ``{file_id, filename, size}`` with ``Location``.
 
     :raise 413: larger than MAX_UPLOAD_MB (refused before the body is read when Content-Length says so).
@@ -45,6 +83,7 @@ def upload_file():
         within PDF_EXTRACT_TIMEOUT_S or PDF_EXTRACT_MEMORY_MB, or one whose text is longer than MAX_INPUT_CHARS
         (``detail`` says which); nothing is stored.
     :raise 503: PDF_EXTRACT_CONCURRENCY extractions already run in this process; with ``Retry-After``.
+    :raise 500: the extraction process failed unexpectedly; nothing is stored.
     """
     bound_upload_body()
     if request.mimetype != "multipart/form-data":
@@ -61,11 +100,11 @@ def upload_file():
     return row_json_response(row, status=201, headers={"Location": f"/files/{row['id']}"})
 
 
-def _too_large():
+def _too_large() -> PayloadTooLarge:
     return PayloadTooLarge(f"The file is larger than {settings_of(current_app).max_upload_mb} MB.")
 
 
-def bound_upload_body():
+def bound_upload_body() -> None:
     """Bound this request's body to one upload of MAX_UPLOAD_MB and its multipart framing; call it before the body
     is parsed. A body that Content-Length says is larger is refused unread; one sent without it (chunked) is cut
     by werkzeug with a 413.
@@ -78,7 +117,7 @@ def bound_upload_body():
     request.max_content_length = bound
 
 
-def read_upload(upload):
+def read_upload(upload: FileStorage) -> bytes:
     """Return the bytes of ``upload``, a file of a multipart body.
 
     :raise PayloadTooLarge: more than MAX_UPLOAD_MB.
@@ -95,12 +134,12 @@ class ExtractorBusy(ApiError):
 
     status = 503
 
-    def __init__(self, retry_after_s):
+    def __init__(self, retry_after_s: int) -> None:
         super().__init__("The server is extracting as many PDFs as it allows at once; retry shortly.")
         self.retry_after_s = retry_after_s
 
 
-def store_pdf(filename, mimetype, data):
+def store_pdf(filename: str | None, mimetype: str | None, data: bytes) -> dict[str, Any]:
     """Extract the text of the PDF ``data`` (at most MAX_UPLOAD_MB, already checked) and store it as an uploaded
     file named ``filename`` (a client's name: made safe here); return its row (``body``, ``id``).
 
@@ -143,7 +182,10 @@ def store_pdf(filename, mimetype, data):
 
 
 @bp.get("/files/<file_id>")
-def get_file(file_id):
+@contract.operation("Read a file's metadata")
+@contract.responds(200, schemas.FileSchema, "The file's metadata.")
+@contract.errors(404, 503)
+def get_file(file_id: str) -> Response:
     """Return a file's metadata: ``{file_id, filename, content_type, size, sha256, page_count, created_at}``.
 
     :raise 404: unknown file.
@@ -152,7 +194,10 @@ def get_file(file_id):
 
 
 @bp.delete("/files/<file_id>")
-def delete_file(file_id):
+@contract.operation("Delete a file")
+@contract.responds(204, None, "Deleted.")
+@contract.errors(404, 503)
+def delete_file(file_id: str) -> tuple[str, int]:
     """Delete a file; 204. Nodes that name it fail their step from then on.
 
     :raise 404: unknown file.

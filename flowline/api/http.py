@@ -1,14 +1,19 @@
 """Request and response helpers shared by the blueprints."""
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from flask import Response, current_app, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
+from psycopg import Connection
 
 from ..data import db
 from .errors import ApiError, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, body_too_large
@@ -17,7 +22,7 @@ from .errors import ApiError, NotFound, PreconditionFailed, Unprocessable, Unsup
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def parse_id(value, what):
+def parse_id(value: str, what: str) -> uuid.UUID:
     """Return ``value``, an id in a URL, as a UUID; anything but its canonical spelling is a 404 like any unknown
     id, so each resource has one URL (no hyphenless, ``urn:uuid:``, braced or uppercase aliases).
 
@@ -36,7 +41,7 @@ MAX_JSON_DEPTH = 32
 MAX_JSON_VALUES = 20_000
 
 
-def _shape_problem(data):
+def _shape_problem(data: dict[str, Any]) -> str | None:
     """Return why ``data`` (a parsed JSON body) is nested too deep or holds too many values, or None."""
     values, stack = 0, [(data, 1)]
     while stack:
@@ -53,7 +58,7 @@ def _shape_problem(data):
     return None
 
 
-def _body():
+def _body() -> bytes:
     """Return the request body, at most ``request.max_content_length`` (MAX_JSON_KB) bytes.
 
     :raise ApiError: 413 past the limit: refused unread when ``Content-Length`` says so.
@@ -74,7 +79,7 @@ def _body():
     return raw
 
 
-def load_json(schema, *, optional=False):
+def load_json(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     """Return the request's JSON body loaded by ``schema``.
 
     An empty body counts as ``{}`` when ``optional`` (so ``POST /workflows/{id}/run`` needs no body).
@@ -110,12 +115,12 @@ def load_json(schema, *, optional=False):
     return schema.load(data)
 
 
-def json_body_response(body, status=200, headers=None):
+def json_body_response(body: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """Return ``body``, JSON text built by PostgreSQL, as the response (no parse and re-serialise in Python)."""
     return Response(body, status=status, headers=headers, mimetype="application/json")
 
 
-def query_json_response(query_name, not_found, /, **params):
+def query_json_response(query_name: str, not_found: str, /, **params: Any) -> Response:
     """Serve the JSON body the ``:one`` query ``query_name`` built (its ``body`` column), with its ``version``
     column, when it has one, as the ``ETag``.
 
@@ -128,12 +133,12 @@ def query_json_response(query_name, not_found, /, **params):
     return row_json_response(row)
 
 
-def etag(version):
+def etag(version: int) -> str:
     """Return the ETag of a row at ``version``: what reads send and If-Match (expected_versions) sends back."""
     return f'"{version}"'
 
 
-def row_json_response(row, status=200, headers=None):
+def row_json_response(row: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """Serve ``row["body"]``, JSON text PostgreSQL built, with ``row["version"]`` (when present) as the ETag."""
     headers = dict(headers or {})
     if "version" in row:
@@ -141,7 +146,7 @@ def row_json_response(row, status=200, headers=None):
     return json_body_response(row["body"], status=status, headers=headers)
 
 
-def load_query(schema):
+def load_query(schema: Schema) -> dict[str, Any]:
     """Return the query string loaded by ``schema`` (unknown parameters are a 422, like unknown body fields)."""
     try:
         return schema.load(request.args.to_dict())
@@ -149,13 +154,13 @@ def load_query(schema):
         raise Unprocessable("The query string is invalid; see 'errors'.", errors=exc.normalized_messages()) from None
 
 
-def encode_cursor(row):
+def encode_cursor(row: Mapping[str, Any]) -> str:
     """Return the opaque cursor that continues a newest-first list after ``row`` (its created_at and id)."""
     raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor):
+def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | tuple[None, None]:
     """Return ``(created_at, id)`` from a cursor made by encode_cursor, or ``(None, None)`` for no cursor.
 
     :raise Unprocessable: a cursor this service did not make.
@@ -172,14 +177,14 @@ def decode_cursor(cursor):
 DEFAULT_PAGE_SIZE = 50
 
 
-def split_page(rows, limit):
+def split_page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Return ``(rows[:limit], next_cursor)`` from ``rows`` fetched with ``limit + 1``; next_cursor is None on the
     last page."""
     page = rows[:limit]
     return page, encode_cursor(page[-1]) if len(rows) > limit else None
 
 
-def page_response(key, rows, limit):
+def page_response(key: str, rows: list[dict[str, Any]], limit: int) -> Response:
     """Return ``{key: rows[:limit], "next_cursor"}`` from ``rows`` fetched with ``limit + 1``."""
     page, next_cursor = split_page(rows, limit)
     return jsonify({key: page, "next_cursor": next_cursor})
@@ -188,7 +193,7 @@ def page_response(key, rows, limit):
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 
 
-def expected_versions():
+def expected_versions() -> list[int] | None:
     """Return the row versions the request's ``If-Match`` accepts, or None when any will do (no header, ``*``).
 
     A write without If-Match is allowed (last writer wins); an If-Match naming no version this service could
@@ -205,7 +210,7 @@ def expected_versions():
     return versions
 
 
-def precondition_failed(current_version):
+def precondition_failed(current_version: int) -> PreconditionFailed:
     """Return the 412 error for a write whose If-Match did not name ``current_version``."""
     return PreconditionFailed(
         f"If-Match does not match the current ETag {etag(current_version)}: the resource changed since you read it.",
@@ -213,13 +218,13 @@ def precondition_failed(current_version):
     )
 
 
-def workflow_write_refused(conn, workflow_id):
+def workflow_write_refused(conn: Connection, workflow_id: uuid.UUID) -> ApiError:
     """Return the error for a conditional write to ``workflow_id`` that changed nothing: 404 or 412."""
     row = db.one(conn, "get_workflow_version", workflow_id=workflow_id)
     return NotFound("Workflow not found") if row is None else precondition_failed(row["version"])
 
 
-def rows_of_workflow(conn, workflow_id, rows):
+def rows_of_workflow(conn: Connection, workflow_id: uuid.UUID, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return ``rows``, what a list of one workflow's things found; none found is a 404 when the workflow itself does
     not exist (an empty list is only the answer for a workflow that has nothing).
 
@@ -230,7 +235,7 @@ def rows_of_workflow(conn, workflow_id, rows):
     return rows
 
 
-def require_file(conn, file_id, *field_path):
+def require_file(conn: Connection, file_id: uuid.UUID, *field_path: str) -> None:
     """Check that ``file_id`` names an uploaded file.
 
     :raise marshmallow.ValidationError: 422 with the message nested under ``field_path`` (e.g. config, file_id).

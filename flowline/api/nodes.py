@@ -4,14 +4,19 @@ Every change locks the workflow row first (bumping its version), which serialise
 workflow's nodes and keeps positions unique and gap-free (0..n-1).
 """
 
-import json
+from __future__ import annotations
 
-from flask import Blueprint, after_this_request, jsonify, request
+import json
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, after_this_request, jsonify, request
+from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from .. import nodes
 from ..data import db
-from . import prefer
+from . import contract, prefer, schemas
 from .errors import NotFound, Unprocessable
 from .http import (
     etag,
@@ -33,7 +38,7 @@ _patch_schema = NodePatchSchema()
 _order_schema = NodeOrderSchema()
 
 
-def _check_file_exists(conn, node_type, config):
+def _check_file_exists(conn: Connection, node_type: str, config: dict[str, Any]) -> None:
     """A node may only name uploaded files that exist (the config keys its type declares as file references).
 
     :raise ValidationError: 422 keyed ``config.<key>`` for the first file that does not.
@@ -42,17 +47,17 @@ def _check_file_exists(conn, node_type, config):
         require_file(conn, file_id, "config", key)
 
 
-def _vary_on_prefer(response):
+def _vary_on_prefer(response: Response) -> Response:
     response.vary.add("Prefer")
     return response
 
 
-def _strict_applied(response):
+def _strict_applied(response: Response) -> Response:
     response.headers[prefer.APPLIED_HEADER] = prefer.STRICT_APPLIED
     return response
 
 
-def _checked_config(node_type, config):
+def _checked_config(node_type: str, config: dict[str, Any]) -> list[str]:
     """Validate ``config`` for ``node_type``; return the warnings for the keys it does not know (kept, ignored).
 
     Keys the type knows are validated whatever the client prefers; the others are refused only for a client that
@@ -69,7 +74,7 @@ def _checked_config(node_type, config):
     return warnings
 
 
-def _lock_workflow(conn, workflow_id, versions=None):
+def _lock_workflow(conn: Connection, workflow_id: uuid.UUID, versions: list[int] | None = None) -> None:
     """Lock ``workflow_id`` and bump its version for a change to its nodes.
 
     :raise NotFound: unknown workflow.
@@ -80,7 +85,16 @@ def _lock_workflow(conn, workflow_id, versions=None):
 
 
 @bp.post("/workflows/<workflow_id>/nodes")
-def add_node(workflow_id):
+@contract.operation(
+    "Append a node; the config keys its node_type knows are validated, others kept",
+    headers=(contract.IF_MATCH, contract.PREFER_HANDLING),
+    body=contract.NODE_CREATE,
+)
+@contract.responds(
+    200, schemas.NodeAddedSchema, "The node was added (`warnings` names config keys its type does not use)."
+)
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def add_node(workflow_id: str) -> Response:
     """Append a node at the workflow's next position; 200 ``{message: "Node added", node_id, position}``.
 
     :raise 404: unknown workflow.
@@ -102,7 +116,9 @@ def add_node(workflow_id):
     return jsonify(answer)
 
 
-def add(workflow_id, node_type, config, versions):
+def add(
+    workflow_id: uuid.UUID, node_type: str, config: dict[str, Any], versions: list[int] | None
+) -> tuple[dict[str, Any], list[str]]:
     """Append a node of ``node_type`` with ``config`` to ``workflow_id`` if its version is among ``versions``
     (None: any); return ``(node row with id and position, warnings)``.
 
@@ -120,7 +136,10 @@ def add(workflow_id, node_type, config, versions):
 
 
 @bp.get("/workflows/<workflow_id>/nodes/<node_id>")
-def get_node(workflow_id, node_id):
+@contract.operation("Read one node")
+@contract.responds(200, schemas.NodeSchema, "The node.", "ETag")
+@contract.errors(404, 503)
+def get_node(workflow_id: str, node_id: str) -> Response:
     """Return one node of a workflow, with its version as ``ETag``.
 
     :raise 404: unknown workflow or node.
@@ -134,7 +153,19 @@ def get_node(workflow_id, node_id):
 
 
 @bp.patch("/workflows/<workflow_id>/nodes/<node_id>")
-def change_node(workflow_id, node_id):
+@contract.operation(
+    "Change a node's config, its type, or both (the result must be valid for the type)",
+    headers=(contract.IF_MATCH, contract.PREFER_HANDLING),
+    body=schemas.NodePatchSchema,
+)
+@contract.responds(
+    200,
+    schemas.NodeChangedSchema,
+    "The changed node (`warnings` names config keys its type does not use).",
+    "ETag",
+)
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def change_node(workflow_id: str, node_id: str) -> Response:
     """Replace a node's ``config``, its ``node_type``, or both; 200 with the node and its new ``ETag``.
 
     The resulting config must be valid for the resulting type: changing only ``node_type`` keeps the config,
@@ -156,7 +187,13 @@ def change_node(workflow_id, node_id):
     return response
 
 
-def change(workflow_id, node_id, node_type, config, versions):
+def change(
+    workflow_id: uuid.UUID,
+    node_id: uuid.UUID,
+    node_type: str | None,
+    config: dict[str, Any] | None,
+    versions: list[int] | None,
+) -> tuple[dict[str, Any], list[str]]:
     """Set a node's ``node_type`` and/or ``config`` (None: keep it) if the node's version is among ``versions``
     (None: any); return ``(node row with body and version, warnings)``.
 
@@ -188,7 +225,10 @@ def change(workflow_id, node_id, node_type, config, versions):
 
 
 @bp.delete("/workflows/<workflow_id>/nodes/<node_id>")
-def delete_node(workflow_id, node_id):
+@contract.operation("Delete a node; later nodes move up one position", headers=(contract.IF_MATCH,))
+@contract.responds(204, None, "Deleted.")
+@contract.errors(404, 412, 503)
+def delete_node(workflow_id: str, node_id: str) -> tuple[str, int]:
     """Delete a node; the nodes after it move up one position. 204. Its run history stays, with node_id null.
 
     :raise 404: unknown workflow or node.
@@ -198,7 +238,7 @@ def delete_node(workflow_id, node_id):
     return "", 204
 
 
-def delete(workflow_id, node_id, versions):
+def delete(workflow_id: uuid.UUID, node_id: uuid.UUID, versions: list[int] | None) -> None:
     """Delete a node if its version is among ``versions`` (None: any); the nodes after it move up one position.
 
     :raise NotFound: unknown workflow or node.
@@ -214,7 +254,14 @@ def delete(workflow_id, node_id, versions):
 
 
 @bp.put("/workflows/<workflow_id>/nodes/order")
-def reorder_nodes(workflow_id):
+@contract.operation(
+    "Reorder a workflow's nodes (node_ids names every node once)",
+    headers=(contract.IF_MATCH,),
+    body=schemas.NodeOrderSchema,
+)
+@contract.responds(200, schemas.WorkflowWithNodesSchema, "The workflow in its new order.", "ETag")
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def reorder_nodes(workflow_id: str) -> Response:
     """Put the workflow's nodes in the order of ``node_ids``; 200 with the workflow and its new ``ETag``.
 
     ``node_ids`` must name every node of the workflow exactly once. With ``If-Match`` (the workflow's ETag),
@@ -229,7 +276,7 @@ def reorder_nodes(workflow_id):
     return row_json_response(reorder(workflow_id, wanted, expected_versions()))
 
 
-def reorder(workflow_id, wanted, versions):
+def reorder(workflow_id: uuid.UUID, wanted: list[uuid.UUID], versions: list[int] | None) -> dict[str, Any]:
     """Put ``workflow_id``'s nodes in the order of the node ids ``wanted`` if the workflow's version is among
     ``versions`` (None: any); return the workflow's row (``body`` with its nodes, ``version``).
 
@@ -249,7 +296,7 @@ def reorder(workflow_id, wanted, versions):
         return db.one(conn, "get_workflow_json", workflow_id=workflow_id)
 
 
-def _order_problems(wanted, existing):
+def _order_problems(wanted: list[uuid.UUID], existing: list[uuid.UUID]) -> list[str]:
     """Return what is wrong with ``wanted`` as an ordering of ``existing`` (empty when nothing is)."""
     problems = []
     seen, repeated = set(), []

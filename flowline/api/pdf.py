@@ -5,6 +5,8 @@ in time, memory and text length, so a PDF that is slow to parse cannot hold an A
 all name one stream inflating to megabytes take pypdf tens of seconds.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import logging
@@ -16,9 +18,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, PyPdfError
+
+if TYPE_CHECKING:
+    from ..core.config import Settings
 
 PDF_MAGIC = b"%PDF-"
 
@@ -58,7 +64,7 @@ class Busy(Exception):
     """Every extraction slot of this process is taken."""
 
 
-def check(data):
+def check(data: bytes) -> None:
     """Refuse what is not worth parsing.
 
     :raise UnreadablePdf: empty.
@@ -70,7 +76,7 @@ def check(data):
         raise NotAPdf("the file is not a PDF (it does not start with %PDF-)")
 
 
-def extract(data, max_chars=None):
+def extract(data: bytes, max_chars: int | None = None) -> tuple[int, str]:
     """Return ``(page_count, text)`` of the PDF ``data``, in this process: each page's text without its trailing
     newlines, pages joined by one newline.
 
@@ -112,7 +118,7 @@ class Extractor:
     the file (a ``preexec_fn`` would be unsafe in a threaded server).
     """
 
-    def __init__(self, timeout_s, memory_mb, concurrency, max_chars):
+    def __init__(self, timeout_s: float, memory_mb: int, concurrency: int, max_chars: int) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.max_chars = max_chars
@@ -120,7 +126,7 @@ class Extractor:
         self._slots = threading.BoundedSemaphore(concurrency)
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Settings) -> Extractor:
         """Return the extractor the settings ask for (PDF_EXTRACT_*, MAX_INPUT_CHARS)."""
         return cls(
             config.pdf_extract_timeout_s,
@@ -129,7 +135,7 @@ class Extractor:
             config.max_input_chars,
         )
 
-    def extract(self, data):
+    def extract(self, data: bytes) -> tuple[int, str]:
         """Return ``(page_count, text)`` of the PDF ``data``, extracted in a child process.
 
         :raise NotAPdf, UnreadablePdf: as :func:`extract`.
@@ -145,7 +151,7 @@ class Extractor:
         finally:
             self._slots.release()
 
-    def _in_child(self, data):
+    def _in_child(self, data: bytes) -> tuple[int, str]:
         # The CPU limit only matters if this process dies first (killed mid-request): the child then still ends.
         cpu_s = math.ceil(self.timeout_s) + 1
         command = [sys.executable, "-m", "flowline.api.pdf", str(self.memory_mb), str(cpu_s), str(self.max_chars)]
@@ -180,7 +186,7 @@ class Extractor:
         return result["page_count"], result["text"]
 
 
-def _child(argv):
+def _child(argv: list[str]) -> None:
     """``python -m flowline.api.pdf MEMORY_MB CPU_S MAX_CHARS``: extract the PDF on stdin, write the result to stdout
     as JSON (``{page_count, text}``, ``{unreadable}`` or ``{too_long}``); exit 3 when out of memory."""
     memory_mb, cpu_s, max_chars = (int(arg) for arg in argv)

@@ -10,8 +10,13 @@ value is no value (§2). When a preference is given more than once only the firs
 not parse is ignored, not an error: a preference never makes a request fail (§2).
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from werkzeug.wrappers import Request
 
 # A token (RFC 9110 §5.6.2) or a quoted string with its backslash escapes (§5.6.4).
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -28,7 +33,7 @@ class Preference:
     params: dict = field(default_factory=dict)
 
 
-def _split(text, separator):
+def _split(text: str, separator: str) -> list[str]:
     """Split ``text`` at ``separator`` characters that are not inside a quoted string."""
     parts, current, quoted, escaped = [], [], False, False
     for ch in text:
@@ -47,7 +52,7 @@ def _split(text, separator):
     return parts
 
 
-def _word(raw):
+def _word(raw: str | None) -> str | None:
     """Return a token or quoted string's value; an empty one is None (RFC 7240 §2)."""
     if raw is None:
         return None
@@ -56,7 +61,7 @@ def _word(raw):
     return raw or None
 
 
-def _name_and_value(text):
+def _name_and_value(text: str) -> tuple[str, str | None] | None:
     """Return ``(lowercased name, value)`` of ``name[=value]``, or None when ``text`` is not one."""
     match = _PARAMETER.fullmatch(text)
     if match is None:
@@ -64,7 +69,7 @@ def _name_and_value(text):
     return match[1].lower(), _word(match[2])
 
 
-def parse(header_values):
+def parse(header_values: Iterable[str]) -> dict[str, Preference]:
     """Return the preferences in ``header_values`` (every ``Prefer`` header of a request, in order) as a dict of
     lowercased name → Preference; the first of a repeated preference wins and what does not parse is skipped."""
     preferences = {}
@@ -83,12 +88,12 @@ def parse(header_values):
     return preferences
 
 
-def of_request(request):
+def of_request(request: Request) -> dict[str, Preference]:
     """Return the preferences of a Flask/werkzeug ``request``'s ``Prefer`` headers."""
     return parse(request.headers.getlist("Prefer"))
 
 
-def handling_is_strict(request):
+def handling_is_strict(request: Request) -> bool:
     """Return True when ``request`` asks for ``Prefer: handling=strict`` (the value's case is not significant)."""
     handling = of_request(request).get("handling")
     return handling is not None and (handling.value or "").lower() == "strict"

@@ -1,11 +1,14 @@
 """Runs: execute a workflow synchronously or queue it for a worker, rerun a run, list a workflow's runs or all
 runs, read a run with its steps and events, cancel a run."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -18,7 +21,7 @@ from ..core.config import settings_of
 from ..core.statuses import RunStatus
 from ..data import db
 from ..engine import runner
-from . import prefer, waits
+from . import contract, prefer, schemas, waits
 from .errors import Conflict, NotFound, Unprocessable, error_response
 from .http import (
     DEFAULT_PAGE_SIZE,
@@ -43,7 +46,7 @@ _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 _KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
-def _load_run_request():
+def _load_run_request() -> dict[str, Any]:
     """Return the validated run request body: ``input_text`` (default "") and ``file_id`` (default None).
 
     :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
@@ -53,7 +56,7 @@ def _load_run_request():
     return data
 
 
-def check_run_input(input_text, file_id):
+def check_run_input(input_text: str, file_id: uuid.UUID | None) -> None:
     """Check a run's input beyond its schema: ``input_text`` at most MAX_INPUT_CHARS, ``file_id`` (or None) an
     uploaded file.
 
@@ -69,7 +72,10 @@ def check_run_input(input_text, file_id):
 
 
 @bp.post("/workflows/<workflow_id>/run")
-def run_workflow(workflow_id):
+@contract.operation("Run a workflow synchronously on input_text", body=schemas.RunRequestSchema, body_required=False)
+@contract.responds(200, schemas.RunResultSchema, "The run succeeded.")
+@contract.errors(400, 404, 409, 413, 415, 422, 500, 502, 503, 504)
+def run_workflow(workflow_id: str) -> Response:
     """Run a workflow in the request on ``input_text`` (default "") and optionally a ``file_id`` that
     extract_text nodes without their own read; 200 ``{final_output, run_id}``.
 
@@ -87,7 +93,7 @@ def run_workflow(workflow_id):
     return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
 
 
-def run_now(workflow_id, input_text, file_id):
+def run_now(workflow_id: uuid.UUID, input_text: str, file_id: uuid.UUID | None) -> tuple[uuid.UUID, runner.Outcome]:
     """Run ``workflow_id`` in this request on a checked input (check_run_input); return ``(run_id, outcome)``, the
     run persisted as Succeeded or Failed.
 
@@ -112,7 +118,7 @@ def run_now(workflow_id, input_text, file_id):
     return result
 
 
-def _idempotency_key():
+def _idempotency_key() -> str | None:
     """Return the request's Idempotency-Key header, or None.
 
     :raise 422: a key that is empty, longer than 255 characters, or not printable ASCII.
@@ -120,7 +126,7 @@ def _idempotency_key():
     return check_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
-def check_idempotency_key(key):
+def check_idempotency_key(key: str | None) -> str | None:
     """Return ``key``, an Idempotency-Key (or None), once checked.
 
     :raise Unprocessable: a key that is empty, longer than 255 characters, or not printable ASCII.
@@ -132,7 +138,7 @@ def check_idempotency_key(key):
     return key
 
 
-def _queued_response(run_id, replayed):
+def _queued_response(run_id: uuid.UUID, replayed: bool) -> Response:
     response = jsonify({"run_id": run_id, "status": RunStatus.PENDING})
     response.status_code = 202
     response.headers["Location"] = f"/runs/{run_id}"
@@ -141,18 +147,18 @@ def _queued_response(run_id, replayed):
     return response
 
 
-def _outcome_reader(run_id):
+def _outcome_reader(run_id: uuid.UUID) -> Callable[[], dict[str, Any] | None]:
     """Return a function reading run ``run_id``'s outcome (get_run_outcome's row, None for an unknown run) with a
     pooled connection it gives back at once: what a wait reads each time it is woken."""
 
-    def read():
+    def read() -> dict[str, Any] | None:
         with db.connection() as conn:
             return db.one(conn, "get_run_outcome", run_id=run_id)
 
     return read
 
 
-def _wait_for(run_id):
+def _wait_for(run_id: uuid.UUID) -> tuple[waits.Wait | None, int | None]:
     """Wait for run ``run_id`` as the request's ``Prefer: wait=N`` asks (capped at WAIT_MAX_S); return
     ``(Wait, seconds)``, or ``(None, None)`` when the request asks for no wait it can be granted."""
     seconds = waits.requested_seconds(request, settings_of(current_app).wait_max_s)
@@ -162,7 +168,7 @@ def _wait_for(run_id):
     return wait, seconds
 
 
-def _applied_wait(response, wait, seconds):
+def _applied_wait(response: Response, wait: waits.Wait | None, seconds: int | None) -> Response:
     """Mark ``response`` as varying on Prefer, and as having waited when ``wait`` did (RFC 7240 §3)."""
     response.vary.add("Prefer")
     if wait is not None and wait.waited:
@@ -170,7 +176,7 @@ def _applied_wait(response, wait, seconds):
     return response
 
 
-def _queued_or_finished(run_id, *, replayed):
+def _queued_or_finished(run_id: uuid.UUID, *, replayed: bool) -> Response:
     """Answer a queued run (or a repeat's): with ``Prefer: wait=N``, 200 with its outcome when it finished within
     N seconds, else (and without it) the 202 of _queued_response."""
     wait, seconds = _wait_for(run_id)
@@ -193,7 +199,31 @@ def _queued_or_finished(run_id, *, replayed):
 
 
 @bp.post("/workflows/<workflow_id>/runs")
-def queue_run(workflow_id):
+@contract.operation(
+    "Queue a run for a worker (async); poll Location for its outcome, or wait for it with Prefer: wait=N",
+    headers=(contract.IDEMPOTENCY_KEY, contract.PREFER_WAIT),
+    body=schemas.RunRequestSchema,
+    body_required=False,
+)
+@contract.responds(
+    200,
+    schemas.RunFinishedSchema,
+    "With `Prefer: wait=N`: the run finished within N seconds (Succeeded, Failed or Cancelled).",
+    "Location",
+    "Vary",
+    "Preference-Applied",
+)
+@contract.responds(
+    202,
+    schemas.RunQueuedSchema,
+    "Queued (or, for a repeated Idempotency-Key, the run it queued before: then "
+    "with `Idempotent-Replayed: true`); with `Prefer: wait=N`, not finished within N seconds.",
+    "Location",
+    "Vary",
+    "Preference-Applied",
+)
+@contract.errors(400, 404, 413, 415, 422, 503)
+def queue_run(workflow_id: str) -> Response:
     """Queue a run of a workflow for a worker, on ``input_text`` (default "") and optionally a ``file_id``;
     202 ``{run_id, status: "Pending"}`` with ``Location: /runs/{run_id}``.
 
@@ -216,7 +246,18 @@ def queue_run(workflow_id):
 
 
 @bp.post("/runs/<run_id>/rerun")
-def rerun(run_id):
+@contract.operation(
+    "Queue a new run of a run's workflow (its current nodes) on the run's input; poll Location",
+    headers=(contract.IDEMPOTENCY_KEY,),
+)
+@contract.responds(
+    202,
+    schemas.RunQueuedSchema,
+    "Queued (or, for a repeated Idempotency-Key, the run it queued before: then with `Idempotent-Replayed: true`).",
+    "Location",
+)
+@contract.errors(404, 422, 503)
+def rerun(run_id: str) -> Response:
     """Queue a new async run of a run's workflow, with the nodes it has now, on the run's input (its input_text
     and file_id); answered as ``POST /workflows/{id}/runs``, whose Idempotency-Key rules apply (per workflow).
 
@@ -226,7 +267,7 @@ def rerun(run_id):
     return _queued_response(*rerun_of(parse_id(run_id, "Run"), _idempotency_key()))
 
 
-def rerun_of(run_id, key):
+def rerun_of(run_id: uuid.UUID, key: str | None) -> tuple[uuid.UUID, bool]:
     """Queue a new run of ``run_id``'s workflow on its input under the Idempotency-Key ``key`` (or None); return
     ``(new run id, replayed)`` as enqueue does.
 
@@ -244,7 +285,13 @@ def rerun_of(run_id, key):
     return enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
 
 
-def enqueue(workflow_id, input_text, file_id, key, not_found="Workflow not found"):
+def enqueue(
+    workflow_id: uuid.UUID,
+    input_text: str,
+    file_id: uuid.UUID | None,
+    key: str | None,
+    not_found: str = "Workflow not found",
+) -> tuple[uuid.UUID, bool]:
     """Queue a run of ``workflow_id`` on ``input_text`` and ``file_id`` under the Idempotency-Key ``key`` (or
     None); return ``(run_id, replayed)``: the new run, or the earlier run of a repeated key (replayed True).
 
@@ -283,7 +330,11 @@ def enqueue(workflow_id, input_text, file_id, key, not_found="Workflow not found
 
 
 @bp.post("/runs/<run_id>/cancel")
-def cancel_run(run_id):
+@contract.operation("Cancel a run: Pending at once, Running at its next node boundary")
+@contract.responds(200, schemas.RunCancelledSchema, "Cancelled: it was Pending and never starts.")
+@contract.responds(202, schemas.RunCancelledSchema, "Requested: it was Running and stops at its next node boundary.")
+@contract.errors(404, 409, 503)
+def cancel_run(run_id: str) -> Response:
     """Cancel a run: a Pending one at once (200, status Cancelled: it never starts); a Running one at its next
     node boundary (202, status still Running: the remaining nodes do not run, and the run ends Cancelled).
 
@@ -304,7 +355,7 @@ def cancel_run(run_id):
     return response
 
 
-def cancel(run_id):
+def cancel(run_id: uuid.UUID) -> dict[str, Any]:
     """Cancel ``run_id``: a Pending run at once, a Running one at its next node boundary; return the row with its
     ``previous_status`` (Pending or Running).
 
@@ -327,6 +378,11 @@ def cancel(run_id):
 
 
 @bp.get("/workflows/<workflow_id>/runs")
+@contract.operation(
+    "List a workflow's runs, newest first (paginated with limit or cursor)", query=schemas.RunsQuerySchema
+)
+@contract.responds(200, schemas.RunListSchema, "The runs (one page when limit or cursor is given).")
+@contract.errors(404, 422, 503)
 def list_runs(workflow_id: str) -> Response:
     """Return ``{runs: [Run]}``, newest first, optionally only those in ``status``, of ``schedule_id``, or both.
 
@@ -355,6 +411,12 @@ def list_runs(workflow_id: str) -> Response:
 
 
 @bp.get("/runs")
+@contract.operation(
+    "List the runs of every workflow, newest first (keyset pagination); filter by status, workflow_id or both",
+    query=schemas.AllRunsQuerySchema,
+)
+@contract.responds(200, schemas.RunPageSchema, "One page of runs (empty for a workflow_id that names no workflow).")
+@contract.errors(422, 503)
 def list_all_runs() -> Response:
     """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
     those in ``status``, of ``workflow_id``, of ``schedule_id``, or several; ``limit`` 1..200 (default 50); ``next_cursor`` is null on
@@ -433,7 +495,13 @@ def page(
 
 
 @bp.get("/runs/<run_id>")
-def get_run(run_id):
+@contract.operation(
+    "Read a run with its steps in execution order; with Prefer: wait=N, once it is final or N seconds passed",
+    headers=(contract.PREFER_WAIT,),
+)
+@contract.responds(200, schemas.RunDetailSchema, "The run.", "Vary", "Preference-Applied")
+@contract.errors(404, 503)
+def get_run(run_id: str) -> Response:
     """Return ``{run: Run, steps: [Step]}``, steps in execution order.
 
     With ``Prefer: wait=N`` (capped at WAIT_MAX_S), answers as soon as the run is final or N seconds passed,
@@ -447,7 +515,10 @@ def get_run(run_id):
 
 
 @bp.get("/runs/<run_id>/events")
-def list_run_events(run_id):
+@contract.operation("A run's status transitions, oldest first")
+@contract.responds(200, schemas.RunEventsSchema, "The events.")
+@contract.errors(404, 503)
+def list_run_events(run_id: str) -> Response:
     """Return ``{events: [{id, status, at, attempt, worker_id, note}]}``: every status transition, oldest first.
 
     :raise 404: unknown run.

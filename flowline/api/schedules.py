@@ -8,20 +8,27 @@ it may be a moment past while due). A disabled schedule has no next tick: ``next
 database's clock.
 """
 
-from flask import Blueprint, jsonify
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from psycopg import Connection
 from psycopg.errors import ForeignKeyViolation
 
 from ..core import cron
 from ..data import db
-from .errors import NotFound
+from . import contract, schemas
+from .errors import ApiError, NotFound
 from .http import etag, expected_versions, load_json, parse_id, precondition_failed, rows_of_workflow
 from .runs import check_run_input
-from .schemas import ScheduleCreateSchema, SchedulePatchSchema
 
 bp = Blueprint("schedules", __name__)
 
-_create_schema = ScheduleCreateSchema()
-_patch_schema = SchedulePatchSchema()
+_create_schema = schemas.ScheduleCreateSchema()
+_patch_schema = schemas.SchedulePatchSchema()
 
 # How many upcoming ticks an answer shows.
 NEXT_FIRE_TIMES = 5
@@ -29,7 +36,7 @@ NEXT_FIRE_TIMES = 5
 _FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled")
 
 
-def next_fire_times(row):
+def next_fire_times(row: dict[str, Any]) -> list[str]:
     """Return the schedule ``row``'s next NEXT_FIRE_TIMES ticks from its next_fire_at on, ISO 8601 in its time
     zone; [] while disabled."""
     first = row["next_fire_at"]
@@ -40,34 +47,40 @@ def next_fire_times(row):
     return [tick.isoformat() for tick in ticks]
 
 
-def _first_tick(settings, now):
+def _first_tick(settings: dict[str, Any], now: datetime) -> datetime | None:
     """Return the first tick after ``now`` of the schedule ``settings``, or None when it is disabled."""
     return cron.next_tick(settings["cron"], settings["timezone"], now) if settings["enabled"] else None
 
 
-def _answer(row):
+def _answer(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "next_fire_times": next_fire_times(row)}
 
 
-def _schedule_response(row, status=200):
+def _schedule_response(row: dict[str, Any], status: int = 200) -> Response:
     response = jsonify(_answer(row))
     response.status_code = status
     response.headers["ETag"] = etag(row["version"])
     return response
 
 
-def _write_refused(conn, schedule_id):
+def _write_refused(conn: Connection, schedule_id: uuid.UUID) -> ApiError:
     """Return the error for a conditional write to ``schedule_id`` that changed nothing: 404 or 412."""
     row = db.one(conn, "get_schedule", schedule_id=schedule_id)
     return NotFound("Schedule not found") if row is None else precondition_failed(row["version"])
 
 
-def _file_deleted_meanwhile(exc):
+def _file_deleted_meanwhile(exc: ForeignKeyViolation) -> bool:
     return exc.diag.constraint_name == "schedules_file_id_fkey"
 
 
 @bp.post("/workflows/<workflow_id>/schedules")
-def create_schedule(workflow_id):
+@contract.operation(
+    "Schedule runs of a workflow on a cron expression in a time zone; the workers fire each tick once",
+    body=schemas.ScheduleCreateSchema,
+)
+@contract.responds(201, schemas.ScheduleSchema, "The schedule, with its next five fire times.", "ETag", "Location")
+@contract.errors(400, 404, 413, 415, 422, 503)
+def create_schedule(workflow_id: str) -> Response:
     """Schedule runs of a workflow at the ticks of ``cron`` in ``timezone`` (default UTC), on ``input_text`` and
     ``file_id``; 201 with the schedule and its next five fire times.
 
@@ -106,7 +119,10 @@ def create_schedule(workflow_id):
 
 
 @bp.get("/workflows/<workflow_id>/schedules")
-def list_schedules(workflow_id):
+@contract.operation("A workflow's schedules, newest first, with their next five fire times")
+@contract.responds(200, schemas.ScheduleListSchema, "The schedules.")
+@contract.errors(404, 503)
+def list_schedules(workflow_id: str) -> Response:
     """Return ``{schedules: [...]}``, a workflow's schedules, newest first, each with its next five fire times.
 
     :raise 404: unknown workflow.
@@ -118,7 +134,10 @@ def list_schedules(workflow_id):
 
 
 @bp.get("/schedules/<schedule_id>")
-def get_schedule(schedule_id):
+@contract.operation("Read a schedule with its next five fire times")
+@contract.responds(200, schemas.ScheduleSchema, "The schedule.", "ETag")
+@contract.errors(404, 503)
+def get_schedule(schedule_id: str) -> Response:
     """Return one schedule with its next five fire times, its version as ``ETag``.
 
     :raise 404: unknown schedule.
@@ -131,7 +150,14 @@ def get_schedule(schedule_id):
 
 
 @bp.patch("/schedules/<schedule_id>")
-def update_schedule(schedule_id):
+@contract.operation(
+    "Change a schedule; enabling it again (or a new cron or time zone) starts it from now",
+    headers=(contract.IF_MATCH,),
+    body=schemas.SchedulePatchSchema,
+)
+@contract.responds(200, schemas.ScheduleSchema, "The changed schedule.", "ETag")
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def update_schedule(schedule_id: str) -> Response:
     """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled; 200 with it
     and its new ``ETag``. With ``If-Match``, only if unchanged since. Enabling a disabled schedule, or changing
     its cron or time zone, starts it from now: the ticks it missed meanwhile are not caught up.
@@ -174,7 +200,10 @@ def update_schedule(schedule_id):
 
 
 @bp.delete("/schedules/<schedule_id>")
-def delete_schedule(schedule_id):
+@contract.operation("Delete a schedule (its runs are kept, their schedule_id null)", headers=(contract.IF_MATCH,))
+@contract.responds(204, None, "Deleted.")
+@contract.errors(404, 412, 503)
+def delete_schedule(schedule_id: str) -> tuple[str, int]:
     """Delete a schedule; 204. Its runs are kept (their ``schedule_id`` becomes null). With ``If-Match``, only
     if unchanged since.
 

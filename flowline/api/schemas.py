@@ -1,11 +1,15 @@
 """marshmallow schemas: one per request body (each node type's ``config`` schema lives in its flowline/nodes/ module).
 
 Unknown keys in a request body are rejected (marshmallow's default ``unknown=RAISE``), so a typo is a 422, not a
-silent no-op. A node's ``config`` is the exception the earlier service's contract forces (CONTRACT.md route 3):
+silent no-op. A node's ``config`` is the exception the earlier service's contract forces (docs/CONTRACT.md route 3):
 keys its type does not know are kept, ignored when it runs and reported as warnings, unless the client asks for
 ``Prefer: handling=strict``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -25,7 +29,7 @@ from ..core.statuses import (
 NODE_TYPES = nodes.NAMES
 
 
-def config_warnings(node_type, config):
+def config_warnings(node_type: str, config: dict[str, Any]) -> list[str]:
     """Return one warning per key of ``config`` that ``node_type`` does not know (empty when there is none)."""
     return [
         f"config.{key} is not used by {node_type} nodes: kept, ignored"
@@ -42,7 +46,7 @@ class WorkflowCreateSchema(Schema):
     name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
 
 
-def _unstorable_parts(value):
+def _unstorable_parts(value: Any) -> Iterator[tuple[tuple[str, ...], str]]:
     """Yield ``(path, reason)`` for every key or string inside the JSON ``value`` that PostgreSQL cannot store."""
     stack = [((), value)]
     while stack:
@@ -66,7 +70,9 @@ class ConfigObject(fields.Dict):
     """A node's ``config``: any JSON object PostgreSQL can store (no NUL, no unpaired surrogate in any key or
     string, however deep); what its node type makes of it is checked by ``check_node_config``."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> dict[str, Any]:
         value = super()._deserialize(value, attr, data, **kwargs)
         errors = {}
         for path, reason in _unstorable_parts(value):
@@ -79,7 +85,7 @@ class ConfigObject(fields.Dict):
         return value
 
 
-def check_node_config(node_type, config, *, strict=False):
+def check_node_config(node_type: str, config: dict[str, Any], *, strict: bool = False) -> list[str]:
     """Validate ``config`` for ``node_type`` as a node body's ``config``; return its warnings (ignored keys).
 
     :raise ValidationError: a known key's value is invalid, or (``strict``) a key is unknown; the messages are
@@ -125,7 +131,7 @@ class NodePatchSchema(Schema):
     config = ConfigObject()
 
     @validates_schema
-    def _something_to_change(self, data, **kwargs):
+    def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError("Give node_type, config, or both.", field_name="_schema")
 
@@ -139,7 +145,7 @@ class NodeOrderSchema(Schema):
 class WebhookUrl(fields.String):
     """A webhook's URL: http or https, with a host, without a user:password part, at most 2000 characters."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         if not 1 <= len(value) <= 2000 or not value.isprintable() or any(ch.isspace() for ch in value):
             raise ValidationError("Must be a URL of at most 2000 printable characters without spaces.")
@@ -158,12 +164,12 @@ class WebhookUrl(fields.String):
 class WebhookEvents(fields.List):
     """A subscription's events: at least one of WEBHOOK_EVENTS; duplicates are dropped, the order kept."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)), validate=validate.Length(min=1, max=10), **kwargs
         )
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> list[str]:
         return list(dict.fromkeys(super()._deserialize(value, attr, data, **kwargs)))
 
 
@@ -183,7 +189,7 @@ class WebhookPatchSchema(Schema):
     enabled = fields.Boolean()
 
     @validates_schema
-    def _something_to_change(self, data, **kwargs):
+    def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError("Give url, events, enabled, or several.", field_name="_schema")
 
@@ -191,7 +197,7 @@ class WebhookPatchSchema(Schema):
 class CronExpression(fields.String):
     """A schedule's cron: five fields (minute hour day-of-month month day-of-week) or a name such as @daily."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         try:
             cron.check_cron(value)
@@ -203,7 +209,7 @@ class CronExpression(fields.String):
 class TimeZoneName(fields.String):
     """An IANA time zone name, such as UTC or Europe/Berlin."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         try:
             cron.zone(value)
@@ -240,7 +246,7 @@ class SchedulePatchSchema(Schema):
     enabled = fields.Boolean()
 
     @validates_schema
-    def _something_to_change(self, data, **kwargs):
+    def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError(
                 "Give cron, timezone, input_text, file_id, overlap, catchup, enabled, or several.", field_name="_schema"
@@ -271,7 +277,8 @@ class AllRunsQuerySchema(PageQuerySchema):
     schedule_id = fields.UUID()
 
 
-# --- responses (documentation only: never used to load or dump; see flowline/api/openapi.py) --------------------
+# --- responses (never used to load or dump: views name them in @contract.responds, flowline/api/openapi.py makes
+# them components of the document, and the API tests check every answer against them: tests/support/contract.py)
 # ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
 
 

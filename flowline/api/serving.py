@@ -7,10 +7,14 @@ itself, before the app sees it, with an HTML page. ``JsonErrorThreadWorker`` (gu
 never which bytes: they are the client's, unchecked.
 """
 
+from __future__ import annotations
+
 import json
 import ssl
 import uuid
 from datetime import datetime
+from types import FrameType
+from typing import Any
 
 from gunicorn import util
 from gunicorn.http import errors
@@ -20,7 +24,7 @@ from gunicorn.workers.gthread import ThreadWorker
 _BAD_REQUEST = (400, "Bad Request")
 
 
-def _invalid_header(exc, cfg):
+def _invalid_header(exc: errors.InvalidHeader, cfg: Any) -> str:
     if exc.hdr == "CONTENT-LENGTH":
         return "Content-Length must be a single non-negative decimal number, and not sent with Transfer-Encoding."
     if exc.hdr == "TRANSFER-ENCODING":
@@ -33,7 +37,7 @@ def _invalid_header(exc, cfg):
     )
 
 
-def _too_many_headers(exc, cfg):
+def _too_many_headers(exc: errors.LimitRequestHeaders, cfg: Any) -> str:
     if cfg is None:  # trailers of a chunked body, read by the app
         return "The request's trailers are too large."
     return (
@@ -104,7 +108,7 @@ _ANSWERS = [
 _SERVER_ERROR = (500, "Internal Server Error", "Internal server error; the request id identifies it in the logs.")
 
 
-def answer_for(exc, cfg=None):
+def answer_for(exc: BaseException, cfg: Any = None) -> tuple[int, str, str]:
     """Return ``(status, reason, detail)`` for an error gunicorn's handling of a request raised; ``cfg`` is
     gunicorn's configuration (None where the app read the body: only trailers can then be too large)."""
     # gunicorn answers an invalid header the app sent as its own 500 (InvalidResponseHeader is an InvalidHeader).
@@ -116,7 +120,7 @@ def answer_for(exc, cfg=None):
     return _SERVER_ERROR
 
 
-def error_bytes(status, reason, detail, request_id):
+def error_bytes(status: int, reason: str, detail: str, request_id: str) -> bytes:
     """Return the whole HTTP response for an error: the JSON error shape, then the connection closes."""
     body = json.dumps({"detail": detail}).encode()
     head = (
@@ -130,7 +134,7 @@ class JsonErrorThreadWorker(ThreadWorker):
     """gunicorn's gthread worker, answering what its HTTP parser refuses in Flowline's JSON error shape, and
     ending the requests that wait for a run (Prefer: wait=N) as soon as it is told to stop (SIGTERM)."""
 
-    def handle_exit(self, sig, frame):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # gunicorn lets requests in progress finish within graceful_timeout: a wait answers now instead. Imported
         # here, not at the top: gunicorn's master imports this module before it sets PROMETHEUS_MULTIPROC_DIR, and
@@ -141,7 +145,7 @@ class JsonErrorThreadWorker(ThreadWorker):
         if extensions is not None:
             extensions[waits.EXTENSION].stop()
 
-    def handle_error(self, req, client, addr, exc):
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         started = datetime.now()
         addr = addr or ("", -1)  # a unix socket
         status, reason, detail = answer_for(exc, self.cfg)

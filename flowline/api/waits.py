@@ -15,22 +15,31 @@ The listener wakes every waiter whenever it (re)connects: a notification sent wh
 so each one reads its run again.
 """
 
+from __future__ import annotations
+
 import logging
 import re
 import select
 import socket
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from flask import current_app
 from psycopg_pool import PoolTimeout, TooManyRequests
+from werkzeug.wrappers import Request
 
 from ..core import config as settings
 from ..core import metrics
 from ..core.statuses import FINISHED_STATUSES
 from . import prefer
+
+if TYPE_CHECKING:
+    from ..core.config import Settings
 
 log = logging.getLogger("flowline.api")
 
@@ -50,7 +59,7 @@ _DELTA_SECONDS = re.compile(r"^[0-9]+$")
 FINISHED, TIMED_OUT, OVER_CAP, DISCONNECTED, STOPPING = "finished", "timed_out", "over_cap", "disconnected", "stopping"
 
 
-def requested_seconds(request, max_s):
+def requested_seconds(request: Request, max_s: int) -> int | None:
     """Return the seconds the request's ``Prefer: wait=N`` asks for, capped at ``max_s``; None when it asks for
     none, or for something that is not delta-seconds (``wait=abc``, ``wait=-1``, ``wait=1.5``): a preference
     that cannot be honoured is ignored (RFC 7240 §2). ``wait=0`` and ``max_s`` 0 mean no wait."""
@@ -61,7 +70,7 @@ def requested_seconds(request, max_s):
     return (max_s if len(wait.value) > 9 else min(int(wait.value), max_s)) or None
 
 
-def applied(seconds):
+def applied(seconds: int) -> str:
     """Return the ``Preference-Applied`` value of a wait of ``seconds`` (RFC 7240 §3)."""
     return f"wait={seconds}"
 
@@ -76,12 +85,12 @@ class Wait:
     waited: bool = True
 
     @property
-    def final(self):
+    def final(self) -> bool:
         """True when the run was read in a final status."""
         return self.row is not None and self.row["status"] in FINISHED_STATUSES
 
 
-def client_gone_check(environ):
+def client_gone_check(environ: dict[str, Any]) -> Callable[[], bool]:
     """Return a function telling whether the client of the request with WSGI ``environ`` closed its connection.
 
     gunicorn puts the client's socket in ``environ["gunicorn.socket"]``; it is polled without reading from it (a
@@ -93,7 +102,7 @@ def client_gone_check(environ):
         return lambda: False
     hangup = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
 
-    def gone():
+    def gone() -> bool:
         try:
             fd = sock.fileno()
         except OSError:
@@ -122,7 +131,7 @@ def client_gone_check(environ):
 class Waits:
     """One process's waiting requests and the LISTEN thread that wakes them (``app.extensions[EXTENSION]``)."""
 
-    def __init__(self, database_url, max_waiters, application_name="flowline-api-waits"):
+    def __init__(self, database_url: str, max_waiters: int, application_name: str = "flowline-api-waits") -> None:
         self.max_waiters = max_waiters
         self._conninfo = settings.connection_kwargs(database_url, 0, application_name)
         self._lock = threading.Lock()
@@ -133,15 +142,21 @@ class Waits:
         self.listening = threading.Event()
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Settings) -> Waits:
         return cls(config.database_url, config.wait_max_waiters)
 
     @property
-    def waiting(self):
+    def waiting(self) -> int:
         """The requests of this process waiting now."""
         return self._count
 
-    def wait(self, run_id, seconds, read, client_gone=lambda: False):
+    def wait(
+        self,
+        run_id: uuid.UUID,
+        seconds: float,
+        read: Callable[[], dict[str, Any] | None],
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> Wait:
         """Wait up to ``seconds`` for run ``run_id`` to reach a final status; return a Wait.
 
         ``read()`` reads the run (get_run_outcome's row, or None for an unknown run) with a pooled connection it
@@ -193,7 +208,7 @@ class Waits:
             else:
                 metrics.wait_ended(outcome)
 
-    def _sleep(self, event, deadline, client_gone):
+    def _sleep(self, event: threading.Event, deadline: float, client_gone: Callable[[], bool]) -> str | None:
         """Sleep until ``event`` is set (return None) or the wait must end (return TIMED_OUT, DISCONNECTED or
         STOPPING), in slices of at most SLICE_S."""
         while not event.is_set():
@@ -207,7 +222,7 @@ class Waits:
             event.wait(min(SLICE_S, left))
         return STOPPING if self._stopping.is_set() else None
 
-    def _wake(self, run_id=None):
+    def _wake(self, run_id: str | None = None) -> None:
         """Wake the requests waiting for ``run_id``, or every waiting request."""
         with self._lock:
             if run_id is None:
@@ -217,13 +232,13 @@ class Waits:
         for event in events:
             event.set()
 
-    def _start_listener(self):
+    def _start_listener(self) -> None:
         with self._lock:
             if self._thread is None and not self._stopping.is_set():
                 self._thread = threading.Thread(target=self._listen, name="flowline-waits-listener", daemon=True)
                 self._thread.start()
 
-    def _listen(self):
+    def _listen(self) -> None:
         """Hold the LISTEN connection until stop(), waking the waiters of each finished run; reconnect with
         backoff, and wake every waiter once listening again."""
         delay = 0.1
@@ -252,14 +267,14 @@ class Waits:
                 delay = min(RECONNECT_CAP_S, delay * 2)
         self.listening.clear()
 
-    def stop(self):
+    def stop(self) -> None:
         """End every wait now (each answers with its run as it is) and refuse new ones: the process is stopping
         (gunicorn's SIGTERM). gunicorn calls it from its signal handler, in the worker's main thread, which never
         waits itself: the lock it takes is never held by the thread it interrupts."""
         self._stopping.set()
         self._wake()
 
-    def close(self, timeout=2.0):
+    def close(self, timeout: float = 2.0) -> None:
         """stop(), then let the listener close its connection (within about SLICE_S)."""
         self.stop()
         thread = self._thread
@@ -267,6 +282,6 @@ class Waits:
             thread.join(timeout)
 
 
-def of_app():
+def of_app() -> Waits:
     """Return the current Flask app's Waits."""
     return current_app.extensions[EXTENSION]

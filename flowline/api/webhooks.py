@@ -6,13 +6,20 @@ list, a log line, a metric or an export. The deliveries themselves are written b
 migration 0009) and sent by the workers (flowline/worker/webhooks.py).
 """
 
-from flask import Blueprint, jsonify
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from psycopg import Connection
 from psycopg.errors import ForeignKeyViolation
 
 from ..core.statuses import DeliveryStatus
 from ..core.webhook_signing import new_secret
 from ..data import db
-from .errors import Conflict, NotFound
+from . import contract, schemas
+from .errors import ApiError, Conflict, NotFound
 from .http import (
     DEFAULT_PAGE_SIZE,
     decode_cursor,
@@ -25,33 +32,40 @@ from .http import (
     precondition_failed,
     rows_of_workflow,
 )
-from .schemas import PageQuerySchema, WebhookCreateSchema, WebhookPatchSchema
 
 bp = Blueprint("webhooks", __name__)
 
-_create_schema = WebhookCreateSchema()
-_patch_schema = WebhookPatchSchema()
-_page_schema = PageQuerySchema()
+_create_schema = schemas.WebhookCreateSchema()
+_patch_schema = schemas.WebhookPatchSchema()
+_page_schema = schemas.PageQuerySchema()
 
 # How long a rotated-out secret goes on signing beside the new one: receivers have a day to switch.
 ROTATION_OVERLAP_S = 24 * 3600
 
 
-def _webhook_response(row, status=200, **extra):
+def _webhook_response(row: dict[str, Any], status: int = 200, **extra: str) -> Response:
     response = jsonify({**row, **extra})
     response.status_code = status
     response.headers["ETag"] = etag(row["version"])
     return response
 
 
-def _write_refused(conn, webhook_id):
+def _write_refused(conn: Connection, webhook_id: uuid.UUID) -> ApiError:
     """Return the error for a conditional write to ``webhook_id`` that changed nothing: 404 or 412."""
     row = db.one(conn, "get_webhook", webhook_id=webhook_id)
     return NotFound("Webhook not found") if row is None else precondition_failed(row["version"])
 
 
 @bp.post("/workflows/<workflow_id>/webhooks")
-def create_webhook(workflow_id):
+@contract.operation(
+    "Subscribe a URL to a workflow's run.succeeded, run.failed, run.cancelled events (signed Standard Webhooks)",
+    body=schemas.WebhookCreateSchema,
+)
+@contract.responds(
+    201, schemas.WebhookCreatedSchema, "The subscription, with its secret (shown only here).", "ETag", "Location"
+)
+@contract.errors(400, 404, 413, 415, 422, 503)
+def create_webhook(workflow_id: str) -> Response:
     """Subscribe ``url`` to a workflow's ``events`` (default: all three); 201 with the subscription and its
     ``secret``, the only time it is shown.
 
@@ -82,7 +96,10 @@ def create_webhook(workflow_id):
 
 
 @bp.get("/workflows/<workflow_id>/webhooks")
-def list_webhooks(workflow_id):
+@contract.operation("A workflow's webhook subscriptions, newest first (never their secrets)")
+@contract.responds(200, schemas.WebhookListSchema, "The subscriptions.")
+@contract.errors(404, 503)
+def list_webhooks(workflow_id: str) -> Response:
     """Return ``{webhooks: [...]}``, a workflow's subscriptions, newest first (without their secrets).
 
     :raise 404: unknown workflow.
@@ -94,7 +111,10 @@ def list_webhooks(workflow_id):
 
 
 @bp.get("/webhooks/<webhook_id>")
-def get_webhook(webhook_id):
+@contract.operation("Read a webhook subscription (never its secret)")
+@contract.responds(200, schemas.WebhookSchema, "The subscription.", "ETag")
+@contract.errors(404, 503)
+def get_webhook(webhook_id: str) -> Response:
     """Return one subscription (without its secret), with its version as ``ETag``.
 
     :raise 404: unknown subscription.
@@ -107,7 +127,12 @@ def get_webhook(webhook_id):
 
 
 @bp.patch("/webhooks/<webhook_id>")
-def update_webhook(webhook_id):
+@contract.operation(
+    "Change a subscription's url, events or enabled", headers=(contract.IF_MATCH,), body=schemas.WebhookPatchSchema
+)
+@contract.responds(200, schemas.WebhookSchema, "The changed subscription.", "ETag")
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def update_webhook(webhook_id: str) -> Response:
     """Change a subscription's ``url``, ``events`` or ``enabled``; 200 with it and its new ``ETag``. With
     ``If-Match``, only if unchanged since. Enabling clears ``disabled_reason``.
 
@@ -136,7 +161,10 @@ def update_webhook(webhook_id):
 
 
 @bp.delete("/webhooks/<webhook_id>")
-def delete_webhook(webhook_id):
+@contract.operation("Delete a subscription and its delivery history", headers=(contract.IF_MATCH,))
+@contract.responds(204, None, "Deleted.")
+@contract.errors(404, 412, 503)
+def delete_webhook(webhook_id: str) -> tuple[str, int]:
     """Delete a subscription and its delivery history; 204. With ``If-Match``, only if unchanged since.
 
     :raise 404: unknown subscription.
@@ -150,7 +178,13 @@ def delete_webhook(webhook_id):
 
 
 @bp.post("/webhooks/<webhook_id>/rotate-secret")
-def rotate_secret(webhook_id):
+@contract.operation(
+    "Give a subscription a new secret; the old one goes on signing beside it for 24 hours",
+    headers=(contract.IF_MATCH,),
+)
+@contract.responds(200, schemas.WebhookRotatedSchema, "The new secret (shown only here).", "ETag")
+@contract.errors(404, 412, 503)
+def rotate_secret(webhook_id: str) -> Response:
     """Give a subscription a new signing secret; 200 with it (shown only here). For 24 hours deliveries carry
     both signatures (``v1,<new> v1,<old>``), so receivers can switch without losing one. With ``If-Match``, only
     if unchanged since.
@@ -175,7 +209,13 @@ def rotate_secret(webhook_id):
 
 
 @bp.get("/webhooks/<webhook_id>/deliveries")
-def list_deliveries(webhook_id):
+@contract.operation(
+    "A subscription's deliveries, newest first, with every attempt (keyset pagination)",
+    query=schemas.PageQuerySchema,
+)
+@contract.responds(200, schemas.DeliveryPageSchema, "One page of deliveries.")
+@contract.errors(404, 422, 503)
+def list_deliveries(webhook_id: str) -> Response:
     """Return ``{deliveries: [...], next_cursor}``, a subscription's deliveries newest first, each with its
     status, attempts, last answer and latency, next attempt and every attempt's record; ``limit`` 1..200
     (default 50), ``cursor`` from the previous page.
@@ -202,7 +242,10 @@ def list_deliveries(webhook_id):
 
 
 @bp.post("/deliveries/<delivery_id>/retry")
-def retry_delivery(delivery_id):
+@contract.operation("Send a delivery again now (it keeps its webhook-id)")
+@contract.responds(202, schemas.DeliveryRetriedSchema, "Due now.")
+@contract.errors(404, 409, 503)
+def retry_delivery(delivery_id: str) -> Response:
     """Send a delivery again now (Pending, due at once; also a Delivered or Dead one: it keeps its webhook-id);
     202 ``{delivery_id, status: "Pending"}``.
 

@@ -1,8 +1,14 @@
 """Workflows: create, list, read (with nodes in position order), rename, delete."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response
 
 from ..data import db
+from . import contract, schemas
 from .http import (
     DEFAULT_PAGE_SIZE,
     decode_cursor,
@@ -15,17 +21,19 @@ from .http import (
     row_json_response,
     workflow_write_refused,
 )
-from .schemas import PageQuerySchema, WorkflowCreateSchema, WorkflowPatchSchema
 
 bp = Blueprint("workflows", __name__)
 
-_create_schema = WorkflowCreateSchema()
-_patch_schema = WorkflowPatchSchema()
-_page_schema = PageQuerySchema()
+_create_schema = schemas.WorkflowCreateSchema()
+_patch_schema = schemas.WorkflowPatchSchema()
+_page_schema = schemas.PageQuerySchema()
 
 
 @bp.post("/workflows")
-def create_workflow():
+@contract.operation("Create a workflow", body=schemas.WorkflowCreateSchema)
+@contract.responds(200, schemas.WorkflowSchema, "The workflow.", "ETag")
+@contract.errors(400, 413, 415, 422, 503)
+def create_workflow() -> Response:
     """Create a workflow; 200 ``{id, name, created_at, updated_at, version}``.
 
     :raise 422: a missing, blank or over-long name.
@@ -33,14 +41,17 @@ def create_workflow():
     return row_json_response(create(load_json(_create_schema)["name"]))
 
 
-def create(name):
+def create(name: str) -> dict[str, Any]:
     """Create a workflow named ``name`` (already validated); return its row (``body``, ``id``, ``version``)."""
     with db.connection() as conn:
         return db.one(conn, "create_workflow", name=name)
 
 
 @bp.get("/workflows/<workflow_id>")
-def get_workflow(workflow_id):
+@contract.operation("Read a workflow with its nodes in position order")
+@contract.responds(200, schemas.WorkflowWithNodesSchema, "The workflow.", "ETag")
+@contract.errors(404, 503)
+def get_workflow(workflow_id: str) -> Response:
     """Return a workflow and its nodes in position order, with its version as ``ETag``.
 
     :raise 404: unknown workflow.
@@ -49,7 +60,10 @@ def get_workflow(workflow_id):
 
 
 @bp.get("/workflows")
-def list_workflows():
+@contract.operation("List workflows, newest first (keyset pagination)", query=schemas.PageQuerySchema)
+@contract.responds(200, schemas.WorkflowListSchema, "One page of workflows.")
+@contract.errors(422, 503)
+def list_workflows() -> Response:
     """Return ``{workflows: [...], next_cursor}``, newest first; ``limit`` 1..200 (default 50), ``cursor`` from
     the previous page; ``next_cursor`` is null on the last page.
 
@@ -60,7 +74,7 @@ def list_workflows():
     return page_response("workflows", page(query.get("cursor"), limit), limit)
 
 
-def page(cursor, limit):
+def page(cursor: str | None, limit: int) -> list[dict[str, Any]]:
     """Return up to ``limit + 1`` workflows, newest first, after ``cursor`` (None: from the newest); one more than
     the page tells whether another page follows.
 
@@ -74,7 +88,10 @@ def page(cursor, limit):
 
 
 @bp.patch("/workflows/<workflow_id>")
-def rename_workflow(workflow_id):
+@contract.operation("Rename a workflow", headers=(contract.IF_MATCH,), body=schemas.WorkflowPatchSchema)
+@contract.responds(200, schemas.WorkflowSchema, "The renamed workflow.", "ETag")
+@contract.errors(400, 404, 412, 413, 415, 422, 503)
+def rename_workflow(workflow_id: str) -> Response:
     """Rename a workflow; 200 with the workflow and its new ``ETag``. With ``If-Match``, only if unchanged since.
 
     :raise 404: unknown workflow.
@@ -86,7 +103,7 @@ def rename_workflow(workflow_id):
     return row_json_response(rename(workflow_id, data["name"], expected_versions()))
 
 
-def rename(workflow_id, name, versions):
+def rename(workflow_id: uuid.UUID, name: str, versions: list[int] | None) -> dict[str, Any]:
     """Rename ``workflow_id`` to ``name`` if its version is among ``versions`` (None: any); return its row.
 
     :raise NotFound: unknown workflow.
@@ -100,7 +117,10 @@ def rename(workflow_id, name, versions):
 
 
 @bp.delete("/workflows/<workflow_id>")
-def delete_workflow(workflow_id):
+@contract.operation("Delete a workflow with its nodes and run history", headers=(contract.IF_MATCH,))
+@contract.responds(204, None, "Deleted.")
+@contract.errors(404, 412, 503)
+def delete_workflow(workflow_id: str) -> tuple[str, int]:
     """Delete a workflow with its nodes and its whole run history; 204. With ``If-Match``, only if unchanged.
 
     :raise 404: unknown workflow.
@@ -110,7 +130,7 @@ def delete_workflow(workflow_id):
     return "", 204
 
 
-def delete(workflow_id, versions):
+def delete(workflow_id: uuid.UUID, versions: list[int] | None) -> None:
     """Delete ``workflow_id`` with its nodes and runs if its version is among ``versions`` (None: any).
 
     :raise NotFound: unknown workflow.

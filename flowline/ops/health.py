@@ -6,6 +6,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, jsonify
 from psycopg_pool import PoolTimeout
 
+from ..api import contract, schemas
 from ..api.errors import error_response, unavailable_response
 from ..data import db, migrations
 
@@ -14,12 +15,17 @@ log = logging.getLogger("flowline.health")
 
 
 @bp.get("/livez")
+@contract.operation("Liveness: the process serves requests (no database)")
+@contract.responds(200, schemas.LivenessSchema, "Alive.")
 def livez() -> Response:
     """200 while the process serves requests; touches no database."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@contract.operation("Readiness: the database answers and no migration is pending")
+@contract.responds(200, schemas.ReadinessSchema, "Ready.")
+@contract.responds(503, schemas.ErrorSchema, "Not ready: `checks` names the failing check.")
 def readyz() -> Response:
     """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
     try:

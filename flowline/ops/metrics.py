@@ -16,6 +16,7 @@ from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..api import contract
 from ..core.config import settings_of
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
 from ..core.statuses import RunStatus
@@ -245,6 +246,15 @@ def serve_worker_metrics(port: int, pool: Pool) -> WSGIServer:
 
 
 @bp.get("/metrics")
+@contract.operation("Prometheus metrics: requests by route and status, the pool, runs, the queue, workers", tag="meta")
+@contract.responds(
+    200,
+    {"type": "string"},
+    "Every `flowline_*` series (the README lists them), in Prometheus' text format, "
+    "or OpenMetrics when the Accept header asks for it. Series read from the "
+    "database are left out, with `flowline_database_up 0`, while it is unreachable.",
+    media_types=("text/plain", "application/openmetrics-text"),
+)
 def get_metrics() -> Response:
     """Return every ``flowline_*`` series of this gunicorn's workers, plus the queue and the worker heartbeats read
     from the database (left out, with ``flowline_database_up 0``, when it does not answer within

@@ -1,11 +1,14 @@
-"""The milestone-1 contract (CONTRACT.md): routes, shapes, status codes and error cases."""
+"""The milestone-1 contract (docs/CONTRACT.md): routes, shapes, status codes and error cases."""
 
 import re
 import uuid
 
 import pytest
 
+from flowline.api.schemas import RunSchema, StepSchema
+
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$")
+# The keys of a Run and a Step the earlier service answered (docs/CONTRACT.md); Flowline adds others.
 RUN_KEYS = {"id", "workflow_id", "status", "started_at", "finished_at", "error_message", "final_output"}
 STEP_KEYS = {
     "id",
@@ -19,7 +22,23 @@ STEP_KEYS = {
     "output_text",
     "error_message",
 }
+# Of those, the keys never null: every other one is null when empty.
+RUN_KEYS_NEVER_NULL = {"id", "workflow_id", "status"}
+STEP_KEYS_NEVER_NULL = {"id", "run_id", "node_type", "status"}
 UNKNOWN = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    "schema, keys, never_null",
+    [(RunSchema, RUN_KEYS, RUN_KEYS_NEVER_NULL), (StepSchema, STEP_KEYS, STEP_KEYS_NEVER_NULL)],
+    ids=["Run", "Step"],
+)
+def test_the_response_schemas_promise_every_key_null_when_empty(schema, keys, never_null):
+    """The OpenAPI document (and so every answer the API tests check against it: tests/support/contract.py)
+    requires each milestone-1 key of a Run and a Step, and lets exactly those that may be empty be null."""
+    fields = schema().fields
+    assert keys <= {name for name, field in fields.items() if field.required}
+    assert {name for name in keys if fields[name].allow_none} == keys - never_null
 
 
 def test_create_workflow_answers_200_with_id_and_name(client, sql):

@@ -1,4 +1,4 @@
-"""The earlier service's clients work unchanged (CONTRACT.md route 3): any JSON object is a node's config, the
+"""The earlier service's clients work unchanged (docs/CONTRACT.md route 3): any JSON object is a node's config, the
 keys its type does not know are kept, returned, ignored and reported; `Prefer: handling=strict` brings back
 the 422; generative_ai needs neither prompt nor model. (Its browser front end on localhost:3000 passing CORS, against
 a real gunicorn: tests/e2e/test_earlier_clients.py.)"""

@@ -1,4 +1,4 @@
-"""The earlier service's browser front end on localhost:3000 passes CORS (CONTRACT.md route 3), against a real
+"""The earlier service's browser front end on localhost:3000 passes CORS (docs/CONTRACT.md route 3), against a real
 gunicorn (its clients' node configs and `Prefer: handling=strict`: tests/api/test_earlier_clients.py)."""
 
 import http.client

@@ -18,6 +18,7 @@ READERS = [
     PACKAGE / "api" / "schemas.py",
     PACKAGE / "engine" / "runner.py",
     PACKAGE / "api" / "openapi.py",
+    PACKAGE / "api" / "contract.py",
     PACKAGE / "api" / "nodes.py",
     *sorted((PACKAGE / "tools").glob("*.py")),
     *sorted((ROOT / "sql").glob("*.sql")),

@@ -1,4 +1,5 @@
-"""The README's promises: its tables match the code (its curl walk-through: tests/e2e/test_readme.py)."""
+"""The README's promises: its tables match the code (its curl walk-through: tests/e2e/test_readme.py; its route
+table, against the OpenAPI document: tests/api/test_openapi.py)."""
 
 import re
 from pathlib import Path
