@@ -24,8 +24,8 @@ run: venv
 	$(LOCAL_PG) scripts/serve.sh
 
 ## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE),
-## after ruff's lint and format checks and mypy's type check of flowline/ (`make lint`; `make format` rewrites the
-## files ruff would change).
+## after ruff's lint and format checks and mypy's type check of flowline/, app.py and gunicorn.conf.py (`make lint`;
+## `make format` rewrites the files ruff would change).
 test: lint
 	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 

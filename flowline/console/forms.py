@@ -50,7 +50,7 @@ class FormField:
 def _validators(schema_field: fields.Field) -> list[Any]:
     """Return the validators of ``schema_field`` as a list (marshmallow allows one, a list, or none)."""
     found = schema_field.validate
-    return found if isinstance(found, (list, tuple)) else [found] if found else []
+    return list(found) if isinstance(found, (list, tuple)) else [found] if found else []
 
 
 def _bound(schema_field: fields.Field, kind: type, attribute: str) -> Any:
@@ -101,6 +101,7 @@ def form_fields(node_type_name: str, config: dict[str, Any], errors: dict[str, A
             maximum=_bound(schema_field, validate.Range, "max"),
         )
         if kind == "choices":
+            assert isinstance(schema_field, fields.List)  # _kind names only a List field "choices"
             spec.item_label = spec.label.removesuffix("s")
             spec.choices = tuple(_bound(schema_field.inner, validate.OneOf, "choices") or ())
             chosen = config.get(name, spec.default) or []

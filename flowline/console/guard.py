@@ -127,7 +127,7 @@ def csrf_refused(exc: CSRFError) -> ResponseReturnValue:
 def _local_next(target: str | None) -> str:
     """Return ``target`` when it is a path on the console (no scheme, no host), else the console's home."""
     parts = urlsplit(target or "")
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+    if target is None or parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
         return url_for("console.workflows")
     return target
 

@@ -47,7 +47,7 @@ _query_schema = AllRunsQuerySchema()
 
 def _parse_time(value: str | None) -> datetime | None:
     """Return an ISO timestamp from the JSON PostgreSQL built as a datetime (None stays None)."""
-    return value and datetime.fromisoformat(value)
+    return datetime.fromisoformat(value) if value else None
 
 
 @bp.get("/runs", endpoint="runs")
@@ -59,7 +59,8 @@ def runs_list() -> ResponseReturnValue:
     """
     if "" in request.args.values():
         # The filter form's "Any" sends status= : an empty filter is no filter, at its own URL.
-        return redirect(url_for("console.runs", **{key: value for key, value in request.args.items() if value}))
+        given: dict[str, Any] = {key: value for key, value in request.args.items() if value}
+        return redirect(url_for("console.runs", **given))
     query = load_query(_query_schema)
     limit = query.get("limit", PAGE_SIZE)
     status, workflow_id = query.get("status"), query.get("workflow_id")
@@ -123,7 +124,7 @@ def run(run_id: str) -> ResponseReturnValue:
         step["config_text"] = json.dumps(step["config_snapshot"], indent=2, ensure_ascii=False)
     now = datetime.now(UTC)
     picture = timeline.build(
-        _parse_time(run["started_at"]) or _parse_time(run["created_at"]),
+        _parse_time(run["started_at"]) or datetime.fromisoformat(run["created_at"]),
         _parse_time(run["finished_at"]) or now,
         [
             {**step, "started_at": _parse_time(step["started_at"]), "finished_at": _parse_time(step["finished_at"])}
@@ -161,12 +162,12 @@ def run_text(run_id: str, part: str) -> ResponseReturnValue:
 
     :raise 404: unknown run or part.
     """
-    run_id = parse_id(run_id, "Run")
+    run_uuid = parse_id(run_id, "Run")
     with db.connection() as conn:
-        row = db.one(conn, "get_run_text", run_id=run_id, part=_part(part))
+        row = db.one(conn, "get_run_text", run_id=run_uuid, part=_part(part))
     if row is None:
         raise NotFound("Run not found")
-    return render_template("console/run_text.html", run_id=run_id, step=None, what=_WHAT[part], text=row["text"])
+    return render_template("console/run_text.html", run_id=run_uuid, step=None, what=_WHAT[part], text=row["text"])
 
 
 @bp.get("/runs/<run_id>/steps/<step_id>/<part>")
@@ -175,12 +176,12 @@ def step_text(run_id: str, step_id: str, part: str) -> ResponseReturnValue:
 
     :raise 404: unknown run, step of that run, or part.
     """
-    run_id, step_id = parse_id(run_id, "Run"), parse_id(step_id, "Step")
+    run_uuid, step_uuid = parse_id(run_id, "Run"), parse_id(step_id, "Step")
     with db.connection() as conn:
-        row = db.one(conn, "get_run_step_text", run_id=run_id, step_id=step_id, part=_part(part))
+        row = db.one(conn, "get_run_step_text", run_id=run_uuid, step_id=step_uuid, part=_part(part))
     if row is None:
         raise NotFound("Step not found")
-    return render_template("console/run_text.html", run_id=run_id, step=row, what=_WHAT[part], text=row["text"])
+    return render_template("console/run_text.html", run_id=run_uuid, step=row, what=_WHAT[part], text=row["text"])
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -231,6 +232,7 @@ def queue_page() -> ResponseReturnValue:
             conn, "list_recent_failures", since_s=QUEUE_WINDOW_S, text_cut=LIST_TEXT_CUT, row_limit=FAILURES_SHOWN
         )
         minutes = db.many(conn, "count_runs_finished_per_minute", minutes=QUEUE_MINUTES)
+    assert stats is not None  # a SELECT without FROM: always one row
     return render_template(
         "console/queue.html",
         stats=stats,

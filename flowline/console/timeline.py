@@ -47,12 +47,13 @@ def build(start: datetime, end: datetime, steps: Sequence[dict[str, Any]], now: 
         """Return the horizontal position of time ``at`` on the axis."""
         return round(LABEL_W + CHART_W * (at - t0).total_seconds() / span, 2)
 
-    rows, attempt = [], None
+    rows: list[dict[str, Any]] = []
+    attempt = None
     for step in steps:
         if step["attempt"] != attempt:
             attempt = step["attempt"]
             rows.append({"kind": "attempt", "label": f"Attempt {attempt}"})
-        row = {
+        row: dict[str, Any] = {
             "kind": "step",
             "label": f"{step['position'] + 1}. {step['node_type']}",
             "status": step["status"],

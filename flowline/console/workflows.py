@@ -15,7 +15,6 @@ from ..api import files, nodes, runs, schedules, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
 from ..api.http import parse_id, split_page
 from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
-from ..core.statuses import RunStatus
 from ..data import db
 from . import forms
 from .blueprint import bp
@@ -34,9 +33,11 @@ STALE = (
 
 def _versions(form_value: str | None) -> list[int]:
     """Return the If-Match versions a form's hidden ``version`` carries, as the API's If-Match would."""
+    if form_value is None:
+        return []
     try:
         return [int(form_value)]
-    except (TypeError, ValueError):
+    except ValueError:
         return []
 
 
@@ -65,12 +66,12 @@ def _schedules(workflow_id: uuid.UUID) -> list[dict[str, Any]]:
     return [{**row, "next_fire_times": schedules.next_fire_times(row)} for row in rows]
 
 
-def _name_errors(name: str) -> tuple[list[str] | None, str | None]:
-    """Return ``(errors, None)`` for a workflow name the API refuses, else ``(None, the name as loaded)``."""
+def _name_errors(name: str) -> tuple[list[str], str]:
+    """Return ``(errors, "")`` for a workflow name the API refuses, else ``([], the name as loaded)``."""
     try:
-        return None, _name_schema.load({"name": name})["name"]
+        return [], _name_schema.load({"name": name})["name"]
     except ValidationError as exc:
-        return exc.messages.get("name", ["Invalid name."]), None
+        return exc.messages_dict.get("name", ["Invalid name."]), ""
 
 
 def _workflows_list(cursor: str | None, status: int = 200, **extra: object) -> tuple[str, int]:
@@ -107,7 +108,7 @@ def _workflow_page(workflow_id: uuid.UUID, status: int = 200, **extra: object) -
     :raise NotFound: unknown workflow.
     """
     workflow = _load_workflow(workflow_id)
-    context = {
+    context: dict[str, object] = {
         "workflow": workflow,
         "node_types": node_types.ALL,
         "files": _recent_files(),
@@ -135,16 +136,16 @@ def rename_workflow(workflow_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     errors, name = _name_errors(request.form.get("name", ""))
     if errors:
-        return _workflow_page(workflow_id, 422, name_errors=errors, name_value=request.form.get("name", ""))
+        return _workflow_page(workflow_uuid, 422, name_errors=errors, name_value=request.form.get("name", ""))
     try:
-        workflows.rename(workflow_id, name, _versions(request.form.get("version")))
+        workflows.rename(workflow_uuid, name, _versions(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_id, 409, stale=STALE)
+        return _workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Renamed to “{name}”.")
-    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
 
 @bp.route("/workflows/<workflow_id>/delete", methods=["GET", "POST"])
@@ -153,14 +154,14 @@ def delete_workflow(workflow_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
-    workflow = _load_workflow(workflow_id)
+    workflow_uuid = parse_id(workflow_id, "Workflow")
+    workflow = _load_workflow(workflow_uuid)
     if request.method == "GET":
         return render_template("console/confirm_delete_workflow.html", workflow=workflow)
     try:
-        workflows.delete(workflow_id, _versions(request.form.get("version")))
+        workflows.delete(workflow_uuid, _versions(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_id, 409, stale=STALE)
+        return _workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Workflow “{workflow['name']}” deleted, with its runs.")
     return redirect(url_for("console.workflows"))
 
@@ -216,19 +217,19 @@ def add_node(workflow_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     node_type = _node_type(request.form.get("node_type", ""))
     config = forms.config_from_form(node_type, request.form)
     try:
-        node, _ = nodes.add(workflow_id, node_type, config, _versions(request.form.get("version")))
+        node, _ = nodes.add(workflow_uuid, node_type, config, _versions(request.form.get("version")))
     except ValidationError as exc:
         return _node_form(
-            _load_workflow(workflow_id), node_type, config, errors=exc.messages.get("config", {}), status=422
+            _load_workflow(workflow_uuid), node_type, config, errors=exc.messages_dict.get("config", {}), status=422
         )
     except PreconditionFailed:
-        return _node_form(_load_workflow(workflow_id), node_type, config, stale=STALE, status=409)
+        return _node_form(_load_workflow(workflow_uuid), node_type, config, stale=STALE, status=409)
     flash(f"{node_type} node added at position {node['position'] + 1}.")
-    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
 
 def _find_node(workflow: dict[str, Any], node_id: uuid.UUID) -> dict[str, Any]:
@@ -259,19 +260,19 @@ def change_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow or node.
     """
-    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_id)
-    node = _find_node(workflow, node_id)
+    workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_uuid)
+    node = _find_node(workflow, node_uuid)
     config = forms.config_from_form(node["node_type"], request.form, stored=node["config"])
     try:
-        nodes.change(workflow_id, node_id, None, config, _versions(request.form.get("version")))
+        nodes.change(workflow_uuid, node_uuid, None, config, _versions(request.form.get("version")))
     except ValidationError as exc:
-        errors = exc.messages.get("config", {})
+        errors = exc.messages_dict.get("config", {})
         return _node_form(workflow, node["node_type"], config, node=node, errors=errors, status=422)
     except PreconditionFailed:
         return _node_form(workflow, node["node_type"], config, node=node, stale=STALE, status=409)
     flash(f"Node {node['position'] + 1} ({node['node_type']}) saved.")
-    return redirect(url_for("console.workflow", workflow_id=workflow_id))
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
 
 @bp.post("/workflows/<workflow_id>/nodes/<node_id>/move")
@@ -280,18 +281,18 @@ def move_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow or node.
     """
-    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_id)
+    workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_uuid)
     order = [node["id"] for node in workflow["nodes"]]
-    at = order.index(_find_node(workflow, node_id)["id"])
+    at = order.index(_find_node(workflow, node_uuid)["id"])
     to = at - 1 if request.form.get("direction") == "up" else at + 1
     if 0 <= to < len(order):
         order[at], order[to] = order[to], order[at]
         try:
-            nodes.reorder(workflow_id, [uuid.UUID(n) for n in order], _versions(request.form.get("version")))
+            nodes.reorder(workflow_uuid, [uuid.UUID(n) for n in order], _versions(request.form.get("version")))
         except PreconditionFailed:
-            return _workflow_page(workflow_id, 409, stale=STALE)
-    return redirect(url_for("console.workflow", workflow_id=workflow_id, _anchor="nodes"))
+            return _workflow_page(workflow_uuid, 409, stale=STALE)
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid, _anchor="nodes"))
 
 
 @bp.route("/workflows/<workflow_id>/nodes/<node_id>/delete", methods=["GET", "POST"])
@@ -300,17 +301,17 @@ def delete_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow or node.
     """
-    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_id)
-    node = _find_node(workflow, node_id)
+    workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow = _load_workflow(workflow_uuid)
+    node = _find_node(workflow, node_uuid)
     if request.method == "GET":
         return render_template("console/confirm_delete_node.html", workflow=workflow, node=node)
     try:
-        nodes.delete(workflow_id, node_id, _versions(request.form.get("version")))
+        nodes.delete(workflow_uuid, node_uuid, _versions(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_id, 409, stale=STALE)
+        return _workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Node {node['position'] + 1} ({node['node_type']}) deleted.")
-    return redirect(url_for("console.workflow", workflow_id=workflow_id, _anchor="nodes"))
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid, _anchor="nodes"))
 
 
 def _run_input() -> tuple[str, uuid.UUID | None]:
@@ -340,19 +341,21 @@ def try_workflow(workflow_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     try:
         input_text, file_id = _run_input()
         key = runs.check_idempotency_key(request.form.get("idempotency_key") or None)
     except ApiError as exc:
-        return _workflow_page(workflow_id, exc.status, try_error=exc.detail, input_text=request.form.get("input_text"))
+        return _workflow_page(
+            workflow_uuid, exc.status, try_error=exc.detail, input_text=request.form.get("input_text")
+        )
     if request.form.get("action") == "queue":
-        run_id, _ = runs.enqueue(workflow_id, input_text, file_id, key)
+        run_id, _ = runs.enqueue(workflow_uuid, input_text, file_id, key)
         return redirect(url_for("console.run", run_id=run_id))
-    run_id, outcome = runs.run_now(workflow_id, input_text, file_id)
+    run_id, outcome = runs.run_now(workflow_uuid, input_text, file_id)
     return _workflow_page(
-        workflow_id,
-        200 if outcome.status == RunStatus.SUCCEEDED else outcome.error.http_status,
+        workflow_uuid,
+        200 if outcome.error is None else outcome.error.http_status,
         input_text=input_text,
         result={
             "run_id": str(run_id),

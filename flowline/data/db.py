@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from psycopg import Connection
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from ..core.config import Settings, connection_kwargs
@@ -55,7 +55,7 @@ class DatabaseDown(PoolTimeout):
 PSYCOPG_POOL_CHECKED = "3.3.3"
 
 
-class Pool(ConnectionPool):
+class Pool(ConnectionPool[Connection[DictRow]]):
     """A ConnectionPool that fails fast while the database is known to be down, and whose callers, holding or
     waiting for a connection, are at most ``max_size + max_waiting``: one more gets TooManyRequests at once instead
     of queueing (``max_waiting=0``: no bound).
@@ -80,7 +80,7 @@ class Pool(ConnectionPool):
     def __init__(self, *args: Any, max_waiting: int = 0, fail_fast_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, configure=self._connected, **kwargs)
         self.max_callers = self.max_size + max_waiting if max_waiting else None
-        self._callers = threading.BoundedSemaphore(self.max_callers) if max_waiting else None
+        self._callers = threading.BoundedSemaphore(self.max_callers) if self.max_callers is not None else None
         self.fail_fast_s = fail_fast_s
         # get_stats()'s connections_errors when an attempt last succeeded: more since, and the latest ones failed.
         # (pop_stats() would reset that counter: nothing in Flowline calls it; metrics read get_stats().)
@@ -91,7 +91,7 @@ class Pool(ConnectionPool):
         self._lent_lock = threading.Lock()
         self._probing = threading.Lock()
 
-    def _connected(self, conn: Connection) -> None:
+    def _connected(self, conn: Connection[DictRow]) -> None:
         """The ``configure`` callback: note that a connection attempt (the pool's or a probe's) succeeded."""
         self._errors_at_success = self.get_stats().get("connections_errors", 0)
 
@@ -139,7 +139,7 @@ class Pool(ConnectionPool):
         finally:
             self._probing.release()
 
-    def getconn(self, timeout: float | None = None) -> Connection:
+    def getconn(self, timeout: float | None = None) -> Connection[DictRow]:
         """Return a connection, as ConnectionPool.getconn does, once the fail-fast and caller bounds let it.
 
         :raise DatabaseDown: the database is known to be down (see Pool).
@@ -161,7 +161,7 @@ class Pool(ConnectionPool):
             self._lent += 1
         return conn
 
-    def putconn(self, conn: Connection) -> None:
+    def putconn(self, conn: Connection[DictRow]) -> None:
         """Give back a connection getconn lent, as ConnectionPool.putconn does, freeing its caller's place."""
         with self._lent_lock:
             self._lent -= 1
@@ -216,7 +216,7 @@ def app_pool() -> Pool:
 
 
 @contextmanager
-def connection(pool: Pool | None = None) -> Iterator[Connection]:
+def connection(pool: Pool | None = None) -> Iterator[Connection[Any]]:
     """Yield a pooled autocommit connection: every statement commits on its own.
 
     :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
@@ -228,7 +228,7 @@ def connection(pool: Pool | None = None) -> Iterator[Connection]:
 
 
 @contextmanager
-def transaction(pool: Pool | None = None) -> Iterator[Connection]:
+def transaction(pool: Pool | None = None) -> Iterator[Connection[Any]]:
     """Yield a pooled connection inside one transaction: committed on normal exit, rolled back on error.
 
     :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
@@ -237,7 +237,7 @@ def transaction(pool: Pool | None = None) -> Iterator[Connection]:
         yield conn
 
 
-def _execute(conn: Connection, query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor:
+def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor[Any]:
     """Run ``query_name`` with ``params`` on ``conn``; return its cursor.
 
     :raise TypeError: the query is not of ``cardinality``.
@@ -248,16 +248,16 @@ def _execute(conn: Connection, query_name: str, cardinality: str, params: dict[s
     return conn.execute(query.text, params)
 
 
-def one(conn: Connection, query_name: str, /, **params: Any) -> dict[str, Any] | None:
+def one(conn: Connection[Any], query_name: str, /, **params: Any) -> dict[str, Any] | None:
     """Run the ``:one`` query ``query_name``; return its row as a dict, or None when it returned no row."""
     return _execute(conn, query_name, ":one", params).fetchone()
 
 
-def many(conn: Connection, query_name: str, /, **params: Any) -> list[dict[str, Any]]:
+def many(conn: Connection[Any], query_name: str, /, **params: Any) -> list[dict[str, Any]]:
     """Run the ``:many`` query ``query_name``; return its rows as a list of dicts."""
     return _execute(conn, query_name, ":many", params).fetchall()
 
 
-def execute(conn: Connection, query_name: str, /, **params: Any) -> int:
+def execute(conn: Connection[Any], query_name: str, /, **params: Any) -> int:
     """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
     return _execute(conn, query_name, ":exec", params).rowcount

@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -45,7 +45,7 @@ def _migration_ids_on_disk() -> tuple[str, ...]:
     return tuple(m.id for m in read_migrations(str(MIGRATIONS_DIR)))
 
 
-def pending(conn: psycopg.Connection) -> list[str]:
+def pending(conn: psycopg.Connection[Any]) -> list[str]:
     """Return the ids of migrations on disk not yet applied, reading yoyo's table without its lock.
 
     Runs in its own transaction on ``conn`` so a missing table (nothing applied yet) leaves ``conn`` usable.

@@ -69,7 +69,7 @@ def load(directory: Path | str = SQL_DIR) -> dict[str, Query]:
 
     :raise SQLFileError: on a malformed file, or a name defined twice (in one file or across files).
     """
-    queries = {}
+    queries: dict[str, Query] = {}
     for path in sorted(Path(directory).glob("*.sql")):
         for query in parse(path.read_text(encoding="utf-8"), path.name):
             if query.name in queries:
