@@ -85,9 +85,9 @@ def run_workflow(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = _load_run_request()
-    run_id, outcome = run_now(workflow_id, data["input_text"], data["file_id"])
+    run_id, outcome = run_now(workflow_uuid, data["input_text"], data["file_id"])
     if outcome.status == RunStatus.SUCCEEDED:
         return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
     return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
@@ -238,10 +238,10 @@ def queue_run(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an invalid body or key, or a key already used with a different body.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    run_id, replayed = enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+    run_id, replayed = enqueue(workflow_uuid, data["input_text"], data["file_id"], key, "Workflow not found")
     return _queued_or_finished(run_id, replayed=replayed)
 
 
@@ -392,21 +392,21 @@ def list_runs(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an unknown status, a limit out of range, a cursor this service did not make.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     query = load_query(_runs_query_schema)
     status, schedule_id = query.get("status"), query.get("schedule_id")
     if "limit" not in query and "cursor" not in query:
         return query_json_response(
             "list_workflow_runs_json",
             "Workflow not found",
-            workflow_id=workflow_id,
+            workflow_id=workflow_uuid,
             status=status,
             schedule_id=schedule_id,
         )
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     with db.connection() as conn:
-        rows = page(conn, query.get("cursor"), limit, workflow_id=workflow_id, status=status, schedule_id=schedule_id)
-        rows = rows_of_workflow(conn, workflow_id, rows)
+        rows = page(conn, query.get("cursor"), limit, workflow_id=workflow_uuid, status=status, schedule_id=schedule_id)
+        rows = rows_of_workflow(conn, workflow_uuid, rows)
     return page_response("runs", rows, limit)
 
 
@@ -509,9 +509,9 @@ def get_run(run_id: str) -> Response:
 
     :raise 404: unknown run.
     """
-    run_id = parse_id(run_id, "Run")
-    wait, seconds = _wait_for(run_id)
-    return _applied_wait(query_json_response("get_run_json", "Run not found", run_id=run_id), wait, seconds)
+    run_uuid = parse_id(run_id, "Run")
+    wait, seconds = _wait_for(run_uuid)
+    return _applied_wait(query_json_response("get_run_json", "Run not found", run_id=run_uuid), wait, seconds)
 
 
 @bp.get("/runs/<run_id>/events")
