@@ -132,6 +132,7 @@ def add(
         _lock_workflow(conn, workflow_id, versions)
         _check_file_exists(conn, node_type, config)
         node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=node_type, config=Jsonb(config))
+    assert node is not None  # an INSERT from an aggregate (max(position)): always one row
     return node, warnings
 
 
@@ -293,7 +294,9 @@ def reorder(workflow_id: uuid.UUID, wanted: list[uuid.UUID], versions: list[int]
                 "node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + "."
             )
         db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
-        return db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    assert row is not None  # the workflow is locked by this transaction (_lock_workflow): it exists
+    return row
 
 
 def _order_problems(wanted: list[uuid.UUID], existing: list[uuid.UUID]) -> list[str]:

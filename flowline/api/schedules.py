@@ -93,7 +93,9 @@ def create_schedule(workflow_id: str) -> Response:
     check_run_input(data["input_text"], data["file_id"])
     try:
         with db.transaction() as conn:
-            now = db.one(conn, "get_clock")["now"]
+            clock = db.one(conn, "get_clock")
+            assert clock is not None  # a SELECT without FROM: always one row
+            now = clock["now"]
             row = db.one(
                 conn,
                 "create_schedule",

@@ -44,7 +44,9 @@ def create_workflow() -> Response:
 def create(name: str) -> dict[str, Any]:
     """Create a workflow named ``name`` (already validated); return its row (``body``, ``id``, ``version``)."""
     with db.connection() as conn:
-        return db.one(conn, "create_workflow", name=name)
+        row = db.one(conn, "create_workflow", name=name)
+    assert row is not None  # an INSERT ... RETURNING: always one row
+    return row
 
 
 @bp.get("/workflows/<workflow_id>")
