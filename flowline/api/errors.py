@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from gunicorn.http.errors import ParseException
 from marshmallow import ValidationError
 from psycopg_pool import PoolTimeout, TooManyRequests
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..core.config import settings_of
 from .serving import answer_for
@@ -25,7 +25,7 @@ class ApiError(Exception):
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.__doc__)
-        self.detail = detail or self.__doc__
+        self.detail: str = detail or self.__doc__ or ""  # "" only under python -OO, which drops docstrings
         self.extra = extra
 
 
@@ -155,7 +155,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = error_response(exc.code or 500, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 

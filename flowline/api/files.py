@@ -168,7 +168,7 @@ def store_pdf(filename: str | None, mimetype: str | None, data: bytes) -> dict[s
         # A slot frees within one extraction's time bound at most.
         raise ExtractorBusy(retry_after_s=math.ceil(extractor.timeout_s)) from None
     with db.connection() as conn:
-        return db.one(
+        row = db.one(
             conn,
             "create_file",
             filename=_safe_filename(filename),
@@ -179,6 +179,8 @@ def store_pdf(filename: str | None, mimetype: str | None, data: bytes) -> dict[s
             data=data,
             text_content=text,
         )
+    assert row is not None  # an INSERT ... RETURNING: always one row
+    return row
 
 
 @bp.get("/files/<file_id>")

@@ -43,7 +43,8 @@ MAX_JSON_VALUES = 20_000
 
 def _shape_problem(data: dict[str, Any]) -> str | None:
     """Return why ``data`` (a parsed JSON body) is nested too deep or holds too many values, or None."""
-    values, stack = 0, [(data, 1)]
+    values = 0
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
         children = value.values() if isinstance(value, dict) else value
@@ -235,14 +236,14 @@ def rows_of_workflow(conn: Connection, workflow_id: uuid.UUID, rows: list[dict[s
     return rows
 
 
-def require_file(conn: Connection, file_id: uuid.UUID, *field_path: str) -> None:
-    """Check that ``file_id`` names an uploaded file.
+def require_file(conn: Connection, file_id: uuid.UUID | str, *field_path: str) -> None:
+    """Check that ``file_id`` (a UUID, or its text in a node's config) names an uploaded file.
 
     :raise marshmallow.ValidationError: 422 with the message nested under ``field_path`` (e.g. config, file_id).
     """
     if db.one(conn, "file_exists", file_id=file_id) is not None:
         return
-    errors = [f"File {file_id} not found: upload it first (POST /files)."]
+    errors: list[str] | dict[str, Any] = [f"File {file_id} not found: upload it first (POST /files)."]
     for field in reversed(field_path):
         errors = {field: errors}
     raise ValidationError(errors)

@@ -107,9 +107,9 @@ def add_node(workflow_id: str) -> Response:
     :raise 422: an unknown node type, a config that is not an object, a known config key with an invalid value,
         or (strict) an unknown config key; errors keyed by field.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
-    node, warnings = add(workflow_id, data["node_type"], data["config"], expected_versions())
+    node, warnings = add(workflow_uuid, data["node_type"], data["config"], expected_versions())
     answer = {"message": "Node added", "node_id": node["id"], "position": node["position"]}
     if warnings:
         answer["warnings"] = warnings
@@ -132,6 +132,7 @@ def add(
         _lock_workflow(conn, workflow_id, versions)
         _check_file_exists(conn, node_type, config)
         node = db.one(conn, "add_node", workflow_id=workflow_id, node_type=node_type, config=Jsonb(config))
+    assert node is not None  # an INSERT from an aggregate (max(position)): always one row
     return node, warnings
 
 
@@ -177,9 +178,9 @@ def change_node(workflow_id: str, node_id: str) -> Response:
     :raise 422: nothing to change, an unknown type, a known config key with an invalid value, or (strict) an
         unknown config key; errors keyed by field.
     """
-    workflow_id, node_id = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
+    workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
     data = load_json(_patch_schema)
-    row, warnings = change(workflow_id, node_id, data.get("node_type"), data.get("config"), expected_versions())
+    row, warnings = change(workflow_uuid, node_uuid, data.get("node_type"), data.get("config"), expected_versions())
     if not warnings:
         return row_json_response(row)
     response = jsonify({**json.loads(row["body"]), "warnings": warnings})
@@ -271,9 +272,9 @@ def reorder_nodes(workflow_id: str) -> Response:
     :raise 412: ``If-Match`` names a workflow version that is no longer current (nothing changed).
     :raise 422: ``node_ids`` repeats a node, names one not in the workflow, or leaves one out.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     wanted = load_json(_order_schema)["node_ids"]
-    return row_json_response(reorder(workflow_id, wanted, expected_versions()))
+    return row_json_response(reorder(workflow_uuid, wanted, expected_versions()))
 
 
 def reorder(workflow_id: uuid.UUID, wanted: list[uuid.UUID], versions: list[int] | None) -> dict[str, Any]:
@@ -293,7 +294,9 @@ def reorder(workflow_id: uuid.UUID, wanted: list[uuid.UUID], versions: list[int]
                 "node_ids must name every node of the workflow exactly once: " + "; ".join(problems) + "."
             )
         db.execute(conn, "reorder_nodes", workflow_id=workflow_id, node_ids=wanted)
-        return db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+        row = db.one(conn, "get_workflow_json", workflow_id=workflow_id)
+    assert row is not None  # the workflow is locked by this transaction (_lock_workflow): it exists
+    return row
 
 
 def _order_problems(wanted: list[uuid.UUID], existing: list[uuid.UUID]) -> list[str]:

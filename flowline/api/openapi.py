@@ -131,8 +131,8 @@ def _new_spec() -> APISpec:
             "the node runs and named in the answer's `warnings` (a 422 with "
             "`Prefer: handling=strict`)."
         )
-    for node_type, (config, body) in contract.NODE_CONFIG_COMPONENTS.items():
-        spec.components.schema(body, component=_node_create_variant(node_type, config))
+    for type_name, (config, body) in contract.NODE_CONFIG_COMPONENTS.items():
+        spec.components.schema(body, component=_node_create_variant(type_name, config))
     for name, header in contract.RESPONSE_HEADERS.items():
         spec.components.header(name, header)
     for code in contract.ERRORS:

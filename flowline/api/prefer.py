@@ -30,12 +30,14 @@ class Preference:
     """One preference: its value (None when it has none) and its parameters (lowercased names → value or None)."""
 
     value: str | None = None
-    params: dict = field(default_factory=dict)
+    params: dict[str, str | None] = field(default_factory=dict)
 
 
 def _split(text: str, separator: str) -> list[str]:
     """Split ``text`` at ``separator`` characters that are not inside a quoted string."""
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for ch in text:
         if escaped:
             escaped = False
@@ -79,7 +81,7 @@ def parse(header_values: Iterable[str]) -> dict[str, Preference]:
             head = _name_and_value(first)
             if head is None or head[0] in preferences:
                 continue
-            params = {}
+            params: dict[str, str | None] = {}
             for text in rest:
                 param = _name_and_value(text)
                 if param is not None:

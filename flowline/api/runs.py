@@ -85,11 +85,12 @@ def run_workflow(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = _load_run_request()
-    run_id, outcome = run_now(workflow_id, data["input_text"], data["file_id"])
+    run_id, outcome = run_now(workflow_uuid, data["input_text"], data["file_id"])
     if outcome.status == RunStatus.SUCCEEDED:
         return jsonify({"final_output": outcome.final_output, "run_id": run_id, "status": outcome.status})
+    assert outcome.error is not None  # every outcome but Succeeded carries its error (runner.execute_nodes)
     return error_response(outcome.error.http_status, str(outcome.error), run_id=run_id, status=outcome.status)
 
 
@@ -158,30 +159,34 @@ def _outcome_reader(run_id: uuid.UUID) -> Callable[[], dict[str, Any] | None]:
     return read
 
 
-def _wait_for(run_id: uuid.UUID) -> tuple[waits.Wait | None, int | None]:
+def _wait_for(run_id: uuid.UUID) -> tuple[waits.Wait, int] | None:
     """Wait for run ``run_id`` as the request's ``Prefer: wait=N`` asks (capped at WAIT_MAX_S); return
-    ``(Wait, seconds)``, or ``(None, None)`` when the request asks for no wait it can be granted."""
+    ``(Wait, seconds)``, or None when the request asks for no wait it can be granted."""
     seconds = waits.requested_seconds(request, settings_of(current_app).wait_max_s)
     if seconds is None:
-        return None, None
+        return None
     wait = waits.of_app().wait(run_id, seconds, _outcome_reader(run_id), waits.client_gone_check(request.environ))
     return wait, seconds
 
 
-def _applied_wait(response: Response, wait: waits.Wait | None, seconds: int | None) -> Response:
-    """Mark ``response`` as varying on Prefer, and as having waited when ``wait`` did (RFC 7240 §3)."""
+def _applied_wait(response: Response, waited: tuple[waits.Wait, int] | None) -> Response:
+    """Mark ``response`` as varying on Prefer, and as having waited when the wait of ``waited`` (_wait_for's
+    answer) did (RFC 7240 §3)."""
     response.vary.add("Prefer")
-    if wait is not None and wait.waited:
-        response.headers[prefer.APPLIED_HEADER] = waits.applied(seconds)
+    if waited is not None:
+        wait, seconds = waited
+        if wait.waited:
+            response.headers[prefer.APPLIED_HEADER] = waits.applied(seconds)
     return response
 
 
 def _queued_or_finished(run_id: uuid.UUID, *, replayed: bool) -> Response:
     """Answer a queued run (or a repeat's): with ``Prefer: wait=N``, 200 with its outcome when it finished within
     N seconds, else (and without it) the 202 of _queued_response."""
-    wait, seconds = _wait_for(run_id)
-    if wait is not None and wait.final:
-        row = wait.row
+    waited = _wait_for(run_id)
+    if waited is not None and waited[0].final:
+        row = waited[0].row
+        assert row is not None  # a final wait read the run
         response = jsonify(
             {
                 "run_id": row["id"],
@@ -195,7 +200,7 @@ def _queued_or_finished(run_id: uuid.UUID, *, replayed: bool) -> Response:
             response.headers["Idempotent-Replayed"] = "true"
     else:
         response = _queued_response(run_id, replayed=replayed)
-    return _applied_wait(response, wait, seconds)
+    return _applied_wait(response, waited)
 
 
 @bp.post("/workflows/<workflow_id>/runs")
@@ -238,10 +243,10 @@ def queue_run(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an invalid body or key, or a key already used with a different body.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
     data = _load_run_request()
-    run_id, replayed = enqueue(workflow_id, data["input_text"], data["file_id"], key, "Workflow not found")
+    run_id, replayed = enqueue(workflow_uuid, data["input_text"], data["file_id"], key, "Workflow not found")
     return _queued_or_finished(run_id, replayed=replayed)
 
 
@@ -392,21 +397,21 @@ def list_runs(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: an unknown status, a limit out of range, a cursor this service did not make.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     query = load_query(_runs_query_schema)
     status, schedule_id = query.get("status"), query.get("schedule_id")
     if "limit" not in query and "cursor" not in query:
         return query_json_response(
             "list_workflow_runs_json",
             "Workflow not found",
-            workflow_id=workflow_id,
+            workflow_id=workflow_uuid,
             status=status,
             schedule_id=schedule_id,
         )
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     with db.connection() as conn:
-        rows = page(conn, query.get("cursor"), limit, workflow_id=workflow_id, status=status, schedule_id=schedule_id)
-        rows = rows_of_workflow(conn, workflow_id, rows)
+        rows = page(conn, query.get("cursor"), limit, workflow_id=workflow_uuid, status=status, schedule_id=schedule_id)
+        rows = rows_of_workflow(conn, workflow_uuid, rows)
     return page_response("runs", rows, limit)
 
 
@@ -509,9 +514,9 @@ def get_run(run_id: str) -> Response:
 
     :raise 404: unknown run.
     """
-    run_id = parse_id(run_id, "Run")
-    wait, seconds = _wait_for(run_id)
-    return _applied_wait(query_json_response("get_run_json", "Run not found", run_id=run_id), wait, seconds)
+    run_uuid = parse_id(run_id, "Run")
+    waited = _wait_for(run_uuid)
+    return _applied_wait(query_json_response("get_run_json", "Run not found", run_id=run_uuid), waited)
 
 
 @bp.get("/runs/<run_id>/events")

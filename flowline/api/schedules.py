@@ -88,16 +88,18 @@ def create_schedule(workflow_id: str) -> Response:
     :raise 422: a bad cron expression (keyed ``cron``) or time zone (``timezone``), an unknown overlap or
         catchup, input_text over MAX_INPUT_CHARS, a file_id that names no file.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
     check_run_input(data["input_text"], data["file_id"])
     try:
         with db.transaction() as conn:
-            now = db.one(conn, "get_clock")["now"]
+            clock = db.one(conn, "get_clock")
+            assert clock is not None  # a SELECT without FROM: always one row
+            now = clock["now"]
             row = db.one(
                 conn,
                 "create_schedule",
-                workflow_id=workflow_id,
+                workflow_id=workflow_uuid,
                 cron=data["cron"],
                 timezone=data["timezone"],
                 input_text=data["input_text"],
@@ -127,9 +129,11 @@ def list_schedules(workflow_id: str) -> Response:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     with db.connection() as conn:
-        rows = rows_of_workflow(conn, workflow_id, db.many(conn, "list_workflow_schedules", workflow_id=workflow_id))
+        rows = rows_of_workflow(
+            conn, workflow_uuid, db.many(conn, "list_workflow_schedules", workflow_id=workflow_uuid)
+        )
     return jsonify({"schedules": [_answer(row) for row in rows]})
 
 
@@ -166,12 +170,12 @@ def update_schedule(schedule_id: str) -> Response:
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     :raise 422: nothing to change, or an invalid field (named in ``errors``).
     """
-    schedule_id = parse_id(schedule_id, "Schedule")
+    schedule_uuid = parse_id(schedule_id, "Schedule")
     data = load_json(_patch_schema)
     check_run_input(data.get("input_text", ""), data.get("file_id"))
     try:
         with db.transaction() as conn:
-            current = db.one(conn, "lock_schedule", schedule_id=schedule_id)
+            current = db.one(conn, "lock_schedule", schedule_id=schedule_uuid)
             if current is None:
                 raise NotFound("Schedule not found")
             settings = {name: data.get(name, current[name]) for name in _FIELDS}
@@ -180,7 +184,7 @@ def update_schedule(schedule_id: str) -> Response:
             row = db.one(
                 conn,
                 "update_schedule",
-                schedule_id=schedule_id,
+                schedule_id=schedule_uuid,
                 expected_versions=expected_versions(),
                 cron=settings["cron"],
                 timezone=settings["timezone"],
@@ -192,7 +196,7 @@ def update_schedule(schedule_id: str) -> Response:
                 next_fire_at=next_fire_at if settings["enabled"] else None,
             )
             if row is None:
-                raise _write_refused(conn, schedule_id)
+                raise _write_refused(conn, schedule_uuid)
     except ForeignKeyViolation:
         check_run_input("", data.get("file_id"))  # the file was deleted meanwhile: 422 naming file_id
         raise
@@ -210,8 +214,8 @@ def delete_schedule(schedule_id: str) -> tuple[str, int]:
     :raise 404: unknown schedule.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
     """
-    schedule_id = parse_id(schedule_id, "Schedule")
+    schedule_uuid = parse_id(schedule_id, "Schedule")
     with db.connection() as conn:
-        if db.one(conn, "delete_schedule", schedule_id=schedule_id, expected_versions=expected_versions()) is None:
-            raise _write_refused(conn, schedule_id)
+        if db.one(conn, "delete_schedule", schedule_id=schedule_uuid, expected_versions=expected_versions()) is None:
+            raise _write_refused(conn, schedule_uuid)
     return "", 204

@@ -48,7 +48,7 @@ class WorkflowCreateSchema(Schema):
 
 def _unstorable_parts(value: Any) -> Iterator[tuple[tuple[str, ...], str]]:
     """Yield ``(path, reason)`` for every key or string inside the JSON ``value`` that PostgreSQL cannot store."""
-    stack = [((), value)]
+    stack: list[tuple[tuple[str, ...], Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
@@ -74,7 +74,7 @@ class ConfigObject(fields.Dict):
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> dict[str, Any]:
         value = super()._deserialize(value, attr, data, **kwargs)
-        errors = {}
+        errors: dict[str, Any] = {}
         for path, reason in _unstorable_parts(value):
             place = errors
             for key in path[:-1]:
@@ -161,7 +161,7 @@ class WebhookUrl(fields.String):
         return value
 
 
-class WebhookEvents(fields.List):
+class WebhookEvents(fields.List[str]):
     """A subscription's events: at least one of WEBHOOK_EVENTS; duplicates are dropped, the order kept."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -169,7 +169,9 @@ class WebhookEvents(fields.List):
             fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)), validate=validate.Length(min=1, max=10), **kwargs
         )
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> list[str]:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[str | None]:
         return list(dict.fromkeys(super()._deserialize(value, attr, data, **kwargs)))
 
 

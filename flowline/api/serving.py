@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import ssl
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -48,7 +49,9 @@ def _too_many_headers(exc: errors.LimitRequestHeaders, cfg: Any) -> str:
 
 # gunicorn 27's own statuses (gunicorn/workers/base.py, Worker.handle_error), the most specific class first:
 # exception class -> (status, reason, the detail as a string or a function of the exception and gunicorn's cfg).
-_ANSWERS = [
+_ANSWERS: list[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], int, str, str | Callable[[Any, Any], str]]
+] = [
     (
         errors.InvalidRequestLine,
         *_BAD_REQUEST,
@@ -112,7 +115,7 @@ def answer_for(exc: BaseException, cfg: Any = None) -> tuple[int, str, str]:
     """Return ``(status, reason, detail)`` for an error gunicorn's handling of a request raised; ``cfg`` is
     gunicorn's configuration (None where the app read the body: only trailers can then be too large)."""
     # gunicorn answers an invalid header the app sent as its own 500 (InvalidResponseHeader is an InvalidHeader).
-    if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):
+    if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):  # type: ignore[attr-defined]  # types-gunicorn 26.2 predates these gunicorn 27 classes
         return _SERVER_ERROR
     for kind, status, reason, detail in _ANSWERS:
         if isinstance(exc, kind):

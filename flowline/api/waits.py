@@ -135,9 +135,10 @@ class Waits:
         self.max_waiters = max_waiters
         self._conninfo = settings.connection_kwargs(database_url, 0, application_name)
         self._lock = threading.Lock()
-        self._events = {}  # run id (text, as NOTIFY sends it) -> set of threading.Event of the requests waiting
+        # run id (text, as NOTIFY sends it) -> set of threading.Event of the requests waiting
+        self._events: dict[str, set[threading.Event]] = {}
         self._count = 0
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.listening = threading.Event()
 
@@ -167,14 +168,14 @@ class Waits:
         """
         with self._lock:
             if self._stopping.is_set() or self._count >= self.max_waiters:
-                outcome = STOPPING if self._stopping.is_set() else OVER_CAP
-                metrics.wait_ended(outcome, waited=False)
-                return Wait(outcome, None, waited=False)
+                refused = STOPPING if self._stopping.is_set() else OVER_CAP
+                metrics.wait_ended(refused, waited=False)
+                return Wait(refused, None, waited=False)
             self._count += 1
             event = threading.Event()
             self._events.setdefault(str(run_id), set()).add(event)
         metrics.wait_started()
-        outcome = None
+        outcome: str | None = None
         try:
             self._start_listener()
             row = read()

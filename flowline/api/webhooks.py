@@ -72,7 +72,7 @@ def create_webhook(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: a URL that is not http(s), has no host or has a user:password part; an unknown event.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = load_json(_create_schema)
     secret = new_secret()
     try:
@@ -80,7 +80,7 @@ def create_webhook(workflow_id: str) -> Response:
             row = db.one(
                 conn,
                 "create_webhook",
-                workflow_id=workflow_id,
+                workflow_id=workflow_uuid,
                 url=data["url"],
                 events=data["events"],
                 enabled=data["enabled"],
@@ -104,9 +104,9 @@ def list_webhooks(workflow_id: str) -> Response:
 
     :raise 404: unknown workflow.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     with db.connection() as conn:
-        rows = rows_of_workflow(conn, workflow_id, db.many(conn, "list_workflow_webhooks", workflow_id=workflow_id))
+        rows = rows_of_workflow(conn, workflow_uuid, db.many(conn, "list_workflow_webhooks", workflow_id=workflow_uuid))
     return jsonify({"webhooks": rows})
 
 
@@ -140,13 +140,13 @@ def update_webhook(webhook_id: str) -> Response:
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     :raise 422: nothing to change, or an invalid url or event.
     """
-    webhook_id = parse_id(webhook_id, "Webhook")
+    webhook_uuid = parse_id(webhook_id, "Webhook")
     data = load_json(_patch_schema)
     with db.connection() as conn:
         row = db.one(
             conn,
             "update_webhook",
-            webhook_id=webhook_id,
+            webhook_id=webhook_uuid,
             expected_versions=expected_versions(),
             set_url="url" in data,
             url=data.get("url"),
@@ -156,7 +156,7 @@ def update_webhook(webhook_id: str) -> Response:
             enabled=data.get("enabled"),
         )
         if row is None:
-            raise _write_refused(conn, webhook_id)
+            raise _write_refused(conn, webhook_uuid)
     return _webhook_response(row)
 
 
@@ -170,10 +170,10 @@ def delete_webhook(webhook_id: str) -> tuple[str, int]:
     :raise 404: unknown subscription.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
     """
-    webhook_id = parse_id(webhook_id, "Webhook")
+    webhook_uuid = parse_id(webhook_id, "Webhook")
     with db.connection() as conn:
-        if db.one(conn, "delete_webhook", webhook_id=webhook_id, expected_versions=expected_versions()) is None:
-            raise _write_refused(conn, webhook_id)
+        if db.one(conn, "delete_webhook", webhook_id=webhook_uuid, expected_versions=expected_versions()) is None:
+            raise _write_refused(conn, webhook_uuid)
     return "", 204
 
 
@@ -192,19 +192,19 @@ def rotate_secret(webhook_id: str) -> Response:
     :raise 404: unknown subscription.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     """
-    webhook_id = parse_id(webhook_id, "Webhook")
+    webhook_uuid = parse_id(webhook_id, "Webhook")
     secret = new_secret()
     with db.connection() as conn:
         row = db.one(
             conn,
             "rotate_webhook_secret",
-            webhook_id=webhook_id,
+            webhook_id=webhook_uuid,
             secret=secret,
             overlap_seconds=ROTATION_OVERLAP_S,
             expected_versions=expected_versions(),
         )
         if row is None:
-            raise _write_refused(conn, webhook_id)
+            raise _write_refused(conn, webhook_uuid)
     return _webhook_response(row, secret=secret)
 
 
@@ -223,7 +223,7 @@ def list_deliveries(webhook_id: str) -> Response:
     :raise 404: unknown subscription.
     :raise 422: a limit out of range, a cursor this service did not make, an unknown parameter.
     """
-    webhook_id = parse_id(webhook_id, "Webhook")
+    webhook_uuid = parse_id(webhook_id, "Webhook")
     query = load_query(_page_schema)
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
     after_created_at, after_id = decode_cursor(query.get("cursor"))
@@ -231,12 +231,12 @@ def list_deliveries(webhook_id: str) -> Response:
         rows = db.many(
             conn,
             "list_webhook_deliveries_page",
-            webhook_id=webhook_id,
+            webhook_id=webhook_uuid,
             after_created_at=after_created_at,
             after_id=after_id,
             row_limit=limit + 1,
         )
-        if not rows and db.one(conn, "get_webhook", webhook_id=webhook_id) is None:
+        if not rows and db.one(conn, "get_webhook", webhook_id=webhook_uuid) is None:
             raise NotFound("Webhook not found")
     return page_response("deliveries", rows, limit)
 

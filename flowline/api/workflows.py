@@ -44,7 +44,9 @@ def create_workflow() -> Response:
 def create(name: str) -> dict[str, Any]:
     """Create a workflow named ``name`` (already validated); return its row (``body``, ``id``, ``version``)."""
     with db.connection() as conn:
-        return db.one(conn, "create_workflow", name=name)
+        row = db.one(conn, "create_workflow", name=name)
+    assert row is not None  # an INSERT ... RETURNING: always one row
+    return row
 
 
 @bp.get("/workflows/<workflow_id>")
@@ -98,9 +100,9 @@ def rename_workflow(workflow_id: str) -> Response:
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     :raise 422: a missing, blank or over-long name.
     """
-    workflow_id = parse_id(workflow_id, "Workflow")
+    workflow_uuid = parse_id(workflow_id, "Workflow")
     data = load_json(_patch_schema)
-    return row_json_response(rename(workflow_id, data["name"], expected_versions()))
+    return row_json_response(rename(workflow_uuid, data["name"], expected_versions()))
 
 
 def rename(workflow_id: uuid.UUID, name: str, versions: list[int] | None) -> dict[str, Any]:
