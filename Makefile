@@ -50,32 +50,32 @@ migrate-status: venv
 
 ## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
 bench: venv
-	$(BIN)/python bench/http_bench.py
+	$(BIN)/python -m bench.http_bench
 
 ## The queue benchmark: async runs/s with 1 and 4 workers, enqueue-to-start latency, the claim's plan with 1M
 ## finished runs, and procrastinate's no-op jobs/s beside them (installed in a throwaway venv under /tmp).
 bench-queue: venv
-	$(BIN)/python bench/queue_bench.py
+	$(BIN)/python -m bench.queue_bench
 
 ## The soak test: 10 minutes of steady mixed load (gunicorn and two workers); errors, p99 per route, memory.
 bench-soak: venv
-	$(BIN)/python bench/soak_bench.py
+	$(BIN)/python -m bench.soak_bench
 
 ## Hostile PDF uploads: /livez and GET /workflows/{id} p50/p99 with and without eight at once, and one alone.
 bench-pdf: venv
-	$(BIN)/python bench/pdf_bench.py
+	$(BIN)/python -m bench.pdf_bench
 
 ## Bounded waits (needs wrk): GET /workflows/{id} req/s alone and with 100 clients waiting (Prefer: wait=30), and a
 ## wait's finish -> answer latency.
 bench-waits: venv
-	$(BIN)/python bench/wait_bench.py
+	$(BIN)/python -m bench.wait_bench
 
 ## Webhooks: run finished -> loopback receiver got it (p50/p99, one idle worker), and deliveries/s with 4 workers.
 bench-webhooks: venv
-	$(BIN)/python bench/webhook_bench.py
+	$(BIN)/python -m bench.webhook_bench
 
 bench-schedules: venv
-	$(BIN)/python bench/schedule_bench.py
+	$(BIN)/python -m bench.schedule_bench
 
 clean:
 	rm -rf $(VENV)
