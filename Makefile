@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# `make test`'s pytest-xdist processes: the suite mostly waits (on gunicorns, workers, Chromium), so more processes
+# than this 2-core machine's cores pay; measured in the README's "Tests" section.
+PYTEST_WORKERS ?= 6
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
@@ -24,9 +27,11 @@ run: venv
 	$(LOCAL_PG) scripts/serve.sh
 
 ## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE),
-## after ruff's lint and format checks (`make lint`; `make format` rewrites the files ruff would change).
+## after ruff's lint and format checks (`make lint`; `make format` rewrites the files ruff would change). The tests
+## run in PYTEST_WORKERS pytest-xdist processes (PYTEST_WORKERS=0: all in this one, in file order); tests marked
+## `serial` run while no other test does (tests/support/serial.py).
 test: lint
-	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
