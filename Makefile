@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# `make test`'s pytest-xdist processes: the suite mostly waits (on gunicorns, workers, Chromium), so more processes
+# than this 2-core machine's cores pay; measured in the README's "Tests" section.
+PYTEST_WORKERS ?= 6
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
@@ -25,9 +28,11 @@ run: venv
 
 ## The whole test suite, against a throwaway PostgreSQL (or TEST_DATABASE_URL, whose server must allow CREATE DATABASE),
 ## after ruff's lint and format checks and mypy's type check of flowline/, app.py and gunicorn.conf.py (`make lint`;
-## `make format` rewrites the files ruff would change).
+## `make format` rewrites the files ruff would change). The tests run in PYTEST_WORKERS pytest-xdist processes
+## (PYTEST_WORKERS=0: all in this one, in file order); tests marked `serial` run while no other test does
+## (tests/support/serial.py).
 test: lint
-	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -62,32 +67,32 @@ schema: venv
 
 ## The HTTP benchmark (needs wrk: apt-get install wrk); prints req/s and latency per route.
 bench: venv
-	$(BIN)/python bench/http_bench.py
+	$(BIN)/python -m bench.http_bench
 
 ## The queue benchmark: async runs/s with 1 and 4 workers, enqueue-to-start latency, the claim's plan with 1M
 ## finished runs, and procrastinate's no-op jobs/s beside them (installed in a throwaway venv under /tmp).
 bench-queue: venv
-	$(BIN)/python bench/queue_bench.py
+	$(BIN)/python -m bench.queue_bench
 
 ## The soak test: 10 minutes of steady mixed load (gunicorn and two workers); errors, p99 per route, memory.
 bench-soak: venv
-	$(BIN)/python bench/soak_bench.py
+	$(BIN)/python -m bench.soak_bench
 
 ## Hostile PDF uploads: /livez and GET /workflows/{id} p50/p99 with and without eight at once, and one alone.
 bench-pdf: venv
-	$(BIN)/python bench/pdf_bench.py
+	$(BIN)/python -m bench.pdf_bench
 
 ## Bounded waits (needs wrk): GET /workflows/{id} req/s alone and with 100 clients waiting (Prefer: wait=30), and a
 ## wait's finish -> answer latency.
 bench-waits: venv
-	$(BIN)/python bench/wait_bench.py
+	$(BIN)/python -m bench.wait_bench
 
 ## Webhooks: run finished -> loopback receiver got it (p50/p99, one idle worker), and deliveries/s with 4 workers.
 bench-webhooks: venv
-	$(BIN)/python bench/webhook_bench.py
+	$(BIN)/python -m bench.webhook_bench
 
 bench-schedules: venv
-	$(BIN)/python bench/schedule_bench.py
+	$(BIN)/python -m bench.schedule_bench
 
 clean:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """The bare-view ceiling for ``bench/http_bench.py``: the first two benchmarked routes with nothing but the stack.
 
-Served exactly like Flowline (``gunicorn -c gunicorn.conf.py --pythonpath bench 'bare_app:create_app()'``), so the
+Served exactly like Flowline (``gunicorn -c gunicorn.conf.py 'bench.bare_app:create_app()'``), so the
 same workers, threads and hooks apply (the hooks open and close the pool found at ``flowline.data.db.EXTENSION``).
 Each view runs the *same* named query as Flowline's view (loaded from ``sql/*.sql`` by ``flowline.sql``) on a
 pooled connection and returns the body directly: no request id, no schema validation, no UUID parsing, no error

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What clients see while the database is down, and how soon after it is back they are served again.
 
-    .venv/bin/python bench/failfast_bench.py [--code DIR ...] [--outages 3] [--outage-s 8] [--clients 4]
+    .venv/bin/python -m bench.failfast_bench [--code DIR ...] [--outages 3] [--outage-s 8] [--clients 4]
 
 For each code tree (``--code``, default this checkout; e.g. ``git archive 44cac62 | tar -x -C /tmp/before`` gives
 the tree before fail-fast) it starts a throwaway PostgreSQL cluster of its own (unix socket only, so it can stop
@@ -21,7 +21,6 @@ It prints the machine and a table, and writes bench/results/failfast-<timestamp>
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,50 +29,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import machine
 import psycopg
-from http_bench import free_port, say
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-PGBIN = os.environ.get("PGBIN") or str(next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), ""))
+from bench import machine
+from bench.support import RESULTS, ROOT, say
+from tests.support.clusters import cluster_url, throwaway_cluster
+from tests.support.urls import free_port
+
 SETTLE_S = 3.0  # the part of an outage reported apart: pooled connections found dead, each waits the pool timeout
-
-
-@contextmanager
-def cluster():
-    """A throwaway PostgreSQL cluster (unix socket only); yield (url, pg_ctl)."""
-    home = Path(tempfile.mkdtemp(prefix="flowline-failfast-"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(home, "postgres")
-    data = home / "data"
-    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off"
-
-    def pg_ctl(*args):
-        if args[-1] in ("start", "restart"):
-            args = ("-o", options, *args)
-        subprocess.run(
-            [*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-            check=True,
-            capture_output=True,
-        )
-
-    try:
-        subprocess.run(
-            [*as_postgres, f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-            check=True,
-            capture_output=True,
-        )
-        pg_ctl("start")
-        yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
-    finally:
-        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def get(url):
@@ -109,7 +75,8 @@ def summary(answers):
 
 
 def measure(code, args, venv_bin):
-    with cluster() as (url, pg_ctl):
+    with throwaway_cluster("flowline-failfast-") as (home, pg_ctl):
+        url = cluster_url(home)
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -216,8 +183,8 @@ def main():
     for code in codes:
         say(f"measuring {code}")
         results.append(measure(code, args, venv_bin))
-    with cluster() as (url, _), psycopg.connect(url) as conn:
-        os.environ["DATABASE_URL"] = url
+    with throwaway_cluster("flowline-failfast-") as (home, _), psycopg.connect(cluster_url(home)) as conn:
+        os.environ["DATABASE_URL"] = cluster_url(home)
         facts = machine.facts(conn)
     report = {
         "at": datetime.now(UTC).isoformat(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Flowline's HTTP benchmark: req/s and p50/p99 per route, with two ceilings for the first two routes.
 
-    .venv/bin/python bench/http_bench.py [--duration 10] [--warmup 2] [--rounds 1] [--routes create_workflow,...]
+    .venv/bin/python -m bench.http_bench [--duration 10] [--warmup 2] [--rounds 1] [--routes create_workflow,...]
 
 What it does, in one run:
 
@@ -34,24 +34,19 @@ import re
 import runpy
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import machine
+import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
+from bench import machine, support
+from bench.support import RESULTS, ROOT, Server, http, say
+from tests.support.urls import url_for_database
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 16
@@ -78,35 +73,6 @@ NODE_SPREAD = 64  # POST /workflows/{id}/nodes picks one of this many workflows 
 
 
 # --- small helpers ------------------------------------------------------------------------------------------
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def url_for_database(url, dbname):
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
-def http(method, url, body=None, expect=200):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            status, payload = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
-    if status != expect:
-        raise RuntimeError(f"seeding: {method} {url} answered {status}: {payload[:300]!r}")
-    return json.loads(payload) if payload else None
 
 
 def lua_long_string(text):
@@ -160,68 +126,6 @@ def gunicorn_settings(env):
 
 
 # --- servers ------------------------------------------------------------------------------------------------
-
-
-class Server:
-    """One gunicorn master (started by this script), stopped by its own pid."""
-
-    def __init__(self, name, app_spec, env, tmp, extra_args=()):
-        self.name = name
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tmp) / f"{name}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 -- the server writes it until stop() closes it
-        cmd = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "-b",
-            f"127.0.0.1:{self.port}",
-            *extra_args,
-            app_spec,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait_ready(self, path, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + path, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
-
-    def worker_pids(self):
-        try:
-            return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
-        except OSError:
-            return []
-
-    def log_tail(self, lines=30):
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, signum=signal.SIGINT, timeout=15):
-        """Stop gunicorn: by default SIGINT, its quick shutdown (SIGTERM waits graceful_timeout for requests)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 # --- seeding ------------------------------------------------------------------------------------------------
@@ -811,20 +715,13 @@ def main(argv):
     if not shutil.which("wrk"):
         print("install wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    if not os.environ.get("DATABASE_URL"):
-        with_pg = ROOT / "scripts" / "with_pg.sh"
-        say("DATABASE_URL is unset: starting a throwaway PostgreSQL with scripts/with_pg.sh")
-        os.execv(str(with_pg), [str(with_pg), sys.executable, str(Path(__file__).resolve()), *argv])
-    sys.path.insert(0, str(ROOT))
-    import psycopg
-
     started = time.monotonic()
-    server_url = os.environ["DATABASE_URL"]
+    pg_url = support.server_url()
     dbname = f"flowline_bench_{uuid.uuid4().hex[:10]}"
-    db_url = url_for_database(server_url, dbname)
+    db_url = url_for_database(pg_url, dbname)
     tmp = tempfile.mkdtemp(prefix="flowline-bench.")
     servers = []
-    admin = psycopg.connect(server_url, autocommit=True)
+    admin = psycopg.connect(pg_url, autocommit=True)
     admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
         env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(WORKERS), ACCESS_LOG="", LOG_LEVEL="warning")
@@ -841,7 +738,7 @@ def main(argv):
         bare = None
         want_ceilings = not args.no_ceilings and any(k in args.routes for k in CEILING_ROUTES)
         if want_ceilings:
-            bare = Server("bare", "bare_app:create_app()", env, tmp, extra_args=("--pythonpath", str(BENCH)))
+            bare = Server("bare", "bench.bare_app:create_app()", env, tmp)
             servers.append(bare)
         app.wait_ready("/livez")
         ids = seed(app.base)

@@ -3,12 +3,9 @@
 import os
 import platform
 import socket
-import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _first_value(path, prefix):
@@ -70,12 +67,3 @@ def describe(facts, sharing):
         f"postgresql  {facts['postgresql']} via {facts['postgresql_via']} (fsync={p['fsync']}, "
         f"synchronous_commit={p['synchronous_commit']}); {sharing} share the machine"
     )
-
-
-def server_url():
-    """Return DATABASE_URL, the server a benchmark uses. When it is unset, this benchmark is first run again under
-    scripts/with_pg.sh, against a private throwaway PostgreSQL (this returns only there)."""
-    if not os.environ.get("DATABASE_URL"):
-        script = str(ROOT / "scripts" / "with_pg.sh")
-        os.execvp(script, [script, sys.executable, *sys.argv])
-    return os.environ["DATABASE_URL"]

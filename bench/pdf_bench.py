@@ -2,7 +2,7 @@
 """What hostile PDF uploads do to the rest of the API: /livez and GET /workflows/{id} latency with and without
 eight uploads of a PDF that is slow to extract (issue #11), and how long one such upload takes.
 
-    .venv/bin/python bench/pdf_bench.py [--uploads 8] [--pages 8] [--idle-s 10] [--app-root DIR] [--env K=V ...]
+    .venv/bin/python -m bench.pdf_bench [--uploads 8] [--pages 8] [--idle-s 10] [--app-root DIR] [--env K=V ...]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL); it
    creates a fresh database there, applies the migrations and drops the database at the end.
@@ -35,16 +35,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import machine
-from http_bench import free_port, say
+import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-
-from tests.support.hostile_pdf import hostile_pdf  # noqa: E402
+from bench import machine, support
+from bench.support import RESULTS, ROOT, say
+from tests.support.hostile_pdf import hostile_pdf
+from tests.support.urls import free_port, url_for_database
 
 PROBE_TIMEOUT_S = 120
 NODES = [
@@ -243,15 +240,9 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    if not os.environ.get("DATABASE_URL"):
-        with_pg = ROOT / "scripts" / "with_pg.sh"
-        say("DATABASE_URL is unset: starting a throwaway PostgreSQL with scripts/with_pg.sh")
-        os.execv(str(with_pg), [str(with_pg), sys.executable, str(Path(__file__).resolve()), *argv])
-    import psycopg
-
-    server_url = os.environ["DATABASE_URL"]
+    pg_url = support.server_url()
     dbname = f"flowline_pdfbench_{uuid.uuid4().hex[:10]}"
-    db_url = urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
+    db_url = url_for_database(pg_url, dbname)
     extra = dict(item.split("=", 1) for item in args.env)
     env = {
         **os.environ,
@@ -263,7 +254,7 @@ def main(argv):
     }
     env.pop("BIND", None)
     tmp = Path(tempfile.mkdtemp(prefix="flowline-pdfbench."))
-    with psycopg.connect(server_url, autocommit=True) as admin:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
         migrate = subprocess.run(
@@ -285,7 +276,7 @@ def main(argv):
         finally:
             stop(process, log)
     finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     settings = {"app_root": str(args.app_root), "env": extra or "defaults"}
     report(facts, settings, result)

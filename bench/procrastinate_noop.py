@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """How many no-op jobs per second procrastinate (a PostgreSQL task queue) runs on this machine.
 
-    python3 bench/procrastinate_noop.py --database-url URL [--jobs 5000] [--workers 4] [--concurrency 1]
+    python3 -m bench.procrastinate_noop --database-url URL [--jobs 5000] [--workers 4] [--concurrency 1]
 
-A yardstick for Flowline's own queue. procrastinate is never a Flowline dependency: run with any Python 3.11,
-the script installs the pinned versions below into the throwaway virtualenv /tmp/flowline-bench-procrastinate
-(when it is missing or holds other versions) and re-executes itself with that virtualenv's Python.
+A yardstick for Flowline's own queue, run from the repository root (bench/queue_bench.py runs it). procrastinate
+is never a Flowline dependency: run with any Python 3.11, the script installs the pinned versions below into the
+throwaway virtualenv /tmp/flowline-bench-procrastinate (when it is missing or holds other versions) and re-executes
+itself with that virtualenv's Python, as the same module.
 psycopg is pinned to the version Flowline uses, so both queues talk to PostgreSQL through the same driver.
 
 URL is a libpq URL of an empty database the script may use freely, e.g.
@@ -100,7 +101,7 @@ def ensure_venv_and_reexec():
             check=True,
             stdout=sys.stderr,
         )
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    os.execv(str(python), [str(python), "-m", __spec__.name, *sys.argv[1:]])
 
 
 def make_app(database_url):

@@ -2,7 +2,7 @@
 """Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, enqueue-to-start latency with idle
 workers, the claim's plan with 1M finished runs, and procrastinate's no-op jobs/s on the same machine and server.
 
-    .venv/bin/python bench/queue_bench.py [--runs 3000] [--latency-samples 300] [--finished-rows 1000000]
+    .venv/bin/python -m bench.queue_bench [--runs 3000] [--latency-samples 300] [--finished-rows 1000000]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
 2. Throughput, for 1 and 4 worker processes of one thread each, and one process of 4 threads: a fresh database, a workflow with one formatter node, ``--runs``
@@ -22,64 +22,25 @@ It prints the machine and a table, and writes bench/results/queue-<timestamp>.js
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import machine
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import machine, support
+from bench.support import RESULTS, ROOT, Database, running_workers, say, wait_until
+from flowline.data import db
+from flowline.data.sql import QUERIES
 
-from flowline.data import db, migrations  # noqa: E402
-from flowline.data.sql import QUERIES  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
 # (worker processes, threads each): the issue's 1 and 4 processes, and 4 threads in one process beside them.
 SHAPES = ((1, 1), (4, 1), (1, 4))
 TARGET_RATIO = 1.5
 LATENCY_P50_TARGET_MS = 10.0
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def url_for_database(url, dbname):
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
-class Database:
-    """A fresh database on the benchmark's server, dropped when its with-block ends."""
-
-    def __init__(self, server_url, migrate=True):
-        self.server_url = server_url
-        self.name = f"flowline_qbench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-        self.url = url_for_database(server_url, self.name)
-        if migrate:
-            migrations.apply(self.url)
-
-    def connect(self):
-        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        with psycopg.connect(self.server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def one_node_workflow(conn):
@@ -102,42 +63,6 @@ def enqueue(conn, workflow_id, text):
         idempotency_key=None,
         request_hash=None,
     )["id"]
-
-
-@contextmanager
-def running_workers(url, count, log_dir, threads=1, env=None):
-    """Run ``count`` worker processes of ``threads`` threads on ``url`` (with ``env`` added to the environment) for
-    the block; each must exit 0 on SIGTERM."""
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "INFO", **(env or {})}
-    log_dir.mkdir(parents=True, exist_ok=True)
-    processes = []
-    for i in range(count):
-        with open(log_dir / f"worker{i}.log", "ab") as log:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "flowline.worker", "--concurrency", str(threads)],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-    try:
-        yield
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            if process.wait(timeout=60) != 0:
-                raise RuntimeError(f"a worker exited with status {process.returncode}")
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def throughput(server_url, runs, workers, threads, log_dir):
@@ -246,7 +171,8 @@ def procrastinate(server_url, jobs, workers):
         result = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "bench" / "procrastinate_noop.py"),
+                "-m",
+                "bench.procrastinate_noop",
                 "--database-url",
                 database.url,
                 "--jobs",
@@ -254,6 +180,7 @@ def procrastinate(server_url, jobs, workers):
                 "--workers",
                 str(workers),
             ],
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=1200,
@@ -270,7 +197,7 @@ def main():
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-procrastinate", action="store_true")
     args = parser.parse_args()
-    server_url = machine.server_url()
+    server_url = support.server_url()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"queue-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:

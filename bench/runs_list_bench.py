@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """GET /runs at scale: the plan and latency of each query shape of the list of all runs with 1,000,000 runs.
 
-    .venv/bin/python bench/runs_list_bench.py [--runs 1000000] [--workflows 200] [--samples 200] [--no-pages]
+    .venv/bin/python -m bench.runs_list_bench [--runs 1000000] [--workflows 200] [--samples 200] [--no-pages]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL), and
-   works in a fresh database of that server, dropped at the end (bench/queue_bench.py's Database).
+   works in a fresh database of that server, dropped at the end (bench/support.py's Database).
 2. ``--runs`` runs over the last 90 days, each of a random one of ``--workflows`` workflows; statuses as a history has them:
    88 % Succeeded, 8 % Failed, 2 % Cancelled, 1 % Pending, 1 % Running. Then VACUUM ANALYZE.
 3. For each shape (all; status=Failed; one workflow; that workflow and Failed), the query the API runs for it
@@ -27,27 +27,20 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-import machine
 import psycopg
-from http_bench import Server
 from psycopg.types.json import Jsonb
-from queue_bench import Database, say
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import machine, support
+from bench.support import RESULTS, Database, Server, say
+from flowline.api.http import encode_cursor
+from flowline.console import runs as console_runs
+from flowline.data import db
+from flowline.data.sql import QUERIES
 
-from flowline.api.http import encode_cursor  # noqa: E402
-from flowline.console import runs as console_runs  # noqa: E402
-from flowline.data import db  # noqa: E402
-from flowline.data.sql import QUERIES  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
 PAGE = 50
 
 
@@ -224,7 +217,7 @@ def main():
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--no-pages", action="store_true", help="skip the console pages (item 4)")
     args = parser.parse_args()
-    server_url = machine.server_url()
+    server_url = support.server_url()
     with psycopg.connect(server_url, autocommit=True) as conn:
         results = {"machine": machine.facts(conn), "runs": args.runs, "workflows": args.workflows, "shapes": []}
     with Database(server_url) as database, database.connect() as conn:

@@ -2,7 +2,7 @@
 """Flowline's schedule benchmark: tick -> run Pending latency p50/p99 with one idle worker, and the cost of one
 poll (the claim of due schedules) with 100,000 schedules.
 
-    .venv/bin/python bench/schedule_bench.py [--ticks 200] [--schedules 100000] [--polls 200]
+    .venv/bin/python -m bench.schedule_bench [--ticks 200] [--schedules 100000] [--polls 200]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
 2. Latency: one worker with the default SCHEDULE_POLL_INTERVAL_S (1 s); ``--ticks`` schedules (overlap queue) whose
@@ -23,17 +23,14 @@ import os
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-import machine
 import psycopg
-from queue_bench import Database, running_workers, say, wait_until
 
+from bench import machine, support
+from bench.support import RESULTS, Database, running_workers, say, wait_until
 from flowline.data import db
 from flowline.data.sql import QUERIES
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 BATCH = 100
 
 
@@ -135,7 +132,7 @@ def main():
     parser.add_argument("--schedules", type=int, default=100_000)
     parser.add_argument("--polls", type=int, default=200)
     args = parser.parse_args()
-    server_url = machine.server_url()
+    server_url = support.server_url()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"schedules-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Flowline's soak test: a steady mixed load for ten minutes; errors, p50/p99 per route, and memory over time.
 
-    .venv/bin/python bench/soak_bench.py [--duration 600] [--rate 60] [--connections 8]
+    .venv/bin/python -m bench.soak_bench [--duration 600] [--rate 60] [--connections 8]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL), then
    creates and migrates a fresh database on that server.
@@ -31,16 +31,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import machine
 import psycopg
-from http_bench import ROOT, Server, say, url_for_database
-from http_bench import http as api
 
-sys.path.insert(0, str(ROOT))
-
+from bench import machine, support
+from bench.support import RESULTS, ROOT, Server, say
+from bench.support import http as api
 from flowline.data import migrations
+from tests.support.urls import url_for_database
 
-RESULTS = ROOT / "bench" / "results"
 FORMATTERS = [
     {"rules": ["strip"]},
     {"rules": ["collapse_whitespace"]},
@@ -188,7 +186,7 @@ def main():
     parser.add_argument("--rate", type=float, default=60, help="requests per second, all routes together")
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
-    server_url = machine.server_url()
+    server_url = support.server_url()
 
     name = f"flowline_soak_{int(time.time())}"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -2,7 +2,7 @@
 """Bounded waits (Prefer: wait=N): ordinary requests' throughput with and without 100 clients waiting at the same
 time, and a wait's finish -> answer latency.
 
-    .venv/bin/python bench/wait_bench.py [--waiters 100] [--threads 128] [--pool 8] [--duration 10] [--rounds 4]
+    .venv/bin/python -m bench.wait_bench [--waiters 100] [--threads 128] [--pool 8] [--duration 10] [--rounds 4]
                                          [--latency-samples 100] [--finish-runs 3000]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL); it
@@ -44,24 +44,24 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import machine
-from http_bench import (
+import psycopg
+
+from bench import machine, support
+from bench.http_bench import (
     MAX_RESTARTS,
     MIN_CONNS_PER_WORKER,
     WRK_CONNECTIONS,
-    Server,
     cpu_times,
     cpu_usage,
     parse_wrk,
     process_cpu,
-    say,
     worker_connections,
 )
+from bench.support import RESULTS, Server, say, wait_until
+from flowline.data import migrations
+from tests.support.urls import url_for_database
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 WAIT_S = 30
 WRK = ("wrk", "-t2", f"-c{WRK_CONNECTIONS}", "--latency")
 
@@ -129,14 +129,6 @@ class Waiter(threading.Thread):
 
     def lag_s(self):
         return self.received - datetime.fromisoformat(self.answer["finished_at"]).timestamp()
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wrk(server, workflow_id, duration):
@@ -360,15 +352,9 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    if not os.environ.get("DATABASE_URL"):
-        with_pg = ROOT / "scripts" / "with_pg.sh"
-        say("DATABASE_URL is unset: starting a throwaway PostgreSQL with scripts/with_pg.sh")
-        os.execv(str(with_pg), [str(with_pg), sys.executable, str(Path(__file__).resolve()), *argv])
-    import psycopg
-
-    server_url = os.environ["DATABASE_URL"]
+    pg_url = support.server_url()
     dbname = f"flowline_waitbench_{uuid.uuid4().hex[:10]}"
-    db_url = urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
+    db_url = url_for_database(pg_url, dbname)
     settings = {
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": str(args.threads),
@@ -381,11 +367,9 @@ def main(argv):
     env.pop("BIND", None)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn makes a private one
     tmp = Path(tempfile.mkdtemp(prefix="flowline-waitbench."))
-    with psycopg.connect(server_url, autocommit=True) as admin:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
-        from flowline.data import migrations
-
         migrations.apply(db_url)
         server = Server("gunicorn", "app:create_app()", env, tmp)
         server.wait_ready("/readyz")
@@ -421,7 +405,7 @@ def main(argv):
         finally:
             server.stop(signal.SIGTERM, timeout=30)  # graceful: the waits end at once
     finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     shown = {**settings, "waiters": args.waiters, "WAIT_MAX_WAITERS": f"{args.threads - 1} (default)"}
     report(facts, shown, rounds, lat, cost)
@@ -438,5 +422,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main(sys.argv[1:]))

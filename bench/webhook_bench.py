@@ -2,7 +2,7 @@
 """Flowline's webhook benchmark: run finished -> receiver got it, p50/p99 with idle workers, and deliveries per
 second with 4 worker processes.
 
-    .venv/bin/python bench/webhook_bench.py [--latency-samples 200] [--deliveries 3000]
+    .venv/bin/python -m bench.webhook_bench [--latency-samples 200] [--deliveries 3000]
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
 2. A loopback receiver in this process answers 204 at once and notes when each delivery arrived (wall clock).
@@ -27,14 +27,13 @@ import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import machine
 import psycopg
-from queue_bench import Database, enqueue, one_node_workflow, running_workers, say, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from bench import machine, support
+from bench.queue_bench import enqueue, one_node_workflow
+from bench.support import RESULTS, Database, running_workers, say, wait_until
+
 WORKER_ENV = {"WEBHOOK_ALLOW_PRIVATE": "1", "WORKER_POLL_INTERVAL_S": "1"}
 
 
@@ -161,7 +160,7 @@ def main():
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--deliveries", type=int, default=3000)
     args = parser.parse_args()
-    server_url = machine.server_url()
+    server_url = support.server_url()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"webhooks-{stamp}-logs"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -1,9 +1,13 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
-database built once per session, and a fresh database cloned from it for every test that needs one."""
+database built once per session (once per pytest-xdist worker), and a fresh database cloned from it for every test
+that needs one. Also how the tests share out among pytest-xdist's workers (`make test` runs several): see the hooks
+below and tests/support/serial.py."""
 
 import io
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,12 +20,80 @@ from tests.support import (
     ROOT,
     Server,
     WorkerProcess,
+    cluster_url,
     launch_chromium,
     make_pdf,
+    serial,
     throwaway_cluster,
     url_for_database,
 )
 from tests.support.contract import ContractClient
+
+# The folder of this run's serial lock (tests/support/serial.py): made by the xdist controller, named to each worker.
+SERIAL_LOCK = "flowline_serial_lock"
+TURNS = pytest.StashKey[serial.Turns]()
+# Under pytest-xdist, the slow kinds of tests are handed out first, so the quick ones fill the last minutes.
+ORDER = ("e2e", "tools", "worker", "api", "unit")
+
+
+def _serial(item):
+    return item.get_closest_marker("serial") is not None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker, group the tests for ``--dist loadgroup`` (before xdist reads the groups): the serial
+    tests all go to one worker, and a test using a module-scoped fixture (a gunicorn, a worker, a cluster, a browser
+    started once for its module) goes to the worker of the rest of its module, so the fixture still starts once.
+    Then order them by ORDER: xdist hands them out in that order (every worker sorts alike)."""
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        if _serial(item):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        # pytest's fixture info (pinned pytest 9.2.0): a test's fixtures and their scopes.
+        elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: ORDER.index(item.path.relative_to(ROOT / "tests").parts[0]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Name this run's serial lock folder to an xdist worker about to start (the controller makes it once)."""
+    config = node.config
+    if not hasattr(config, SERIAL_LOCK):
+        setattr(config, SERIAL_LOCK, tempfile.mkdtemp(prefix="flowline-serial-"))
+    node.workerinput[SERIAL_LOCK] = getattr(config, SERIAL_LOCK)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        config.stash[TURNS] = serial.Turns(Path(config.workerinput[SERIAL_LOCK]))
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, SERIAL_LOCK):
+        shutil.rmtree(getattr(config, SERIAL_LOCK), ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, run a ``serial`` test (its fixtures' setup and teardown too) while no other test runs,
+    and any other test beside the others; a run of serial tests keeps its turn from the first to the last."""
+    turns = item.config.stash.get(TURNS, None)
+    if turns is None:
+        return (yield)
+    turns.take(alone=_serial(item))
+    try:
+        return (yield)
+    finally:
+        if not (_serial(item) and nextitem is not None and _serial(nextitem)):
+            turns.release()
+
+
+def _worker_name(config):
+    """Return this pytest-xdist worker's id (gw0, gw1...), or "main" when the tests run in one process."""
+    return getattr(config, "workerinput", {}).get("workerid", "main")
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +109,9 @@ def _admin(server_url):
 
 
 @pytest.fixture(scope="session")
-def template_db(server_url):
-    name = f"flowline_tpl_{uuid.uuid4().hex[:12]}"
+def template_db(server_url, request):
+    """The name of a fully migrated database (each xdist worker has its own) that the tests' databases copy."""
+    name = f"flowline_tpl_{_worker_name(request.config)}_{uuid.uuid4().hex[:12]}"
     with _admin(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     migrations.apply(url_for_database(server_url, name))
@@ -210,7 +283,7 @@ def private_cluster():
     """A throwaway PostgreSQL cluster of this test's own (unix socket only), so the test may stop, start or
     restart it: ``(url, pg_ctl)``."""
     with throwaway_cluster("flowline-restart-") as (home, pg_ctl):
-        yield f"postgresql://postgres@/postgres?host={home}&port=5432", pg_ctl
+        yield cluster_url(home), pg_ctl
 
 
 @pytest.fixture

@@ -142,7 +142,12 @@ def test_every_run_and_step_key_is_present_even_when_empty(client, failing_workf
         ("get", "/runs/{id}", "Run not found"),
     ],
 )
-@pytest.mark.parametrize("unknown_id", [UNKNOWN, "not-a-uuid", "1", "00000000-0000-0000-0000-00000000000g"])
+# UNKNOWN's id is a fixed name: pytest-xdist's workers must collect the same test ids.
+@pytest.mark.parametrize(
+    "unknown_id",
+    [UNKNOWN, "not-a-uuid", "1", "00000000-0000-0000-0000-00000000000g"],
+    ids=lambda value: "unknown-uuid" if value == UNKNOWN else None,
+)
 def test_unknown_ids_are_404_without_internal_details(client, method, path, detail, unknown_id):
     body = {"node_type": "formatter", "config": {}} if path.endswith("/nodes") else None
     response = getattr(client, method)(path.format(id=unknown_id), json=body)

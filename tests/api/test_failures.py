@@ -101,6 +101,7 @@ def test_database_down_answers_503_fast_and_service_resumes_without_a_restart(pr
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.serial  # it takes the median latency of the 503s
 def test_while_the_database_is_down_requests_fail_fast_and_the_first_after_it_returns_is_served(
     private_cluster, make_server
 ):
@@ -367,6 +368,7 @@ def test_a_chunked_body_without_content_length_is_cut_at_max_json_kb(database_ur
     assert answer["detail"].startswith("The request body is larger than 64 KiB")
 
 
+@pytest.mark.serial  # its 300 pages must extract within the 5 s bound
 def test_uploads_keep_their_own_limit_above_max_json_kb(make_app):
     client = make_app(MAX_JSON_KB=16).test_client()
     pdf = make_pdf(*[f"page {i}: " + "lorem ipsum dolor sit amet " * 6 for i in range(300)])
@@ -399,6 +401,7 @@ def test_nesting_up_to_the_limit_is_judged_by_the_schema(client):
     assert response.status_code == 422 and response.json["errors"] == {"deep": ["Unknown field."]}
 
 
+@pytest.mark.serial  # it times the refusal against a bound
 def test_huge_configs_are_422_quickly_with_a_small_answer(client, workflow):
     workflow_id = workflow([("formatter", {})])
     (node_id,) = [n["id"] for n in client.get(f"/workflows/{workflow_id}").json["nodes"]]

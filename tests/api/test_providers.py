@@ -220,6 +220,7 @@ def test_an_error_body_without_a_plain_code_gives_the_status_alone(llm_client, f
 # --- time ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # it times the run against a bound
 def test_attempts_that_time_out_are_retried_then_fail_with_502(llm_client, fake, workflow, sql, logs):
     fake.reply(200, completion("too late"), delay=3, times=10)
     response, elapsed = _run(llm_client(LLM_TIMEOUT_S=0.2, LLM_MAX_RETRIES=1), workflow)
@@ -236,6 +237,7 @@ def test_a_slow_then_fast_provider_succeeds_on_the_second_attempt(llm_client, fa
     assert len(fake.requests) == 2
 
 
+@pytest.mark.serial  # it times the run against a bound
 def test_the_runs_time_bound_cuts_an_attempt_short_with_504(llm_client, fake, workflow, sql, logs):
     fake.reply(200, completion("too late"), delay=5, times=10)
     response, elapsed = _run(llm_client(SYNC_RUN_TIMEOUT_S=0.5, LLM_TIMEOUT_S=30), workflow)
@@ -246,6 +248,7 @@ def test_the_runs_time_bound_cuts_an_attempt_short_with_504(llm_client, fake, wo
     assert elapsed < 2
 
 
+@pytest.mark.serial  # it times the run against a bound
 def test_a_retry_after_past_the_runs_deadline_fails_at_once(llm_client, fake, workflow, sql, logs):
     fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "60"})
     response, elapsed = _run(llm_client(SYNC_RUN_TIMEOUT_S=5), workflow)

@@ -9,6 +9,9 @@ import pytest
 
 from flowline.api import waits
 
+# Each test times a wait against its bound (tests/support/serial.py).
+pytestmark = pytest.mark.serial
+
 UPPER = ("formatter", {"rules": ["uppercase"]})
 
 
@@ -162,7 +165,8 @@ def test_a_finish_missed_while_the_listener_was_down_is_found_when_it_reconnects
     started = time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         killed = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'flowline-api-waits'"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'flowline-api-waits'"
         ).fetchall()
     assert killed == [(True,)]
     waiter.join(10)

@@ -98,6 +98,7 @@ def _parent_of(pid):
         return None
 
 
+@pytest.mark.serial  # it times the refusal against its bound
 @pytest.mark.parametrize("pages", [8, 15])
 def test_a_hostile_pdf_is_refused_within_the_time_bound_while_livez_answers(make_server, database_url, sql, pages):
     server = make_server(database_url, PDF_EXTRACT_TIMEOUT_S=TIMEOUT_S)
@@ -115,6 +116,7 @@ def test_a_hostile_pdf_is_refused_within_the_time_bound_while_livez_answers(make
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.serial  # it times the answers against bounds
 def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_keeps_answering(
     make_server, database_url, sql
 ):
@@ -148,6 +150,7 @@ def test_eight_concurrent_hostile_uploads_are_refused_or_turned_away_and_livez_k
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.serial  # it times the answers against bounds
 def test_uploads_past_the_concurrency_bound_get_503_with_retry_after_at_once(make_server, database_url, sql):
     server = make_server(database_url, WEB_CONCURRENCY=1, PDF_EXTRACT_TIMEOUT_S=3)  # one slot: the default
     server.start()
@@ -183,6 +186,7 @@ def test_text_longer_than_max_input_chars_is_refused_and_nothing_is_stored(make_
     assert upload(81).status_code == 201
 
 
+@pytest.mark.serial  # its child must reach the memory bound before the time bound
 def test_a_child_over_the_memory_bound_is_refused_with_422_naming_memory(make_app, sql):
     client = make_app(PDF_EXTRACT_MEMORY_MB=64, PDF_EXTRACT_TIMEOUT_S=20).test_client()
     started = time.monotonic()

@@ -19,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import Server, WorkerProcess, wait_for
 from tests.support.fake_llm import FakeLLM, completion
 
+# The tests time waits (a finish -> answer median of 50 ms...) (tests/support/serial.py).
+pytestmark = pytest.mark.serial
+
 LLM_NODE = ("generative_ai", {"prompt": "{text}", "model": "gpt-4o-mini"})
 SERVER_ENV = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "WAIT_MAX_WAITERS": "2", "DB_POOL_MAX_SIZE": "4"}
 

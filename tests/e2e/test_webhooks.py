@@ -110,6 +110,7 @@ def delivery_when(api, hook, predicate, timeout=15, message="the delivery"):
     )
 
 
+@pytest.mark.serial  # it checks a delivery's latency
 def test_a_finished_run_is_delivered_signed_and_verifies_with_the_reference_library(api, receiver):
     workflow_id, hook = workflow_with_hook(api, receiver.url())
     finished_at = time.monotonic()
@@ -204,6 +205,7 @@ def test_410_disables_the_subscription(api, receiver):
     assert status == 409
 
 
+@pytest.mark.serial  # it checks a delivery's latency
 def test_a_slow_receiver_is_cut_off_at_the_bound_and_a_huge_answer_is_not_read(api, receiver):
     receiver.answer("/slow", Behaviour(drip=0.2))
     receiver.answer("/huge", Behaviour(body_bytes=10 * 1024 * 1024))

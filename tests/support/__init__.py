@@ -5,7 +5,7 @@ Besides what is re-exported here: tests.support.fake_llm (a local OpenAI-compati
 """
 
 from tests.support.browser import CHROMIUM, launch_chromium
-from tests.support.clusters import PGBIN, throwaway_cluster
+from tests.support.clusters import PGBIN, cluster_url, throwaway_cluster
 from tests.support.paths import ROOT, SUPPORT
 from tests.support.pdf import make_pdf
 from tests.support.processes import GUNICORN, Server, WorkerProcess
@@ -22,6 +22,7 @@ __all__ = [
     "Server",
     "WorkerProcess",
     "api_rules",
+    "cluster_url",
     "free_port",
     "launch_chromium",
     "make_pdf",

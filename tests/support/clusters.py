@@ -12,6 +12,12 @@ import pytest
 PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 
 
+def cluster_url(home):
+    """Return the URL of database postgres on the throwaway cluster whose socket folder is ``home`` (the ``home``
+    throwaway_cluster yields, when its options keep port 5432)."""
+    return f"postgresql://postgres@/postgres?host={home}&port=5432"
+
+
 @contextmanager
 def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
     """Run a PostgreSQL cluster of the caller's own in a temporary folder (trust auth on its unix socket there,

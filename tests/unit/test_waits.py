@@ -11,6 +11,9 @@ from werkzeug.wrappers import Request
 
 from flowline.api import waits
 
+# The tests time wake-ups against bounds of 0.1 to 0.5 s (tests/support/serial.py).
+pytestmark = pytest.mark.serial
+
 # A unix socket folder with no server in it: the listener's connection fails at once, and it retries quietly.
 NOWHERE = "postgresql://postgres@/flowline?host=/nonexistent-flowline-socket&connect_timeout=1"
 RUN_ID = "3f0b6c1e-1d2a-4b5c-8d9e-0f1a2b3c4d5e"

@@ -65,6 +65,7 @@ def ssrf_urls(port):
     ]
 
 
+@pytest.mark.serial  # it times the call against a bound
 def test_urls_resolving_to_private_addresses_are_refused_and_nothing_is_sent(receiver):
     for url, reason in ssrf_urls(receiver.port):
         started = time.monotonic()
@@ -104,6 +105,7 @@ def test_a_redirect_is_not_followed_even_to_an_allowed_address(receiver):
         other.stop()
 
 
+@pytest.mark.serial  # it times the call against a bound
 def test_a_receiver_dripping_its_answer_is_cut_off_at_the_deadline(receiver):
     receiver.answer("/hook", Behaviour(drip=0.2))
     started = time.monotonic()
@@ -113,12 +115,14 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_deadline(receiver):
     assert 0.9 <= elapsed < 2.0, elapsed
 
 
+@pytest.mark.serial  # it times the call against a bound
 def test_a_slow_receiver_is_cut_off_at_the_deadline(receiver):
     receiver.answer("/hook", Behaviour(delay=3))
     answer = outbound.post(receiver.url(), b"{}", {}, timeout_s=0.5, allow_private=True)
     assert answer.status_code is None and 450 <= answer.latency_ms < 1000
 
 
+@pytest.mark.serial  # it times the call against a bound
 def test_a_10_mb_answer_is_not_read(receiver):
     receiver.answer("/hook", Behaviour(body_bytes=10 * 1024 * 1024))
     answer = outbound.post(receiver.url(), b"{}", {}, timeout_s=5, allow_private=True)
@@ -174,6 +178,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(receiv
     assert receiver.received()[0].headers["host"] == f"hooks.example.invalid:{receiver.port}"
 
 
+@pytest.mark.serial  # it times the call against a bound
 def test_a_lookup_that_hangs_is_cut_at_the_deadline_and_nothing_is_sent(monkeypatch):
     def getaddrinfo(host, port, *args, **kwargs):
         time.sleep(3)

@@ -211,7 +211,8 @@ def test_an_idle_worker_wakes_on_notify_without_waiting_for_its_poll(client, wor
     worker = make_worker(**{**FAST, "WORKER_POLL_INTERVAL_S": 60}).start()
     wait_for(
         lambda: sql.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'flowline-worker-listen' AND query LIKE 'LISTEN%%'"
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'flowline-worker-listen' AND query LIKE 'LISTEN%%'"
         ).fetchone(),
         message="the LISTEN connection",
     )
