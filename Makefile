@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 6
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format docs migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
+.PHONY: run test lint format docs schema migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
 
 venv: $(STAMP)
 
@@ -61,7 +61,6 @@ migrate-status: venv
 
 ## Write schema.sql, the schema after every migration (what a DBA reads), from a throwaway PostgreSQL; commit it
 ## with the migration that changed it (tests/tools/test_schema_file.py fails until then).
-.PHONY: schema
 schema: venv
 	DATABASE_URL= PG_DATA_DIR= scripts/with_pg.sh $(BIN)/python -m flowline.data.schema
 
