@@ -3,8 +3,9 @@ of a module with a module-scoped fixture) goes to the same worker as the rest of
 test goes alone to whichever worker is free.
 
 xdist's own ``--dist loadgroup`` cannot do it under the pinned pytest 9.2.0: it marks a group by appending it to the
-item's ``_nodeid``, which pytest 9 no longer reads (a node's id is now ``_id``), so every test went alone. Instead,
-each xdist worker writes the groups it collected to a file, and this scheduler, in the controller, reads them.
+item's ``_nodeid``, which pytest 9 no longer reads (a node's id is now ``_id``), so every test went alone
+(pytest-dev/pytest-xdist#1386, open; re-check when either pin moves). Instead, each xdist worker writes the groups
+it collected to a file, and this scheduler, in the controller, reads them.
 """
 
 import json
