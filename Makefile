@@ -32,7 +32,7 @@ run: venv
 ## (PYTEST_WORKERS=0: all in this one, in file order); tests marked `serial` run while no other test does
 ## (tests/support/serial.py).
 test: lint
-	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	DATABASE_URL="$(TEST_DATABASE_URL)" scripts/with_pg.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ from tests.support import (
     Server,
     WorkerProcess,
     cluster_url,
+    grouping,
     launch_chromium,
     make_pdf,
     serial,
@@ -29,8 +30,9 @@ from tests.support import (
 )
 from tests.support.contract import ContractClient
 
-# The folder of this run's serial lock (tests/support/serial.py): made by the xdist controller, named to each worker.
-SERIAL_LOCK = "flowline_serial_lock"
+# The folder of this run's serial lock (tests/support/serial.py) and test groups (tests/support/grouping.py): made
+# by the xdist controller, named to each worker.
+XDIST_FOLDER = "flowline_xdist_folder"
 TURNS = pytest.StashKey[serial.Turns]()
 # Under pytest-xdist, the slow kinds of tests are handed out first, so the quick ones fill the last minutes.
 ORDER = ("e2e", "tools", "worker", "api", "unit")
@@ -40,40 +42,52 @@ def _serial(item):
     return item.get_closest_marker("serial") is not None
 
 
+def _group(item):
+    """Return the group ``item`` runs in under pytest-xdist (None: none, it may run anywhere)."""
+    if _serial(item):
+        return "serial"
+    # pytest's fixture info (pinned pytest 9.2.0): a test's fixtures and their scopes.
+    if any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+        return item.module.__name__
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """In a pytest-xdist worker, group the tests for ``--dist loadgroup`` (before xdist reads the groups): the serial
-    tests all go to one worker, and a test using a module-scoped fixture (a gunicorn, a worker, a cluster, a browser
-    started once for its module) goes to the worker of the rest of its module, so the fixture still starts once.
-    Then order them by ORDER: xdist hands them out in that order (every worker sorts alike)."""
+    """In a pytest-xdist worker, order the tests by ORDER (xdist hands them out in that order; every worker sorts
+    alike) and write their groups for the controller's scheduler: the serial tests all go to one worker, and a test
+    using a module-scoped fixture (a gunicorn, a worker, a cluster, a browser started once for its module) goes to
+    the worker of the rest of its module, so the fixture still starts once."""
     if not hasattr(config, "workerinput"):
         return
-    for item in items:
-        if _serial(item):
-            item.add_marker(pytest.mark.xdist_group("serial"))
-        # pytest's fixture info (pinned pytest 9.2.0): a test's fixtures and their scopes.
-        elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: ORDER.index(item.path.relative_to(ROOT / "tests").parts[0]))
+    groups = {item.nodeid: _group(item) for item in items if _group(item)}
+    grouping.write_groups(Path(config.workerinput[XDIST_FOLDER]), groups)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """Name this run's serial lock folder to an xdist worker about to start (the controller makes it once)."""
+    """Name this run's folder to an xdist worker about to start (the controller makes it once)."""
     config = node.config
-    if not hasattr(config, SERIAL_LOCK):
-        setattr(config, SERIAL_LOCK, tempfile.mkdtemp(prefix="flowline-serial-"))
-    node.workerinput[SERIAL_LOCK] = getattr(config, SERIAL_LOCK)
+    if not hasattr(config, XDIST_FOLDER):
+        setattr(config, XDIST_FOLDER, tempfile.mkdtemp(prefix="flowline-xdist-"))
+    node.workerinput[XDIST_FOLDER] = getattr(config, XDIST_FOLDER)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Hand the tests out by their groups (tests/support/grouping.py), whatever ``--dist`` says."""
+    return grouping.GroupScheduling(config, log, Path(getattr(config, XDIST_FOLDER)))
 
 
 def pytest_configure(config):
     if hasattr(config, "workerinput"):
-        config.stash[TURNS] = serial.Turns(Path(config.workerinput[SERIAL_LOCK]))
+        config.stash[TURNS] = serial.Turns(Path(config.workerinput[XDIST_FOLDER]))
 
 
 def pytest_unconfigure(config):
-    if hasattr(config, SERIAL_LOCK):
-        shutil.rmtree(getattr(config, SERIAL_LOCK), ignore_errors=True)
+    if hasattr(config, XDIST_FOLDER):
+        shutil.rmtree(getattr(config, XDIST_FOLDER), ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,7 +1,7 @@
 """Tests that must run alone under pytest-xdist: those that time what they measure (a latency, a bounded wait, a
 median, an extraction against its time bound) and would count another process's load as Flowline's slowness.
-They are marked ``@pytest.mark.serial``; conftest.py sends them all to one xdist worker (the ``serial`` xdist
-group), and every test takes its turn through this run's lock: a serial test holds it alone, any other test shares
+They are marked ``@pytest.mark.serial``; conftest.py sends them all to one xdist worker (their group: see
+tests/support/grouping.py), and every test takes its turn through this run's lock: a serial test holds it alone, any other test shares
 it. So while a serial test runs, no other test does anywhere.
 """
 
