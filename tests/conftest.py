@@ -169,6 +169,12 @@ def database_url(make_database, template_db):
     return make_database(template_db)
 
 
+# An upload's text is extracted in a child process, bounded by PDF_EXTRACT_TIMEOUT_S (5 s by default). On a 2-core
+# machine running the suite in several processes, load alone can take an ordinary upload past 5 s: the apps and
+# servers of the tests get a wider bound, and the tests of the bound (tests/e2e/test_pdf_bounds.py) set their own.
+TEST_EXTRACT_TIMEOUT_S = 30
+
+
 @pytest.fixture
 def make_app(database_url):
     """Return a factory of apps on this test's database, with extra config; their pools are closed afterwards."""
@@ -177,7 +183,9 @@ def make_app(database_url):
     apps = []
 
     def make(**config):
-        app = create_app({"TESTING": True, "DATABASE_URL": database_url, **config})
+        app = create_app(
+            {"TESTING": True, "DATABASE_URL": database_url, "PDF_EXTRACT_TIMEOUT_S": TEST_EXTRACT_TIMEOUT_S, **config}
+        )
         app.test_client_class = ContractClient  # every answer checked against the OpenAPI document
         apps.append(app)
         return app
@@ -229,6 +237,7 @@ def make_server(tmp_path):
     servers = []
 
     def make(database_url, **env):
+        env = {"PDF_EXTRACT_TIMEOUT_S": TEST_EXTRACT_TIMEOUT_S, **env}
         server = Server(database_url, tmp_path / f"server{len(servers)}", {k: str(v) for k, v in env.items()})
         servers.append(server)
         return server
