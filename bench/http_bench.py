@@ -46,6 +46,7 @@ import psycopg
 
 from bench import machine, support
 from bench.support import RESULTS, ROOT, Server, http, say
+from flowline.data import pgbin
 from tests.support.urls import url_for_database
 
 WRK_THREADS = 2
@@ -396,13 +397,6 @@ def run_wrk(server, path, lua, duration, tmp, name, balanced=False):
 # --- pgbench ------------------------------------------------------------------------------------------------
 
 
-def pgbench_binary():
-    pgbin = os.environ.get("PGBIN")
-    if pgbin and (Path(pgbin) / "pgbench").exists():
-        return str(Path(pgbin) / "pgbench")
-    return shutil.which("pgbench")
-
-
 def pgbench_script(query_name, tmp):
     """The named query's SQL text, with psycopg's %(name)s placeholders as pgbench's :name variables."""
     from flowline.data.sql import QUERIES
@@ -746,7 +740,7 @@ def main(argv):
             bare.wait_ready(f"/workflows/{ids['w20']}")
         with psycopg.connect(db_url) as conn:
             facts = machine_facts(conn, settings)
-        pgbench = pgbench_binary() if want_ceilings else None
+        pgbench = pgbin.program("pgbench") if want_ceilings else None
         if want_ceilings and not pgbench:
             say("pgbench not found (PGBIN or PATH): the pgbench ceiling is skipped")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from . import db, migrations
+from . import db, migrations, pgbin
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.sql"
 REGENERATE = "make schema"
@@ -42,21 +41,11 @@ _NOISE = re.compile(
 
 
 def pg_dump() -> str:
-    """Return the path of pg_dump, found as scripts/with_pg.sh finds initdb: beside ``$PGBIN``'s, else in the
-    newest /usr/lib/postgresql/*/bin, else on PATH.
+    """Return the path of pg_dump (``pgbin.program``).
 
     :raise FileNotFoundError: no pg_dump anywhere.
     """
-    candidates = [os.environ.get("PGBIN", "")]
-    candidates += sorted(
-        (str(path) for path in Path("/usr/lib/postgresql").glob("*/bin")),
-        key=lambda path: int(Path(path).parent.name) if Path(path).parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for directory in candidates:
-        if directory and os.access(Path(directory) / "pg_dump", os.X_OK):
-            return str(Path(directory) / "pg_dump")
-    found = shutil.which("pg_dump")
+    found = pgbin.program("pg_dump")
     if found is None:
         raise FileNotFoundError("pg_dump not found: install PostgreSQL's client programs or set PGBIN")
     return found

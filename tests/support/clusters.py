@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-PGBIN = os.environ.get("PGBIN") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+from flowline.data import pgbin
+
+# The server programs scripts/with_pg.sh runs: $PGBIN, else the newest installed PostgreSQL.
+PGBIN = pgbin.directory()
 
 
 def cluster_url(home):

@@ -5,9 +5,7 @@ Roles are cluster-wide, and the test cluster is shared by the whole session: eac
 unique names (the script's psql variables), and drops its databases and then its roles afterwards.
 """
 
-import glob
 import io
-import shutil
 import signal
 import subprocess
 import uuid
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.errors import InsufficientPrivilege
 
-from flowline.data import migrations
+from flowline.data import migrations, pgbin
 from tests.support import make_pdf, url_for_database, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +24,7 @@ SCRIPT = ROOT / "deploy" / "roles.sql"
 
 
 def _psql():
-    found = shutil.which("psql") or max(
-        glob.glob("/usr/lib/postgresql/*/bin/psql"), key=lambda p: int(p.split("/")[4]), default=None
-    )
+    found = pgbin.program("psql")
     if not found:
         pytest.skip("psql is not installed (it comes with PostgreSQL's client package)")
     return found
