@@ -33,9 +33,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
-from bench.support import RESULTS, ROOT, Database, running_workers, say, wait_until
+from bench.support import RESULTS, ROOT, Database, running_workers, say
 from flowline.data import db
 from flowline.data.sql import QUERIES
+from tests.support import wait_for
 
 # (worker processes, threads each): the issue's 1 and 4 processes, and 4 threads in one process beside them.
 SHAPES = ((1, 1), (4, 1), (1, 4))
@@ -74,7 +75,7 @@ def throughput(server_url, runs, workers, threads, log_dir):
         # As procrastinate_noop.py does for its jobs table: statistics a production table would have.
         conn.execute("ANALYZE runs")
         with running_workers(database.url, workers, log_dir / f"throughput-{workers}x{threads}", threads):
-            wait_until(
+            wait_for(
                 lambda: (
                     conn.execute(
                         "SELECT count(*) AS n FROM runs WHERE status = 'Pending' OR status = 'Running'"
@@ -82,7 +83,7 @@ def throughput(server_url, runs, workers, threads, log_dir):
                     == 0
                 ),
                 600,
-                f"{runs} runs",
+                message=f"{runs} runs",
             )
         row = conn.execute("""SELECT count(*) FILTER (WHERE status = 'Succeeded' AND attempt = 1) AS ok,
                                      count(*) AS total,
@@ -108,13 +109,13 @@ def latency(server_url, samples, log_dir):
             time.sleep(2)
             for i in range(samples + 20):
                 run_id = enqueue(conn, workflow_id, f"sample {i}")
-                wait_until(
+                wait_for(
                     lambda run_id=run_id: (
                         conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"]
                         == "Succeeded"
                     ),
                     30,
-                    "a run",
+                    message="a run",
                 )
                 time.sleep(0.01)
         rows = conn.execute("""SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms

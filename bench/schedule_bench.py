@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 import psycopg
 
 from bench import machine, support
-from bench.support import RESULTS, Database, running_workers, say, wait_until
+from bench.support import RESULTS, Database, running_workers, say
 from flowline.data import db
 from flowline.data.sql import QUERIES
+from tests.support import wait_for
 
 BATCH = 100
 
@@ -54,10 +55,10 @@ def latency(server_url, ticks, log_dir):
                 "UPDATE schedules AS s SET next_fire_at = clock_timestamp() + interval '1 s' + n.i * interval '100 ms' "
                 "FROM (SELECT id, row_number() OVER (ORDER BY id) AS i FROM schedules) AS n WHERE n.id = s.id"
             )
-            wait_until(
+            wait_for(
                 lambda: conn.execute("SELECT count(*) AS n FROM runs").fetchone()["n"] == ticks,
                 ticks / 10 + 30,
-                "every tick's run",
+                message="every tick's run",
             )
         lags = [
             row["lag"]

@@ -166,12 +166,3 @@ def running_workers(url, count, log_dir, threads=1, env=None):
         for process in processes:
             if process.wait(timeout=60) != 0:
                 raise RuntimeError(f"a worker exited with status {process.returncode}")
-
-
-def wait_until(predicate, timeout, what):
-    """Return once ``predicate()`` is true; raises RuntimeError after ``timeout`` seconds, naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)

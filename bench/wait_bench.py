@@ -58,8 +58,9 @@ from bench.http_bench import (
     process_cpu,
     worker_connections,
 )
-from bench.support import RESULTS, Server, say, wait_until
+from bench.support import RESULTS, Server, say
 from flowline.data import migrations
+from tests.support import wait_for
 from tests.support.urls import url_for_database
 
 WAIT_S = 30
@@ -203,7 +204,7 @@ def with_waiters(server, conn, workflow_id, args):
             raise RuntimeError(f"{len(early)} waiters answered before their runs finished: {early[:5]}")
         return metric(base, "flowline_waiters") == args.waiters
 
-    wait_until(all_waiting, 30, f"{args.waiters} waiters")
+    wait_for(all_waiting, 30, message=f"{args.waiters} waiters")
     over_cap_before = metric(base, "flowline_waits_total", '{outcome="over_cap"}')
     cpu_idle = idle_cpu(server)
     result = wrk(server, workflow_id, args.duration)

@@ -32,7 +32,8 @@ import psycopg
 
 from bench import machine, support
 from bench.queue_bench import enqueue, one_node_workflow
-from bench.support import RESULTS, Database, running_workers, say, wait_until
+from bench.support import RESULTS, Database, running_workers, say
+from tests.support import wait_for
 
 WORKER_ENV = {"WEBHOOK_ALLOW_PRIVATE": "1", "WORKER_POLL_INTERVAL_S": "1"}
 
@@ -90,12 +91,12 @@ def latency(server_url, samples, receiver, log_dir):
             measured = []
             for i in range(samples):
                 run_id = enqueue(conn, workflow_id, f"run {i}")
-                wait_until(
+                wait_for(
                     lambda run_id=run_id: conn.execute(
                         "SELECT 1 FROM webhook_deliveries WHERE run_id = %s AND status = 'Delivered'", (run_id,)
                     ).fetchone(),
                     30,
-                    f"the delivery of run {i}",
+                    message=f"the delivery of run {i}",
                 )
                 row = conn.execute(
                     """SELECT d.id::text AS id, extract(epoch FROM r.finished_at) AS finished
@@ -130,7 +131,7 @@ def throughput(server_url, deliveries, workers, receiver, log_dir):
                                  RETURNING 1)
                    SELECT count(*) AS n, extract(epoch FROM clock_timestamp()) AS at FROM done"""
             ).fetchone()
-            wait_until(
+            wait_for(
                 lambda: (
                     conn.execute("SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'Delivered'").fetchone()[
                         "n"
@@ -138,7 +139,7 @@ def throughput(server_url, deliveries, workers, receiver, log_dir):
                     == deliveries
                 ),
                 600,
-                f"{deliveries} deliveries",
+                message=f"{deliveries} deliveries",
             )
         row = conn.execute(
             """SELECT count(*) FILTER (WHERE attempts = 1) AS first_time, count(*) AS total,
