@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):
         return
     items.sort(key=lambda item: ORDER.index(item.path.relative_to(ROOT / "tests").parts[0]))
-    groups = {item.nodeid: _group(item) for item in items if _group(item)}
+    groups = {item.nodeid: group for item in items if (group := _group(item))}
     grouping.write_groups(Path(config.workerinput[XDIST_FOLDER]), groups)
 
 

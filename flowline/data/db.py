@@ -29,8 +29,6 @@ from .sql import QUERIES
 if TYPE_CHECKING:
     from psycopg import Cursor
 
-    from ..core.config import Settings
-
 EXTENSION = "flowline.pool"
 
 # How long the pool retries a lost connection in the background, its waits doubling (1, 2, 4... s), before it gives
