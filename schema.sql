@@ -96,6 +96,29 @@ CREATE TABLE public.files (
 );
 
 --
+-- Name: llm_models; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_models (
+    model text NOT NULL,
+    requests_per_minute integer,
+    tokens_per_minute integer,
+    usd_per_million_input_tokens numeric,
+    usd_per_million_output_tokens numeric,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT llm_models_limits_positive CHECK (((requests_per_minute > 0) AND (tokens_per_minute > 0))),
+    CONSTRAINT llm_models_model_length CHECK (((char_length(model) >= 1) AND (char_length(model) <= 200))),
+    CONSTRAINT llm_models_prices_positive CHECK (((usd_per_million_input_tokens > (0)::numeric) AND (usd_per_million_output_tokens > (0)::numeric)))
+);
+
+--
+-- Name: TABLE llm_models; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_models IS 'An LLM model''s per-minute budget, shared by every worker, and its prices per million tokens.';
+
+--
 -- Name: nodes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -332,6 +355,13 @@ CREATE TABLE public.workflows (
 
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_pkey PRIMARY KEY (id);
+
+--
+-- Name: llm_models llm_models_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_models
+    ADD CONSTRAINT llm_models_pkey PRIMARY KEY (model);
 
 --
 -- Name: nodes nodes_pkey; Type: CONSTRAINT; Schema: public; Owner: -

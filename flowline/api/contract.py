@@ -241,6 +241,15 @@ PATH_PARAMETERS: dict[str, str] = {
     "schedule_id": "schedule",
 }
 
+# The path parameters that are names, not ids: each one's description and its JSON Schema.
+NAME_PATH_PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "model": (
+        "The model name an LLM step calls (its node's config's model, else LLM_MODEL); it may contain `/`, "
+        "as OpenRouter's `openai/gpt-4o` does.",
+        {"type": "string", "minLength": 1, "maxLength": 200},
+    ),
+}
+
 
 def ref(kind: str, name: str) -> dict[str, str]:
     """Return the OpenAPI reference to the component ``name`` of ``kind`` (schemas, responses, headers)."""

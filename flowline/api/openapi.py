@@ -55,6 +55,9 @@ def path_of(rule: Rule) -> str:
 
 
 def _path_parameter(name: str) -> dict[str, Any]:
+    if name in contract.NAME_PATH_PARAMETERS:
+        description, schema = contract.NAME_PATH_PARAMETERS[name]
+        return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
     return {
         "name": name,
         "in": "path",

@@ -16,7 +16,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .. import nodes
 from ..core import cron
-from ..core.fields import Text, not_blank, unstorable_reason
+from ..core.fields import StrictFloat, Text, not_blank, unstorable_reason
 from ..core.statuses import (
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
@@ -277,6 +277,52 @@ class AllRunsQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
     workflow_id = fields.UUID()
     schedule_id = fields.UUID()
+
+
+# The largest per-minute limit a model's budget takes (PostgreSQL's integer).
+MAX_PER_MINUTE = 2_000_000_000
+# The largest price per million tokens a model takes, in US dollars.
+MAX_USD_PER_MILLION = 1_000_000
+
+
+def _per_minute(description: str) -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        allow_none=True,
+        load_default=None,
+        validate=validate.Range(min=1, max=MAX_PER_MINUTE),
+        metadata={"description": description},
+    )
+
+
+def _price(description: str) -> StrictFloat:
+    return StrictFloat(
+        allow_none=True,
+        load_default=None,
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_USD_PER_MILLION),
+        metadata={"description": description},
+    )
+
+
+class LLMModelPutSchema(Schema):
+    """Body of ``PUT /llm-models/{model}``: the model's budget and prices, replacing what it had (a key left out
+    is null: no limit, no price); at least one key."""
+
+    requests_per_minute = _per_minute("Requests the provider may see for this model in any 60 s; null: no limit.")
+    tokens_per_minute = _per_minute(
+        "Tokens (estimated before a call, corrected to the reported usage after) per 60 s; null: no limit."
+    )
+    usd_per_million_input_tokens = _price("US dollars per million prompt tokens; null: no price.")
+    usd_per_million_output_tokens = _price("US dollars per million completion tokens; null: no price.")
+
+    @validates_schema(pass_original=True)
+    def _something_given(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        if isinstance(original, Mapping) and not original:
+            raise ValidationError(
+                "Give requests_per_minute, tokens_per_minute, usd_per_million_input_tokens, "
+                "usd_per_million_output_tokens, or several.",
+                field_name="_schema",
+            )
 
 
 # --- responses (never used to load or dump: views name them in @contract.responds, flowline/api/openapi.py makes
@@ -629,3 +675,21 @@ class ErrorSchema(Schema):
     status = fields.String()
     etag = fields.String()
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class LLMModelSchema(Schema):
+    """A model's budget and prices."""
+
+    model = fields.String(required=True, metadata={"description": "the model name LLM steps call"})
+    requests_per_minute = fields.Integer(required=True, allow_none=True)
+    tokens_per_minute = fields.Integer(required=True, allow_none=True)
+    usd_per_million_input_tokens = fields.Float(required=True, allow_none=True)
+    usd_per_million_output_tokens = fields.Float(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class LLMModelListSchema(Schema):
+    """Every model with a budget or a price, by name."""
+
+    llm_models = fields.List(fields.Nested(LLMModelSchema), required=True)

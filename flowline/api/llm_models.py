@@ -1,0 +1,106 @@
+"""LLM models: each model's per-minute budget (requests and tokens, shared by every worker through the database)
+and its prices per million tokens, which cost each generative_ai step's usage.
+
+``{model}`` is the name a generative_ai step calls (its config's ``model``, else LLM_MODEL); names may contain
+``/`` (OpenRouter's ``openai/gpt-4o``), so the routes take the rest of the path. A model without a row has no
+budget and no price.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from marshmallow import ValidationError
+
+from ..data import db
+from . import contract, schemas
+from .errors import NotFound
+from .http import load_json
+
+bp = Blueprint("llm_models", __name__)
+
+_put_schema = schemas.LLMModelPutSchema()
+
+# The longest model name (a generative_ai node's config takes the same).
+MAX_MODEL_NAME = 200
+
+
+def model_name_problem(model: str) -> str | None:
+    """Return why ``model`` cannot be a model's name (as a node's config would refuse it), or None."""
+    if not 1 <= len(model) <= MAX_MODEL_NAME:
+        return f"Length must be between 1 and {MAX_MODEL_NAME}."
+    if not model.strip() or not model.isprintable():
+        return "Must be printable and not blank."
+    return None
+
+
+@bp.put("/llm-models/<path:model>")
+@contract.operation(
+    "Set a model's per-minute budget and prices (replacing what it had; a key left out is null)",
+    body=schemas.LLMModelPutSchema,
+)
+@contract.responds(200, schemas.LLMModelSchema, "The model's budget and prices as stored.")
+@contract.errors(400, 413, 415, 422, 503)
+def put_llm_model(model: str) -> Response:
+    """Replace ``model``'s budget and prices; 200 with what is stored. Every worker applies it within a second.
+
+    :raise 422: no key given, an unknown key, a limit that is not a positive integer, a price that is not a
+        positive number, or a model name longer than 200 characters.
+    """
+    problem = model_name_problem(model)
+    if problem:
+        raise ValidationError({"model": [problem]})
+    data = load_json(_put_schema)
+    with db.transaction() as conn:
+        row = db.one(
+            conn,
+            "put_llm_model",
+            model=model,
+            requests_per_minute=data["requests_per_minute"],
+            tokens_per_minute=data["tokens_per_minute"],
+            usd_per_million_input_tokens=data["usd_per_million_input_tokens"],
+            usd_per_million_output_tokens=data["usd_per_million_output_tokens"],
+        )
+    return jsonify(row)
+
+
+@bp.get("/llm-models")
+@contract.operation("Every model with a budget or a price, by name")
+@contract.responds(200, schemas.LLMModelListSchema, "The models.")
+@contract.errors(503)
+def list_llm_models() -> Response:
+    """Return ``{llm_models: [...]}``, every model with a budget or a price, by name."""
+    with db.connection() as conn:
+        rows = db.many(conn, "list_llm_models")
+    return jsonify({"llm_models": rows})
+
+
+@bp.get("/llm-models/<path:model>")
+@contract.operation("Read a model's budget and prices")
+@contract.responds(200, schemas.LLMModelSchema, "The model's budget and prices.")
+@contract.errors(404, 503)
+def get_llm_model(model: str) -> Response:
+    """Return ``model``'s budget and prices.
+
+    :raise 404: a model with no budget and no price.
+    """
+    with db.connection() as conn:
+        row = db.one(conn, "get_llm_model", model=model)
+    if row is None:
+        raise NotFound("This model has no budget and no price (PUT /llm-models/{model} sets them).")
+    return jsonify(row)
+
+
+@bp.delete("/llm-models/<path:model>")
+@contract.operation("Remove a model's budget and prices (it has no limit from then on)")
+@contract.responds(204, None, "Removed.")
+@contract.errors(404, 503)
+def delete_llm_model(model: str) -> tuple[str, int]:
+    """Remove ``model``'s budget and prices; 204.
+
+    :raise 404: a model with no budget and no price.
+    """
+    with db.transaction() as conn:
+        row = db.one(conn, "delete_llm_model", model=model)
+    if row is None:
+        raise NotFound("This model has no budget and no price (PUT /llm-models/{model} sets them).")
+    return "", 204
