@@ -46,23 +46,33 @@ CREATE FUNCTION public.save_run_steps(p_run_id uuid, p_attempt integer, p_steps 
     LANGUAGE sql
     AS $$
     -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
-    -- started_at, finished_at, input_text, output_text, error_message, note). A step first saved as Running
-    -- (before a slow node) is completed by a later call with the same (run, attempt, position).
+    -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+    -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later call with
+    -- the same (run, attempt, position). Its cost is its tokens at its model's prices now (NULL without both).
     WITH saved AS (
         INSERT INTO run_steps (run_id, node_id, attempt, position, node_type, config_snapshot, status,
-                               started_at, finished_at, input_text, output_text, error_message, note)
+                               started_at, finished_at, input_text, output_text, error_message, note,
+                               model, prompt_tokens, completion_tokens, cost_usd)
         SELECT p_run_id, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot, s.status,
-               s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note
+               s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note,
+               s.model, s.prompt_tokens, s.completion_tokens,
+               (s.prompt_tokens * m.usd_per_million_input_tokens
+                + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
         FROM jsonb_to_recordset(p_steps) AS s(
             node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
             started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
-            error_message text, note text)
+            error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
+        LEFT JOIN llm_models AS m ON m.model = s.model
         ON CONFLICT (run_id, attempt, position) DO UPDATE
         SET status = excluded.status,
             finished_at = excluded.finished_at,
             output_text = excluded.output_text,
             error_message = excluded.error_message,
-            note = excluded.note
+            note = excluded.note,
+            model = excluded.model,
+            prompt_tokens = excluded.prompt_tokens,
+            completion_tokens = excluded.completion_tokens,
+            cost_usd = excluded.cost_usd
         RETURNING 1
     )
     SELECT count(*) FROM saved;
@@ -233,10 +243,26 @@ CREATE TABLE public.run_steps (
     output_text text,
     error_message text,
     note text,
+    model text,
+    prompt_tokens integer,
+    completion_tokens integer,
+    cost_usd numeric,
     CONSTRAINT run_steps_attempt_position_valid CHECK (((attempt >= 1) AND ("position" >= 0))),
     CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02', fillfactor='90');
+
+--
+-- Name: COLUMN run_steps.model; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_steps.model IS 'The LLM model this step called (NULL: not an LLM step).';
+
+--
+-- Name: COLUMN run_steps.cost_usd; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_steps.cost_usd IS 'The usage priced with llm_models'' prices when the step was saved (NULL: no usage reported or no price).';
 
 --
 -- Name: schedules; Type: TABLE; Schema: public; Owner: -

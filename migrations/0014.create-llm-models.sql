@@ -2,6 +2,7 @@
 -- process through this table) and its prices, which cost each generative_ai step's usage. A model without a row
 -- has no budget and no price. Managed through PUT/GET/DELETE /llm-models/{model} (flowline/api/llm_models.py).
 -- Rollback (0014.create-llm-models.rollback.sql) drops the table: every budget and price is lost.
+-- depends: 0013.create-run-list-view
 CREATE TABLE llm_models (
     -- The model name a generative_ai step calls (its config's model, else LLM_MODEL), e.g. openai/gpt-4o.
     model                         text        PRIMARY KEY,

@@ -94,7 +94,13 @@ SELECT json_build_object(
            'steps', coalesce(
                (SELECT json_agg(s ORDER BY s.attempt, s.position)
                 FROM (SELECT id, run_id, node_id, node_type, status, started_at, finished_at,
-                             input_text, output_text, error_message, attempt, position, config_snapshot, note
+                             input_text, output_text, error_message, attempt, position, config_snapshot, note,
+                             -- An LLM step's usage (null for other steps).
+                             CASE WHEN model IS NOT NULL THEN
+                                 json_build_object('model', model, 'prompt_tokens', prompt_tokens,
+                                                   'completion_tokens', completion_tokens,
+                                                   'cost_usd', cost_usd::float8)
+                             END AS usage
                       FROM run_steps
                       WHERE run_id = r.id) AS s),
                '[]'::json)

@@ -416,6 +416,16 @@ class RunSchema(Schema):
     )
 
 
+class StepUsageSchema(Schema):
+    """What one LLM step used: its model, the tokens its provider reported, their cost at the model's prices when
+    the step ran (each null when not reported or not priced)."""
+
+    model = fields.String(required=True)
+    prompt_tokens = fields.Integer(required=True, allow_none=True)
+    completion_tokens = fields.Integer(required=True, allow_none=True)
+    cost_usd = fields.Float(required=True, allow_none=True, metadata={"description": "US dollars"})
+
+
 class StepSchema(Schema):
     """One executed node of a run attempt: every key is always present (null when empty)."""
 
@@ -433,6 +443,12 @@ class StepSchema(Schema):
     position = fields.Integer(required=True)
     config_snapshot = fields.Dict(required=True)
     note = fields.String(required=True, allow_none=True)
+    usage = fields.Nested(
+        StepUsageSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "what an LLM step called and used (null for other steps)"},
+    )
 
 
 class RunDetailSchema(Schema):

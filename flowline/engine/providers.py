@@ -51,6 +51,8 @@ class EchoProvider:
         return Completion(
             text=prompt,
             note=f"echo provider: nothing generated; the output is the rendered prompt (model {model!r} was not called)",
+            prompt_tokens=0,
+            completion_tokens=0,
         )
 
     def close(self) -> None:
@@ -110,6 +112,17 @@ def _error_code(body: bytes) -> str:
         if isinstance(value, str) and 0 < len(value) <= 64 and set(value) <= _ERROR_CODE_CHARS:
             return value
     return ""
+
+
+# The largest token count a step records (PostgreSQL's integer); a provider's larger claim is not believed.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def _token_count(value: object) -> int | None:
+    """Return ``value``, a count of tokens the provider reported, or None when it is not a plausible one."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
 
 
 def _shown_model(value: object, requested: str) -> str:
@@ -282,8 +295,11 @@ class OpenAIProvider:
                 "LLM provider returned text that cannot be stored (a NUL character or an unpaired surrogate)",
             )
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
+        prompt_tokens, completion_tokens = (
+            _token_count(usage.get("prompt_tokens")),
+            _token_count(usage.get("completion_tokens")),
+        )
+        if prompt_tokens is not None and completion_tokens is not None:
             tokens = f"{prompt_tokens} prompt + {completion_tokens} completion tokens"
         else:
             tokens = "token usage not reported"
@@ -293,6 +309,8 @@ class OpenAIProvider:
             text=text,
             note=f"openai provider: model {_shown_model(data.get('model'), model)}, {tokens}{cut}, "
             f"{_attempts(attempts)}, {elapsed_ms} ms",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
         )
 
 

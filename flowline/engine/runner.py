@@ -70,6 +70,10 @@ class Step(TypedDict):
     output_text: str | None
     error_message: str | None
     note: str | None
+    # What an LLM step used (all None for other steps): save_run_steps prices it with llm_models.
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
 
 
 @dataclass
@@ -99,10 +103,16 @@ class RunContext:
     mode: str = "async"
     # The holder's id, for log lines (a worker's run threads set theirs for the whole thread).
     worker_id: str | None = None
+    # What the node running now reported with record_usage (model, prompt tokens, completion tokens), else None.
+    step_usage: tuple[str, int | None, int | None] | None = None
 
     def connection(self) -> AbstractContextManager[Connection[Any]]:
         """Return a context manager yielding a connection: the run's own, or a pooled one for this write."""
         return nullcontext(self.conn) if self.conn is not None else db.connection(self.pool)
+
+    def record_usage(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Keep what the running node used until its step is written (NodeContext.record_usage)."""
+        self.step_usage = (model, prompt_tokens, completion_tokens)
 
 
 def _now() -> str:
@@ -259,6 +269,12 @@ def _execute_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str |
         raise InternalStepError(f"internal error in the {node_type} node; the server log has the details") from None
 
 
+def _record_usage(step: Step, ctx: RunContext) -> None:
+    """Copy what the node reported with record_usage into its step."""
+    if ctx.step_usage is not None:
+        step["model"], step["prompt_tokens"], step["completion_tokens"] = ctx.step_usage
+
+
 def _timed_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | None]:
     """``_execute_node`` with the node's id on its log lines and its duration in the step metrics."""
     started = time.perf_counter()
@@ -303,7 +319,11 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outco
             output_text=None,
             error_message=None,
             note=None,
+            model=None,
+            prompt_tokens=None,
+            completion_tokens=None,
         )
+        ctx.step_usage = None
         if ctx.cancel_requested:
             outcome = Outcome(
                 RunStatus.CANCELLED,
@@ -322,12 +342,14 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outco
         try:
             output, note = _timed_node(node, text, ctx)
         except StepFailed as exc:
+            _record_usage(step, ctx)
             step["status"] = StepStatus.FAILED
             step["finished_at"] = _now()
             step["error_message"] = str(exc)
             ctx.steps.append(step)
             outcome = Outcome(RunStatus.FAILED, error=exc)
             break
+        _record_usage(step, ctx)
         step["status"] = StepStatus.SUCCEEDED
         step["finished_at"] = _now()
         step["output_text"] = output

@@ -19,6 +19,9 @@ class Completion:
 
     text: str
     note: str
+    # The tokens the provider reported using (None: it reported none).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class LLMProvider(Protocol):
@@ -60,6 +63,11 @@ class NodeContext(Protocol):
 
     def connection(self) -> AbstractContextManager[Connection[Any]]:
         """Return a context manager yielding a database connection (dict rows) for one read."""
+        ...
+
+    def record_usage(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Record that this step called ``model`` and the tokens the provider reported (None: not reported); the
+        step's history keeps them, priced with the model's prices (llm_models) when the step is saved."""
         ...
 
 

@@ -52,6 +52,7 @@ def run(config: Mapping[str, Any], text: str, ctx: NodeContext) -> tuple[str, st
         top_p=config["top_p"],
         timeout=remaining,
     )
+    ctx.record_usage(model, completion.prompt_tokens, completion.completion_tokens)
     if "model" not in config:
         return completion.text, f"{completion.note}; model {model} is LLM_MODEL (the node names none)"
     return completion.text, completion.note

@@ -138,6 +138,25 @@ def test_a_completion_is_the_steps_output_and_its_note_says_model_tokens_and_lat
     ), step["note"]
     assert all(KEY not in row for row in _history_rows(sql, response.json["run_id"]))
     assert KEY not in logs.text and "INPUT-93ab" not in logs.text
+    # No price set for the model: the tokens are recorded, the cost is not known.
+    assert step["usage"] == {"model": "gpt-4o-mini", "prompt_tokens": 12, "completion_tokens": 5, "cost_usd": None}
+
+
+def test_a_steps_usage_is_priced_with_the_models_prices_when_it_ran(llm_client, fake, workflow):
+    client = llm_client()
+    prices = {"usd_per_million_input_tokens": 2.5, "usd_per_million_output_tokens": 10}
+    assert client.put("/llm-models/gpt-4o-mini", json=prices).status_code == 200
+    fake.reply(200, completion("Numbers are up.", prompt_tokens=1200, completion_tokens=300))
+    first, _ = _run(client, workflow)
+    # A later price change does not rewrite what an earlier step cost.
+    client.put("/llm-models/gpt-4o-mini", json={"usd_per_million_input_tokens": 100})
+    (step,) = client.get(f"/runs/{first.json['run_id']}").json["steps"]
+    assert step["usage"] == {
+        "model": "gpt-4o-mini",
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "cost_usd": pytest.approx((1200 * 2.5 + 300 * 10) / 1e6),
+    }
 
 
 def test_a_completion_cut_at_max_tokens_and_without_usage_says_so(llm_client, fake, workflow):
@@ -148,6 +167,7 @@ def test_a_completion_cut_at_max_tokens_and_without_usage_says_so(llm_client, fa
     assert response.status_code == 200 and response.json["final_output"] == "Numbers are"
     (step,) = llm_client().get(f"/runs/{response.json['run_id']}").json["steps"]
     assert "token usage not reported, cut off at max_tokens, 1 attempt" in step["note"]
+    assert step["usage"] == {"model": "gpt-4o-mini", "prompt_tokens": None, "completion_tokens": None, "cost_usd": None}
 
 
 # --- retries -----------------------------------------------------------------------------------------------------

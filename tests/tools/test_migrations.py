@@ -69,6 +69,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "webhooks",
         "webhook_deliveries",
         "schedules",
+        "llm_models",
         "run_list",
     }
     assert [row[0] for row in applied["functions"]] == [
