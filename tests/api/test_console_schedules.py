@@ -64,7 +64,9 @@ def test_a_schedule_is_previewed_with_the_apis_ticks_and_errors_then_added(make_
     client = make_app(SECRET_KEY=SECRET).test_client()
     workflow_id = client.post("/workflows", json={"name": "weekdays"}).json["id"]
     path = f"/console/workflows/{workflow_id}"
-    token = _token(client.get(path).text)
+    blank = client.get(path).text
+    token = _token(blank)
+    assert '<option value="Europe/Berlin">' in blank and '<option value="cancel_previous">' in blank
 
     refused = client.post(
         f"{path}/schedules", data={"csrf_token": token, **FORM, "cron": "0 25 * * *", "action": "preview"}
