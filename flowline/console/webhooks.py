@@ -3,8 +3,9 @@ once, on the page that answers), and a page per subscription with its deliveries
 each with its attempts, "Retry now", enable or disable, rotate the secret, delete. Each action calls
 ``flowline.api.webhooks``' operation; what a receiver answered is shown as text (cut by the worker, escaped here).
 
-Queries per subscription page, whatever the number of deliveries: 2 (``get_webhook``,
-``list_webhook_deliveries_page``)."""
+Queries per subscription page, whatever the number of deliveries: 3 (``get_webhook``,
+``list_webhook_deliveries_page``, ``get_workflow_json`` for its name; a page without deliveries checks the
+subscription once more)."""
 
 import hashlib
 from typing import Any
@@ -56,18 +57,27 @@ def _attempts_key(deliveries: list[dict[str, Any]]) -> str | None:
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
 
 
+def _retryable(delivery: dict[str, Any]) -> bool:
+    """Return whether ``delivery`` is offered "Retry now": Dead, or failed and waiting for its next attempt."""
+    status = delivery["status"]
+    return status == DeliveryStatus.DEAD or (status == DeliveryStatus.PENDING and delivery["attempts"] > 0)
+
+
 def _webhook_page(webhook: dict[str, Any], cursor: str | None, status: int = 200, **extra: object) -> tuple[str, int]:
     """Return a subscription's page: its deliveries after ``cursor`` (None: the newest), with ``status``.
 
     :raise Unprocessable: a cursor this service did not make.
     """
     rows, next_cursor = split_page(webhooks.deliveries(webhook["id"], cursor, PAGE_SIZE), PAGE_SIZE)
+    shown = [
+        {**row, "delivered": row["status"] == DeliveryStatus.DELIVERED, "retryable": _retryable(row)} for row in rows
+    ]
     workflow = load_workflow(webhook["workflow_id"])
     return render_template(
         "console/webhook.html",
         workflow=workflow,
         webhook=webhook,
-        deliveries=rows,
+        deliveries=shown,
         next_cursor=next_cursor,
         first=cursor is None,
         poll_key=_attempts_key(rows),
