@@ -26,7 +26,7 @@ ORDER BY created_at DESC, id;
 -- name: list_workflow_schedules_with_last_run :many
 -- Lists a workflow's schedules, newest first, each with its latest run's status (the console's workflow page).
 SELECT s.id, s.cron, s.timezone, s.overlap, s.catchup, s.enabled, s.next_fire_at, s.skipped_count,
-       s.last_skipped_at, s.last_fired_at, s.last_run_id, r.status AS last_run_status
+       s.last_skipped_at, s.last_fired_at, s.last_run_id, s.version, r.status AS last_run_status
 FROM schedules AS s
 LEFT JOIN runs AS r ON r.id = s.last_run_id
 WHERE s.workflow_id = %(workflow_id)s

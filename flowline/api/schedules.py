@@ -88,18 +88,25 @@ def create_schedule(workflow_id: str) -> Response:
     :raise 422: a bad cron expression (keyed ``cron``) or time zone (``timezone``), an unknown overlap or
         catchup, input_text over MAX_INPUT_CHARS, a file_id that names no file.
     """
-    workflow_uuid = parse_id(workflow_id, "Workflow")
-    data = load_json(_create_schema)
+    row = create(parse_id(workflow_id, "Workflow"), load_json(_create_schema))
+    response = _schedule_response(row, 201)
+    response.headers["Location"] = f"/schedules/{row['id']}"
+    return response
+
+
+def create(workflow_id: uuid.UUID, data: dict[str, Any]) -> dict[str, Any]:
+    """Create a schedule of ``workflow_id`` from ``data`` (loaded by ScheduleCreateSchema); return its row.
+
+    :raise NotFound: unknown workflow.
+    :raise ValidationError: input_text over MAX_INPUT_CHARS, a file_id that names no file.
+    """
     check_run_input(data["input_text"], data["file_id"])
     try:
         with db.transaction() as conn:
-            clock = db.one(conn, "get_clock")
-            assert clock is not None  # a SELECT without FROM: always one row
-            now = clock["now"]
             row = db.one(
                 conn,
                 "create_schedule",
-                workflow_id=workflow_uuid,
+                workflow_id=workflow_id,
                 cron=data["cron"],
                 timezone=data["timezone"],
                 input_text=data["input_text"],
@@ -107,7 +114,7 @@ def create_schedule(workflow_id: str) -> Response:
                 overlap=data["overlap"],
                 catchup=data["catchup"],
                 enabled=data["enabled"],
-                next_fire_at=_first_tick(data, now),
+                next_fire_at=_first_tick(data, _clock(conn)),
             )
     except ForeignKeyViolation as exc:
         if _file_deleted_meanwhile(exc):
@@ -115,9 +122,23 @@ def create_schedule(workflow_id: str) -> Response:
         row = None  # the workflow was deleted meanwhile
     if row is None:
         raise NotFound("Workflow not found")
-    response = _schedule_response(row, 201)
-    response.headers["Location"] = f"/schedules/{row['id']}"
-    return response
+    return row
+
+
+def _clock(conn: Connection) -> datetime:
+    """Return the database's clock, what every schedule's ticks are judged by."""
+    clock = db.one(conn, "get_clock")
+    assert clock is not None  # a SELECT without FROM: always one row
+    return clock["now"]
+
+
+def preview(cron_expression: str, timezone: str) -> list[str]:
+    """Return the next NEXT_FIRE_TIMES ticks a schedule of ``cron_expression`` in ``timezone`` (both already
+    valid) created now would fire at, as its answer's ``next_fire_times`` would list them."""
+    with db.connection() as conn:
+        now = _clock(conn)
+    settings = {"cron": cron_expression, "timezone": timezone, "enabled": True}
+    return next_fire_times({**settings, "next_fire_at": _first_tick(settings, now)})
 
 
 @bp.get("/workflows/<workflow_id>/schedules")
@@ -146,11 +167,19 @@ def get_schedule(schedule_id: str) -> Response:
 
     :raise 404: unknown schedule.
     """
+    return _schedule_response(get(parse_id(schedule_id, "Schedule")))
+
+
+def get(schedule_id: uuid.UUID) -> dict[str, Any]:
+    """Return the row of ``schedule_id``.
+
+    :raise NotFound: unknown schedule.
+    """
     with db.connection() as conn:
-        row = db.one(conn, "get_schedule", schedule_id=parse_id(schedule_id, "Schedule"))
+        row = db.one(conn, "get_schedule", schedule_id=schedule_id)
     if row is None:
         raise NotFound("Schedule not found")
-    return _schedule_response(row)
+    return row
 
 
 @bp.patch("/schedules/<schedule_id>")
@@ -170,12 +199,21 @@ def update_schedule(schedule_id: str) -> Response:
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     :raise 422: nothing to change, or an invalid field (named in ``errors``).
     """
-    schedule_uuid = parse_id(schedule_id, "Schedule")
-    data = load_json(_patch_schema)
+    return _schedule_response(change(parse_id(schedule_id, "Schedule"), load_json(_patch_schema), expected_versions()))
+
+
+def change(schedule_id: uuid.UUID, data: dict[str, Any], versions: list[int] | None) -> dict[str, Any]:
+    """Change the settings ``data`` names (loaded by SchedulePatchSchema) of ``schedule_id`` if its version is
+    among ``versions`` (None: any); return its row. Enabling it, or a new cron or time zone, starts it from now.
+
+    :raise NotFound: unknown schedule.
+    :raise PreconditionFailed: its version is not among ``versions`` (nothing changed).
+    :raise ValidationError: input_text over MAX_INPUT_CHARS, a file_id that names no file.
+    """
     check_run_input(data.get("input_text", ""), data.get("file_id"))
     try:
         with db.transaction() as conn:
-            current = db.one(conn, "lock_schedule", schedule_id=schedule_uuid)
+            current = db.one(conn, "lock_schedule", schedule_id=schedule_id)
             if current is None:
                 raise NotFound("Schedule not found")
             settings = {name: data.get(name, current[name]) for name in _FIELDS}
@@ -184,8 +222,8 @@ def update_schedule(schedule_id: str) -> Response:
             row = db.one(
                 conn,
                 "update_schedule",
-                schedule_id=schedule_uuid,
-                expected_versions=expected_versions(),
+                schedule_id=schedule_id,
+                expected_versions=versions,
                 cron=settings["cron"],
                 timezone=settings["timezone"],
                 input_text=settings["input_text"],
@@ -196,11 +234,11 @@ def update_schedule(schedule_id: str) -> Response:
                 next_fire_at=next_fire_at if settings["enabled"] else None,
             )
             if row is None:
-                raise _write_refused(conn, schedule_uuid)
+                raise _write_refused(conn, schedule_id)
     except ForeignKeyViolation:
         check_run_input("", data.get("file_id"))  # the file was deleted meanwhile: 422 naming file_id
         raise
-    return _schedule_response(row)
+    return row
 
 
 @bp.delete("/schedules/<schedule_id>")
@@ -214,8 +252,16 @@ def delete_schedule(schedule_id: str) -> tuple[str, int]:
     :raise 404: unknown schedule.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
     """
-    schedule_uuid = parse_id(schedule_id, "Schedule")
-    with db.connection() as conn:
-        if db.one(conn, "delete_schedule", schedule_id=schedule_uuid, expected_versions=expected_versions()) is None:
-            raise _write_refused(conn, schedule_uuid)
+    delete(parse_id(schedule_id, "Schedule"), expected_versions())
     return "", 204
+
+
+def delete(schedule_id: uuid.UUID, versions: list[int] | None) -> None:
+    """Delete ``schedule_id`` (its runs are kept) if its version is among ``versions`` (None: any).
+
+    :raise NotFound: unknown schedule.
+    :raise PreconditionFailed: its version is not among ``versions`` (nothing deleted).
+    """
+    with db.connection() as conn:
+        if db.one(conn, "delete_schedule", schedule_id=schedule_id, expected_versions=versions) is None:
+            raise _write_refused(conn, schedule_id)

@@ -72,15 +72,25 @@ def create_webhook(workflow_id: str) -> Response:
     :raise 404: unknown workflow.
     :raise 422: a URL that is not http(s), has no host or has a user:password part; an unknown event.
     """
-    workflow_uuid = parse_id(workflow_id, "Workflow")
-    data = load_json(_create_schema)
+    row, secret = create(parse_id(workflow_id, "Workflow"), load_json(_create_schema))
+    response = _webhook_response(row, 201, secret=secret)
+    response.headers["Location"] = f"/webhooks/{row['id']}"
+    return response
+
+
+def create(workflow_id: uuid.UUID, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Subscribe ``data``'s url to its events (loaded by WebhookCreateSchema) of ``workflow_id``; return the
+    subscription's row and its secret (to be shown once, there).
+
+    :raise NotFound: unknown workflow.
+    """
     secret = new_secret()
     try:
         with db.connection() as conn:
             row = db.one(
                 conn,
                 "create_webhook",
-                workflow_id=workflow_uuid,
+                workflow_id=workflow_id,
                 url=data["url"],
                 events=data["events"],
                 enabled=data["enabled"],
@@ -90,9 +100,7 @@ def create_webhook(workflow_id: str) -> Response:
         row = None  # the workflow was deleted meanwhile
     if row is None:
         raise NotFound("Workflow not found")
-    response = _webhook_response(row, 201, secret=secret)
-    response.headers["Location"] = f"/webhooks/{row['id']}"
-    return response
+    return row, secret
 
 
 @bp.get("/workflows/<workflow_id>/webhooks")
@@ -104,10 +112,16 @@ def list_webhooks(workflow_id: str) -> Response:
 
     :raise 404: unknown workflow.
     """
-    workflow_uuid = parse_id(workflow_id, "Workflow")
+    return jsonify({"webhooks": of_workflow(parse_id(workflow_id, "Workflow"))})
+
+
+def of_workflow(workflow_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Return the subscriptions of ``workflow_id``, newest first (without their secrets).
+
+    :raise NotFound: unknown workflow.
+    """
     with db.connection() as conn:
-        rows = rows_of_workflow(conn, workflow_uuid, db.many(conn, "list_workflow_webhooks", workflow_id=workflow_uuid))
-    return jsonify({"webhooks": rows})
+        return rows_of_workflow(conn, workflow_id, db.many(conn, "list_workflow_webhooks", workflow_id=workflow_id))
 
 
 @bp.get("/webhooks/<webhook_id>")
@@ -119,11 +133,19 @@ def get_webhook(webhook_id: str) -> Response:
 
     :raise 404: unknown subscription.
     """
+    return _webhook_response(get(parse_id(webhook_id, "Webhook")))
+
+
+def get(webhook_id: uuid.UUID) -> dict[str, Any]:
+    """Return the subscription ``webhook_id`` (without its secret).
+
+    :raise NotFound: unknown subscription.
+    """
     with db.connection() as conn:
-        row = db.one(conn, "get_webhook", webhook_id=parse_id(webhook_id, "Webhook"))
+        row = db.one(conn, "get_webhook", webhook_id=webhook_id)
     if row is None:
         raise NotFound("Webhook not found")
-    return _webhook_response(row)
+    return row
 
 
 @bp.patch("/webhooks/<webhook_id>")
@@ -140,14 +162,22 @@ def update_webhook(webhook_id: str) -> Response:
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     :raise 422: nothing to change, or an invalid url or event.
     """
-    webhook_uuid = parse_id(webhook_id, "Webhook")
-    data = load_json(_patch_schema)
+    return _webhook_response(change(parse_id(webhook_id, "Webhook"), load_json(_patch_schema), expected_versions()))
+
+
+def change(webhook_id: uuid.UUID, data: dict[str, Any], versions: list[int] | None) -> dict[str, Any]:
+    """Change what ``data`` names (loaded by WebhookPatchSchema) of ``webhook_id`` if its version is among
+    ``versions`` (None: any); return its row.
+
+    :raise NotFound: unknown subscription.
+    :raise PreconditionFailed: its version is not among ``versions`` (nothing changed).
+    """
     with db.connection() as conn:
         row = db.one(
             conn,
             "update_webhook",
-            webhook_id=webhook_uuid,
-            expected_versions=expected_versions(),
+            webhook_id=webhook_id,
+            expected_versions=versions,
             set_url="url" in data,
             url=data.get("url"),
             set_events="events" in data,
@@ -156,8 +186,8 @@ def update_webhook(webhook_id: str) -> Response:
             enabled=data.get("enabled"),
         )
         if row is None:
-            raise _write_refused(conn, webhook_uuid)
-    return _webhook_response(row)
+            raise _write_refused(conn, webhook_id)
+    return row
 
 
 @bp.delete("/webhooks/<webhook_id>")
@@ -170,11 +200,19 @@ def delete_webhook(webhook_id: str) -> tuple[str, int]:
     :raise 404: unknown subscription.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing deleted).
     """
-    webhook_uuid = parse_id(webhook_id, "Webhook")
-    with db.connection() as conn:
-        if db.one(conn, "delete_webhook", webhook_id=webhook_uuid, expected_versions=expected_versions()) is None:
-            raise _write_refused(conn, webhook_uuid)
+    delete(parse_id(webhook_id, "Webhook"), expected_versions())
     return "", 204
+
+
+def delete(webhook_id: uuid.UUID, versions: list[int] | None) -> None:
+    """Delete ``webhook_id`` and its deliveries if its version is among ``versions`` (None: any).
+
+    :raise NotFound: unknown subscription.
+    :raise PreconditionFailed: its version is not among ``versions`` (nothing deleted).
+    """
+    with db.connection() as conn:
+        if db.one(conn, "delete_webhook", webhook_id=webhook_id, expected_versions=versions) is None:
+            raise _write_refused(conn, webhook_id)
 
 
 @bp.post("/webhooks/<webhook_id>/rotate-secret")
@@ -192,20 +230,30 @@ def rotate_secret(webhook_id: str) -> Response:
     :raise 404: unknown subscription.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
     """
-    webhook_uuid = parse_id(webhook_id, "Webhook")
+    row, secret = rotate(parse_id(webhook_id, "Webhook"), expected_versions())
+    return _webhook_response(row, secret=secret)
+
+
+def rotate(webhook_id: uuid.UUID, versions: list[int] | None) -> tuple[dict[str, Any], str]:
+    """Give ``webhook_id`` a new secret if its version is among ``versions`` (None: any); return its row (with
+    ``previous_secret_expires_at``) and the new secret (to be shown once, there).
+
+    :raise NotFound: unknown subscription.
+    :raise PreconditionFailed: its version is not among ``versions`` (nothing changed).
+    """
     secret = new_secret()
     with db.connection() as conn:
         row = db.one(
             conn,
             "rotate_webhook_secret",
-            webhook_id=webhook_uuid,
+            webhook_id=webhook_id,
             secret=secret,
             overlap_seconds=ROTATION_OVERLAP_S,
-            expected_versions=expected_versions(),
+            expected_versions=versions,
         )
         if row is None:
-            raise _write_refused(conn, webhook_uuid)
-    return _webhook_response(row, secret=secret)
+            raise _write_refused(conn, webhook_id)
+    return row, secret
 
 
 @bp.get("/webhooks/<webhook_id>/deliveries")
@@ -223,22 +271,31 @@ def list_deliveries(webhook_id: str) -> Response:
     :raise 404: unknown subscription.
     :raise 422: a limit out of range, a cursor this service did not make, an unknown parameter.
     """
-    webhook_uuid = parse_id(webhook_id, "Webhook")
     query = load_query(_page_schema)
     limit = query.get("limit", DEFAULT_PAGE_SIZE)
-    after_created_at, after_id = decode_cursor(query.get("cursor"))
+    return page_response("deliveries", deliveries(parse_id(webhook_id, "Webhook"), query.get("cursor"), limit), limit)
+
+
+def deliveries(webhook_id: uuid.UUID, cursor: str | None, limit: int) -> list[dict[str, Any]]:
+    """Return up to ``limit + 1`` deliveries of ``webhook_id``, newest first, after ``cursor`` (None: from the
+    newest), each with every attempt; one more than the page tells whether another page follows.
+
+    :raise NotFound: unknown subscription.
+    :raise Unprocessable: a cursor this service did not make.
+    """
+    after_created_at, after_id = decode_cursor(cursor)
     with db.connection() as conn:
         rows = db.many(
             conn,
             "list_webhook_deliveries_page",
-            webhook_id=webhook_uuid,
+            webhook_id=webhook_id,
             after_created_at=after_created_at,
             after_id=after_id,
             row_limit=limit + 1,
         )
-        if not rows and db.one(conn, "get_webhook", webhook_id=webhook_uuid) is None:
+        if not rows and db.one(conn, "get_webhook", webhook_id=webhook_id) is None:
             raise NotFound("Webhook not found")
-    return page_response("deliveries", rows, limit)
+    return rows
 
 
 @bp.post("/deliveries/<delivery_id>/retry")
@@ -252,14 +309,23 @@ def retry_delivery(delivery_id: str) -> Response:
     :raise 404: unknown delivery.
     :raise 409: an attempt is in flight, or the subscription is disabled (enable it first).
     """
+    response = jsonify({"delivery_id": retry(parse_id(delivery_id, "Delivery")), "status": DeliveryStatus.PENDING})
+    response.status_code = 202
+    return response
+
+
+def retry(delivery_id: uuid.UUID) -> uuid.UUID:
+    """Make ``delivery_id`` due now (Pending; it keeps its webhook-id); return its id.
+
+    :raise NotFound: unknown delivery.
+    :raise Conflict: an attempt is in flight, or the subscription is disabled.
+    """
     with db.connection() as conn:
-        row = db.one(conn, "retry_webhook_delivery", delivery_id=parse_id(delivery_id, "Delivery"))
+        row = db.one(conn, "retry_webhook_delivery", delivery_id=delivery_id)
     if row is None:
         raise NotFound("Delivery not found")
     if not row["enabled"]:
         raise Conflict("The subscription is disabled: enable it (PATCH /webhooks/{id} enabled=true) first.")
     if not row["retried"]:
         raise Conflict("An attempt of this delivery is in flight; its outcome is recorded shortly.")
-    response = jsonify({"delivery_id": row["id"], "status": DeliveryStatus.PENDING})
-    response.status_code = 202
-    return response
+    return row["id"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from .. import nodes
 
@@ -166,3 +166,17 @@ def config_from_form(
         else:
             config[name] = raw
     return config
+
+
+def field_messages(exc: ValidationError) -> dict[str, list[str]]:
+    """Return the messages of a schema's ``exc`` by top-level field, a nested field's flattened into its own list
+    (what a form shows beside each field)."""
+
+    def flat(messages: object) -> list[str]:
+        if isinstance(messages, dict):
+            return [m for value in messages.values() for m in flat(value)]
+        if isinstance(messages, list):
+            return [m for value in messages for m in flat(value)]
+        return [str(messages)]
+
+    return {str(field): flat(messages) for field, messages in exc.normalized_messages().items()}

@@ -11,10 +11,11 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from .. import nodes as node_types
-from ..api import files, nodes, runs, schedules, workflows
+from ..api import files, nodes, runs, schedules, webhooks, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
 from ..api.http import parse_id, split_page
 from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
+from ..core.statuses import WEBHOOK_EVENTS
 from ..data import db
 from . import forms
 from .blueprint import bp
@@ -25,13 +26,17 @@ FILE_CHOICES = 100
 _name_schema = WorkflowCreateSchema()
 _run_schema = RunRequestSchema()
 
+# The add-a-schedule form before anything is typed (an empty time zone: the browser's, filled in by console.js; UTC
+# without script).
+NEW_SCHEDULE = {"cron": "", "timezone": "", "input_text": "", "overlap": "skip", "catchup": "last", "enabled": True}
+
 STALE = (
     "This workflow changed in another tab or by another client since this page was loaded, so nothing was saved "
     "(nothing was overwritten). Reload to see its current state, then make your change again."
 )
 
 
-def _versions(form_value: str | None) -> list[int]:
+def versions_of(form_value: str | None) -> list[int]:
     """Return the If-Match versions a form's hidden ``version`` carries, as the API's If-Match would."""
     if form_value is None:
         return []
@@ -41,7 +46,7 @@ def _versions(form_value: str | None) -> list[int]:
         return []
 
 
-def _load_workflow(workflow_id: uuid.UUID) -> dict[str, Any]:
+def load_workflow(workflow_id: uuid.UUID) -> dict[str, Any]:
     """Return the workflow with its nodes, as GET /workflows/{id} answers it.
 
     :raise NotFound: unknown workflow.
@@ -60,7 +65,8 @@ def _recent_files() -> list[dict[str, Any]]:
 
 
 def _schedules(workflow_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The workflow's schedules, each with its next fire times and its latest run's status: one query."""
+    """The workflow's schedules, each with its next fire times, its latest run's status and its version: one
+    query."""
     with db.connection() as conn:
         rows = db.many(conn, "list_workflow_schedules_with_last_run", workflow_id=workflow_id)
     return [{**row, "next_fire_times": schedules.next_fire_times(row)} for row in rows]
@@ -102,12 +108,12 @@ def create_workflow() -> ResponseReturnValue:
     return redirect(url_for("console.workflow", workflow_id=json.loads(row["body"])["id"]))
 
 
-def _workflow_page(workflow_id: uuid.UUID, status: int = 200, **extra: object) -> tuple[str, int]:
+def workflow_page(workflow_id: uuid.UUID, status: int = 200, **extra: object) -> tuple[str, int]:
     """Return a workflow's page (nodes, schedules, Try it) with ``status``, ``extra`` passed to its template.
 
     :raise NotFound: unknown workflow.
     """
-    workflow = _load_workflow(workflow_id)
+    workflow = load_workflow(workflow_id)
     context: dict[str, object] = {
         "workflow": workflow,
         "node_types": node_types.ALL,
@@ -116,6 +122,10 @@ def _workflow_page(workflow_id: uuid.UUID, status: int = 200, **extra: object) -
         # Made when the page is rendered: a double click on "Queue" sends it twice and queues one run.
         "idempotency_key": uuid.uuid4().hex,
         "input_text": "",
+        "schedule_form": NEW_SCHEDULE,
+        "webhooks": webhooks.of_workflow(workflow_id),
+        "webhook_events": WEBHOOK_EVENTS,
+        "webhook_form": {"url": "", "events": WEBHOOK_EVENTS},
     }
     context.update(extra)
     return render_template("console/workflow.html", **context), status
@@ -127,7 +137,7 @@ def workflow(workflow_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow.
     """
-    return _workflow_page(parse_id(workflow_id, "Workflow"))[0]
+    return workflow_page(parse_id(workflow_id, "Workflow"))[0]
 
 
 @bp.post("/workflows/<workflow_id>/rename")
@@ -139,11 +149,11 @@ def rename_workflow(workflow_id: str) -> ResponseReturnValue:
     workflow_uuid = parse_id(workflow_id, "Workflow")
     errors, name = _name_errors(request.form.get("name", ""))
     if errors:
-        return _workflow_page(workflow_uuid, 422, name_errors=errors, name_value=request.form.get("name", ""))
+        return workflow_page(workflow_uuid, 422, name_errors=errors, name_value=request.form.get("name", ""))
     try:
-        workflows.rename(workflow_uuid, name, _versions(request.form.get("version")))
+        workflows.rename(workflow_uuid, name, versions_of(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_uuid, 409, stale=STALE)
+        return workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Renamed to “{name}”.")
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
@@ -155,13 +165,13 @@ def delete_workflow(workflow_id: str) -> ResponseReturnValue:
     :raise 404: unknown workflow.
     """
     workflow_uuid = parse_id(workflow_id, "Workflow")
-    workflow = _load_workflow(workflow_uuid)
+    workflow = load_workflow(workflow_uuid)
     if request.method == "GET":
         return render_template("console/confirm_delete_workflow.html", workflow=workflow)
     try:
-        workflows.delete(workflow_uuid, _versions(request.form.get("version")))
+        workflows.delete(workflow_uuid, versions_of(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_uuid, 409, stale=STALE)
+        return workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Workflow “{workflow['name']}” deleted, with its runs.")
     return redirect(url_for("console.workflows"))
 
@@ -207,7 +217,7 @@ def new_node(workflow_id: str) -> ResponseReturnValue:
     :raise 404: unknown workflow.
     :raise 400: an unknown node type.
     """
-    workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
+    workflow = load_workflow(parse_id(workflow_id, "Workflow"))
     return _node_form(workflow, _node_type(request.args.get("type", "")), {})
 
 
@@ -221,13 +231,13 @@ def add_node(workflow_id: str) -> ResponseReturnValue:
     node_type = _node_type(request.form.get("node_type", ""))
     config = forms.config_from_form(node_type, request.form)
     try:
-        node, _ = nodes.add(workflow_uuid, node_type, config, _versions(request.form.get("version")))
+        node, _ = nodes.add(workflow_uuid, node_type, config, versions_of(request.form.get("version")))
     except ValidationError as exc:
         return _node_form(
-            _load_workflow(workflow_uuid), node_type, config, errors=exc.messages_dict.get("config", {}), status=422
+            load_workflow(workflow_uuid), node_type, config, errors=exc.messages_dict.get("config", {}), status=422
         )
     except PreconditionFailed:
-        return _node_form(_load_workflow(workflow_uuid), node_type, config, stale=STALE, status=409)
+        return _node_form(load_workflow(workflow_uuid), node_type, config, stale=STALE, status=409)
     flash(f"{node_type} node added at position {node['position'] + 1}.")
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
@@ -249,7 +259,7 @@ def edit_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
 
     :raise 404: unknown workflow or node.
     """
-    workflow = _load_workflow(parse_id(workflow_id, "Workflow"))
+    workflow = load_workflow(parse_id(workflow_id, "Workflow"))
     node = _find_node(workflow, parse_id(node_id, "Node"))
     return _node_form(workflow, node["node_type"], node["config"], node=node)
 
@@ -261,11 +271,11 @@ def change_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
     :raise 404: unknown workflow or node.
     """
     workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_uuid)
+    workflow = load_workflow(workflow_uuid)
     node = _find_node(workflow, node_uuid)
     config = forms.config_from_form(node["node_type"], request.form, stored=node["config"])
     try:
-        nodes.change(workflow_uuid, node_uuid, None, config, _versions(request.form.get("version")))
+        nodes.change(workflow_uuid, node_uuid, None, config, versions_of(request.form.get("version")))
     except ValidationError as exc:
         errors = exc.messages_dict.get("config", {})
         return _node_form(workflow, node["node_type"], config, node=node, errors=errors, status=422)
@@ -282,16 +292,16 @@ def move_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
     :raise 404: unknown workflow or node.
     """
     workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_uuid)
+    workflow = load_workflow(workflow_uuid)
     order = [node["id"] for node in workflow["nodes"]]
     at = order.index(_find_node(workflow, node_uuid)["id"])
     to = at - 1 if request.form.get("direction") == "up" else at + 1
     if 0 <= to < len(order):
         order[at], order[to] = order[to], order[at]
         try:
-            nodes.reorder(workflow_uuid, [uuid.UUID(n) for n in order], _versions(request.form.get("version")))
+            nodes.reorder(workflow_uuid, [uuid.UUID(n) for n in order], versions_of(request.form.get("version")))
         except PreconditionFailed:
-            return _workflow_page(workflow_uuid, 409, stale=STALE)
+            return workflow_page(workflow_uuid, 409, stale=STALE)
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid, _anchor="nodes"))
 
 
@@ -302,14 +312,14 @@ def delete_node(workflow_id: str, node_id: str) -> ResponseReturnValue:
     :raise 404: unknown workflow or node.
     """
     workflow_uuid, node_uuid = parse_id(workflow_id, "Workflow"), parse_id(node_id, "Node")
-    workflow = _load_workflow(workflow_uuid)
+    workflow = load_workflow(workflow_uuid)
     node = _find_node(workflow, node_uuid)
     if request.method == "GET":
         return render_template("console/confirm_delete_node.html", workflow=workflow, node=node)
     try:
-        nodes.delete(workflow_uuid, node_uuid, _versions(request.form.get("version")))
+        nodes.delete(workflow_uuid, node_uuid, versions_of(request.form.get("version")))
     except PreconditionFailed:
-        return _workflow_page(workflow_uuid, 409, stale=STALE)
+        return workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Node {node['position'] + 1} ({node['node_type']}) deleted.")
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid, _anchor="nodes"))
 
@@ -346,14 +356,12 @@ def try_workflow(workflow_id: str) -> ResponseReturnValue:
         input_text, file_id = _run_input()
         key = runs.check_idempotency_key(request.form.get("idempotency_key") or None)
     except ApiError as exc:
-        return _workflow_page(
-            workflow_uuid, exc.status, try_error=exc.detail, input_text=request.form.get("input_text")
-        )
+        return workflow_page(workflow_uuid, exc.status, try_error=exc.detail, input_text=request.form.get("input_text"))
     if request.form.get("action") == "queue":
         run_id, _ = runs.enqueue(workflow_uuid, input_text, file_id, key)
         return redirect(url_for("console.run", run_id=run_id))
     run_id, outcome = runs.run_now(workflow_uuid, input_text, file_id)
-    return _workflow_page(
+    return workflow_page(
         workflow_uuid,
         200 if outcome.error is None else outcome.error.http_status,
         input_text=input_text,

@@ -24,6 +24,8 @@ class Behaviour:
     # Seconds between single bytes of the header block (a receiver that never trips a per-read timeout).
     drip: float = 0.0
     location: str | None = None
+    # An answer body of these bytes (instead of body_bytes of filler).
+    body: bytes = b""
 
 
 class Receiver:
@@ -61,7 +63,8 @@ class Receiver:
                     self.close_connection = True
 
             def _answer(self, behaviour):
-                head = f"HTTP/1.1 {behaviour.status} X\r\nContent-Length: {behaviour.body_bytes}\r\n"
+                size = len(behaviour.body) or behaviour.body_bytes
+                head = f"HTTP/1.1 {behaviour.status} X\r\nContent-Length: {size}\r\n"
                 if behaviour.location:
                     head += f"Location: {behaviour.location}\r\n"
                 head = (head + "Connection: close\r\n\r\n").encode()
@@ -72,8 +75,9 @@ class Receiver:
                         time.sleep(behaviour.drip)
                 else:
                     self.wfile.write(head)
+                self.wfile.write(behaviour.body)
                 chunk = b"x" * 65536
-                left = behaviour.body_bytes
+                left = 0 if behaviour.body else behaviour.body_bytes
                 while left > 0:
                     self.wfile.write(chunk[:left])
                     left -= len(chunk)

@@ -1,4 +1,5 @@
-// Flowline console: shows every <time datetime> in the browser's own time zone (the ISO value stays on hover).
+// Flowline console: shows every <time datetime> in the browser's own time zone (the ISO value stays on hover),
+// adds copy buttons and fills a new schedule's time zone with the browser's.
 // The console's only script; loaded with defer, no inline script (the Content-Security-Policy forbids it).
 "use strict";
 (function () {
@@ -32,8 +33,34 @@
     }
     setTimeout(check, every);
   }
+  // A "Copy" button (hidden without script) copies the field it names, such as a webhook's secret.
+  function copyButtons(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var field = document.getElementById(button.getAttribute("data-copy"));
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        field.select();
+        var done = function () { button.textContent = "Copied"; };
+        if (navigator.clipboard) {
+          navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
+        } else {
+          document.execCommand("copy");
+          done();
+        }
+      });
+    });
+  }
+  // A new schedule's empty time zone becomes the browser's own (without script it stays empty: UTC).
+  function browserZone(root) {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    root.querySelectorAll("input[data-browser-zone]").forEach(function (input) {
+      if (!input.value && zone) { input.value = zone; }
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
     localize(document);
+    copyButtons(document);
+    browserZone(document);
     var marked = document.querySelector("[data-poll-key]");
     if (marked) { poll(marked); }
   });
