@@ -204,7 +204,7 @@ WHERE workflow_id = %(workflow_id)s
   AND idempotency_key = %(idempotency_key)s;
 
 -- name: claim_run :one
--- Claims the oldest available Pending run, skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
+-- Claims the available Pending run of highest priority, oldest first among equals, that no limit holds back (held_by NULL: migration 0016 keeps it), skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
 WITH run AS (
     UPDATE runs
     SET status = 'Running',
@@ -213,14 +213,40 @@ WITH run AS (
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_seconds)s),
         worker_id = %(worker_id)s,
         started_at = coalesce(started_at, clock_timestamp())
-    WHERE id = (SELECT id
-                FROM runs
-                -- Served by runs_pending_queue_idx, in its order: oldest available first.
-                WHERE status = 'Pending'
-                  AND available_at <= now()
-                ORDER BY available_at, created_at
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED)
+    WHERE id = (
+        -- A skip scan of runs_claim_idx (priority DESC, available_at, created_at; only runs no limit holds back):
+        -- one probe finds each next lower priority, one more its oldest available run, so runs that wait (a
+        -- future available_at: a retry's backoff, an LLM budget) and runs held back are never walked.
+        WITH RECURSIVE priorities (priority) AS (
+            (SELECT priority
+             FROM runs
+             WHERE status = 'Pending'
+               AND held_by IS NULL
+             ORDER BY priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT lower.priority
+                    FROM runs AS lower
+                    WHERE lower.status = 'Pending'
+                      AND lower.held_by IS NULL
+                      AND lower.priority < higher.priority
+                    ORDER BY lower.priority DESC
+                    LIMIT 1)
+            FROM priorities AS higher
+            WHERE higher.priority IS NOT NULL
+        )
+        SELECT candidate.id
+        FROM priorities
+        CROSS JOIN LATERAL (SELECT id
+                            FROM runs
+                            WHERE status = 'Pending'
+                              AND held_by IS NULL
+                              AND priority = priorities.priority
+                              AND available_at <= now()
+                            ORDER BY available_at, created_at
+                            LIMIT 1
+                            FOR UPDATE SKIP LOCKED) AS candidate
+        LIMIT 1)
       AND status = 'Pending'
     RETURNING id, workflow_id, input, attempt, max_attempts, worker_id
 ), event AS (
