@@ -61,7 +61,8 @@ CREATE TABLE run_lanes (
 );
 
 -- The claim: a skip scan over the distinct priorities, then the oldest available run of each (claim_run).
-CREATE INDEX runs_claim_idx ON runs (priority DESC, available_at, created_at)
+-- Ties of available_at (runs queued in one transaction) go by id, not created_at: an order no other index gives.
+CREATE INDEX runs_claim_idx ON runs (priority DESC, available_at, id)
     WHERE status = 'Pending' AND held_by IS NULL;
 -- A workflow's released runs (counted against max_concurrent_runs).
 CREATE INDEX runs_released_workflow_idx ON runs (workflow_id)

@@ -33,7 +33,7 @@ _patch_schema = schemas.SchedulePatchSchema()
 # How many upcoming ticks an answer shows.
 NEXT_FIRE_TIMES = 5
 # The settings a client chooses: a change keeps those it does not name.
-_FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled")
+_FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled", "priority")
 
 
 def next_fire_times(row: dict[str, Any]) -> list[str]:
@@ -107,6 +107,7 @@ def create_schedule(workflow_id: str) -> Response:
                 overlap=data["overlap"],
                 catchup=data["catchup"],
                 enabled=data["enabled"],
+                priority=data.get("priority", 0),
                 next_fire_at=_first_tick(data, now),
             )
     except ForeignKeyViolation as exc:
@@ -162,7 +163,7 @@ def get_schedule(schedule_id: str) -> Response:
 @contract.responds(200, schemas.ScheduleSchema, "The changed schedule.", "ETag")
 @contract.errors(400, 404, 412, 413, 415, 422, 503)
 def update_schedule(schedule_id: str) -> Response:
-    """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled; 200 with it
+    """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled, priority; 200 with it
     and its new ``ETag``. With ``If-Match``, only if unchanged since. Enabling a disabled schedule, or changing
     its cron or time zone, starts it from now: the ticks it missed meanwhile are not caught up.
 
@@ -193,6 +194,7 @@ def update_schedule(schedule_id: str) -> Response:
                 overlap=settings["overlap"],
                 catchup=settings["catchup"],
                 enabled=settings["enabled"],
+                priority=settings["priority"],
                 next_fire_at=next_fire_at if settings["enabled"] else None,
             )
             if row is None:
