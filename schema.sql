@@ -704,7 +704,7 @@ CREATE INDEX run_steps_node_id_idx ON public.run_steps USING btree (node_id);
 -- Name: runs_claim_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX runs_claim_idx ON public.runs USING btree (priority DESC, available_at, created_at) WHERE ((status = 'Pending'::text) AND (held_by IS NULL));
+CREATE INDEX runs_claim_idx ON public.runs USING btree (priority DESC, available_at, id) WHERE ((status = 'Pending'::text) AND (held_by IS NULL));
 
 --
 -- Name: runs_created_idx; Type: INDEX; Schema: public; Owner: -

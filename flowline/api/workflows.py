@@ -156,8 +156,10 @@ def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] |
             expected_versions=versions,
             set_name="name" in fields,
             name=fields.get("name"),
-            **{f"set_{name}": name in fields for name in limits},
-            **{name: fields.get(name) for name in limits},
+            set_max_concurrent_runs="max_concurrent_runs" in fields,
+            max_concurrent_runs=fields.get("max_concurrent_runs"),
+            set_max_concurrent_runs_per_key="max_concurrent_runs_per_key" in fields,
+            max_concurrent_runs_per_key=fields.get("max_concurrent_runs_per_key"),
         )
         if row is None:
             raise workflow_write_refused(conn, workflow_id)

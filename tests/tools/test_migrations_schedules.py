@@ -22,6 +22,7 @@ def test_runs_gain_their_schedule_columns_without_a_rewrite(make_database):
     url = make_database()
     migrations.apply(url)
     assert migrations.rollback(url, "0011.create-schedules") == [
+        "0016.add-concurrency-limits-and-priorities",
         "0013.create-run-list-view",
         "0012.index-runs-by-schedule",
         "0011.create-schedules",
@@ -38,6 +39,7 @@ def test_runs_gain_their_schedule_columns_without_a_rewrite(make_database):
             "0011.create-schedules",
             "0012.index-runs-by-schedule",
             "0013.create-run-list-view",
+            "0016.add-concurrency-limits-and-priorities",
         ]
         after = _facts(conn)
         assert after == {
