@@ -4,6 +4,56 @@
 -- Not an install script: the migrations are (`make migrate`).
 
 --
+-- Name: add_lane_running(uuid, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.add_lane_running(p_workflow_id uuid, p_key text, p_delta integer) RETURNS integer
+    LANGUAGE sql
+    AS $$
+    INSERT INTO run_lanes AS l (workflow_id, concurrency_key, running)
+    VALUES (p_workflow_id, p_key, greatest(p_delta, 0))
+    ON CONFLICT (workflow_id, concurrency_key) DO UPDATE SET running = greatest(l.running + p_delta, 0)
+    RETURNING running
+$$;
+
+--
+-- Name: hold_pending_run(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.hold_pending_run() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    limits record;
+BEGIN
+    limits := lock_run_limits(NEW.workflow_id, false);
+    NEW.held_by := CASE WHEN NEW.concurrency_key IS NOT NULL THEN 'key'
+                        WHEN limits.max_concurrent_runs IS NOT NULL THEN 'workflow' END;
+    RETURN NEW;
+END
+$$;
+
+--
+-- Name: lock_run_limits(uuid, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.lock_run_limits(p_workflow_id uuid, p_exclusive boolean, OUT max_concurrent_runs integer, OUT max_concurrent_runs_per_key integer) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF p_exclusive THEN
+        PERFORM pg_advisory_xact_lock(16, hashtext(p_workflow_id::text));
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(16, hashtext(p_workflow_id::text));
+    END IF;
+    SELECT w.max_concurrent_runs, w.max_concurrent_runs_per_key
+    INTO max_concurrent_runs, max_concurrent_runs_per_key
+    FROM workflows AS w
+    WHERE w.id = p_workflow_id;
+END
+$$;
+
+--
 -- Name: notify_run_finished(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -36,6 +86,189 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
+$$;
+
+--
+-- Name: rebuild_run_holds(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.rebuild_run_holds(p_workflow_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    limits record;
+    lane record;
+BEGIN
+    limits := lock_run_limits(p_workflow_id, true);
+    DELETE FROM run_lanes WHERE workflow_id = p_workflow_id;
+    -- One row per key with running runs, and the workflow's own ('') while it has max_concurrent_runs.
+    INSERT INTO run_lanes (workflow_id, concurrency_key, running)
+    SELECT p_workflow_id, CASE WHEN GROUPING(concurrency_key) = 1 THEN '' ELSE concurrency_key END, count(*)
+    FROM runs
+    WHERE workflow_id = p_workflow_id AND status = 'Running' AND mode = 'async'
+    GROUP BY GROUPING SETS ((), (concurrency_key))
+    HAVING (GROUPING(concurrency_key) = 1 AND limits.max_concurrent_runs IS NOT NULL)
+        OR (GROUPING(concurrency_key) = 0 AND concurrency_key IS NOT NULL);
+    UPDATE runs
+    SET held_by = CASE WHEN runs.concurrency_key IS NOT NULL THEN 'key'
+                       WHEN limits.max_concurrent_runs IS NOT NULL THEN 'workflow' END
+    WHERE id IN (SELECT id
+                 FROM runs
+                 WHERE workflow_id = p_workflow_id AND status = 'Pending' AND mode = 'async'
+                 FOR UPDATE SKIP LOCKED);
+    FOR lane IN SELECT DISTINCT concurrency_key
+                FROM runs
+                WHERE workflow_id = p_workflow_id AND status = 'Pending' AND held_by = 'key'
+    LOOP
+        PERFORM release_key_runs(p_workflow_id, lane.concurrency_key, limits.max_concurrent_runs_per_key,
+                                 limits.max_concurrent_runs IS NOT NULL);
+    END LOOP;
+    PERFORM release_workflow_runs(p_workflow_id, limits.max_concurrent_runs);
+END
+$$;
+
+--
+-- Name: release_held_runs(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.release_held_runs() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    limits record;
+    gated boolean;
+    key_running integer;
+BEGIN
+    limits := lock_run_limits(NEW.workflow_id, false);
+    gated := limits.max_concurrent_runs IS NOT NULL;
+    IF TG_OP = 'UPDATE' AND (OLD.status = 'Running') <> (NEW.status = 'Running') THEN
+        -- Lock order: the workflow's row before the key's.
+        IF gated THEN
+            PERFORM add_lane_running(NEW.workflow_id, '', CASE WHEN NEW.status = 'Running' THEN 1 ELSE -1 END);
+        END IF;
+        IF NEW.concurrency_key IS NOT NULL THEN
+            key_running := add_lane_running(NEW.workflow_id, NEW.concurrency_key,
+                                            CASE WHEN NEW.status = 'Running' THEN 1 ELSE -1 END);
+        END IF;
+    END IF;
+    IF NEW.concurrency_key IS NOT NULL THEN
+        PERFORM release_key_runs(NEW.workflow_id, NEW.concurrency_key, limits.max_concurrent_runs_per_key, gated);
+        IF key_running = 0 THEN
+            DELETE FROM run_lanes
+            WHERE workflow_id = NEW.workflow_id AND concurrency_key = NEW.concurrency_key AND running = 0;
+        END IF;
+    END IF;
+    IF gated OR NEW.held_by = 'workflow' THEN
+        PERFORM release_workflow_runs(NEW.workflow_id, limits.max_concurrent_runs);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: release_key_runs(uuid, text, integer, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.release_key_runs(p_workflow_id uuid, p_key text, p_per_key integer, p_gated boolean) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    allowed integer;
+    released integer;
+    best record;
+    worst record;
+BEGIN
+    IF p_per_key IS NULL THEN
+        PERFORM add_lane_running(p_workflow_id, p_key, 0);
+        allowed := 1;
+    ELSE
+        allowed := p_per_key - add_lane_running(p_workflow_id, p_key, 0);
+    END IF;
+    SELECT count(*) INTO released
+    FROM runs
+    WHERE workflow_id = p_workflow_id AND concurrency_key = p_key
+      AND status = 'Pending' AND concurrency_key IS NOT NULL AND held_by IS DISTINCT FROM 'key';
+    LOOP
+        SELECT id, priority INTO best
+        FROM runs
+        WHERE workflow_id = p_workflow_id AND concurrency_key = p_key AND status = 'Pending' AND held_by = 'key'
+        ORDER BY priority DESC, available_at, created_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        IF released >= allowed THEN
+            -- No room: only a higher priority than the lowest released run's changes places with it.
+            SELECT id, priority INTO worst
+            FROM runs
+            WHERE workflow_id = p_workflow_id AND concurrency_key = p_key
+              AND status = 'Pending' AND concurrency_key IS NOT NULL AND held_by IS DISTINCT FROM 'key'
+            ORDER BY priority
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND OR worst.priority >= best.priority;
+            UPDATE runs SET held_by = 'key' WHERE id = worst.id;
+            released := released - 1;
+        END IF;
+        UPDATE runs
+        SET held_by = CASE WHEN p_gated THEN 'workflow' END,
+            available_at = greatest(available_at, clock_timestamp())
+        WHERE id = best.id;
+        released := released + 1;
+        PERFORM pg_notify('flowline_runs', '');
+    END LOOP;
+END
+$$;
+
+--
+-- Name: release_workflow_runs(uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.release_workflow_runs(p_workflow_id uuid, p_limit integer) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    allowed integer;
+    released integer;
+    best record;
+    worst record;
+BEGIN
+    IF p_limit IS NULL THEN
+        UPDATE runs
+        SET held_by = NULL
+        WHERE id IN (SELECT id
+                     FROM runs
+                     WHERE workflow_id = p_workflow_id AND status = 'Pending' AND held_by = 'workflow'
+                     FOR UPDATE SKIP LOCKED);
+        RETURN;
+    END IF;
+    allowed := p_limit - add_lane_running(p_workflow_id, '', 0);
+    SELECT count(*) INTO released
+    FROM runs
+    WHERE workflow_id = p_workflow_id AND status = 'Pending' AND held_by IS NULL;
+    LOOP
+        SELECT id, priority INTO best
+        FROM runs
+        WHERE workflow_id = p_workflow_id AND status = 'Pending' AND held_by = 'workflow'
+        ORDER BY priority DESC, available_at, created_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        IF released >= allowed THEN
+            SELECT id, priority INTO worst
+            FROM runs
+            WHERE workflow_id = p_workflow_id AND status = 'Pending' AND held_by IS NULL
+            ORDER BY priority
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND OR worst.priority >= best.priority;
+            UPDATE runs SET held_by = 'workflow' WHERE id = worst.id;
+            released := released - 1;
+        END IF;
+        UPDATE runs SET held_by = NULL WHERE id = best.id;
+        released := released + 1;
+        PERFORM pg_notify('flowline_runs', '');
+    END LOOP;
+END
 $$;
 
 --
@@ -164,6 +397,17 @@ CREATE TABLE public.run_events (
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02');
 
 --
+-- Name: run_lanes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.run_lanes (
+    workflow_id uuid NOT NULL,
+    concurrency_key text NOT NULL,
+    running integer DEFAULT 0 NOT NULL,
+    CONSTRAINT run_lanes_running_valid CHECK ((running >= 0))
+);
+
+--
 -- Name: runs; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -189,10 +433,16 @@ CREATE TABLE public.runs (
     cancel_requested_at timestamp with time zone,
     schedule_id uuid,
     scheduled_for timestamp with time zone,
+    priority integer DEFAULT 0 NOT NULL,
+    concurrency_key text,
+    held_by text,
     CONSTRAINT runs_attempts_valid CHECK (((attempt >= 0) AND (max_attempts >= 1))),
+    CONSTRAINT runs_concurrency_key_length CHECK (((char_length(concurrency_key) >= 1) AND (char_length(concurrency_key) <= 200))),
     CONSTRAINT runs_finished_iff_final CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))),
+    CONSTRAINT runs_held_by_valid CHECK ((held_by = ANY (ARRAY['key'::text, 'workflow'::text]))),
     CONSTRAINT runs_idempotency_key_length CHECK (((char_length(idempotency_key) >= 1) AND (char_length(idempotency_key) <= 255))),
     CONSTRAINT runs_mode_valid CHECK ((mode = ANY (ARRAY['sync'::text, 'async'::text]))),
+    CONSTRAINT runs_priority_range CHECK (((priority >= '-100'::integer) AND (priority <= 100))),
     CONSTRAINT runs_running_has_lease CHECK (((status <> 'Running'::text) OR ((lease_token IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT runs_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))
 )
@@ -203,6 +453,12 @@ WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_analyze_scale_factor='0.
 --
 
 COMMENT ON COLUMN public.runs.cancel_requested_at IS 'When a client asked to cancel this run; the holder of a Running run stops at its next node boundary.';
+
+--
+-- Name: COLUMN runs.held_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.held_by IS 'Why this Pending run is not offered to the claim: key (its key''s turn or limit), workflow (its workflow''s max_concurrent_runs); NULL: offered. Kept by the triggers of migration 0016; meaningless once the run left Pending.';
 
 --
 -- Name: run_list; Type: VIEW; Schema: public; Owner: -
@@ -221,7 +477,9 @@ CREATE VIEW public.run_list AS
     runs.max_attempts,
     runs.created_at,
     runs.schedule_id,
-    runs.scheduled_for
+    runs.scheduled_for,
+    runs.priority,
+    runs.concurrency_key
    FROM public.runs;
 
 --
@@ -286,10 +544,12 @@ CREATE TABLE public.schedules (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     version integer DEFAULT 1 NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
     CONSTRAINT schedules_catchup_valid CHECK ((catchup = ANY (ARRAY['none'::text, 'last'::text, 'all'::text]))),
     CONSTRAINT schedules_cron_length CHECK (((char_length(cron) >= 1) AND (char_length(cron) <= 200))),
     CONSTRAINT schedules_enabled_has_next CHECK ((enabled = (next_fire_at IS NOT NULL))),
     CONSTRAINT schedules_overlap_valid CHECK ((overlap = ANY (ARRAY['skip'::text, 'queue'::text, 'cancel_previous'::text]))),
+    CONSTRAINT schedules_priority_range CHECK (((priority >= '-100'::integer) AND (priority <= 100))),
     CONSTRAINT schedules_skipped_count_valid CHECK ((skipped_count >= 0)),
     CONSTRAINT schedules_timezone_length CHECK (((char_length(timezone) >= 1) AND (char_length(timezone) <= 64)))
 );
@@ -371,6 +631,10 @@ CREATE TABLE public.workflows (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     version integer DEFAULT 1 NOT NULL,
+    max_concurrent_runs integer,
+    max_concurrent_runs_per_key integer,
+    CONSTRAINT workflows_max_concurrent_runs_per_key_positive CHECK ((max_concurrent_runs_per_key >= 1)),
+    CONSTRAINT workflows_max_concurrent_runs_positive CHECK ((max_concurrent_runs >= 1)),
     CONSTRAINT workflows_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 200))),
     CONSTRAINT workflows_version_positive CHECK ((version >= 1))
 );
@@ -409,6 +673,13 @@ ALTER TABLE ONLY public.nodes
 
 ALTER TABLE ONLY public.run_events
     ADD CONSTRAINT run_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: run_lanes run_lanes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.run_lanes
+    ADD CONSTRAINT run_lanes_pkey PRIMARY KEY (workflow_id, concurrency_key);
 
 --
 -- Name: run_steps run_steps_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -486,6 +757,12 @@ CREATE INDEX run_events_run_at_idx ON public.run_events USING btree (run_id, at)
 CREATE INDEX run_steps_node_id_idx ON public.run_steps USING btree (node_id);
 
 --
+-- Name: runs_claim_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_claim_idx ON public.runs USING btree (priority DESC, available_at, id) WHERE ((status = 'Pending'::text) AND (held_by IS NULL));
+
+--
 -- Name: runs_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -498,10 +775,28 @@ CREATE INDEX runs_created_idx ON public.runs USING btree (created_at DESC, id);
 CREATE INDEX runs_finished_idx ON public.runs USING btree (status, finished_at, id) WHERE (finished_at IS NOT NULL);
 
 --
+-- Name: runs_key_released_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_key_released_idx ON public.runs USING btree (workflow_id, concurrency_key, priority) WHERE ((status = 'Pending'::text) AND (concurrency_key IS NOT NULL) AND (held_by IS DISTINCT FROM 'key'::text));
+
+--
+-- Name: runs_key_waiting_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_key_waiting_idx ON public.runs USING btree (workflow_id, concurrency_key, priority DESC, available_at, created_at) WHERE ((status = 'Pending'::text) AND (held_by = 'key'::text));
+
+--
 -- Name: runs_pending_queue_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX runs_pending_queue_idx ON public.runs USING btree (available_at, created_at) WHERE (status = 'Pending'::text);
+
+--
+-- Name: runs_released_workflow_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_released_workflow_idx ON public.runs USING btree (workflow_id) WHERE ((status = 'Pending'::text) AND (held_by IS NULL));
 
 --
 -- Name: runs_running_lease_idx; Type: INDEX; Schema: public; Owner: -
@@ -538,6 +833,12 @@ CREATE INDEX runs_workflow_created_idx ON public.runs USING btree (workflow_id, 
 --
 
 CREATE INDEX runs_workflow_status_created_idx ON public.runs USING btree (workflow_id, status, created_at DESC, id);
+
+--
+-- Name: runs_workflow_waiting_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_workflow_waiting_idx ON public.runs USING btree (workflow_id, priority DESC, available_at, created_at) WHERE ((status = 'Pending'::text) AND (held_by = 'workflow'::text));
 
 --
 -- Name: schedules_due_idx; Type: INDEX; Schema: public; Owner: -
@@ -594,6 +895,18 @@ CREATE INDEX webhooks_workflow_idx ON public.webhooks USING btree (workflow_id, 
 CREATE INDEX workflows_created_at_idx ON public.workflows USING btree (created_at DESC, id);
 
 --
+-- Name: runs runs_hold_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_hold_inserted BEFORE INSERT ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (new.status = 'Pending'::text))) EXECUTE FUNCTION public.hold_pending_run();
+
+--
+-- Name: runs runs_hold_requeued; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_hold_requeued BEFORE UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status = 'Running'::text) AND (new.status = 'Pending'::text))) EXECUTE FUNCTION public.hold_pending_run();
+
+--
 -- Name: runs runs_notify_finished; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -604,6 +917,18 @@ CREATE TRIGGER runs_notify_finished AFTER UPDATE OF status ON public.runs FOR EA
 --
 
 CREATE TRIGGER runs_queue_webhook_deliveries AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.queue_webhook_deliveries();
+
+--
+-- Name: runs runs_release_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_release_inserted AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (new.status = 'Pending'::text) AND (new.held_by IS NOT NULL))) EXECUTE FUNCTION public.release_held_runs();
+
+--
+-- Name: runs runs_release_on_status; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_release_on_status AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status IS DISTINCT FROM new.status) AND ((old.status = ANY (ARRAY['Pending'::text, 'Running'::text])) OR (new.status = 'Running'::text)))) EXECUTE FUNCTION public.release_held_runs();
 
 --
 -- Name: nodes nodes_workflow_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -618,6 +943,13 @@ ALTER TABLE ONLY public.nodes
 
 ALTER TABLE ONLY public.run_events
     ADD CONSTRAINT run_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
+--
+-- Name: run_lanes run_lanes_workflow_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.run_lanes
+    ADD CONSTRAINT run_lanes_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES public.workflows(id) ON DELETE CASCADE;
 
 --
 -- Name: run_steps run_steps_node_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

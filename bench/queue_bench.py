@@ -63,6 +63,8 @@ def enqueue(conn, workflow_id, text):
         max_attempts=3,
         idempotency_key=None,
         request_hash=None,
+        concurrency_key=None,
+        priority=0,
     )["id"]
 
 

@@ -33,6 +33,8 @@ SELECT w.id,
            'created_at', w.created_at,
            'updated_at', w.updated_at,
            'version', w.version,
+           'max_concurrent_runs', w.max_concurrent_runs,
+           'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
            'nodes', coalesce(
                (SELECT json_agg(n ORDER BY n.position)
                 FROM (SELECT id, position, node_type, config, created_at, updated_at, version
@@ -71,6 +73,8 @@ SELECT r.id,
            'finished_at', r.finished_at,
            'schedule_id', r.schedule_id,
            'scheduled_for', r.scheduled_for,
+           'priority', r.priority,
+           'concurrency_key', r.concurrency_key,
            'steps', coalesce(
                (SELECT json_agg(s ORDER BY s.attempt, s.position)
                 FROM (SELECT id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
@@ -135,11 +139,12 @@ FROM schedules
 WHERE id = ANY (%(schedule_ids)s::uuid[]);
 
 -- name: import_workflows :exec
--- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version}, keeping their ids.
-INSERT INTO workflows (id, name, created_at, updated_at, version)
-SELECT id, name, created_at, updated_at, version
+-- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key}, keeping their ids.
+INSERT INTO workflows (id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key)
+SELECT id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS w (id uuid, name text, created_at timestamptz, updated_at timestamptz, version integer);
+     AS w (id uuid, name text, created_at timestamptz, updated_at timestamptz, version integer,
+           max_concurrent_runs integer, max_concurrent_runs_per_key integer);
 
 -- name: import_nodes :exec
 -- Inserts nodes from a JSON array of {id, workflow_id, position, node_type, config, created_at, updated_at, version}, keeping their ids.
@@ -153,15 +158,16 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
 -- Inserts finished runs from a JSON array of run objects (the export's run keys plus workflow_id), keeping their ids; no lease.
 INSERT INTO runs (id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
                   worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at,
-                  finished_at, schedule_id, scheduled_for)
+                  finished_at, schedule_id, scheduled_for, priority, concurrency_key)
 SELECT id, workflow_id, mode, status, input, final_output, error_message, attempt, max_attempts,
        worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at, finished_at,
-       schedule_id, scheduled_for
+       schedule_id, scheduled_for, priority, concurrency_key
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r (id uuid, workflow_id uuid, mode text, status text, input jsonb, final_output text, error_message text,
            attempt integer, max_attempts integer, worker_id text, idempotency_key text, request_hash text,
            cancel_requested_at timestamptz, created_at timestamptz, started_at timestamptz,
-           finished_at timestamptz, schedule_id uuid, scheduled_for timestamptz);
+           finished_at timestamptz, schedule_id uuid, scheduled_for timestamptz, priority integer,
+           concurrency_key text);
 
 -- name: import_run_steps :exec
 -- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids.

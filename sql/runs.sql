@@ -178,10 +178,12 @@ FROM runs AS r
 WHERE r.id = %(run_id)s;
 
 -- name: enqueue_run :one
--- Queues an async run (unless the workflow already has a run with this idempotency key), logs its Pending event and wakes idle workers with NOTIFY on commit; no row when the workflow does not exist or the key is taken.
+-- Queues an async run with its concurrency key (or NULL) and priority (unless the workflow already has a run with this idempotency key), logs its Pending event and wakes idle workers with NOTIFY on commit; no row when the workflow does not exist or the key is taken.
 WITH run AS (
-    INSERT INTO runs (workflow_id, mode, status, input, max_attempts, idempotency_key, request_hash)
-    SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(idempotency_key)s, %(request_hash)s
+    INSERT INTO runs (workflow_id, mode, status, input, max_attempts, idempotency_key, request_hash,
+                      concurrency_key, priority)
+    SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(idempotency_key)s, %(request_hash)s,
+           %(concurrency_key)s, %(priority)s
     FROM workflows
     WHERE id = %(workflow_id)s
     -- The unique constraint decides between concurrent requests with one key: exactly one inserts.
@@ -197,8 +199,8 @@ FROM run
 CROSS JOIN LATERAL (SELECT pg_notify('flowline_runs', '')) AS wake;
 
 -- name: get_run_input :one
--- Returns a run's workflow and input ({input_text, file_id}), what a rerun queues again; no row for an unknown run.
-SELECT workflow_id, input
+-- Returns a run's workflow, input ({input_text, file_id}), concurrency key and priority, what a rerun queues again; no row for an unknown run.
+SELECT workflow_id, input, concurrency_key, priority
 FROM runs
 WHERE id = %(run_id)s;
 
@@ -210,7 +212,7 @@ WHERE workflow_id = %(workflow_id)s
   AND idempotency_key = %(idempotency_key)s;
 
 -- name: claim_run :one
--- Claims the oldest available Pending run, skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
+-- Claims the available Pending run of highest priority, oldest first among equals, that no limit holds back (held_by NULL: migration 0016 keeps it), skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
 WITH run AS (
     UPDATE runs
     SET status = 'Running',
@@ -219,14 +221,42 @@ WITH run AS (
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_seconds)s),
         worker_id = %(worker_id)s,
         started_at = coalesce(started_at, clock_timestamp())
-    WHERE id = (SELECT id
-                FROM runs
-                -- Served by runs_pending_queue_idx, in its order: oldest available first.
-                WHERE status = 'Pending'
-                  AND available_at <= now()
-                ORDER BY available_at, created_at
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED)
+    WHERE id = (
+        -- A skip scan of runs_claim_idx (priority DESC, available_at, id; only runs no limit holds back):
+        -- one probe finds each next lower priority, one more its oldest available run, so runs that wait (a
+        -- future available_at: a retry's backoff, an LLM budget) and runs held back are never walked.
+        WITH RECURSIVE priorities (priority) AS (
+            (SELECT priority
+             FROM runs
+             WHERE status = 'Pending'
+               AND held_by IS NULL
+             ORDER BY priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT lower.priority
+                    FROM runs AS lower
+                    WHERE lower.status = 'Pending'
+                      AND lower.held_by IS NULL
+                      AND lower.priority < higher.priority
+                    ORDER BY lower.priority DESC
+                    LIMIT 1)
+            FROM priorities AS higher
+            WHERE higher.priority IS NOT NULL
+        )
+        SELECT candidate.id
+        FROM priorities
+        CROSS JOIN LATERAL (SELECT id
+                            FROM runs
+                            WHERE status = 'Pending'
+                              AND held_by IS NULL
+                              AND priority = priorities.priority
+                              AND available_at <= now()
+                            -- runs_claim_idx's order (priority is one value here); runs_pending_queue_idx
+                            -- (available_at, created_at) cannot give it, so the planner does not pick it.
+                            ORDER BY priority DESC, available_at, id
+                            LIMIT 1
+                            FOR UPDATE SKIP LOCKED) AS candidate
+        LIMIT 1)
       AND status = 'Pending'
     RETURNING id, workflow_id, input, attempt, max_attempts, worker_id
 ), event AS (

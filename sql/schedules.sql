@@ -7,17 +7,18 @@ SELECT now() AS now;
 
 -- name: create_schedule :one
 -- Inserts a schedule of an existing workflow; no row when the workflow does not exist.
-INSERT INTO schedules (workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at)
-SELECT id, %(cron)s, %(timezone)s, %(input_text)s, %(file_id)s, %(overlap)s, %(catchup)s, %(enabled)s,
+INSERT INTO schedules (workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority,
+                       next_fire_at)
+SELECT id, %(cron)s, %(timezone)s, %(input_text)s, %(file_id)s, %(overlap)s, %(catchup)s, %(enabled)s, %(priority)s,
        %(next_fire_at)s
 FROM workflows
 WHERE id = %(workflow_id)s
-RETURNING id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at,
+RETURNING id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, next_fire_at,
           skipped_count, last_skipped_at, last_fired_at, last_run_id, created_at, updated_at, version;
 
 -- name: list_workflow_schedules :many
 -- Lists a workflow's schedules, newest first.
-SELECT id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at,
+SELECT id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, next_fire_at,
        skipped_count, last_skipped_at, last_fired_at, last_run_id, created_at, updated_at, version
 FROM schedules
 WHERE workflow_id = %(workflow_id)s
@@ -34,14 +35,14 @@ ORDER BY s.created_at DESC, s.id;
 
 -- name: get_schedule :one
 -- Returns one schedule; no row when it does not exist.
-SELECT id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at,
+SELECT id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, next_fire_at,
        skipped_count, last_skipped_at, last_fired_at, last_run_id, created_at, updated_at, version
 FROM schedules
 WHERE id = %(schedule_id)s;
 
 -- name: lock_schedule :one
 -- Returns one schedule locked for a change (waiting for a worker deciding its tick), with the database's clock; no row when it does not exist.
-SELECT id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at, now() AS now
+SELECT id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, next_fire_at, now() AS now
 FROM schedules
 WHERE id = %(schedule_id)s
 FOR UPDATE;
@@ -56,12 +57,13 @@ SET cron = %(cron)s,
     overlap = %(overlap)s,
     catchup = %(catchup)s,
     enabled = %(enabled)s,
+    priority = %(priority)s,
     next_fire_at = %(next_fire_at)s,
     version = version + 1,
     updated_at = now()
 WHERE id = %(schedule_id)s
   AND (%(expected_versions)s::integer[] IS NULL OR version = ANY (%(expected_versions)s::integer[]))
-RETURNING id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, next_fire_at,
+RETURNING id, workflow_id, cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, next_fire_at,
           skipped_count, last_skipped_at, last_fired_at, last_run_id, created_at, updated_at, version;
 
 -- name: delete_schedule :one
@@ -73,8 +75,8 @@ RETURNING id;
 
 -- name: claim_due_schedules :many
 -- Locks up to batch_size enabled schedules whose next tick is due by the database's clock, oldest tick first, skipping those another worker is deciding; each with its latest run's status and the clock. Served by schedules_due_idx.
-SELECT s.id, s.workflow_id, s.cron, s.timezone, s.input_text, s.file_id, s.overlap, s.catchup, s.next_fire_at,
-       s.last_run_id, r.status AS last_run_status, now() AS now
+SELECT s.id, s.workflow_id, s.cron, s.timezone, s.input_text, s.file_id, s.overlap, s.catchup, s.priority,
+       s.next_fire_at, s.last_run_id, r.status AS last_run_status, now() AS now
 FROM schedules AS s
 LEFT JOIN runs AS r ON r.id = s.last_run_id
 WHERE s.enabled
@@ -84,10 +86,11 @@ LIMIT %(batch_size)s
 FOR UPDATE OF s SKIP LOCKED;
 
 -- name: fire_schedule_run :one
--- Queues an async run of a schedule for one tick (nothing when that tick already has its run: the unique backstop), logs its Pending event and wakes idle workers on commit; no row when nothing was queued.
+-- Queues an async run of a schedule for one tick, at the schedule's priority (nothing when that tick already has its run: the unique backstop), logs its Pending event and wakes idle workers on commit; no row when nothing was queued.
 WITH run AS (
-    INSERT INTO runs (workflow_id, mode, status, input, max_attempts, schedule_id, scheduled_for)
-    VALUES (%(workflow_id)s, 'async', 'Pending', %(input)s, %(max_attempts)s, %(schedule_id)s, %(scheduled_for)s)
+    INSERT INTO runs (workflow_id, mode, status, input, max_attempts, schedule_id, scheduled_for, priority)
+    VALUES (%(workflow_id)s, 'async', 'Pending', %(input)s, %(max_attempts)s, %(schedule_id)s, %(scheduled_for)s,
+            %(priority)s)
     ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, attempt
 ), event AS (

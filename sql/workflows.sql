@@ -1,12 +1,13 @@
 -- Workflows: the workflows table, and the JSON bodies of reads that include their nodes.
 
 -- name: create_workflow :one
--- Inserts a workflow; returns its version (the ETag) and the API's JSON body.
-INSERT INTO workflows (name)
-VALUES (%(name)s)
+-- Inserts a workflow with its concurrency limits (NULL: none); returns its version (the ETag) and the API's JSON body.
+INSERT INTO workflows (name, max_concurrent_runs, max_concurrent_runs_per_key)
+VALUES (%(name)s, %(max_concurrent_runs)s, %(max_concurrent_runs_per_key)s)
 RETURNING version,
           json_build_object('id', id, 'name', name, 'created_at', created_at, 'updated_at', updated_at,
-                            'version', version)::text AS body;
+                            'version', version, 'max_concurrent_runs', max_concurrent_runs,
+                            'max_concurrent_runs_per_key', max_concurrent_runs_per_key)::text AS body;
 
 -- name: get_workflow_json :one
 -- Returns one workflow with its nodes in position order, as the API's JSON body, and its version (the ETag).
@@ -17,6 +18,8 @@ SELECT w.version,
            'created_at', w.created_at,
            'updated_at', w.updated_at,
            'version', w.version,
+           'max_concurrent_runs', w.max_concurrent_runs,
+           'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
            'nodes', coalesce(
                (SELECT json_agg(n ORDER BY n.position)
                 FROM (SELECT id, node_type, config, position, created_at, updated_at, version
@@ -48,17 +51,40 @@ WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
 ORDER BY created_at DESC, id
 LIMIT %(row_limit)s;
 
--- name: rename_workflow :one
--- Renames a workflow and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version and JSON body.
-UPDATE workflows
-SET name = %(name)s,
-    version = version + 1,
+-- name: lock_workflow_limits :exec
+-- Takes a workflow's concurrency lock exclusively until the transaction ends (migration 0016: the queue's triggers take it shared), before its limits change.
+SELECT lock_run_limits(%(workflow_id)s, true);
+
+-- name: update_workflow :one
+-- Changes a workflow's name and limits (each kept where its set_ flag is false) and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version, whether a limit changed, and its JSON body.
+WITH old AS (
+    SELECT id, max_concurrent_runs, max_concurrent_runs_per_key
+    FROM workflows
+    WHERE id = %(workflow_id)s
+    FOR UPDATE
+)
+UPDATE workflows AS w
+SET name = CASE WHEN %(set_name)s THEN %(name)s ELSE w.name END,
+    max_concurrent_runs = CASE WHEN %(set_max_concurrent_runs)s THEN %(max_concurrent_runs)s::integer
+                               ELSE w.max_concurrent_runs END,
+    max_concurrent_runs_per_key = CASE WHEN %(set_max_concurrent_runs_per_key)s
+                                       THEN %(max_concurrent_runs_per_key)s::integer
+                                       ELSE w.max_concurrent_runs_per_key END,
+    version = w.version + 1,
     updated_at = now()
-WHERE id = %(workflow_id)s
-  AND (%(expected_versions)s::integer[] IS NULL OR version = ANY (%(expected_versions)s::integer[]))
-RETURNING version,
-          json_build_object('id', id, 'name', name, 'created_at', created_at, 'updated_at', updated_at,
-                            'version', version)::text AS body;
+FROM old
+WHERE w.id = old.id
+  AND (%(expected_versions)s::integer[] IS NULL OR w.version = ANY (%(expected_versions)s::integer[]))
+RETURNING w.version,
+          (w.max_concurrent_runs IS DISTINCT FROM old.max_concurrent_runs
+           OR w.max_concurrent_runs_per_key IS DISTINCT FROM old.max_concurrent_runs_per_key) AS limits_changed,
+          json_build_object('id', w.id, 'name', w.name, 'created_at', w.created_at, 'updated_at', w.updated_at,
+                            'version', w.version, 'max_concurrent_runs', w.max_concurrent_runs,
+                            'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key)::text AS body;
+
+-- name: rebuild_run_holds :exec
+-- Recounts a workflow's running runs and re-holds its Pending runs under its current limits (migration 0016's rebuild_run_holds), after they changed.
+SELECT rebuild_run_holds(%(workflow_id)s);
 
 -- name: delete_workflow :one
 -- Deletes a workflow (its nodes, runs, steps and events cascade), only while its version is one of expected_versions (NULL: any).

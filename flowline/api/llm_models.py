@@ -17,8 +17,11 @@ from .errors import NotFound
 from .http import load_json
 
 bp = Blueprint("llm_models", __name__)
+# A model's name is the rest of the path, slashes and all: a doubled slash is part of the name, never redirected.
 
 _put_schema = schemas.LLMModelPutSchema()
+
+_NO_ROW = "This model has no budget and no price (PUT /llm-models/{model} sets them)."
 
 # The longest model name (a generative_ai node's config takes the same).
 MAX_MODEL_NAME = 200
@@ -33,7 +36,7 @@ def model_name_problem(model: str) -> str | None:
     return None
 
 
-@bp.put("/llm-models/<path:model>")
+@bp.put("/llm-models/<path:model>", merge_slashes=False)
 @contract.operation(
     "Set a model's per-minute budget and prices (replacing what it had; a key left out is null)",
     body=schemas.LLMModelPutSchema,
@@ -74,7 +77,7 @@ def list_llm_models() -> Response:
     return jsonify({"llm_models": rows})
 
 
-@bp.get("/llm-models/<path:model>")
+@bp.get("/llm-models/<path:model>", merge_slashes=False)
 @contract.operation("Read a model's budget and prices")
 @contract.responds(200, schemas.LLMModelSchema, "The model's budget and prices.")
 @contract.errors(404, 503)
@@ -83,14 +86,16 @@ def get_llm_model(model: str) -> Response:
 
     :raise 404: a model with no budget and no price.
     """
+    if model_name_problem(model):
+        raise NotFound(_NO_ROW)
     with db.connection() as conn:
         row = db.one(conn, "get_llm_model", model=model)
     if row is None:
-        raise NotFound("This model has no budget and no price (PUT /llm-models/{model} sets them).")
+        raise NotFound(_NO_ROW)
     return jsonify(row)
 
 
-@bp.delete("/llm-models/<path:model>")
+@bp.delete("/llm-models/<path:model>", merge_slashes=False)
 @contract.operation("Remove a model's budget and prices (it has no limit from then on)")
 @contract.responds(204, None, "Removed.")
 @contract.errors(404, 503)
@@ -99,8 +104,10 @@ def delete_llm_model(model: str) -> tuple[str, int]:
 
     :raise 404: a model with no budget and no price.
     """
+    if model_name_problem(model):
+        raise NotFound(_NO_ROW)
     with db.transaction() as conn:
         row = db.one(conn, "delete_llm_model", model=model)
     if row is None:
-        raise NotFound("This model has no budget and no price (PUT /llm-models/{model} sets them).")
+        raise NotFound(_NO_ROW)
     return "", 204

@@ -34,11 +34,12 @@ from .http import (
     require_file,
     rows_of_workflow,
 )
-from .schemas import AllRunsQuerySchema, RunRequestSchema, RunsQuerySchema
+from .schemas import AllRunsQuerySchema, QueueRunRequestSchema, RunRequestSchema, RunsQuerySchema
 
 bp = Blueprint("runs", __name__)
 
 _run_schema = RunRequestSchema()
+_queue_run_schema = QueueRunRequestSchema()
 _runs_query_schema = RunsQuerySchema()
 _all_runs_query_schema = AllRunsQuerySchema()
 _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
@@ -46,12 +47,13 @@ _WORKER_ID = f"api:{socket.gethostname()}:{os.getpid()}"
 _KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
-def _load_run_request() -> dict[str, Any]:
-    """Return the validated run request body: ``input_text`` (default "") and ``file_id`` (default None).
+def _load_run_request(schema: RunRequestSchema = _run_schema) -> dict[str, Any]:
+    """Return the validated run request body: ``input_text`` (default "") and ``file_id`` (default None), and
+    what else ``schema`` takes.
 
     :raise 422: an invalid body, input_text over MAX_INPUT_CHARS, or a file_id that names no file.
     """
-    data = load_json(_run_schema, optional=True)
+    data = load_json(schema, optional=True)
     check_run_input(data["input_text"], data["file_id"])
     return data
 
@@ -207,7 +209,7 @@ def _queued_or_finished(run_id: uuid.UUID, *, replayed: bool) -> Response:
 @contract.operation(
     "Queue a run for a worker (async); poll Location for its outcome, or wait for it with Prefer: wait=N",
     headers=(contract.IDEMPOTENCY_KEY, contract.PREFER_WAIT),
-    body=schemas.RunRequestSchema,
+    body=schemas.QueueRunRequestSchema,
     body_required=False,
 )
 @contract.responds(
@@ -229,8 +231,9 @@ def _queued_or_finished(run_id: uuid.UUID, *, replayed: bool) -> Response:
 )
 @contract.errors(400, 404, 413, 415, 422, 503)
 def queue_run(workflow_id: str) -> Response:
-    """Queue a run of a workflow for a worker, on ``input_text`` (default "") and optionally a ``file_id``;
-    202 ``{run_id, status: "Pending"}`` with ``Location: /runs/{run_id}``.
+    """Queue a run of a workflow for a worker, on ``input_text`` (default "") and optionally a ``file_id``, with
+    an optional ``concurrency_key`` and ``priority`` (default 0); 202 ``{run_id, status: "Pending"}`` with
+    ``Location: /runs/{run_id}``.
 
     With an ``Idempotency-Key`` header, a repeat of the same request for the same workflow answers the same
     202 (with ``Idempotent-Replayed: true``) and queues nothing: the database's unique constraint on
@@ -245,8 +248,16 @@ def queue_run(workflow_id: str) -> Response:
     """
     workflow_uuid = parse_id(workflow_id, "Workflow")
     key = _idempotency_key()
-    data = _load_run_request()
-    run_id, replayed = enqueue(workflow_uuid, data["input_text"], data["file_id"], key, "Workflow not found")
+    data = _load_run_request(_queue_run_schema)
+    run_id, replayed = enqueue(
+        workflow_uuid,
+        data["input_text"],
+        data["file_id"],
+        key,
+        "Workflow not found",
+        concurrency_key=data["concurrency_key"],
+        priority=data.get("priority", 0),
+    )
     return _queued_or_finished(run_id, replayed=replayed)
 
 
@@ -287,7 +298,15 @@ def rerun_of(run_id: uuid.UUID, key: str | None) -> tuple[uuid.UUID, bool]:
         file_id = run["input"].get("file_id") and uuid.UUID(run["input"]["file_id"])
         if file_id is not None:
             require_file(conn, file_id, "file_id")
-    return enqueue(run["workflow_id"], run["input"].get("input_text", ""), file_id, key, "Run not found")
+    return enqueue(
+        run["workflow_id"],
+        run["input"].get("input_text", ""),
+        file_id,
+        key,
+        "Run not found",
+        concurrency_key=run["concurrency_key"],
+        priority=run["priority"],
+    )
 
 
 def enqueue(
@@ -296,15 +315,25 @@ def enqueue(
     file_id: uuid.UUID | None,
     key: str | None,
     not_found: str = "Workflow not found",
+    *,
+    concurrency_key: str | None = None,
+    priority: int = 0,
 ) -> tuple[uuid.UUID, bool]:
     """Queue a run of ``workflow_id`` on ``input_text`` and ``file_id`` under the Idempotency-Key ``key`` (or
-    None); return ``(run_id, replayed)``: the new run, or the earlier run of a repeated key (replayed True).
+    None), with its ``concurrency_key`` (or None) and ``priority``; return ``(run_id, replayed)``: the new run, or
+    the earlier run of a repeated key (replayed True).
 
     :raise 404: ``not_found``, when the workflow does not exist or was deleted meanwhile.
     :raise 422: a key already used for this workflow with a different input.
     """
     stored_input = {"input_text": input_text, "file_id": file_id and str(file_id)}
-    request_hash = hashlib.sha256(json.dumps(stored_input, sort_keys=True).encode()).hexdigest()
+    # Where it queues is part of the request; left out at its defaults, so keys used before it existed still match.
+    queued_as = {
+        name: value
+        for name, value in (("concurrency_key", concurrency_key), ("priority", priority))
+        if value not in (None, 0)
+    }
+    request_hash = hashlib.sha256(json.dumps({**stored_input, **queued_as}, sort_keys=True).encode()).hexdigest()
     try:
         # Two autocommit statements, no transaction needed: when a concurrent request with the same key inserted
         # first, enqueue_run waits for it to commit and inserts nothing, and the next statement sees its run.
@@ -317,6 +346,8 @@ def enqueue(
                 max_attempts=settings_of(current_app).run_max_attempts,
                 idempotency_key=key,
                 request_hash=request_hash,
+                concurrency_key=concurrency_key,
+                priority=priority,
             )
             if row is not None:
                 return row["id"], False

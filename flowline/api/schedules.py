@@ -33,7 +33,7 @@ _patch_schema = schemas.SchedulePatchSchema()
 # How many upcoming ticks an answer shows.
 NEXT_FIRE_TIMES = 5
 # The settings a client chooses: a change keeps those it does not name.
-_FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled")
+_FIELDS = ("cron", "timezone", "input_text", "file_id", "overlap", "catchup", "enabled", "priority")
 
 
 def next_fire_times(row: dict[str, Any]) -> list[str]:
@@ -114,6 +114,7 @@ def create(workflow_id: uuid.UUID, data: dict[str, Any]) -> dict[str, Any]:
                 overlap=data["overlap"],
                 catchup=data["catchup"],
                 enabled=data["enabled"],
+                priority=data.get("priority", 0),
                 next_fire_at=_first_tick(data, _clock(conn)),
             )
     except ForeignKeyViolation as exc:
@@ -191,7 +192,7 @@ def get(schedule_id: uuid.UUID) -> dict[str, Any]:
 @contract.responds(200, schemas.ScheduleSchema, "The changed schedule.", "ETag")
 @contract.errors(400, 404, 412, 413, 415, 422, 503)
 def update_schedule(schedule_id: str) -> Response:
-    """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled; 200 with it
+    """Change any of a schedule's cron, timezone, input_text, file_id, overlap, catchup, enabled, priority; 200 with it
     and its new ``ETag``. With ``If-Match``, only if unchanged since. Enabling a disabled schedule, or changing
     its cron or time zone, starts it from now: the ticks it missed meanwhile are not caught up.
 
@@ -231,6 +232,7 @@ def change(schedule_id: uuid.UUID, data: dict[str, Any], versions: list[int] | N
                 overlap=settings["overlap"],
                 catchup=settings["catchup"],
                 enabled=settings["enabled"],
+                priority=settings["priority"],
                 next_fire_at=next_fire_at if settings["enabled"] else None,
             )
             if row is None:

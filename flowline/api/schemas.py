@@ -16,7 +16,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .. import nodes
 from ..core import cron
-from ..core.fields import StrictFloat, Text, not_blank, unstorable_reason
+from ..core.fields import StrictFloat, StrictInteger, Text, not_blank, unstorable_reason
 from ..core.statuses import (
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
@@ -40,10 +40,28 @@ def config_warnings(node_type: str, config: dict[str, Any]) -> list[str]:
 # --- request bodies -----------------------------------------------------------------------------------------
 
 
+# A run's priority: higher is claimed first (README, "Concurrency limits and priorities").
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+_LIMIT_DESCRIPTION = "a positive integer, or null for no limit"
+
+
+def _limit() -> StrictInteger:
+    return StrictInteger(allow_none=True, validate=validate.Range(min=1), metadata={"description": _LIMIT_DESCRIPTION})
+
+
+def _priority() -> StrictInteger:
+    return StrictInteger(
+        validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX),
+        metadata={"description": f"{PRIORITY_MIN}..{PRIORITY_MAX}, higher claimed first (default 0)"},
+    )
+
+
 class WorkflowCreateSchema(Schema):
     """Body of ``POST /workflows``."""
 
     name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
+    max_concurrent_runs = _limit()
+    max_concurrent_runs_per_key = _limit()
 
 
 def _unstorable_parts(value: Any) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -117,10 +135,28 @@ class RunRequestSchema(Schema):
     file_id = fields.UUID(load_default=None)
 
 
-class WorkflowPatchSchema(Schema):
-    """Body of ``PATCH /workflows/{id}``."""
+class QueueRunRequestSchema(RunRequestSchema):
+    """Body of ``POST /workflows/{id}/runs`` (optional): a run's input, and where it queues: its
+    ``concurrency_key`` (runs of one key count against the workflow's ``max_concurrent_runs_per_key`` and take
+    turns with other keys) and ``priority``."""
 
-    name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
+    concurrency_key = Text(load_default=None, validate=validate.Length(min=1, max=200))
+    priority = _priority()
+
+
+class WorkflowPatchSchema(Schema):
+    """Body of ``PATCH /workflows/{id}``: any of the fields of a create, at least one."""
+
+    name = Text(validate=[validate.Length(min=1, max=200), not_blank])
+    max_concurrent_runs = _limit()
+    max_concurrent_runs_per_key = _limit()
+
+    @validates_schema
+    def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError(
+                "Give name, max_concurrent_runs, max_concurrent_runs_per_key, or several.", field_name="_schema"
+            )
 
 
 class NodePatchSchema(Schema):
@@ -234,6 +270,7 @@ class ScheduleCreateSchema(Schema):
     overlap = fields.String(validate=validate.OneOf(SCHEDULE_OVERLAPS), load_default="skip")
     catchup = fields.String(validate=validate.OneOf(SCHEDULE_CATCHUPS), load_default="last")
     enabled = fields.Boolean(load_default=True)
+    priority = _priority()
 
 
 class SchedulePatchSchema(Schema):
@@ -246,12 +283,14 @@ class SchedulePatchSchema(Schema):
     overlap = fields.String(validate=validate.OneOf(SCHEDULE_OVERLAPS))
     catchup = fields.String(validate=validate.OneOf(SCHEDULE_CATCHUPS))
     enabled = fields.Boolean()
+    priority = _priority()
 
     @validates_schema
     def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError(
-                "Give cron, timezone, input_text, file_id, overlap, catchup, enabled, or several.", field_name="_schema"
+                "Give cron, timezone, input_text, file_id, overlap, catchup, enabled, priority, or several.",
+                field_name="_schema",
             )
 
 
@@ -358,7 +397,22 @@ class NodeSchema(WorkflowNodeSchema):
     workflow_id = fields.UUID(required=True)
 
 
-class WorkflowWithNodesSchema(WorkflowSchema):
+class WorkflowLimitsSchema(WorkflowSchema):
+    """A workflow with its concurrency limits (``GET /workflows/{id}``, a create's and a PATCH's answer)."""
+
+    max_concurrent_runs = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "most of its queued runs running at once; null: no limit"},
+    )
+    max_concurrent_runs_per_key = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "most of its queued runs of one concurrency_key running at once; null: no limit"},
+    )
+
+
+class WorkflowWithNodesSchema(WorkflowLimitsSchema):
     """A workflow and its nodes in position order."""
 
     nodes = fields.List(fields.Nested(WorkflowNodeSchema), required=True)
@@ -414,6 +468,8 @@ class RunSchema(Schema):
     scheduled_for = fields.DateTime(
         required=True, allow_none=True, metadata={"description": "the schedule's tick it was made for"}
     )
+    priority = fields.Integer(required=True, metadata={"description": "higher claimed first"})
+    concurrency_key = fields.String(required=True, allow_none=True, metadata={"description": "null: none"})
 
 
 class StepUsageSchema(Schema):
@@ -599,6 +655,7 @@ class ScheduleSchema(Schema):
     overlap = fields.String(required=True, metadata={"enum": list(SCHEDULE_OVERLAPS)})
     catchup = fields.String(required=True, metadata={"enum": list(SCHEDULE_CATCHUPS)})
     enabled = fields.Boolean(required=True)
+    priority = fields.Integer(required=True, metadata={"description": "the priority of the runs it fires"})
     next_fire_at = fields.DateTime(required=True, allow_none=True, metadata={"description": "null while disabled"})
     next_fire_times = fields.List(
         fields.DateTime(),

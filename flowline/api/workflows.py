@@ -1,4 +1,4 @@
-"""Workflows: create, list, read (with nodes in position order), rename, delete."""
+"""Workflows: create, list, read (with nodes in position order), change (name, concurrency limits), delete."""
 
 from __future__ import annotations
 
@@ -31,20 +31,38 @@ _page_schema = schemas.PageQuerySchema()
 
 @bp.post("/workflows")
 @contract.operation("Create a workflow", body=schemas.WorkflowCreateSchema)
-@contract.responds(200, schemas.WorkflowSchema, "The workflow.", "ETag")
+@contract.responds(200, schemas.WorkflowLimitsSchema, "The workflow.", "ETag")
 @contract.errors(400, 413, 415, 422, 503)
 def create_workflow() -> Response:
-    """Create a workflow; 200 ``{id, name, created_at, updated_at, version}``.
+    """Create a workflow, optionally with ``max_concurrent_runs`` and ``max_concurrent_runs_per_key`` (positive
+    integers, null: no limit); 200 ``{id, name, created_at, updated_at, version, max_concurrent_runs,
+    max_concurrent_runs_per_key}``.
 
-    :raise 422: a missing, blank or over-long name.
+    :raise 422: a missing, blank or over-long name; a limit that is not a positive integer or null.
     """
-    return row_json_response(create(load_json(_create_schema)["name"]))
+    data = load_json(_create_schema)
+    return row_json_response(
+        create(
+            data["name"],
+            max_concurrent_runs=data.get("max_concurrent_runs"),
+            max_concurrent_runs_per_key=data.get("max_concurrent_runs_per_key"),
+        )
+    )
 
 
-def create(name: str) -> dict[str, Any]:
-    """Create a workflow named ``name`` (already validated); return its row (``body``, ``id``, ``version``)."""
+def create(
+    name: str, *, max_concurrent_runs: int | None = None, max_concurrent_runs_per_key: int | None = None
+) -> dict[str, Any]:
+    """Create a workflow named ``name`` with its limits (already validated; None: no limit); return its row
+    (``body``, ``id``, ``version``)."""
     with db.connection() as conn:
-        row = db.one(conn, "create_workflow", name=name)
+        row = db.one(
+            conn,
+            "create_workflow",
+            name=name,
+            max_concurrent_runs=max_concurrent_runs,
+            max_concurrent_runs_per_key=max_concurrent_runs_per_key,
+        )
     assert row is not None  # an INSERT ... RETURNING: always one row
     return row
 
@@ -90,19 +108,24 @@ def page(cursor: str | None, limit: int) -> list[dict[str, Any]]:
 
 
 @bp.patch("/workflows/<workflow_id>")
-@contract.operation("Rename a workflow", headers=(contract.IF_MATCH,), body=schemas.WorkflowPatchSchema)
-@contract.responds(200, schemas.WorkflowSchema, "The renamed workflow.", "ETag")
+@contract.operation(
+    "Change a workflow's name or concurrency limits (any of them, at least one)",
+    headers=(contract.IF_MATCH,),
+    body=schemas.WorkflowPatchSchema,
+)
+@contract.responds(200, schemas.WorkflowLimitsSchema, "The changed workflow.", "ETag")
 @contract.errors(400, 404, 412, 413, 415, 422, 503)
-def rename_workflow(workflow_id: str) -> Response:
-    """Rename a workflow; 200 with the workflow and its new ``ETag``. With ``If-Match``, only if unchanged since.
+def patch_workflow(workflow_id: str) -> Response:
+    """Change any of a workflow's ``name``, ``max_concurrent_runs`` and ``max_concurrent_runs_per_key`` (null: no
+    limit); 200 with the workflow and its new ``ETag``. With ``If-Match``, only if unchanged since. A new limit
+    applies to the runs claimed after it; a lowered one stops no run, it lets none start until below it.
 
     :raise 404: unknown workflow.
     :raise 412: ``If-Match`` names a version that is no longer current (nothing changed).
-    :raise 422: a missing, blank or over-long name.
+    :raise 422: nothing to change; a blank or over-long name; a limit that is not a positive integer or null.
     """
     workflow_uuid = parse_id(workflow_id, "Workflow")
-    data = load_json(_patch_schema)
-    return row_json_response(rename(workflow_uuid, data["name"], expected_versions()))
+    return row_json_response(change(workflow_uuid, load_json(_patch_schema), expected_versions()))
 
 
 def rename(workflow_id: uuid.UUID, name: str, versions: list[int] | None) -> dict[str, Any]:
@@ -111,10 +134,37 @@ def rename(workflow_id: uuid.UUID, name: str, versions: list[int] | None) -> dic
     :raise NotFound: unknown workflow.
     :raise PreconditionFailed: the workflow's version is not among ``versions``.
     """
-    with db.connection() as conn:
-        row = db.one(conn, "rename_workflow", workflow_id=workflow_id, name=name, expected_versions=versions)
+    return change(workflow_id, {"name": name}, versions)
+
+
+def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] | None) -> dict[str, Any]:
+    """Set the workflow's ``fields`` (a validated subset of name, max_concurrent_runs, max_concurrent_runs_per_key)
+    if its version is among ``versions`` (None: any), in one transaction; return its row. A change of a limit
+    takes the workflow's concurrency lock first and re-holds its queued runs under the new limits.
+
+    :raise NotFound: unknown workflow.
+    :raise PreconditionFailed: the workflow's version is not among ``versions``.
+    """
+    limits = ("max_concurrent_runs", "max_concurrent_runs_per_key")
+    with db.transaction() as conn:
+        if any(name in fields for name in limits):
+            db.execute(conn, "lock_workflow_limits", workflow_id=workflow_id)
+        row = db.one(
+            conn,
+            "update_workflow",
+            workflow_id=workflow_id,
+            expected_versions=versions,
+            set_name="name" in fields,
+            name=fields.get("name"),
+            set_max_concurrent_runs="max_concurrent_runs" in fields,
+            max_concurrent_runs=fields.get("max_concurrent_runs"),
+            set_max_concurrent_runs_per_key="max_concurrent_runs_per_key" in fields,
+            max_concurrent_runs_per_key=fields.get("max_concurrent_runs_per_key"),
+        )
         if row is None:
             raise workflow_write_refused(conn, workflow_id)
+        if row["limits_changed"]:
+            db.execute(conn, "rebuild_run_holds", workflow_id=workflow_id)
     return row
 
 

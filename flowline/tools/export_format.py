@@ -1,18 +1,19 @@
-"""The export file: its format (version 1), read and validated with the API's own schemas before anything is
+"""The export file: its format (version 2; version 1 files still import), read and validated with the API's own schemas before anything is
 written (``read_document``).
 
     flask --app app export [--workflow ID ...] [--with-runs] [--output FILE]   (stdout unless --output)
     flask --app app import FILE [--dry-run] [--skip-existing] [--with-runs]   (FILE may be - for stdin)
 
-The format, version 1 (every id and timestamp as the API writes them)::
+The format, version 2 (every id and timestamp as the API writes them)::
 
-    {"format": "flowline-export", "version": 1, "exported_at": "...", "with_runs": true,
-     "workflows": [{"id", "name", "created_at", "updated_at", "version",
+    {"format": "flowline-export", "version": 2, "exported_at": "...", "with_runs": true,
+     "workflows": [{"id", "name", "created_at", "updated_at", "version", "max_concurrent_runs",
+                    "max_concurrent_runs_per_key",
                     "nodes": [{"id", "position", "node_type", "config", "created_at", "updated_at", "version"}],
                     "runs": [{"id", "mode", "status", "input", "final_output", "error_message", "attempt",
                               "max_attempts", "worker_id", "idempotency_key", "request_hash",
                               "cancel_requested_at", "created_at", "started_at", "finished_at",
-                              "schedule_id", "scheduled_for",
+                              "schedule_id", "scheduled_for", "priority", "concurrency_key",
                               "steps": [{"id", "node_id", "attempt", "position", "node_type", "config_snapshot",
                                          "status", "started_at", "finished_at", "input_text", "output_text",
                                          "error_message", "note"}],
@@ -38,12 +39,14 @@ from uuid import UUID
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from ..api.schemas import NodeCreateSchema, WorkflowCreateSchema, check_node_config
-from ..core.fields import Text
+from ..api.schemas import PRIORITY_MAX, PRIORITY_MIN, NodeCreateSchema, WorkflowCreateSchema, check_node_config
+from ..core.fields import StrictInteger, Text
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 
 FORMAT = "flowline-export"
-VERSION = 1
+VERSION = 2
+# The versions import reads: 1 lacks the concurrency limits and the runs' priority and key (their defaults then).
+READABLE_VERSIONS = (1, 2)
 KINDS = ("workflows", "nodes", "runs", "steps", "events")
 # Where export's keyset walk over workflow ids starts; refused as an id so that walk can never pass one by.
 NIL_UUID = UUID(int=0)
@@ -144,6 +147,9 @@ class ExportRunSchema(Schema):
     # Optional: files exported before schedules lack them (null).
     schedule_id = fields.UUID(allow_none=True, load_default=None)
     scheduled_for = fields.AwareDateTime(allow_none=True, load_default=None)
+    # Optional: version 1 files lack them (priority 0, no key).
+    priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX))
+    concurrency_key = Text(allow_none=True, load_default=None, validate=validate.Length(min=1, max=200))
     steps = fields.List(fields.Nested(ExportStepSchema), required=True)
     events = fields.List(fields.Nested(ExportEventSchema), required=True)
 
@@ -167,6 +173,9 @@ class ExportWorkflowSchema(WorkflowCreateSchema):
     created_at = _timestamp()
     updated_at = _timestamp()
     version = _integer(1)
+    # Optional: version 1 files lack them (no limit).
+    max_concurrent_runs = StrictInteger(allow_none=True, load_default=None, validate=validate.Range(min=1))
+    max_concurrent_runs_per_key = StrictInteger(allow_none=True, load_default=None, validate=validate.Range(min=1))
     nodes = fields.List(fields.Nested(ExportNodeSchema), required=True)
     runs = fields.List(fields.Nested(ExportRunSchema), load_default=list)
 
@@ -208,7 +217,7 @@ class ExportFileSchema(Schema):
     """The whole file."""
 
     format = fields.String(required=True, validate=validate.Equal(FORMAT))
-    version = fields.Integer(strict=True, required=True, validate=validate.Equal(VERSION))
+    version = fields.Integer(strict=True, required=True, validate=validate.OneOf(READABLE_VERSIONS))
     exported_at = _timestamp()
     with_runs = fields.Boolean(load_default=False)
     workflows = fields.List(fields.Nested(ExportWorkflowSchema), required=True)
@@ -294,10 +303,10 @@ def read_document(stream: IO[bytes], source: str) -> dict[str, Any]:
         raise PortabilityError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise PortabilityError(f'{source} is not a Flowline export (it needs "format": "{FORMAT}" at the top level)')
-    if document.get("version") != VERSION or isinstance(document.get("version"), bool):
+    if document.get("version") not in READABLE_VERSIONS or isinstance(document.get("version"), bool):
         raise PortabilityError(
             f"{source} is in export format version {json.dumps(document.get('version'))}; "
-            f"this Flowline reads version {VERSION} only"
+            f"this Flowline reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         data = _file_schema.load(document)

@@ -146,7 +146,20 @@ def _insert(conn: Connection[Any], workflows: list[Indexed], with_runs: bool, ba
     for chunk in chunks(workflows, WORKFLOW_BATCH):
         tables: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         for _, workflow in chunk:
-            tables["workflows"].append({k: workflow[k] for k in ("id", "name", "created_at", "updated_at", "version")})
+            tables["workflows"].append(
+                {
+                    k: workflow[k]
+                    for k in (
+                        "id",
+                        "name",
+                        "created_at",
+                        "updated_at",
+                        "version",
+                        "max_concurrent_runs",
+                        "max_concurrent_runs_per_key",
+                    )
+                }
+            )
             tables["nodes"] += [dict(node, workflow_id=workflow["id"]) for node in workflow["nodes"]]
             for run in workflow["runs"] if with_runs else ():
                 tables["runs"].append(

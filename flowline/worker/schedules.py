@@ -125,6 +125,7 @@ def _decide(
             max_attempts=max_attempts,
             schedule_id=schedule["id"],
             scheduled_for=tick,
+            priority=schedule["priority"],
         )
         if row is None:
             # The unique backstop: the claim's lock should make this impossible, so say so when it is not.

@@ -124,6 +124,7 @@ def world(client, workflow):
     run_id = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "seed"}).json["run_id"]
     [delivery] = client.get(f"/webhooks/{webhook_id}/deliveries").json["deliveries"]
     schedule_id = client.post(f"/workflows/{workflow_id}/schedules", json={"cron": "@daily"}).json["id"]
+    assert client.put("/llm-models/m", json={"requests_per_minute": 600}).status_code == 200
     return {
         "workflow_id": workflow_id,
         "node_id": nodes[1]["id"],
@@ -133,6 +134,7 @@ def world(client, workflow):
         "webhook_id": webhook_id,
         "delivery_id": delivery["id"],
         "schedule_id": schedule_id,
+        "model": "m",
     }
 
 
@@ -385,7 +387,23 @@ def _check_schedule_patch(client, world, sql, value):
     return stored
 
 
+def _check_llm_model_put(client, world, sql, value):
+    stored = False
+    for body in (
+        {"requests_per_minute": value},
+        {"usd_per_million_input_tokens": value},
+        {value: 1},
+        {"requests_per_minute": 600, value: None},
+    ):
+        response = _send(client, "PUT", "/llm-models/m", body)
+        if _status_ok(response) == 200:
+            stored = True
+    assert client.get("/llm-models/m").json["requests_per_minute"] == 600
+    return stored
+
+
 BODY_CHECKS = {
+    ("PUT", "/llm-models/<path:model>"): _check_llm_model_put,
     ("POST", "/workflows/<workflow_id>/schedules"): _check_schedule_create,
     ("PATCH", "/schedules/<schedule_id>"): _check_schedule_patch,
     ("POST", "/workflows/<workflow_id>/webhooks"): _check_webhook_create,

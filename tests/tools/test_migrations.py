@@ -71,13 +71,28 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "schedules",
         "llm_models",
         "run_list",
+        "run_lanes",
     }
     assert [row[0] for row in applied["functions"]] == [
+        "add_lane_running",
+        "hold_pending_run",
+        "lock_run_limits",
         "notify_run_finished",
         "queue_webhook_deliveries",
+        "rebuild_run_holds",
+        "release_held_runs",
+        "release_key_runs",
+        "release_workflow_runs",
         "save_run_steps",
     ]
-    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished", "runs_queue_webhook_deliveries"]
+    assert [row[1] for row in applied["triggers"]] == [
+        "runs_hold_inserted",
+        "runs_hold_requeued",
+        "runs_notify_finished",
+        "runs_queue_webhook_deliveries",
+        "runs_release_inserted",
+        "runs_release_on_status",
+    ]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
     assert _snapshot(url) == {

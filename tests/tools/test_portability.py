@@ -84,8 +84,12 @@ def seeded(client, workflow, upload, failing_workflow, sql):
         assert client.post(f"/workflows/{invoices}/run", json={"input_text": text}).status_code == 200
     assert client.post(f"/workflows/{pdf}/run", json={}).status_code == 200
     assert client.post(f"/workflows/{failing}/run", json={"input_text": "x"}).status_code == 422
+    limits = {"max_concurrent_runs": 4, "max_concurrent_runs_per_key": 2}
+    assert client.patch(f"/workflows/{invoices}", json=limits).status_code == 200
     queued = client.post(
-        f"/workflows/{invoices}/runs", json={"input_text": "later"}, headers={"Idempotency-Key": "k-1"}
+        f"/workflows/{invoices}/runs",
+        json={"input_text": "later", "concurrency_key": "tenant-1", "priority": 7},
+        headers={"Idempotency-Key": "k-1"},
     )
     assert client.post(f"/runs/{queued.json['run_id']}/cancel").json["status"] == "Cancelled"
     pending = client.post(f"/workflows/{invoices}/runs", json={"input_text": "still queued"}).json["run_id"]
@@ -117,7 +121,12 @@ def _write(tmp_path, content, name="export.json"):
 def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(database_url, seeded, target, tmp_path):
     exported = _export(database_url, "--with-runs")
     document = json.loads(exported)
-    assert (document["format"], document["version"], document["with_runs"]) == ("flowline-export", 1, True)
+    assert (document["format"], document["version"], document["with_runs"]) == ("flowline-export", 2, True)
+    [invoices] = [w for w in document["workflows"] if w["id"] == seeded["invoices"]]
+    assert (invoices["max_concurrent_runs"], invoices["max_concurrent_runs_per_key"]) == (4, 2)
+    assert [(r["concurrency_key"], r["priority"]) for r in invoices["runs"] if r["status"] == "Cancelled"] == [
+        ("tenant-1", 7)
+    ]
     assert document["counts"] == {"workflows": 3, "nodes": 6, "runs": 5, "steps": 10, "events": 10}
     assert seeded["pending"] not in exported.decode(), "a Pending run is queue state, never exported"
     assert b'"data"' not in exported and b"%PDF" not in exported, "file bytes are never exported"
@@ -236,12 +245,12 @@ def test_a_hand_written_minimal_file_imports(target, tmp_path):
         (b'{"format": "flowline-export", "version": NaN}', "is not valid JSON: NaN is not valid JSON"),
         (b"[1, 2]", 'is not a Flowline export (it needs "format": "flowline-export"'),
         (
-            json.dumps({**_valid_document(), "version": 2}).encode(),
-            "is in export format version 2; this Flowline reads version 1 only",
+            json.dumps({**_valid_document(), "version": 3}).encode(),
+            "is in export format version 3; this Flowline reads versions 1, 2",
         ),
     ],
 )
-def test_a_file_that_is_not_a_version_1_export_is_refused_with_a_clear_error(target, tmp_path, content, message):
+def test_a_file_that_is_not_a_readable_export_is_refused_with_a_clear_error(target, tmp_path, content, message):
     result = flask(target, "import", _write(tmp_path, content))
     assert result.returncode == 1, _err(result)
     assert message in _err(result) and "Traceback" not in _err(result)

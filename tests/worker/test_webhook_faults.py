@@ -84,6 +84,8 @@ def test_500_runs_on_three_workers_one_killed_each_get_their_delivery(client, wo
             max_attempts=3,
             idempotency_key=None,
             request_hash=None,
+            concurrency_key=None,
+            priority=0,
         )
     workers = [make_worker(**FAST).start() for _ in range(3)]
     wait_for(lambda: len(receiver.received()) >= 100, timeout=60, message="100 deliveries")
