@@ -521,7 +521,7 @@ class Settings:
     llm_max_retries: int = _setting(
         _int, default=3, minimum=0, scope=Scope.BOTH, section=LLM,
         meaning="Further attempts after a 5xx, a timeout or a connection error (other 4xx are not retried; a 429 "
-        "is a wait, not a failure: see [LLM budgets](#llm-budgets-and-rate-limits)); 0: one attempt only.",
+        "is a wait, not a failure: see [LLM budgets](#llm-budgets)); 0: one attempt only.",
     )
     llm_max_retry_after_s: float = _setting(
         _float, default=600.0, minimum=0.0, scope=Scope.BOTH, section=LLM,

@@ -245,9 +245,10 @@ def test_a_worker_runs_a_pdf_input_file(client, workflow, sql, make_worker, uplo
 
 
 def test_a_provider_429_is_a_wait_in_the_queue_that_spends_no_attempt(client, workflow, sql, make_worker, fake):
+    fake.reply(200, completion("summary"))
     fake.reply(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, headers={"Retry-After": "1"})
     fake.reply(200, completion("after the wait"))
-    run_id = queued(client, workflow([UPPER, LLM_NODE]))
+    run_id = queued(client, workflow([LLM_NODE, UPPER, LLM_NODE]))
     make_worker(**llm_env(fake)).start()
     wait_for(lambda: finished(sql, run_id), message="the run")
     run = run_of(sql, run_id)
@@ -262,16 +263,17 @@ def test_a_provider_429_is_a_wait_in_the_queue_that_spends_no_attempt(client, wo
         ("Succeeded", 1),
     ]
     assert events[2]["note"].startswith("waiting for gpt-4o-mini: rate limited by the provider (429)")
-    assert events[3]["note"] == "resumed: attempt 1 of 3 at node 2"
-    # One step per node in the attempt: the formatter is not run again, the LLM step waited and then succeeded.
+    assert events[3]["note"] == "resumed: attempt 1 of 3 at node 3"
+    # One step per node in the attempt: the first two are not run again, the last waited and then succeeded.
     steps = client.get(f"/runs/{run_id}").json["steps"]
     assert [(s["attempt"], s["node_type"], s["status"]) for s in steps] == [
+        (1, "generative_ai", "Succeeded"),
         (1, "formatter", "Succeeded"),
         (1, "generative_ai", "Succeeded"),
     ]
-    first, second = fake.requests
-    assert "HELLO" in second.json["messages"][0]["content"]
-    assert second.at - first.at >= 0.95, "the run waited for the Retry-After"
+    _first, limited, second = fake.requests
+    assert "SUMMARY" in limited.json["messages"][0]["content"] == second.json["messages"][0]["content"]
+    assert second.at - limited.at >= 0.95, "the run waited for the Retry-After"
 
 
 def test_a_rejected_request_fails_at_once_without_retry(client, workflow, sql, make_worker, fake):

@@ -100,6 +100,7 @@ def test_workers_keep_the_budget_and_a_killed_worker_loses_no_waiting_run(client
     # The budget's minute is spent on three runs; the five others wait in the queue, no thread holding them.
     wait_for(lambda: statuses(sql).get("Succeeded") == 3 and waiting_runs(sql) == 5, message="three runs, five waiting")
     assert statuses(sql).get("Running", 0) == 0
+    assert f'flowline_runs_waiting_for_budget{{model="{MODEL}"}} 5.0' in client.get("/metrics").get_data(as_text=True)
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     run_all(sql, limited, total=8)
@@ -211,6 +212,9 @@ def test_a_sync_run_waits_for_its_budget_within_its_timeout_then_answers_504(llm
     assert refused.status_code == 504
     assert refused.json["detail"].startswith(f"run timed out waiting for {MODEL}: requests per minute (room in ")
     assert len(fake.requests) == 2
+    scraped = client.get("/metrics").get_data(as_text=True)
+    waited = [line for line in scraped.splitlines() if line.startswith("flowline_llm_budget_wait_seconds_total")]
+    assert waited and float(waited[0].split()[-1]) > 0.3
 
 
 def test_a_call_whose_estimate_exceeds_the_whole_tokens_per_minute_fails_at_once(llm_client, fake, workflow, sql):
