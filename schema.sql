@@ -272,6 +272,152 @@ END
 $$;
 
 --
+-- Name: reserve_llm_call(text, integer, uuid, double precision, double precision); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.reserve_llm_call(p_model text, p_tokens integer, p_run_id uuid, p_window_s double precision, p_probe_s double precision) RETURNS TABLE(reservation_id bigint, wait_s double precision, reason text, probe boolean, run_tokens bigint, run_limit integer, tokens_per_minute integer)
+    LANGUAGE plpgsql
+    AS $$
+-- Decides one HTTP attempt of an LLM step. reason is one of:
+--   'go'                   call now (reservation_id: its reservation, NULL for a model without a budget;
+--                          probe: this call probes a model a 429 paused, and whoever makes it ends the probe)
+--   'requests per minute', 'tokens per minute', 'paused after a 429', 'probing after a 429'
+--                          wait wait_s seconds (staggered after the model's other waiters)
+--   'never fits'           the estimate is larger than the whole tokens_per_minute
+--   'max_tokens_per_run'   the call would take the run past its workflow's limit (run_tokens used so far)
+-- Each statement of a VOLATILE function reads a fresh snapshot, so once the state row is locked the window's
+-- sum sees every reservation committed by the lock's previous holder.
+DECLARE
+    v_rpm integer;
+    v_paused timestamptz;
+    v_probe timestamptz;
+    v_next timestamptz;
+    v_now timestamptz;
+    v_window interval := make_interval(secs => p_window_s);
+    v_requests bigint;
+    v_tokens bigint;
+    v_free timestamptz;
+    v_tokens_free timestamptz;
+    v_until timestamptz;
+BEGIN
+    probe := false;
+    IF p_run_id IS NOT NULL THEN
+        SELECT w.max_tokens_per_run,
+               coalesce((SELECT sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))
+                         FROM run_steps AS s
+                         WHERE s.run_id = r.id), 0)
+        INTO run_limit, run_tokens
+        FROM runs AS r
+        JOIN workflows AS w ON w.id = r.workflow_id
+        WHERE r.id = p_run_id;
+        IF run_limit IS NOT NULL AND run_tokens + p_tokens > run_limit THEN
+            reason := 'max_tokens_per_run';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    SELECT m.requests_per_minute, m.tokens_per_minute INTO v_rpm, tokens_per_minute
+    FROM llm_models AS m
+    WHERE m.model = p_model;
+    IF p_tokens > tokens_per_minute THEN
+        reason := 'never fits';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT st.paused_until INTO v_paused FROM llm_model_state AS st WHERE st.model = p_model;
+    IF v_rpm IS NULL AND tokens_per_minute IS NULL AND v_paused IS NULL THEN
+        reason := 'go';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- Lock the model's state row (created the first time) until the transaction ends.
+    INSERT INTO llm_model_state AS st (model) VALUES (p_model)
+    ON CONFLICT (model) DO UPDATE SET model = excluded.model
+    RETURNING st.paused_until, st.probe_until, st.next_slot_at INTO v_paused, v_probe, v_next;
+    v_now := clock_timestamp();
+
+    IF v_paused IS NOT NULL THEN
+        IF v_now < v_paused THEN
+            reason := 'paused after a 429';
+            v_free := v_paused;
+        ELSIF v_probe IS NOT NULL AND v_now < v_probe THEN
+            reason := 'probing after a 429';
+            v_free := v_now + interval '1 second';
+        ELSE
+            probe := true;
+        END IF;
+    END IF;
+
+    IF reason IS NULL AND (v_rpm IS NOT NULL OR tokens_per_minute IS NOT NULL) THEN
+        DELETE FROM llm_reservations AS lr
+        WHERE lr.model = p_model
+          AND lr.at < v_now - v_window - interval '1 minute';
+        SELECT count(*), coalesce(sum(lr.tokens), 0) INTO v_requests, v_tokens
+        FROM llm_reservations AS lr
+        WHERE lr.model = p_model
+          AND lr.at > v_now - v_window;
+        IF v_requests >= v_rpm THEN
+            -- Room for one more once the (v_requests - v_rpm + 1)th oldest leaves the window.
+            SELECT lr.at + v_window INTO v_free
+            FROM llm_reservations AS lr
+            WHERE lr.model = p_model
+              AND lr.at > v_now - v_window
+            ORDER BY lr.at, lr.id
+            OFFSET v_requests - v_rpm
+            LIMIT 1;
+            reason := 'requests per minute';
+        END IF;
+        IF v_tokens + p_tokens > tokens_per_minute THEN
+            -- Room once enough of the oldest reservations left for the estimate to fit.
+            SELECT c.at + v_window INTO v_tokens_free
+            FROM (SELECT lr.at, sum(lr.tokens) OVER (ORDER BY lr.at, lr.id) AS cumulative
+                  FROM llm_reservations AS lr
+                  WHERE lr.model = p_model
+                    AND lr.at > v_now - v_window) AS c
+            WHERE v_tokens - c.cumulative + p_tokens <= tokens_per_minute
+            ORDER BY c.at
+            LIMIT 1;
+            IF v_free IS NULL OR v_tokens_free > v_free THEN
+                reason := 'tokens per minute';
+                v_free := v_tokens_free;
+            END IF;
+        END IF;
+    END IF;
+
+    IF reason IS NOT NULL THEN
+        -- Staggered: after the model's last waiter by one request's share of the minute (at least 50 ms).
+        v_until := greatest(v_free, v_next + make_interval(secs => greatest(
+            0.05, coalesce(60.0 / v_rpm, 0), coalesce(60.0 * p_tokens / tokens_per_minute, 0))));
+        UPDATE llm_model_state AS st SET next_slot_at = v_until WHERE st.model = p_model;
+        wait_s := greatest(0, extract(epoch FROM v_until - v_now));
+        probe := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF probe THEN
+        UPDATE llm_model_state AS st
+        SET probe_until = v_now + make_interval(secs => p_probe_s)
+        WHERE st.model = p_model;
+    END IF;
+    IF v_rpm IS NOT NULL OR tokens_per_minute IS NOT NULL THEN
+        INSERT INTO llm_reservations (model, at, tokens)
+        VALUES (p_model, v_now, p_tokens)
+        RETURNING id INTO reservation_id;
+    END IF;
+    reason := 'go';
+    RETURN NEXT;
+END;
+$$;
+
+--
+-- Name: FUNCTION reserve_llm_call(p_model text, p_tokens integer, p_run_id uuid, p_window_s double precision, p_probe_s double precision); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.reserve_llm_call(p_model text, p_tokens integer, p_run_id uuid, p_window_s double precision, p_probe_s double precision) IS 'Reserves one LLM HTTP attempt within its model''s per-minute budget, or answers how long to wait and why.';
+
+--
 -- Name: save_run_steps(uuid, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -339,6 +485,23 @@ CREATE TABLE public.files (
 );
 
 --
+-- Name: llm_model_state; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_model_state (
+    model text NOT NULL,
+    paused_until timestamp with time zone,
+    probe_until timestamp with time zone,
+    next_slot_at timestamp with time zone
+);
+
+--
+-- Name: TABLE llm_model_state; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_model_state IS 'Per model: the pause after a provider''s 429, its probe, and the staggered wake-ups of waiting runs.';
+
+--
 -- Name: llm_models; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -360,6 +523,37 @@ CREATE TABLE public.llm_models (
 --
 
 COMMENT ON TABLE public.llm_models IS 'An LLM model''s per-minute budget, shared by every worker, and its prices per million tokens.';
+
+--
+-- Name: llm_reservations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_reservations (
+    id bigint NOT NULL,
+    model text NOT NULL,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    tokens integer NOT NULL,
+    CONSTRAINT llm_reservations_tokens_not_negative CHECK ((tokens >= 0))
+);
+
+--
+-- Name: TABLE llm_reservations; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_reservations IS 'One row per LLM HTTP attempt of a model with a budget: the sliding window its budget is checked against.';
+
+--
+-- Name: llm_reservations_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.llm_reservations ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.llm_reservations_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 --
 -- Name: nodes; Type: TABLE; Schema: public; Owner: -
@@ -436,6 +630,11 @@ CREATE TABLE public.runs (
     priority integer DEFAULT 0 NOT NULL,
     concurrency_key text,
     held_by text,
+    nodes_snapshot jsonb,
+    resume_index integer,
+    attempt_run_s double precision DEFAULT 0 NOT NULL,
+    budget_wait_s double precision DEFAULT 0 NOT NULL,
+    waiting_for text,
     CONSTRAINT runs_attempts_valid CHECK (((attempt >= 0) AND (max_attempts >= 1))),
     CONSTRAINT runs_concurrency_key_length CHECK (((char_length(concurrency_key) >= 1) AND (char_length(concurrency_key) <= 200))),
     CONSTRAINT runs_finished_iff_final CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))),
@@ -459,6 +658,36 @@ COMMENT ON COLUMN public.runs.cancel_requested_at IS 'When a client asked to can
 --
 
 COMMENT ON COLUMN public.runs.held_by IS 'Why this Pending run is not offered to the claim: key (its key''s turn or limit), workflow (its workflow''s max_concurrent_runs); NULL: offered. Kept by the triggers of migration 0016; meaningless once the run left Pending.';
+
+--
+-- Name: COLUMN runs.nodes_snapshot; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.nodes_snapshot IS 'The workflow''s nodes as the run''s first claim read them: every attempt runs these (NULL once finished).';
+
+--
+-- Name: COLUMN runs.resume_index; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.resume_index IS 'Index in nodes_snapshot of the node a run waiting for an LLM budget resumes at (NULL: the next claim starts a new attempt).';
+
+--
+-- Name: COLUMN runs.attempt_run_s; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.attempt_run_s IS 'Seconds the current attempt ran before its waits: what ASYNC_RUN_TIMEOUT_S counts.';
+
+--
+-- Name: COLUMN runs.budget_wait_s; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.budget_wait_s IS 'Seconds the run waited in total for LLM budgets (LLM_MAX_BUDGET_WAIT_S bounds it).';
+
+--
+-- Name: COLUMN runs.waiting_for; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.waiting_for IS 'The model a Pending run waits for (NULL: not waiting for a budget).';
 
 --
 -- Name: run_list; Type: VIEW; Schema: public; Owner: -
@@ -506,7 +735,7 @@ CREATE TABLE public.run_steps (
     completion_tokens integer,
     cost_usd numeric,
     CONSTRAINT run_steps_attempt_position_valid CHECK (((attempt >= 1) AND ("position" >= 0))),
-    CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))
+    CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text, 'Waiting'::text])))
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02', fillfactor='90');
 
@@ -633,11 +862,19 @@ CREATE TABLE public.workflows (
     version integer DEFAULT 1 NOT NULL,
     max_concurrent_runs integer,
     max_concurrent_runs_per_key integer,
+    max_tokens_per_run integer,
     CONSTRAINT workflows_max_concurrent_runs_per_key_positive CHECK ((max_concurrent_runs_per_key >= 1)),
     CONSTRAINT workflows_max_concurrent_runs_positive CHECK ((max_concurrent_runs >= 1)),
+    CONSTRAINT workflows_max_tokens_per_run_positive CHECK ((max_tokens_per_run > 0)),
     CONSTRAINT workflows_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 200))),
     CONSTRAINT workflows_version_positive CHECK ((version >= 1))
 );
+
+--
+-- Name: COLUMN workflows.max_tokens_per_run; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.workflows.max_tokens_per_run IS 'Most tokens a run of this workflow may use (NULL: no limit); a step whose reservation would pass it fails unsent.';
 
 --
 -- Name: files files_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -647,11 +884,25 @@ ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_pkey PRIMARY KEY (id);
 
 --
+-- Name: llm_model_state llm_model_state_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_model_state
+    ADD CONSTRAINT llm_model_state_pkey PRIMARY KEY (model);
+
+--
 -- Name: llm_models llm_models_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.llm_models
     ADD CONSTRAINT llm_models_pkey PRIMARY KEY (model);
+
+--
+-- Name: llm_reservations llm_reservations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_reservations
+    ADD CONSTRAINT llm_reservations_pkey PRIMARY KEY (id);
 
 --
 -- Name: nodes nodes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -743,6 +994,12 @@ ALTER TABLE ONLY public.workers
 
 ALTER TABLE ONLY public.workflows
     ADD CONSTRAINT workflows_pkey PRIMARY KEY (id);
+
+--
+-- Name: llm_reservations_model_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX llm_reservations_model_at_idx ON public.llm_reservations USING btree (model, at);
 
 --
 -- Name: run_events_run_at_idx; Type: INDEX; Schema: public; Owner: -

@@ -58,6 +58,8 @@ WITH run AS (
         final_output = %(final_output)s,
         error_message = %(error_message)s,
         finished_at = clock_timestamp(),
+        nodes_snapshot = NULL,
+        resume_index = NULL,
         lease_token = NULL,
         lease_expires_at = NULL
     WHERE id = %(run_id)s
@@ -212,11 +214,20 @@ WHERE workflow_id = %(workflow_id)s
   AND idempotency_key = %(idempotency_key)s;
 
 -- name: claim_run :one
--- Claims the available Pending run of highest priority, oldest first among equals, that no limit holds back (held_by NULL: migration 0016 keeps it), skipping rows other workers are claiming, and starts its next attempt under a fresh lease; returns it with its workflow's nodes, or no row when nothing is available.
+-- Claims the available Pending run of highest priority, oldest first among equals, that no limit holds back (held_by NULL: migration 0016 keeps it), skipping rows other workers are claiming, under a fresh lease: a run that waited for an LLM budget resumes its attempt (resume_index, and resume_text: the output of its last finished step), any other starts its next one; returns it with the node list snapshotted at its first claim, or no row when nothing is available.
 WITH run AS (
     UPDATE runs
     SET status = 'Running',
-        attempt = attempt + 1,
+        attempt = CASE WHEN resume_index IS NULL THEN attempt + 1 ELSE attempt END,
+        attempt_run_s = CASE WHEN resume_index IS NULL THEN 0 ELSE attempt_run_s END,
+        waiting_for = NULL,
+        nodes_snapshot = coalesce(
+            nodes_snapshot,
+            (SELECT coalesce(jsonb_agg(jsonb_build_object('id', n.id, 'position', n.position,
+                                                          'node_type', n.node_type, 'config_json', n.config::text)
+                                       ORDER BY n.position), '[]'::jsonb)
+             FROM nodes AS n
+             WHERE n.workflow_id = runs.workflow_id)),
         lease_token = %(lease_token)s,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_seconds)s),
         worker_id = %(worker_id)s,
@@ -258,23 +269,61 @@ WITH run AS (
                             FOR UPDATE SKIP LOCKED) AS candidate
         LIMIT 1)
       AND status = 'Pending'
-    RETURNING id, workflow_id, input, attempt, max_attempts, worker_id
+    RETURNING id, workflow_id, input, attempt, max_attempts, worker_id, nodes_snapshot, resume_index,
+              attempt_run_s, budget_wait_s
 ), event AS (
     INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, 'Running', worker_id, 'claimed: attempt ' || attempt || ' of ' || max_attempts
+    SELECT id, attempt, 'Running', worker_id,
+           CASE WHEN resume_index IS NULL THEN 'claimed: attempt ' || attempt || ' of ' || max_attempts
+                ELSE 'resumed: attempt ' || attempt || ' of ' || max_attempts || ' at node ' || resume_index + 1
+           END
     FROM run
 )
 SELECT run.id,
        run.input,
        run.attempt,
        run.max_attempts,
-       coalesce(
-           (SELECT json_agg(json_build_object('id', n.id, 'position', n.position,
-                                              'node_type', n.node_type, 'config_json', n.config::text)
-                            ORDER BY n.position)
-            FROM nodes AS n
-            WHERE n.workflow_id = run.workflow_id),
-           '[]'::json) AS nodes
+       run.nodes_snapshot AS nodes,
+       run.resume_index,
+       run.attempt_run_s,
+       run.budget_wait_s,
+       (SELECT s.output_text
+        FROM run_steps AS s
+        WHERE s.run_id = run.id
+          AND s.attempt = run.attempt
+          AND s.status = 'Succeeded'
+          AND run.resume_index IS NOT NULL
+        ORDER BY s.position DESC
+        LIMIT 1) AS resume_text
+FROM run;
+
+-- name: wait_run :one
+-- Saves the steps of an attempt that must wait for an LLM budget (its last one Waiting) and puts its run back in the queue for wait_s seconds, to resume at node resume_index in the same attempt (or cancels it when a client asked meanwhile); fenced by the lease token.
+WITH run AS (
+    UPDATE runs
+    SET status = CASE WHEN cancel_requested_at IS NULL THEN 'Pending' ELSE 'Cancelled' END,
+        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE clock_timestamp() END,
+        available_at = clock_timestamp() + make_interval(secs => %(wait_s)s),
+        resume_index = CASE WHEN cancel_requested_at IS NULL THEN %(resume_index)s::integer END,
+        nodes_snapshot = CASE WHEN cancel_requested_at IS NULL THEN nodes_snapshot END,
+        waiting_for = CASE WHEN cancel_requested_at IS NULL THEN %(model)s::text END,
+        attempt_run_s = attempt_run_s + %(ran_s)s,
+        budget_wait_s = budget_wait_s + %(wait_s)s,
+        lease_token = NULL,
+        lease_expires_at = NULL
+    WHERE id = %(run_id)s
+      AND lease_token = %(lease_token)s
+      AND status = 'Running'
+    RETURNING id, attempt, status, worker_id
+), event AS (
+    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
+    SELECT id, attempt, status, worker_id,
+           CASE WHEN status = 'Pending' THEN %(note)s ELSE 'cancelled by a client while it waited for an LLM budget' END
+    FROM run
+)
+SELECT count(*) AS held,
+       min(run.status) AS status,
+       coalesce(sum(save_run_steps(run.id, run.attempt, %(steps)s)), 0) AS saved
 FROM run;
 
 -- name: requeue_run :one
@@ -285,6 +334,8 @@ WITH run AS (
         finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE clock_timestamp() END,
         available_at = clock_timestamp() + make_interval(secs => %(backoff_seconds)s),
         error_message = %(error_message)s,
+        resume_index = NULL,
+        nodes_snapshot = CASE WHEN cancel_requested_at IS NULL THEN nodes_snapshot END,
         lease_token = NULL,
         lease_expires_at = NULL
     WHERE id = %(run_id)s
@@ -313,11 +364,23 @@ WITH target AS (
     UPDATE runs
     SET status = 'Cancelled',
         finished_at = clock_timestamp(),
-        cancel_requested_at = clock_timestamp()
+        cancel_requested_at = clock_timestamp(),
+        nodes_snapshot = NULL,
+        resume_index = NULL,
+        waiting_for = NULL
     FROM target
     WHERE runs.id = target.id
       AND target.status = 'Pending'
     RETURNING runs.id, runs.attempt
+), waiting_step AS (
+    -- A run that waited for an LLM budget: its Waiting step will not resume.
+    UPDATE run_steps
+    SET status = 'Cancelled',
+        finished_at = clock_timestamp()
+    FROM cancelled
+    WHERE run_steps.run_id = cancelled.id
+      AND run_steps.attempt = cancelled.attempt
+      AND run_steps.status = 'Waiting'
 ), requested AS (
     UPDATE runs
     SET cancel_requested_at = coalesce(runs.cancel_requested_at, clock_timestamp())
@@ -363,6 +426,8 @@ WITH expired AS (
         finished_at = CASE WHEN expired.next_status = 'Pending' THEN NULL ELSE clock_timestamp() END,
         error_message = CASE WHEN expired.next_status = 'Failed' THEN expired.note ELSE runs.error_message END,
         available_at = clock_timestamp(),
+        resume_index = NULL,
+        nodes_snapshot = CASE WHEN expired.next_status = 'Pending' THEN runs.nodes_snapshot END,
         lease_token = NULL,
         lease_expires_at = NULL
     FROM expired

@@ -21,6 +21,7 @@ from ..core.config import settings_of
 from ..core.statuses import RunStatus
 from ..data import db
 from ..engine import runner
+from ..engine.budget import budget_settings
 from . import contract, prefer, schemas, waits
 from .errors import Conflict, NotFound, Unprocessable, error_response
 from .http import (
@@ -113,6 +114,7 @@ def run_now(workflow_id: uuid.UUID, input_text: str, file_id: uuid.UUID | None) 
             provider=current_app.extensions["flowline.provider"],
             worker_id=_WORKER_ID,
             input_file_id=file_id,
+            budget=budget_settings(config),
         )
     except ForeignKeyViolation:
         result = None  # the workflow was deleted while the run was being created

@@ -520,8 +520,18 @@ class Settings:
     )
     llm_max_retries: int = _setting(
         _int, default=3, minimum=0, scope=Scope.BOTH, section=LLM,
-        meaning="Further attempts after a 429, a 5xx, a timeout or a connection error (other 4xx are not retried); "
-        "0: one attempt only.",
+        meaning="Further attempts after a 5xx, a timeout or a connection error (other 4xx are not retried; a 429 "
+        "is a wait, not a failure: see [LLM budgets](#llm-budgets)); 0: one attempt only.",
+    )
+    llm_max_retry_after_s: float = _setting(
+        _float, default=600.0, minimum=0.0, scope=Scope.BOTH, section=LLM,
+        meaning="Longest pause in seconds a provider's 429 `Retry-After` may impose on its model (a longer one is "
+        "cut to this).",
+    )
+    llm_max_budget_wait_s: float = _setting(
+        _float, default=3600.0, minimum=0.0, scope=Scope.WORKER, section=LLM,
+        meaning="Most seconds a queued run may wait in total for LLM budgets and 429 pauses; a wait that would take "
+        "it past this fails the run, saying so.",
     )
     llm_backoff_s: float = _setting(
         _float, default=0.5, minimum=0.0, scope=Scope.BOTH, section=LLM,

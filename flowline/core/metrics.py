@@ -15,8 +15,11 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
   - ``flowline_runs_finished_total{mode,status}``: runs that reached Succeeded, Failed or Cancelled, counted
     where they finished (the API for sync runs and for cancelling a Pending run, a worker for async runs and for
     runs whose lease it swept). A counter, not a table count: it costs nothing with millions of rows.
-  - ``flowline_runs_requeued_total{reason}``: attempts that went back to the queue (``retry``: a retryable
-    failure; ``lease_expired``: its holder stopped renewing the lease and a sweep took it back).
+  - ``flowline_runs_requeued_total{reason}``: runs that went back to the queue (``retry``: a retryable
+    failure; ``lease_expired``: its holder stopped renewing the lease and a sweep took it back; ``budget``: it
+    waits for an LLM budget, in the same attempt).
+  - ``flowline_llm_budget_wait_seconds_total{model}``: seconds LLM calls were told to wait for their model's
+    budget or its pause after a 429 (a queued run's time back in the queue, a sync run's sleep).
   - ``flowline_waiters`` and ``flowline_waits_total{outcome}``: requests waiting now for their run to finish
     (``Prefer: wait=N``, flowline/api/waits.py), and how each wait ended (finished, timed_out, over_cap,
     disconnected, stopping, error).
@@ -39,6 +42,7 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
   - ``flowline_queue_depth``: Pending runs a worker may claim now (not waiting out a retry backoff); capped.
   - ``flowline_queue_oldest_pending_age_seconds``: how long the oldest claimable run has waited since it became
     claimable (0 when none waits): the first sign that workers do not keep up, or that none is running.
+  - ``flowline_runs_waiting_for_budget{model}``: Pending runs waiting for each model's budget (capped).
   - ``flowline_webhook_outbox_depth``, ``flowline_webhook_outbox_oldest_age_seconds`` and
     ``flowline_webhook_deliveries_dead``: webhook deliveries still to make, how long the oldest due one has
     waited, and the Dead ones not yet pruned, read through the outbox's partial indexes (capped).
@@ -130,8 +134,8 @@ RUNS_FINISHED = Counter(
 )
 RUNS_REQUEUED = Counter(
     "flowline_runs_requeued",
-    "Run attempts that went back to the queue: retry (a retryable failure) or "
-    "lease_expired (its holder stopped renewing its lease).",
+    "Runs that went back to the queue: retry (a retryable failure), lease_expired (its holder stopped renewing "
+    "its lease) or budget (it waits for an LLM budget, resuming in the same attempt).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -147,6 +151,14 @@ STEP_DURATION = Histogram(
     "One node's execution, by node type and step status.",
     ["node_type", "status"],
     buckets=RUN_BUCKETS,
+    registry=REGISTRY,
+)
+
+BUDGET_WAIT = Counter(
+    "flowline_llm_budget_wait_seconds",
+    "Seconds LLM calls were told to wait for their model's budget or its pause after a 429, by model: a queued "
+    "run's time back in the queue, a sync run's sleep.",
+    ["model"],
     registry=REGISTRY,
 )
 
@@ -224,12 +236,13 @@ def observe_pool(pool: ConnectionPool[Any]) -> None:
     POOL_MAX.labels(name).set(stats.get("pool_max", pool.max_size))
 
 
-def run_finished(mode: str, status: RunStatus, seconds: float | None = None) -> None:
-    """Count one attempt's outcome: a final ``status`` counts a finished run, Pending a re-queued attempt."""
+def run_finished(mode: str, status: RunStatus, seconds: float | None = None, requeued_for: str = "retry") -> None:
+    """Count one attempt's outcome: a final ``status`` counts a finished run, Pending a run back in the queue
+    (``requeued_for``: retry, or budget: it waits for an LLM budget in the same attempt)."""
     if status in FINISHED_STATUSES:
         RUNS_FINISHED.labels(mode, status).inc()
     elif status == RunStatus.PENDING:
-        RUNS_REQUEUED.labels("retry").inc()
+        RUNS_REQUEUED.labels(requeued_for).inc()
     if seconds is not None:
         RUN_DURATION.labels(mode, status).observe(seconds)
 
@@ -240,6 +253,11 @@ def run_swept(mode: str, status: RunStatus) -> None:
         RUNS_REQUEUED.labels("lease_expired").inc()
     elif status in FINISHED_STATUSES:
         RUNS_FINISHED.labels(mode, status).inc()
+
+
+def budget_waited(model: str, seconds: float) -> None:
+    """Count ``seconds`` an LLM call of ``model`` waits for its budget."""
+    BUDGET_WAIT.labels(model).inc(seconds)
 
 
 def wait_started() -> None:

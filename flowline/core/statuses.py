@@ -1,5 +1,5 @@
 """The statuses of runs, of their steps and of webhook deliveries, as the database's CHECK constraints allow them
-(migrations 0001 and 0009): the one place Flowline's Python names them.
+(migrations 0001, 0009 and 0018): the one place Flowline's Python names them.
 
 Each is a ``StrEnum``: a member is the string the database stores and the API answers (``RunStatus.SUCCEEDED ==
 "Succeeded"``, ``str()`` and JSON give ``Succeeded``), and psycopg sends it as that text. A row read back holds
@@ -19,8 +19,16 @@ class RunStatus(StrEnum):
     CANCELLED = "Cancelled"
 
 
-# A step's statuses are a run's: ``run_steps_status_valid`` allows the same five.
-StepStatus = RunStatus
+class StepStatus(StrEnum):
+    """A step's status (``run_steps_status_valid``): a run's five, and Waiting, the step of a run that went back to
+    the queue to wait for its LLM budget (it resumes at that step, in the same attempt)."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    WAITING = "Waiting"
 
 
 class DeliveryStatus(StrEnum):

@@ -1,7 +1,9 @@
 """LLM providers for the ``generative_ai`` node, behind one small interface (flowline/nodes/base.py's LLMProvider).
 
-``complete(prompt=, model=, temperature=, max_tokens=, top_p=, timeout=)`` returns a Completion or raises the
-engine's ProviderFailed (HTTP 502; ProviderUnavailable when another attempt may succeed) / RunTimedOut (504). ``timeout`` is the time left before the run's deadline.
+``complete(prompt=, model=, temperature=, max_tokens=, top_p=, timeout=, gate=)`` returns a Completion or raises
+the engine's ProviderFailed (HTTP 502; ProviderUnavailable when another attempt may succeed) / RunTimedOut (504),
+or the gate's MustWait. ``timeout`` is the time left before the run's deadline; ``gate`` reserves the model's
+budget before each HTTP attempt and hears how it ended (flowline/engine/budget.py).
 Nothing a provider raises, logs or notes contains the API key or the prompt.
 """
 
@@ -20,7 +22,7 @@ import httpx
 
 from ..core.config import DEFAULT_LLM_MODEL, mask_secret_url
 from ..core.fields import unstorable_reason
-from ..nodes.base import Completion, ProviderFailed, ProviderUnavailable, RunTimedOut, StepFailed
+from ..nodes.base import CallGate, Completion, ProviderFailed, ProviderUnavailable, RunTimedOut, StepFailed
 
 if TYPE_CHECKING:
     from ..core.config import Settings
@@ -45,9 +47,17 @@ class EchoProvider:
         self.default_model = default_model
 
     def complete(
-        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+        self,
+        *,
+        prompt: str,
+        model: str,
+        temperature: float,
+        max_tokens: int,
+        top_p: float,
+        timeout: float,
+        gate: CallGate,
     ) -> Completion:
-        """Return ``prompt`` unchanged as the completion."""
+        """Return ``prompt`` unchanged as the completion (nothing is sent, so ``gate`` is not asked)."""
         return Completion(
             text=prompt,
             note=f"echo provider: nothing generated; the output is the rendered prompt (model {model!r} was not called)",
@@ -61,6 +71,14 @@ class EchoProvider:
 
 class _AttemptTimedOut(Exception):
     """One attempt outlived its time budget."""
+
+
+class _RateLimited(Exception):
+    """The provider answered 429; ``retry_after`` is the wait it asked for (None: it named none)."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("rate limited")
+        self.retry_after = retry_after
 
 
 class _Retryable(Exception):
@@ -134,10 +152,12 @@ def _shown_model(value: object, requested: str) -> str:
 class OpenAIProvider:
     """Any OpenAI-compatible Chat Completions endpoint (``POST {base_url}/chat/completions``).
 
-    Each attempt is bounded by ``min(timeout_s, time left in the run)``. 429, 5xx, timeouts and connection errors
-    are retried up to ``max_retries`` times, waiting as the provider's Retry-After asks or else with exponential
-    backoff (``backoff_s`` doubling, capped, full jitter); other statuses are not retried. No wait or attempt
-    goes past the run's deadline.
+    Each attempt is bounded by ``min(timeout_s, time left in the run)`` and passes the call's gate first (the
+    model's budget). 5xx, timeouts and connection errors are retried up to ``max_retries`` times, waiting as the
+    provider's Retry-After asks or else with exponential backoff (``backoff_s`` doubling, capped, full jitter);
+    a 429 is no failure: the gate pauses the model and the run waits (a queued run back in the queue, a sync run
+    in the gate's next ``before_attempt``); other statuses are not retried. No wait or attempt goes past the
+    run's deadline.
     """
 
     name = "openai"
@@ -174,13 +194,22 @@ class OpenAIProvider:
         self._client.close()
 
     def complete(
-        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+        self,
+        *,
+        prompt: str,
+        model: str,
+        temperature: float,
+        max_tokens: int,
+        top_p: float,
+        timeout: float,
+        gate: CallGate,
     ) -> Completion:
         """Return the completion of ``prompt`` by ``model``.
 
         :raise ProviderFailed: the provider answered an error, could not be reached, timed out on every attempt,
             or returned something that is not a completion.
         :raise RunTimedOut: the run's deadline (``timeout`` seconds from now) came first.
+        :raise MustWait: the run must wait for the model's budget or its pause after a 429 (from ``gate``).
         """
         started = time.monotonic()
         deadline = started + timeout
@@ -193,20 +222,28 @@ class OpenAIProvider:
             "max_tokens": max_tokens,
             "top_p": top_p,
         }
-        attempt = 0
+        # Requests sent (the note's "attempts") and those that failed in a way LLM_MAX_RETRIES counts.
+        attempt = failures = 0
         while True:
+            gate.before_attempt()
             attempt += 1
             remaining = deadline - time.monotonic()
             budget = min(self.timeout_s, remaining)
             try:
                 status, reason, body = self._attempt(payload, budget)
+            except _RateLimited as limited:
+                log.warning("LLM provider answered 429 Too Many Requests (model %s); the run waits", model)
+                gate.rate_limited(limited.retry_after)
+                continue
             except _Retryable as failure:
+                gate.failed()
+                failures += 1
                 if failure.timed_out and remaining <= self.timeout_s:
                     # This attempt had only what was left of the run: the run's time bound was hit.
                     self._fail(RunTimedOut, f"run timed out waiting for the LLM provider ({_attempts(attempt)})")
-                if attempt > self.max_retries:
+                if failures > self.max_retries:
                     self._fail(ProviderUnavailable, f"LLM provider {failure.cause} after {_attempts(attempt)}")
-                delay = self._delay(attempt, failure.retry_after)
+                delay = self._delay(failures, failure.retry_after)
                 if time.monotonic() + delay >= deadline:
                     asked = " (it asked to wait " + _seconds(delay) + ")" if failure.retry_after is not None else ""
                     self._fail(
@@ -217,14 +254,21 @@ class OpenAIProvider:
                 log.warning(
                     "LLM provider %s (attempt %d of %d); retrying in %s",
                     failure.cause,
-                    attempt,
+                    failures,
                     self.max_retries + 1,
                     _seconds(delay),
                 )
                 time.sleep(delay)
                 continue
             if 200 <= status < 300:
-                return self._completion(body, model, attempt, started)
+                try:
+                    completion = self._completion(body, model, attempt, started)
+                except StepFailed:
+                    gate.answered(None, None)
+                    raise
+                gate.answered(completion.prompt_tokens, completion.completion_tokens)
+                return completion
+            gate.answered(None, None)
             code = _error_code(body)
             self._fail(
                 ProviderFailed,
@@ -244,7 +288,8 @@ class OpenAIProvider:
     def _attempt(self, payload: dict[str, Any], budget: float) -> tuple[int, str, bytes]:
         """POST once within ``budget`` seconds; return (status, reason, body) of an answer not worth retrying.
 
-        :raise _Retryable: on 429, 5xx, a timeout or a connection error.
+        :raise _RateLimited: on 429.
+        :raise _Retryable: on 5xx, a timeout or a connection error.
         """
         attempt_deadline = time.monotonic() + budget
         seconds = budget if math.isfinite(budget) else None
@@ -273,7 +318,9 @@ class OpenAIProvider:
         except httpx.HTTPError as exc:
             self._fail(ProviderFailed, f"LLM provider request failed ({type(exc).__name__}; not retried)")
         body = b"".join(chunks)
-        if status == 429 or status >= 500:
+        if status == 429:
+            raise _RateLimited(_retry_after(headers))
+        if status >= 500:
             raise _Retryable(f"answered {status} {reason}".rstrip(), retry_after=_retry_after(headers))
         return status, reason, body
 

@@ -27,7 +27,8 @@ from ..core.statuses import RunStatus, StepStatus
 from ..data import db
 from ..data.db import Pool
 from ..nodes import BY_NAME as NODE_TYPES
-from ..nodes.base import InputRejected, InternalStepError, RunCancelled, RunTimedOut, StepFailed
+from ..nodes.base import InputRejected, InternalStepError, MustWait, RunCancelled, RunTimedOut, StepFailed
+from .budget import BudgetGate, BudgetSettings
 from .providers import Provider
 
 log = logging.getLogger("flowline.engine")
@@ -44,6 +45,8 @@ class Outcome:
     status: RunStatus
     final_output: str | None = None
     error: StepFailed | None = None
+    # Why a Pending outcome went back to the queue: retry (a retryable failure) or budget (waiting for an LLM budget).
+    requeued_for: str = "retry"
 
 
 class NodeRow(TypedDict):
@@ -105,6 +108,14 @@ class RunContext:
     worker_id: str | None = None
     # What the node running now reported with record_usage (model, prompt tokens, completion tokens), else None.
     step_usage: tuple[str, int | None, int | None] | None = None
+    # What the LLM calls' gates read (flowline/engine/budget.py).
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    # Seconds the run waited for LLM budgets before this claim, and the most it may wait in all (LLM_MAX_BUDGET_WAIT_S).
+    waited_s: float = 0.0
+    max_wait_s: float = 3600.0
+    # When this claim started (time.monotonic()): a wait adds the time since to the attempt's running time, so
+    # ASYNC_RUN_TIMEOUT_S counts running time only.
+    claimed_at: float = field(default_factory=time.monotonic)
 
     def connection(self) -> AbstractContextManager[Connection[Any]]:
         """Return a context manager yielding a connection: the run's own, or a pooled one for this write."""
@@ -113,6 +124,10 @@ class RunContext:
     def record_usage(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """Keep what the running node used until its step is written (NodeContext.record_usage)."""
         self.step_usage = (model, prompt_tokens, completion_tokens)
+
+    def llm_gate(self, model: str, estimated_tokens: int) -> BudgetGate:
+        """Return the gate of one LLM call (NodeContext.llm_gate): the model's budget, shared through the database."""
+        return BudgetGate(self, model, estimated_tokens)
 
 
 def _now() -> str:
@@ -212,6 +227,41 @@ def _finish(ctx: RunContext, outcome: Outcome, note: str) -> None:
     _flushed(ctx, row)
 
 
+def _wait(ctx: RunContext, wait: MustWait, index: int, step: Step) -> Outcome:
+    """Put the run back in the queue to resume at node ``index`` in ``wait.seconds`` (the same attempt), its step
+    recorded as Waiting; or fail it when the wait would take its total past ``ctx.max_wait_s``."""
+    total = ctx.waited_s + wait.seconds
+    if total > ctx.max_wait_s:
+        error = StepFailed(
+            f"{wait}: the run would have waited {total:.0f} s in total for LLM budgets, more than "
+            f"LLM_MAX_BUDGET_WAIT_S ({ctx.max_wait_s:g} s)"
+        )
+        step["status"], step["finished_at"], step["error_message"] = StepStatus.FAILED, _now(), str(error)
+        ctx.steps.append(step)
+        outcome = Outcome(RunStatus.FAILED, error=error)
+        _finish(ctx, outcome, f"failed: {error}")
+        return outcome
+    step["status"], step["note"] = StepStatus.WAITING, str(wait)
+    ctx.steps.append(step)
+    with ctx.connection() as conn:
+        row = db.one(
+            conn,
+            "wait_run",
+            run_id=ctx.run_id,
+            lease_token=ctx.lease_token,
+            steps=Jsonb(ctx.steps),
+            wait_s=wait.seconds,
+            resume_index=index,
+            model=wait.model,
+            ran_s=time.monotonic() - ctx.claimed_at,
+            note=f"{wait} (resumes in {wait.seconds:.3g} s at node {index + 1})",
+        )
+    _flushed(ctx, row)
+    assert row is not None
+    metrics.budget_waited(wait.model, wait.seconds)
+    return Outcome(RunStatus(row["status"]), requeued_for="budget")
+
+
 def _is_slow(node: NodeRow) -> bool:
     node_type = NODE_TYPES.get(node["node_type"])
     return node_type is not None and node_type.waits_outside
@@ -262,7 +312,7 @@ def _execute_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str |
     try:
         output, note = declared.run(config, text, ctx)
         return output, _joined(note, ignored_note)
-    except StepFailed:
+    except (StepFailed, MustWait):
         raise
     except Exception:
         log.exception("node %s (%s) of run %s failed with an unexpected error", node["id"], node_type, ctx.run_id)
@@ -284,29 +334,34 @@ def _timed_node(node: NodeRow, text: str, ctx: RunContext) -> tuple[str, str | N
             result = _execute_node(node, text, ctx)
         status = StepStatus.SUCCEEDED
         return result
+    except MustWait:
+        status = StepStatus.WAITING
+        raise
     finally:
         metrics.step_finished(node["node_type"], node["node_type"] in NODE_TYPES, status, time.perf_counter() - started)
 
 
-def execute(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
+def execute(ctx: RunContext, nodes: Sequence[NodeRow], text: str, start: int = 0) -> Outcome:
     """``execute_nodes`` with the run's id, attempt and holder on its log lines and its outcome in the metrics."""
     started = time.perf_counter()
     with logs.context(run_id=ctx.run_id, attempt=ctx.attempt, worker_id=ctx.worker_id):
-        outcome = execute_nodes(ctx, nodes, text)
-    metrics.run_finished(ctx.mode, outcome.status, time.perf_counter() - started)
+        outcome = execute_nodes(ctx, nodes, text, start)
+    metrics.run_finished(ctx.mode, outcome.status, time.perf_counter() - started, outcome.requeued_for)
     return outcome
 
 
-def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outcome:
-    """Run ``nodes`` (dicts with id, position, node_type, config_json: the stored config as text; in position
-    order) on ``text`` and record it all.
+def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str, start: int = 0) -> Outcome:
+    """Run ``nodes[start:]`` (dicts with id, position, node_type, config_json: the stored config as text; in
+    position order) on ``text`` and record it all; ``start`` > 0 resumes a run that waited for an LLM budget at that
+    node, ``text`` being the output of the node before it.
 
-    Returns the Outcome; by the time this returns the run row is finished (Succeeded, Failed or Cancelled) or,
-    after a retryable failure with attempts left, back in the queue (Pending).
+    Returns the Outcome; by the time this returns the run row is finished (Succeeded, Failed or Cancelled) or back
+    in the queue (Pending): after a retryable failure with attempts left, or waiting for an LLM budget.
     :raise LeaseLost: when the run's lease was lost (nothing more was written).
     """
     outcome = Outcome(RunStatus.SUCCEEDED)
-    for index, node in enumerate(nodes):
+    for index in range(start, len(nodes)):
+        node = nodes[index]
         step = Step(
             node_id=node["id"],
             position=node["position"],
@@ -341,6 +396,8 @@ def execute_nodes(ctx: RunContext, nodes: Sequence[NodeRow], text: str) -> Outco
             _save_steps(ctx)
         try:
             output, note = _timed_node(node, text, ctx)
+        except MustWait as wait:
+            return _wait(ctx, wait, index, step)
         except StepFailed as exc:
             _record_usage(step, ctx)
             step["status"] = StepStatus.FAILED
@@ -381,12 +438,14 @@ def run_sync(
     lease_seconds: float,
     provider: Provider,
     worker_id: str,
+    budget: BudgetSettings,
     input_file_id: UUID | None = None,
 ) -> tuple[UUID, Outcome] | None:
     """Create a sync run of ``workflow_id`` and execute it now, bounded by ``timeout_s``.
 
     The run holds a lease long enough to outlive the time bound, so if this process dies mid-run the
-    expired-lease sweep can mark it Failed. When every node is fast, one pooled connection serves the whole
+    expired-lease sweep can mark it Failed. It waits for its LLM budgets here, within ``timeout_s`` (``budget``: the
+    settings its gates read). When every node is fast, one pooled connection serves the whole
     run; a run with a slow node gives its connection back while it waits. Returns ``(run_id, Outcome)``, or
     None for an unknown workflow.
     """
@@ -414,6 +473,7 @@ def run_sync(
             input_file_id=input_file_id,
             mode="sync",
             worker_id=worker_id,
+            budget=budget,
         )
         if not waits_outside(row["nodes"]):
             ctx.conn = conn

@@ -24,6 +24,36 @@ class Completion:
     completion_tokens: int | None = None
 
 
+class CallGate(Protocol):
+    """What a provider tells its run around each HTTP attempt of one LLM call, so the model's per-minute budget
+    (shared by every worker through the database) and its pause after a 429 hold (flowline/engine/budget.py)."""
+
+    def before_attempt(self) -> None:
+        """Reserve one request and the call's estimated tokens before an HTTP attempt.
+
+        :raise MustWait: a queued run must wait for the budget (it goes back to the queue; a sync run sleeps here
+            instead, within its deadline).
+        :raise StepFailed: the call can never fit (RunTimedOut: a sync run's deadline comes before the room).
+        """
+        ...
+
+    def answered(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """The provider answered (not a 429): correct the reservation to the tokens it reported (None: keep the
+        estimate), and end the model's pause if this attempt probed it."""
+        ...
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The provider answered 429: pause the model for ``retry_after`` seconds (capped; None: a default).
+
+        :raise MustWait: a queued run waits for the pause (a sync run returns: its next before_attempt waits).
+        """
+        ...
+
+    def failed(self) -> None:
+        """The attempt failed otherwise (5xx, timeout, connection): a probe it made no longer holds the model."""
+        ...
+
+
 class LLMProvider(Protocol):
     """What a node may ask of the run's LLM provider (flowline/engine/providers.py has them)."""
 
@@ -33,12 +63,22 @@ class LLMProvider(Protocol):
         ...
 
     def complete(
-        self, *, prompt: str, model: str, temperature: float, max_tokens: int, top_p: float, timeout: float
+        self,
+        *,
+        prompt: str,
+        model: str,
+        temperature: float,
+        max_tokens: int,
+        top_p: float,
+        timeout: float,
+        gate: CallGate,
     ) -> Completion:
-        """Return the completion of ``prompt`` by ``model`` within ``timeout`` seconds.
+        """Return the completion of ``prompt`` by ``model`` within ``timeout`` seconds, passing ``gate`` before and
+        after each HTTP attempt.
 
         :raise ProviderFailed: the provider failed (ProviderUnavailable: worth another attempt).
         :raise RunTimedOut: ``timeout`` ran out first.
+        :raise MustWait: the run must wait for the model's budget or its pause after a 429 (from ``gate``).
         """
         ...
 
@@ -68,6 +108,11 @@ class NodeContext(Protocol):
     def record_usage(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """Record that this step called ``model`` and the tokens the provider reported (None: not reported); the
         step's history keeps them, priced with the model's prices (llm_models) when the step is saved."""
+        ...
+
+    def llm_gate(self, model: str, estimated_tokens: int) -> CallGate:
+        """Return the gate an LLM call of ``model`` estimated at ``estimated_tokens`` passes around each HTTP attempt
+        (its provider's ``complete(gate=...)``)."""
         ...
 
 
@@ -110,6 +155,17 @@ class NodeType:
     def files(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Return ``(key, file id)`` for each uploaded file a stored ``config`` names."""
         return [(key, config[key]) for key in self.file_keys if config.get(key) is not None]
+
+
+class MustWait(Exception):
+    """The step cannot call its LLM provider now: its queued run goes back to the queue for ``seconds`` (no
+    attempt spent) and resumes at this step. The message says what it waits for."""
+
+    def __init__(self, model: str, reason: str, seconds: float) -> None:
+        super().__init__(f"waiting for {model}: {reason}")
+        self.model = model
+        self.reason = reason
+        self.seconds = seconds
 
 
 class StepFailed(Exception):

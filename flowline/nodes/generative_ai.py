@@ -36,21 +36,30 @@ def render_prompt(prompt: str, text: str) -> str:
     return f"{prompt}\n\n{text}"
 
 
+def estimated_tokens(prompt: str, max_tokens: int) -> int:
+    """Return the tokens a call is reserved for before it is sent: its prompt's characters / 4 (rounded up: about
+    four characters a token in English text) + the most it may answer (``max_tokens``)."""
+    return -(-len(prompt) // 4) + max_tokens
+
+
 def run(config: Mapping[str, Any], text: str, ctx: NodeContext) -> tuple[str, str | None]:
     """Return the provider's completion of the rendered prompt, within what is left of the run's time.
 
     :raise ProviderFailed: the provider failed (ProviderUnavailable: worth another attempt).
     :raise RunTimedOut: the run's deadline came first.
+    :raise MustWait: the run must wait for the model's budget (or its pause after a 429).
     """
     remaining = ctx.deadline - time.monotonic()
     model = config.get("model") or ctx.provider.default_model
+    prompt = render_prompt(config["prompt"], text)
     completion = ctx.provider.complete(
-        prompt=render_prompt(config["prompt"], text),
+        prompt=prompt,
         model=model,
         temperature=config["temperature"],
         max_tokens=config["max_tokens"],
         top_p=config["top_p"],
         timeout=remaining,
+        gate=ctx.llm_gate(model, estimated_tokens(prompt, config["max_tokens"])),
     )
     ctx.record_usage(model, completion.prompt_tokens, completion.completion_tokens)
     if "model" not in config:

@@ -81,10 +81,14 @@ class DatabaseCollector:
     def _read(
         self,
     ) -> tuple[
-        Mapping[str, Any], Sequence[Mapping[str, Any]] | None, Mapping[str, Any] | None, Mapping[str, Any] | None
+        Mapping[str, Any],
+        Sequence[Mapping[str, Any]] | None,
+        Mapping[str, Any] | None,
+        Mapping[str, Any] | None,
+        Sequence[Mapping[str, Any]] | None,
     ]:
-        """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures (None: that
-        migration is pending).
+        """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures and the runs
+        waiting for each model's budget (None: that migration is pending).
 
         :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
         """
@@ -114,7 +118,12 @@ class DatabaseCollector:
                     schedules = db.one(conn, "get_schedule_lag")
             except psycopg.errors.UndefinedTable:
                 schedules = None  # the schedules migration is pending
-        return queue, workers, outbox, schedules
+            try:
+                with conn.transaction():
+                    waiting = db.many(conn, "count_runs_waiting_for_budget", count_cap=COUNT_CAP)
+            except psycopg.errors.UndefinedColumn:
+                waiting = None  # the budgets migration is pending
+        return queue, workers, outbox, schedules, waiting
 
     def collect(self) -> Iterator[Metric]:
         """Yield ``flowline_database_up`` and, when the database answered, the series read from it."""
@@ -124,7 +133,7 @@ class DatabaseCollector:
             "0 when the database is unreachable or no pooled connection was free in time.",
         )
         try:
-            queue, workers, outbox, schedules = self._read()
+            queue, workers, outbox, schedules, waiting = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
             up.add_metric([], 0)
@@ -151,6 +160,16 @@ class DatabaseCollector:
             "How long the oldest claimable Pending run has waited since it became claimable (0: none waits).",
             value=float(queue["oldest_claimable_age_s"] or 0),
         )
+        if waiting is not None:
+            budgets = GaugeMetricFamily(
+                "flowline_runs_waiting_for_budget",
+                f"Pending runs waiting for an LLM model's budget or its pause after a 429, by model, at most "
+                f"{COUNT_CAP} in all.",
+                labels=["model"],
+            )
+            for row in waiting:
+                budgets.add_metric([row["model"]], row["runs"])
+            yield budgets
         if outbox is not None:
             yield GaugeMetricFamily(
                 "flowline_webhook_outbox_depth",

@@ -23,6 +23,7 @@ from ..core import config as settings
 from ..core import logs
 from ..data import db
 from ..engine import providers, runner
+from ..engine.budget import budget_settings
 from ..ops.metrics import serve_worker_metrics
 from . import heartbeat, lease_renewal, sweep
 from .listener import RECONNECT_CAP_S, listen
@@ -127,11 +128,13 @@ class Worker:
         # More may be waiting: let an idle thread look too (one notification may stand for several runs).
         self.wake()
         file_id = row["input"].get("file_id")
+        claimed_at = time.monotonic()
         ctx = runner.RunContext(
             run_id=row["id"],
             lease_token=lease_token,
             lease_seconds=self.lease_seconds,
-            deadline=time.monotonic() + self.config.async_run_timeout_s,
+            # Only the time the attempt ran counts: not the waits for an LLM budget between its claims.
+            deadline=claimed_at + self.config.async_run_timeout_s - row["attempt_run_s"],
             provider=self.provider,
             pool=self.pool,
             conn=conn,
@@ -139,6 +142,10 @@ class Worker:
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             retry_backoff_s=self.config.run_retry_backoff_s,
+            budget=budget_settings(self.config),
+            waited_s=row["budget_wait_s"],
+            max_wait_s=self.config.llm_max_budget_wait_s,
+            claimed_at=claimed_at,
         )
         with logs.context(run_id=row["id"], attempt=row["attempt"]):
             self._execute(ctx, row, worker_id)
@@ -148,7 +155,10 @@ class Worker:
         with self._active_lock:
             self._active[ctx.run_id] = ctx
         try:
-            outcome = runner.execute(ctx, row["nodes"], row["input"].get("input_text") or "")
+            # A run that waited for an LLM budget resumes at the node that waited, on its last finished step's output.
+            start = row["resume_index"] or 0
+            text = row["resume_text"] if row["resume_text"] is not None else row["input"].get("input_text") or ""
+            outcome = runner.execute(ctx, row["nodes"], text, start)
         except runner.LeaseLost:
             log.warning(
                 "worker %s: lost the lease of run %s (attempt %d): another worker took it over; "

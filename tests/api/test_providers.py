@@ -173,18 +173,20 @@ def test_a_completion_cut_at_max_tokens_and_without_usage_says_so(llm_client, fa
 # --- retries -----------------------------------------------------------------------------------------------------
 
 
-def test_429_is_retried_after_the_wait_the_provider_asks_for(llm_client, fake, workflow, logs):
-    fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "0"})
+def test_a_429_is_a_wait_not_a_failure_and_spends_no_retry(llm_client, fake, workflow, logs):
+    # LLM_MAX_RETRIES=0: a 429 is not among the failures it counts; the sync run waits the second asked and calls again.
+    fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "1"})
     fake.reply(200, completion("second time lucky"))
-    response, _ = _run(llm_client(), workflow)
+    response, _ = _run(llm_client(LLM_MAX_RETRIES=0), workflow)
 
     assert response.status_code == 200, response.json
     assert response.json["final_output"] == "second time lucky"
-    assert len(fake.requests) == 2
+    first, second = fake.requests
+    assert second.at - first.at >= 0.95
     assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in fake.requests)
     (step,) = llm_client().get(f"/runs/{response.json['run_id']}").json["steps"]
-    assert ", 2 attempts, " in step["note"]
-    assert "LLM provider answered 429 Too Many Requests (attempt 1 of 3); retrying in 0 s" in logs.text
+    assert ", 2 attempts, " in step["note"] and step["status"] == "Succeeded"
+    assert "LLM provider answered 429 Too Many Requests (model gpt-4o-mini); the run waits" in logs.text
     assert KEY not in logs.text and "PROMPT-7c1e" not in logs.text
 
 
@@ -269,7 +271,7 @@ def test_the_runs_time_bound_cuts_an_attempt_short_with_504(llm_client, fake, wo
 
 
 @pytest.mark.serial  # it times the run against a bound
-def test_a_retry_after_past_the_runs_deadline_fails_at_once(llm_client, fake, workflow, sql, logs):
+def test_a_retry_after_past_the_runs_deadline_fails_at_once_with_504(llm_client, fake, workflow, sql, logs):
     fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "60"})
     response, elapsed = _run(llm_client(SYNC_RUN_TIMEOUT_S=5), workflow)
     assert_failed_without_leaks(
@@ -277,12 +279,19 @@ def test_a_retry_after_past_the_runs_deadline_fails_at_once(llm_client, fake, wo
         sql,
         logs,
         response,
-        502,
-        "LLM provider answered 429 Too Many Requests after 1 attempt; no time left before the run's deadline to retry "
-        "(it asked to wait 60 s)",
+        504,
+        "run timed out waiting for gpt-4o-mini: paused after a 429 (room in 60 s, after the run's deadline)",
     )
     assert len(fake.requests) == 1
     assert elapsed < 2
+
+
+def test_a_retry_after_is_cut_to_llm_max_retry_after_s(llm_client, fake, workflow):
+    fake.reply(429, LEAKY_ERROR, headers={"Retry-After": "3600"})
+    response, _ = _run(llm_client(LLM_MAX_RETRY_AFTER_S=0.5), workflow)
+    assert response.status_code == 200, response.json
+    first, second = fake.requests
+    assert 0.45 <= second.at - first.at < 5
 
 
 def test_an_unreachable_provider_is_retried_then_fails_with_502(llm_client, workflow, sql, logs):

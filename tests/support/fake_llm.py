@@ -9,9 +9,16 @@
 Each request to ``POST <anything>/chat/completions`` takes the next scripted answer (status, body, headers,
 delay); once the script is used up it answers ``completion("fake completion")``. A ``delay`` keeps the answer
 back that many seconds (cut short when the server stops), so clients can time out.
+
+``FakeLLM(rpm=, tpm=)`` enforces its own per-minute limits as a provider does: a request that would make more than
+``rpm`` requests, or more than ``tpm`` tokens (its prompt's characters / 4 + its max_tokens, as counted on arrival),
+in the last 60 seconds is answered 429 with a Retry-After, and counts for nothing. Its clock is
+``time.monotonic()`` plus ``advance(seconds)``'s total, so a test that moves the database's times back by a minute
+moves the fake's minute along too; ``Request.at`` is on that clock.
 """
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -68,13 +75,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         fake = self.server.fake
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake._record(
-            Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
-        )
+        request = Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, fake.now())
+        fake._record(request)
         if not self.path.endswith("/chat/completions"):
             self._send(Reply(404, {"error": {"message": "no such route", "type": "not_found"}}))
             return
-        reply = fake._next()
+        reply = fake._next(request)
         if reply.delay and fake._stopping.wait(reply.delay):
             return
         self._send(reply)
@@ -110,7 +116,12 @@ class _Server(ThreadingHTTPServer):
 class FakeLLM:
     """The server; ``url`` is the base URL to use as LLM_BASE_URL (``http://127.0.0.1:<port>/v1``)."""
 
-    def __init__(self):
+    def __init__(self, *, rpm=None, tpm=None):
+        self.rpm, self.tpm = rpm, tpm
+        # Seconds added to time.monotonic(): advance() moves the fake's clock on.
+        self.offset = 0.0
+        # (at, tokens) of each request counted against the limits.
+        self.accepted = []
         self._lock = threading.Lock()
         self._script = deque()
         self._stopping = threading.Event()
@@ -145,10 +156,62 @@ class FakeLLM:
                 self._script.append(Reply(status, body, dict(headers or {}), delay))
         return self
 
-    def _next(self):
+    def now(self):
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds):
+        """Move the fake's clock ``seconds`` on (its limits' window with it)."""
         with self._lock:
-            return self._script.popleft() if self._script else Reply(200, completion("fake completion"))
+            self.offset += seconds
+
+    def _next(self, request):
+        with self._lock:
+            limited = self._limited(request)
+            if limited is not None:
+                return limited
+            if self._script:
+                return self._script.popleft()
+        if self.rpm is None and self.tpm is None:
+            return Reply(200, completion("fake completion"))
+        # A limited fake reports the prompt's tokens as it counted them.
+        try:
+            prompt = request.json["messages"][0]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            prompt = ""
+        return Reply(200, completion("fake completion", prompt_tokens=math.ceil(len(prompt) / 4), completion_tokens=5))
+
+    def _limited(self, request):
+        """Return a 429 when ``request`` goes over the fake's own limits, else count it and return None."""
+        if self.rpm is None and self.tpm is None:
+            return None
+        try:
+            body = request.json
+            tokens = math.ceil(len(body["messages"][0]["content"]) / 4) + body.get("max_tokens", 0)
+        except (ValueError, KeyError, IndexError, TypeError):
+            tokens = 0
+        window = [(at, n) for at, n in self.accepted if at > request.at - 60]
+        over_requests = self.rpm is not None and len(window) + 1 > self.rpm
+        over_tokens = self.tpm is not None and sum(n for _, n in window) + tokens > self.tpm
+        if over_requests or over_tokens:
+            wait = max(0.0, window[0][0] + 60 - request.at) if window else 1.0
+            return Reply(
+                429,
+                {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+                {"Retry-After": str(math.ceil(wait))},
+            )
+        self.accepted.append((request.at, tokens))
+        return None
 
     def _record(self, request):
         with self._lock:
             self.requests.append(request)
+
+    def max_in_window(self, seconds=60.0):
+        """Return the most requests that arrived within any ``seconds`` (429s included)."""
+        times = sorted(r.at for r in self.requests)
+        best, first = 0, 0
+        for last, at in enumerate(times):
+            while times[first] <= at - seconds:
+                first += 1
+            best = max(best, last - first + 1)
+        return best

@@ -70,6 +70,8 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "webhook_deliveries",
         "schedules",
         "llm_models",
+        "llm_reservations",
+        "llm_model_state",
         "run_list",
         "run_lanes",
     }
@@ -83,6 +85,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "release_held_runs",
         "release_key_runs",
         "release_workflow_runs",
+        "reserve_llm_call",
         "save_run_steps",
     ]
     assert [row[1] for row in applied["triggers"]] == [

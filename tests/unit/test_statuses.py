@@ -8,7 +8,7 @@ from flowline.core import statuses
 from flowline.core.statuses import DeliveryStatus, RunStatus, StepStatus
 
 ROOT = Path(__file__).resolve().parents[2]
-STATUS_WORDS = {status.value for status in RunStatus} | {status.value for status in DeliveryStatus}
+STATUS_WORDS = {s.value for s in RunStatus} | {s.value for s in StepStatus} | {s.value for s in DeliveryStatus}
 
 
 def _constraints():

@@ -244,36 +244,36 @@ def test_a_worker_runs_a_pdf_input_file(client, workflow, sql, make_worker, uplo
     assert run_of(sql, run_id)["final_output"].strip() == "QUARTERLY REPORT"
 
 
-def test_a_provider_429_is_retried_with_backoff_and_every_attempt_stays_in_history(
-    client, workflow, sql, make_worker, fake
-):
-    fake.reply(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}})
-    fake.reply(200, completion("second attempt"))
-    run_id = queued(client, workflow([LLM_NODE]))
+def test_a_provider_429_is_a_wait_in_the_queue_that_spends_no_attempt(client, workflow, sql, make_worker, fake):
+    fake.reply(200, completion("summary"))
+    fake.reply(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, headers={"Retry-After": "1"})
+    fake.reply(200, completion("after the wait"))
+    run_id = queued(client, workflow([LLM_NODE, UPPER, LLM_NODE]))
     make_worker(**llm_env(fake)).start()
     wait_for(lambda: finished(sql, run_id), message="the run")
     run = run_of(sql, run_id)
-    assert (run["status"], run["attempt"], run["final_output"]) == ("Succeeded", 2, "second attempt")
+    assert (run["status"], run["attempt"], run["final_output"]) == ("Succeeded", 1, "after the wait")
     assert run["error_message"] is None
     events = events_of(client, run_id)
     assert [(e["status"], e["attempt"]) for e in events] == [
         ("Pending", 0),
         ("Running", 1),
         ("Pending", 1),
-        ("Running", 2),
-        ("Succeeded", 2),
+        ("Running", 1),
+        ("Succeeded", 1),
     ]
-    assert "429" in events[2]["note"] and "retrying in 0.3 s" in events[2]["note"]
+    assert events[2]["note"].startswith("waiting for gpt-4o-mini: rate limited by the provider (429)")
+    assert events[3]["note"] == "resumed: attempt 1 of 3 at node 3"
+    # One step per node in the attempt: the first two are not run again, the last waited and then succeeded.
     steps = client.get(f"/runs/{run_id}").json["steps"]
-    assert [(s["attempt"], s["status"]) for s in steps] == [(1, "Failed"), (2, "Succeeded")]
-    assert "429" in steps[0]["error_message"]
-    gap = sql.execute(
-        """SELECT extract(epoch FROM max(at) FILTER (WHERE status = 'Running')
-                                              - max(at) FILTER (WHERE status = 'Pending')) AS s
-                         FROM run_events WHERE run_id = %s""",
-        (run_id,),
-    ).fetchone()["s"]
-    assert gap >= 0.3, "the retry waited for its backoff"
+    assert [(s["attempt"], s["node_type"], s["status"]) for s in steps] == [
+        (1, "generative_ai", "Succeeded"),
+        (1, "formatter", "Succeeded"),
+        (1, "generative_ai", "Succeeded"),
+    ]
+    _first, limited, second = fake.requests
+    assert "SUMMARY" in limited.json["messages"][0]["content"] == second.json["messages"][0]["content"]
+    assert second.at - limited.at >= 0.95, "the run waited for the Retry-After"
 
 
 def test_a_rejected_request_fails_at_once_without_retry(client, workflow, sql, make_worker, fake):
