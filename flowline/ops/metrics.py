@@ -89,7 +89,7 @@ class DatabaseCollector:
         :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
         """
         db.open_pool(self.pool)
-        with self.pool.connection(timeout=DB_TIMEOUT_S) as conn, conn.transaction():
+        with db.transaction(self.pool, timeout=DB_TIMEOUT_S) as conn:
             db.one(conn, "set_local_statement_timeout", timeout_ms=int(DB_TIMEOUT_S * 1000))
             queue = db.one(conn, "get_queue_stats", count_cap=COUNT_CAP)
             assert queue is not None  # counts: always one row
