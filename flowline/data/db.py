@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -203,8 +204,15 @@ class Pool(ConnectionPool[Connection[DictRow]]):
                 self._callers.release()
 
 
-def create_pool(config: Settings, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
-    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
+def create_pool(
+    config: Settings,
+    application_name: str = "flowline",
+    fail_fast_s: float = FAIL_FAST_S,
+    database_url: str | None = None,
+    timeout_s: float | None = None,
+) -> Pool:
+    """Return a closed pool for ``config`` (on ``database_url``, default DATABASE_URL: the replica's pool passes
+    its own; ``timeout_s``, default DB_POOL_TIMEOUT_S); ``open_pool`` opens it after the process has forked.
 
     A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
     requests hold one, at most DB_POOL_MAX_WAITING more wait: the next gets TooManyRequests at once; within
@@ -214,13 +222,16 @@ def create_pool(config: Settings, application_name: str = "flowline", fail_fast_
     session_free = config.session_free
     return Pool(
         connection_kwargs(
-            config.database_url, config.statement_timeout_ms, application_name, session_options=not session_free
+            database_url or config.database_url,
+            config.statement_timeout_ms,
+            application_name,
+            session_options=not session_free,
         ),
         connection_class=SessionFreeConnection if session_free else Connection,
         statement_timeout_ms=config.statement_timeout_ms,
         min_size=config.db_pool_min_size,
         max_size=max(config.db_pool_max_size, config.db_pool_min_size, 1),
-        timeout=config.db_pool_timeout_s,
+        timeout=config.db_pool_timeout_s if timeout_s is None else timeout_s,
         max_waiting=config.db_pool_max_waiting,
         fail_fast_s=fail_fast_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
@@ -245,9 +256,23 @@ def open_pool(pool: Pool) -> Pool:
     return pool
 
 
+# The pool a view's reads go to instead of the app's, while flowline/data/replica.py routes them to the replica.
+_reading_from: ContextVar[Pool | None] = ContextVar("flowline_reading_from", default=None)
+
+
+@contextmanager
+def reading_from(pool: Pool) -> Iterator[Pool]:
+    """Inside the block, ``app_pool()`` (so ``connection()`` and ``transaction()``) lends ``pool``'s connections."""
+    token = _reading_from.set(pool)
+    try:
+        yield pool
+    finally:
+        _reading_from.reset(token)
+
+
 def app_pool() -> Pool:
-    """Return the current Flask app's pool, opening it on first use."""
-    pool = current_app.extensions[EXTENSION]
+    """Return the current Flask app's pool (or the one ``reading_from`` names), opening it on first use."""
+    pool = _reading_from.get() or current_app.extensions[EXTENSION]
     if pool.closed:
         open_pool(pool)
     return pool

@@ -21,6 +21,25 @@ def cluster_url(home):
     return f"postgresql://postgres@/postgres?host={home}&port=5432"
 
 
+def _pg_ctl(home, data, options, as_postgres):
+    """Return ``pg_ctl(*args)``: pg_ctl on the cluster in ``data`` (log in ``home``), passing the server ``options``
+    again on a start or restart; a failure raises with the end of the server's log."""
+
+    def pg_ctl(*args):
+        if args and args[-1] in ("start", "restart"):
+            args = ("-o", options, *args)
+        done = subprocess.run(
+            [*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
+            raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
+
+    return pg_ctl
+
+
 @contextmanager
 def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
     """Run a PostgreSQL cluster of the caller's own in a temporary folder (trust auth on its unix socket there,
@@ -39,17 +58,7 @@ def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
     data = home / "data"
     options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
 
-    def pg_ctl(*args):
-        if args and args[-1] in ("start", "restart"):
-            args = ("-o", options, *args)
-        done = subprocess.run(
-            [*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-l", home / "server.log", "-w", *args],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
-            raise AssertionError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}\n{log[-3000:]}")
+    pg_ctl = _pg_ctl(home, data, options, as_postgres)
 
     try:
         subprocess.run(
@@ -74,6 +83,37 @@ def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
             configure(data)
             if as_postgres:
                 subprocess.run(["chown", "-R", "postgres:", data], check=True)
+        pg_ctl("start")
+        yield home, pg_ctl
+    finally:
+        subprocess.run([*as_postgres, f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def streaming_replica(primary_home, prefix="flowline-replica-"):
+    """Run a streaming replica of the throwaway cluster whose socket folder is ``primary_home`` (a hot standby made
+    with ``pg_basebackup -R``, on its own socket folder, port 5432); yield ``(home, pg_ctl)`` as throwaway_cluster
+    does."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(home, "postgres")
+    data = home / "data"
+    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off -c hot_standby=on"
+
+    pg_ctl = _pg_ctl(home, data, options, as_postgres)
+
+    try:
+        subprocess.run(
+            [
+                *as_postgres,
+                *(f"{PGBIN}/pg_basebackup", "-D", data, "-h", primary_home, "-p", "5432", "-U", "postgres"),
+                *("-R", "--checkpoint=fast", "--no-sync"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         pg_ctl("start")
         yield home, pg_ctl
     finally:
