@@ -350,7 +350,6 @@ class Settings:
         "statements, no startup `options`: `statement_timeout` and UTC are set per transaction). See [Scaling "
         "Flowline](#scaling-flowline).",
         default_text="(`DATABASE_URL`)",
-        example="postgresql://flowline:secret@db.example.com:5432/flowline?sslmode=require",
     )
     database_replica_url: str = _setting(
         _text, default="", scope=Scope.API, section=DATABASE,
@@ -676,6 +675,12 @@ COMPOSE_VARIABLES: tuple[Setting, ...] = (
         "Its password: change it anywhere but a laptop; URL-safe characters only (letters, digits, -._~).",
     ),
     _compose_only("POSTGRES_DB", "flowline", "The database Flowline uses."),
+    _compose_only(
+        "PGBOUNCER_POOL_SIZE",
+        "20",
+        "Server connections PgBouncer keeps to PostgreSQL for every api and worker process together (its "
+        "`default_pool_size`); see [Scaling Flowline](#scaling-flowline).",
+    ),
     _compose_only(
         "PGADMIN_DEFAULT_EMAIL",
         "admin@example.com",
