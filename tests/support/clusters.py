@@ -21,6 +21,19 @@ def cluster_url(home):
     return f"postgresql://postgres@/postgres?host={home}&port=5432"
 
 
+def _new_home(prefix, options):
+    """Make a temporary folder for a cluster (the server's user's, as root); return ``(home, data folder,
+    the command prefix running a program as the server's user, pg_ctl)``, the server ``options`` added to the
+    socket-only, no-fsync ones."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(home, "postgres")
+    data = home / "data"
+    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
+    return home, data, as_postgres, _pg_ctl(home, data, options, as_postgres)
+
+
 def _pg_ctl(home, data, options, as_postgres):
     """Return ``pg_ctl(*args)``: pg_ctl on the cluster in ``data`` (log in ``home``), passing the server ``options``
     again on a start or restart; a failure raises with the end of the server's log."""
@@ -51,14 +64,7 @@ def throwaway_cluster(prefix="flowline-cluster-", options="", configure=None):
     """
     if PGBIN is None or not Path(PGBIN, "pg_ctl").exists():
         pytest.fail("PostgreSQL server binaries are needed (Debian: apt-get install postgresql)")
-    home = Path(tempfile.mkdtemp(prefix=prefix))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(home, "postgres")
-    data = home / "data"
-    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off {options}"
-
-    pg_ctl = _pg_ctl(home, data, options, as_postgres)
+    home, data, as_postgres, pg_ctl = _new_home(prefix, options)
 
     try:
         subprocess.run(
@@ -95,14 +101,7 @@ def streaming_replica(primary_home, prefix="flowline-replica-"):
     """Run a streaming replica of the throwaway cluster whose socket folder is ``primary_home`` (a hot standby made
     with ``pg_basebackup -R``, on its own socket folder, port 5432); yield ``(home, pg_ctl)`` as throwaway_cluster
     does."""
-    home = Path(tempfile.mkdtemp(prefix=prefix))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(home, "postgres")
-    data = home / "data"
-    options = f"-k {home} -c listen_addresses='' -p 5432 -c fsync=off -c hot_standby=on"
-
-    pg_ctl = _pg_ctl(home, data, options, as_postgres)
+    home, data, as_postgres, pg_ctl = _new_home(prefix, "-c hot_standby=on")
 
     try:
         subprocess.run(
