@@ -320,7 +320,7 @@ def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: d
         # One round trip: the server runs both in one transaction (the autocommit statement's implicit one, up to
         # the pipeline's Sync, or the open one), so the settings hold for the query and vanish with it.
         with conn.pipeline():
-            conn.execute(_SETTINGS.text, {"timeout_ms": conn.statement_timeout_ms})
+            _send(conn, "set_transaction_settings", timeout_ms=conn.statement_timeout_ms)
             cursor = conn.execute(query.text, params)
         if conn.settings_sent is False:
             conn.settings_sent = True
@@ -328,7 +328,9 @@ def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: d
     return conn.execute(query.text, params)
 
 
-_SETTINGS = QUERIES["set_transaction_settings"]
+def _send(conn: Connection[Any], query_name: str, /, **params: Any) -> Cursor[Any]:
+    """Run ``query_name`` on ``conn`` without reading its result (in a pipeline: queued until it syncs)."""
+    return conn.execute(QUERIES[query_name].text, params)
 
 
 def one(conn: Connection[Any], query_name: str, /, **params: Any) -> dict[str, Any] | None:
