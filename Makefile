@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 4
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format docs schema migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules clean
+.PHONY: run test lint format docs schema migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules bench-pgbouncer clean
 
 venv: $(STAMP)
 
@@ -92,6 +92,11 @@ bench-webhooks: venv
 
 bench-schedules: venv
 	$(BIN)/python -m bench.schedule_bench
+
+## What relying on no session state costs per request: the app direct, session-free direct, and through a real
+## PgBouncer in transaction mode (needs pgbouncer: apt-get install pgbouncer).
+bench-pgbouncer: venv
+	$(BIN)/python -m bench.pgbouncer_bench
 
 clean:
 	rm -rf $(VENV)

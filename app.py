@@ -29,7 +29,7 @@ from flowline.api import (
 )
 from flowline.core import config as settings
 from flowline.core import logs
-from flowline.data import db
+from flowline.data import db, replica
 from flowline.engine import providers
 from flowline.ops import health
 from flowline.ops import metrics as ops_metrics
@@ -87,6 +87,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.configure(loaded.log_level, loaded.log_format, logs.secrets_of(loaded))
 
     app.extensions[db.EXTENSION] = db.create_pool(loaded)
+    # History reads' replica (flowline/data/replica.py), when DATABASE_REPLICA_URL names one; its pool opens on use.
+    app.extensions[replica.EXTENSION] = replica.Replica(loaded) if loaded.database_replica_url else None
     app.extensions["flowline.provider"] = providers.from_config(loaded)
     # Per process: its semaphore bounds the extractions of this gunicorn worker.
     app.extensions[pdf.EXTENSION] = pdf.Extractor.from_config(loaded)

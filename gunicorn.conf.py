@@ -81,14 +81,16 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Close this worker's pool, LLM provider client and waits' LISTEN connection so they end cleanly."""
+    """Close this worker's pools, LLM provider client and waits' LISTEN connection so they end cleanly."""
     from flowline.api import waits
-    from flowline.data import db
+    from flowline.data import db, replica
 
     app = getattr(worker, "wsgi", None)
     if app is not None:
         app.extensions[waits.EXTENSION].close()
         app.extensions[db.EXTENSION].close()
+        if app.extensions[replica.EXTENSION] is not None:
+            app.extensions[replica.EXTENSION].close()
         app.extensions["flowline.provider"].close()
 
 

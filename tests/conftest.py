@@ -195,6 +195,8 @@ def make_app(database_url):
         app.extensions["flowline.waits"].close()
         app.extensions["flowline.pool"].close()
         app.extensions["flowline.provider"].close()
+        if app.extensions["flowline.replica"] is not None:
+            app.extensions["flowline.replica"].close()
 
 
 @pytest.fixture

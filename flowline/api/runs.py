@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from ..core import metrics
 from ..core.config import settings_of
 from ..core.statuses import RunStatus
-from ..data import db
+from ..data import db, replica
 from ..engine import runner
 from ..engine.budget import budget_settings
 from . import contract, prefer, schemas, waits
@@ -455,6 +455,7 @@ def list_runs(workflow_id: str) -> Response:
 )
 @contract.responds(200, schemas.RunPageSchema, "One page of runs (empty for a workflow_id that names no workflow).")
 @contract.errors(422, 503)
+@replica.reads
 def list_all_runs() -> Response:
     """Return one page ``{runs: [Run], next_cursor}`` of the runs of every workflow, newest first, optionally only
     those in ``status``, of ``workflow_id``, of ``schedule_id``, or several; ``limit`` 1..200 (default 50); ``next_cursor`` is null on

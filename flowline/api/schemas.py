@@ -610,6 +610,14 @@ class ReadinessSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["ready"]})
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     llm_provider = fields.String(required=True)
+    replica = fields.String(
+        required=True,
+        metadata={
+            "enum": ["ok", "lagging", "unreachable", "not configured"],
+            "description": "The history reads' replica (DATABASE_REPLICA_URL): within REPLICA_MAX_LAG_S, behind it, "
+            "not answering, or none. Never makes the service not ready: its reads go to the primary meanwhile.",
+        },
+    )
 
 
 class WebhookSchema(Schema):

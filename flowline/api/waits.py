@@ -144,7 +144,8 @@ class Waits:
 
     @classmethod
     def from_config(cls, config: Settings) -> Waits:
-        return cls(config.database_url, config.wait_max_waiters)
+        # The server itself (DATABASE_DIRECT_URL): a pooler in transaction mode would not keep a LISTEN.
+        return cls(config.direct_url, config.wait_max_waiters)
 
     @property
     def waiting(self) -> int:

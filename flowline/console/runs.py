@@ -21,7 +21,7 @@ from ..api.http import load_query, parse_id, split_page
 from ..api.schemas import AllRunsQuerySchema
 from ..core.config import settings_of
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES, RunStatus
-from ..data import db
+from ..data import db, replica
 from . import timeline
 from .blueprint import bp
 
@@ -51,6 +51,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 @bp.get("/runs", endpoint="runs")
+@replica.reads
 def runs_list() -> ResponseReturnValue:
     """The runs of every workflow (or of ``workflow_id``), newest first, optionally in one ``status``, a page of
     ``limit`` (default 25) after ``cursor``; with the counts by status of the runs created in the last 24 hours.
@@ -215,6 +216,7 @@ def rerun(run_id: str) -> ResponseReturnValue:
 
 
 @bp.get("/queue", endpoint="queue")
+@replica.reads
 def queue_page() -> ResponseReturnValue:
     """The queue and its workers: Pending and Running counts, the oldest claimable run's wait, the workers heard
     from with their heartbeat and the runs they hold, the last hour's failures and runs finished per minute."""

@@ -342,6 +342,26 @@ class Settings:
         default_text="(a private server)",
         example="postgresql://flowline:secret@db.example.com:5432/flowline?sslmode=require",
     )
+    database_direct_url: str = _setting(
+        _text, default="", scope=Scope.BOTH, section=DATABASE,
+        meaning="The PostgreSQL server itself when `DATABASE_URL` points at PgBouncer in transaction pooling mode: "
+        "LISTEN connections, migrations and the `flask` commands (export, import, prune-runs) use it. Set and "
+        "different from `DATABASE_URL`, Flowline keeps no session state on pooled connections (no prepared "
+        "statements, no startup `options`: `statement_timeout` and UTC are set per transaction). See [Scaling "
+        "Flowline](#scaling-flowline).",
+        default_text="(`DATABASE_URL`)",
+    )
+    database_replica_url: str = _setting(
+        _text, default="", scope=Scope.API, section=DATABASE,
+        meaning="A streaming replica of the database: `GET /runs` and the console's runs list and queue page read "
+        "there while its lag is within `REPLICA_MAX_LAG_S`, and from the primary otherwise (a replica never fails a "
+        "request); `/readyz` reports it. Empty: every read goes to the primary.",
+        default_text="(none)",
+    )
+    replica_max_lag_s: float = _setting(
+        _float, default=5.0, minimum=0.0, scope=Scope.API, section=DATABASE,
+        meaning="Most seconds a replica may lag behind the primary and still serve the reads above.",
+    )
     db_pool_min_size: int = _setting(
         _int, default=1, minimum=0, scope=Scope.BOTH, section=DATABASE,
         meaning="Connections each process keeps open, even when idle.",
@@ -619,6 +639,17 @@ class Settings:
                 "still running"
             )
 
+    @property
+    def direct_url(self) -> str:
+        """Return the URL of the PostgreSQL server itself: DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def session_free(self) -> bool:
+        """Return whether pooled connections may keep no session state: DATABASE_URL is a pooler in transaction
+        mode (a DATABASE_DIRECT_URL that differs from it says so)."""
+        return self.direct_url != self.database_url
+
     def secret_values(self) -> tuple[str, ...]:
         """Return the values of the secret settings that are set (API_TOKENS' one by one), to mask in logs."""
         found: list[str] = []
@@ -654,6 +685,12 @@ COMPOSE_VARIABLES: tuple[Setting, ...] = (
         "Its password: change it anywhere but a laptop; URL-safe characters only (letters, digits, -._~).",
     ),
     _compose_only("POSTGRES_DB", "flowline", "The database Flowline uses."),
+    _compose_only(
+        "PGBOUNCER_POOL_SIZE",
+        "20",
+        "Server connections PgBouncer keeps to PostgreSQL for every api and worker process together (its "
+        "`default_pool_size`); see [Scaling Flowline](#scaling-flowline).",
+    ),
     _compose_only(
         "PGADMIN_DEFAULT_EMAIL",
         "admin@example.com",
@@ -713,16 +750,20 @@ def settings_of(app: Flask) -> Settings:
     return settings
 
 
-def connection_kwargs(database_url: str, statement_timeout_ms: int, application_name: str) -> str:
+def connection_kwargs(
+    database_url: str, statement_timeout_ms: int, application_name: str, *, session_options: bool = True
+) -> str:
     """Return the libpq connection string for ``database_url`` with Flowline's session settings added.
 
     The server-side ``statement_timeout`` bounds every query; the session time zone is UTC so timestamps
-    serialised by PostgreSQL carry a ``+00:00`` offset. Options already in the URL are kept.
+    serialised by PostgreSQL carry a ``+00:00`` offset. Options already in the URL are kept. With
+    ``session_options`` False (a pooler in transaction mode refuses the ``options`` startup parameter) neither is
+    added: the caller sets them per transaction (flowline/data/db.py).
     """
     params = conninfo_to_dict(database_url)
-    options = params.get("options", "")
-    options = f"{options} -c statement_timeout={statement_timeout_ms} -c TimeZone=UTC".strip()
-    params["options"] = options
+    if session_options:
+        options = params.get("options", "")
+        params["options"] = f"{options} -c statement_timeout={statement_timeout_ms} -c TimeZone=UTC".strip()
     params.setdefault("application_name", application_name)
     # Without it a connection attempt to an unreachable host hangs for the OS's TCP timeout (minutes).
     params.setdefault("connect_timeout", "5")

@@ -8,6 +8,12 @@ Views read::
 ``transaction()`` commits when the block exits normally and rolls back when it raises. Pooled connections are
 in autocommit mode, so ``connection()`` serves single-statement work (each statement is its own transaction)
 without the two extra round trips of BEGIN and COMMIT.
+
+Session-free pools (``Settings.session_free``: DATABASE_URL is PgBouncer in transaction mode, which hands each
+transaction whichever server connection is free) keep nothing on a session: no prepared statements
+(``prepare_threshold=None``), no startup ``options``. Their connections are SessionFreeConnection: the first
+statement of each transaction (every statement, outside ``transaction()``) goes out pipelined behind
+``set_transaction_settings`` (statement_timeout and UTC, ``set_config(..., true)``), in the same round trip.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from psycopg import Connection
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
@@ -42,6 +50,22 @@ RECONNECT_TIMEOUT_S = 10.0
 # not come, and once a second one request tries to connect itself, so the first request after the database is back
 # waits at most this long (the pool's own background attempts, on a backoff of 1, 2, 4 s..., also end the outage).
 FAIL_FAST_S = 1.0
+
+
+class SessionFreeConnection(Connection[DictRow]):
+    """A pooled connection through a pooler in transaction mode, which sets its settings per transaction.
+
+    ``statement_timeout_ms`` is set by its pool when it connects; ``settings_sent`` is None outside
+    ``transaction()``, and inside it whether that transaction's settings went out yet (``_execute``).
+    """
+
+    statement_timeout_ms = 0
+    settings_sent: bool | None = None
+
+    def needs_settings(self) -> bool:
+        """Return whether the next statement must carry the settings: it is a transaction of its own (autocommit,
+        idle), or the first of ``transaction()``'s, or one in a transaction begun elsewhere (each one then)."""
+        return self.info.transaction_status == TransactionStatus.IDLE or not self.settings_sent
 
 
 class DatabaseDown(PoolTimeout):
@@ -75,8 +99,16 @@ class Pool(ConnectionPool[Connection[DictRow]]):
     (PSYCOPG_POOL_CHECKED).
     """
 
-    def __init__(self, *args: Any, max_waiting: int = 0, fail_fast_s: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_waiting: int = 0,
+        fail_fast_s: float = 0.0,
+        statement_timeout_ms: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, configure=self._connected, **kwargs)
+        self.statement_timeout_ms = statement_timeout_ms
         self.max_callers = self.max_size + max_waiting if max_waiting else None
         self._callers = threading.BoundedSemaphore(self.max_callers) if self.max_callers is not None else None
         self.fail_fast_s = fail_fast_s
@@ -91,6 +123,8 @@ class Pool(ConnectionPool[Connection[DictRow]]):
 
     def _connected(self, conn: Connection[DictRow]) -> None:
         """The ``configure`` callback: note that a connection attempt (the pool's or a probe's) succeeded."""
+        if isinstance(conn, SessionFreeConnection):
+            conn.statement_timeout_ms = self.statement_timeout_ms
         self._errors_at_success = self.get_stats().get("connections_errors", 0)
 
     def _known_down(self) -> bool:
@@ -170,23 +204,40 @@ class Pool(ConnectionPool[Connection[DictRow]]):
                 self._callers.release()
 
 
-def create_pool(config: Settings, application_name: str = "flowline", fail_fast_s: float = FAIL_FAST_S) -> Pool:
-    """Return a closed pool for ``config``; ``open_pool`` opens it after the process has forked.
+def create_pool(
+    config: Settings,
+    application_name: str = "flowline",
+    fail_fast_s: float = FAIL_FAST_S,
+    database_url: str | None = None,
+    timeout_s: float | None = None,
+) -> Pool:
+    """Return a closed pool for ``config`` (on ``database_url``, default DATABASE_URL: the replica's pool passes
+    its own; ``timeout_s``, default DB_POOL_TIMEOUT_S); ``open_pool`` opens it after the process has forked.
 
     A request waits at most DB_POOL_TIMEOUT_S for a connection (then PoolTimeout), and when DB_POOL_MAX_SIZE
     requests hold one, at most DB_POOL_MAX_WAITING more wait: the next gets TooManyRequests at once; within
     ``fail_fast_s`` of a failed connection attempt, with no connection open, DatabaseDown at once. All are
     answered 503 with Retry-After (flowline/api/errors.py).
     """
+    session_free = config.session_free
     return Pool(
-        connection_kwargs(config.database_url, config.statement_timeout_ms, application_name),
+        connection_kwargs(
+            database_url or config.database_url,
+            config.statement_timeout_ms,
+            application_name,
+            session_options=not session_free,
+        ),
+        connection_class=SessionFreeConnection if session_free else Connection,
+        statement_timeout_ms=config.statement_timeout_ms,
         min_size=config.db_pool_min_size,
         max_size=max(config.db_pool_max_size, config.db_pool_min_size, 1),
-        timeout=config.db_pool_timeout_s,
+        timeout=config.db_pool_timeout_s if timeout_s is None else timeout_s,
         max_waiting=config.db_pool_max_waiting,
         fail_fast_s=fail_fast_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        # Through a pooler in transaction mode, a statement prepared on one server connection would be looked for
+        # on another: none is prepared.
+        kwargs={"row_factory": dict_row, "autocommit": True} | ({"prepare_threshold": None} if session_free else {}),
         # A connection killed by a server restart or failover is replaced instead of failing a request.
         check=ConnectionPool.check_connection,
         open=False,
@@ -205,34 +256,56 @@ def open_pool(pool: Pool) -> Pool:
     return pool
 
 
+# The pool a view's reads go to instead of the app's, while flowline/data/replica.py routes them to the replica.
+_reading_from: ContextVar[Pool | None] = ContextVar("flowline_reading_from", default=None)
+
+
+@contextmanager
+def reading_from(pool: Pool) -> Iterator[Pool]:
+    """Inside the block, ``app_pool()`` (so ``connection()`` and ``transaction()``) lends ``pool``'s connections."""
+    token = _reading_from.set(pool)
+    try:
+        yield pool
+    finally:
+        _reading_from.reset(token)
+
+
 def app_pool() -> Pool:
-    """Return the current Flask app's pool, opening it on first use."""
-    pool = current_app.extensions[EXTENSION]
+    """Return the current Flask app's pool (or the one ``reading_from`` names), opening it on first use."""
+    pool = _reading_from.get() or current_app.extensions[EXTENSION]
     if pool.closed:
         open_pool(pool)
     return pool
 
 
 @contextmanager
-def connection(pool: Pool | None = None) -> Iterator[Connection[Any]]:
-    """Yield a pooled autocommit connection: every statement commits on its own.
+def connection(pool: Pool | None = None, timeout: float | None = None) -> Iterator[Connection[Any]]:
+    """Yield a pooled autocommit connection: every statement commits on its own. ``timeout``: the longest wait for
+    one (default: the pool's).
 
     :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
     :raise DatabaseDown: at once, while the database is known to be down (a PoolTimeout: mapped to 503).
     :raise psycopg_pool.TooManyRequests: when DB_POOL_MAX_WAITING requests already wait (mapped to 503).
     """
-    with (pool or app_pool()).connection() as conn:
+    with (pool or app_pool()).connection(timeout) as conn:
         yield conn
 
 
 @contextmanager
-def transaction(pool: Pool | None = None) -> Iterator[Connection[Any]]:
+def transaction(pool: Pool | None = None, timeout: float | None = None) -> Iterator[Connection[Any]]:
     """Yield a pooled connection inside one transaction: committed on normal exit, rolled back on error.
 
     :raise psycopg_pool.PoolTimeout: when no connection frees up within the pool timeout (mapped to 503).
     """
-    with connection(pool) as conn, conn.transaction():
-        yield conn
+    with connection(pool, timeout) as conn, conn.transaction():
+        if not isinstance(conn, SessionFreeConnection):
+            yield conn
+            return
+        conn.settings_sent = False
+        try:
+            yield conn
+        finally:
+            conn.settings_sent = None
 
 
 def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor[Any]:
@@ -243,7 +316,21 @@ def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: d
     query = QUERIES[query_name]
     if query.cardinality != cardinality:
         raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
+    if isinstance(conn, SessionFreeConnection) and conn.needs_settings():
+        # One round trip: the server runs both in one transaction (the autocommit statement's implicit one, up to
+        # the pipeline's Sync, or the open one), so the settings hold for the query and vanish with it.
+        with conn.pipeline():
+            _send(conn, "set_transaction_settings", timeout_ms=conn.statement_timeout_ms)
+            cursor = conn.execute(query.text, params)
+        if conn.settings_sent is False:
+            conn.settings_sent = True
+        return cursor
     return conn.execute(query.text, params)
+
+
+def _send(conn: Connection[Any], query_name: str, /, **params: Any) -> Cursor[Any]:
+    """Run ``query_name`` on ``conn`` without reading its result (in a pipeline: queued until it syncs)."""
+    return conn.execute(QUERIES[query_name].text, params)
 
 
 def one(conn: Connection[Any], query_name: str, /, **params: Any) -> dict[str, Any] | None:

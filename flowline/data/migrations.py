@@ -92,9 +92,10 @@ def rollback(database_url: str, migration_id: str | None = None, everything: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line (apply, rollback, status) on DATABASE_URL; return the exit status 0.
+    """Run the command line (apply, rollback, status) on the server itself (DATABASE_DIRECT_URL, else
+    DATABASE_URL: yoyo's lock and DDL want one session, not a pooler's transactions); return the exit status 0.
 
-    :raise SystemExit: DATABASE_URL is not set, or an unknown migration to roll back to.
+    :raise SystemExit: neither is set, or an unknown migration to roll back to.
     """
     parser = argparse.ArgumentParser(prog="python -m flowline.data.migrations", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="list migrations and whether each is applied")
     args = parser.parse_args(argv)
 
-    url = os.environ.get("DATABASE_URL")
+    url = os.environ.get("DATABASE_DIRECT_URL") or os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("DATABASE_URL is not set")
     if args.command == "apply":

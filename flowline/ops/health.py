@@ -8,7 +8,7 @@ from psycopg_pool import PoolTimeout
 
 from ..api import contract, schemas
 from ..api.errors import error_response, unavailable_response
-from ..data import db, migrations
+from ..data import db, migrations, replica
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("flowline.health")
@@ -47,5 +47,7 @@ def readyz() -> Response:
             "status": "ready",
             "checks": {"database": "ok", "migrations": "current"},
             "llm_provider": current_app.extensions["flowline.provider"].name,
+            # Not a check: reads go to the primary while the replica lags or is down (flowline/data/replica.py).
+            "replica": replica.status(),
         }
     )

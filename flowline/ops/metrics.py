@@ -20,8 +20,9 @@ from ..api import contract
 from ..core.config import settings_of
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
 from ..core.statuses import RunStatus
-from ..data import db
+from ..data import db, replica
 from ..data.db import Pool
+from ..data.replica import UNREACHABLE, Replica
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger("flowline.metrics")
@@ -93,7 +94,7 @@ class DatabaseCollector:
         :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
         """
         db.open_pool(self.pool)
-        with self.pool.connection(timeout=DB_TIMEOUT_S) as conn, conn.transaction():
+        with db.transaction(self.pool, timeout=DB_TIMEOUT_S) as conn:
             db.one(conn, "set_local_statement_timeout", timeout_ms=int(DB_TIMEOUT_S * 1000))
             queue = db.one(conn, "get_queue_stats", count_cap=COUNT_CAP)
             assert queue is not None  # counts: always one row
@@ -213,6 +214,30 @@ class DatabaseCollector:
         )
 
 
+class ReplicaCollector:
+    """The history reads' replica, as this process last measured it (measured now when that is over a second old)."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield ``flowline_replica_up`` and, while it answers, ``flowline_replica_lag_seconds``."""
+        state = self.replica.state()
+        yield GaugeMetricFamily(
+            "flowline_replica_up",
+            "1 when the replica (DATABASE_REPLICA_URL) answered its last lag check, 0 when it did not: history reads "
+            "then go to the primary.",
+            value=0 if state == UNREACHABLE else 1,
+        )
+        if self.replica.lag_s is not None:
+            yield GaugeMetricFamily(
+                "flowline_replica_lag_seconds",
+                "How far the replica is behind the primary (0: it replayed all it received); over REPLICA_MAX_LAG_S, "
+                "history reads go to the primary.",
+                value=self.replica.lag_s,
+            )
+
+
 class _Collectors:
     """Several collectors exposed as one (what the exposition functions take as a registry)."""
 
@@ -225,8 +250,11 @@ class _Collectors:
             yield from collector.collect()
 
 
-def render(pool: Pool, alive_within_s: float, accept: str | None = None) -> tuple[bytes, str]:
-    """Return ``(body, content_type)`` of the API's /metrics: every process's series plus the database's.
+def render(
+    pool: Pool, alive_within_s: float, accept: str | None = None, replica: Replica | None = None
+) -> tuple[bytes, str]:
+    """Return ``(body, content_type)`` of the API's /metrics: every process's series plus the database's (and the
+    replica's, when there is one).
 
     Under gunicorn the series of all its workers are read from the multiprocess directory (counters and
     histograms summed, pool gauges summed over live workers); otherwise this process's.
@@ -239,7 +267,10 @@ def render(pool: Pool, alive_within_s: float, accept: str | None = None) -> tupl
     else:
         local = REGISTRY
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(_Collectors(local, DatabaseCollector(pool, alive_within_s))), content_type
+    collectors: list[Collector] = [local, DatabaseCollector(pool, alive_within_s)]
+    if replica is not None:
+        collectors.append(ReplicaCollector(replica))
+    return encoder(_Collectors(*collectors)), content_type
 
 
 class _Refreshed:
@@ -280,6 +311,9 @@ def get_metrics() -> Response:
     DB_TIMEOUT_S): a scrape answers 200 quickly even while the database is down.
     """
     body, content_type = render(
-        current_app.extensions[db.EXTENSION], settings_of(current_app).run_lease_seconds, request.headers.get("Accept")
+        current_app.extensions[db.EXTENSION],
+        settings_of(current_app).run_lease_seconds,
+        request.headers.get("Accept"),
+        replica.of_app(),
     )
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

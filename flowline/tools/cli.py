@@ -24,15 +24,17 @@ from .importer import import_data
 
 @contextlib.contextmanager
 def command_connection(application_name: str) -> Iterator[psycopg.Connection[DictRow]]:
-    """Yield a direct autocommit connection (dict rows) to the app's DATABASE_URL for a command, with the pool's
-    session settings (statement_timeout, UTC) and ``application_name`` (what a DBA sees in pg_stat_activity).
+    """Yield a direct autocommit connection (dict rows) to the server itself (DATABASE_DIRECT_URL, else
+    DATABASE_URL) for a command, with the pool's session settings (statement_timeout, UTC) and ``application_name``
+    (what a DBA sees in pg_stat_activity).
 
-    A one-off command needs no pool. Database errors become a one-line click error (exit status 1).
+    A one-off command needs no pool, and an export's long snapshot or a prune's batches would hold one of a
+    pooler's server connections for as long anyway. Database errors become a one-line click error (exit status 1).
     """
     config = settings_of(current_app)
     try:
         with psycopg.connect(
-            connection_kwargs(config.database_url, config.statement_timeout_ms, application_name),
+            connection_kwargs(config.direct_url, config.statement_timeout_ms, application_name),
             autocommit=True,
             row_factory=dict_row,
         ) as conn:
@@ -44,7 +46,7 @@ def command_connection(application_name: str) -> Iterator[psycopg.Connection[Dic
         ) from None
     except psycopg.OperationalError as exc:
         reason = (exc.diag.message_primary or str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
-        raise click.ClickException(f"database {mask_url(config.database_url)}: {reason}") from None
+        raise click.ClickException(f"database {mask_url(config.direct_url)}: {reason}") from None
     except psycopg.Error as exc:
         raise click.ClickException(f"database error: {exc.diag.message_primary or str(exc).splitlines()[0]}") from None
 

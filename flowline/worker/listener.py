@@ -33,7 +33,8 @@ def listen(worker: Worker) -> None:
     reconnecting with backoff."""
     logs.bind(worker_id=worker.id)
     delay = 0.1
-    conninfo = settings.connection_kwargs(worker.config.database_url, 0, "flowline-worker-listen")
+    # The server itself (DATABASE_DIRECT_URL): a pooler in transaction mode would not keep a LISTEN.
+    conninfo = settings.connection_kwargs(worker.config.direct_url, 0, "flowline-worker-listen")
     while not worker.stopping.is_set():
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:

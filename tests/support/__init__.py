@@ -7,7 +7,7 @@ Besides what is re-exported here: tests.support.fake_llm (a local OpenAI-compati
 # The JSON API's routes, for the tests that walk every route: the rules the OpenAPI document covers.
 from flowline.api.openapi import api_rules
 from tests.support.browser import CHROMIUM, launch_chromium
-from tests.support.clusters import PGBIN, cluster_url, throwaway_cluster
+from tests.support.clusters import PGBIN, cluster_url, streaming_replica, throwaway_cluster
 from tests.support.paths import ROOT, SUPPORT
 from tests.support.pdf import make_pdf
 from tests.support.processes import GUNICORN, Server, WorkerProcess
@@ -27,6 +27,7 @@ __all__ = [
     "free_port",
     "launch_chromium",
     "make_pdf",
+    "streaming_replica",
     "throwaway_cluster",
     "url_for_database",
     "wait_for",

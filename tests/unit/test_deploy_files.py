@@ -366,11 +366,17 @@ def test_services_serving_no_http_disable_the_images_livez_healthcheck(name):
     assert (service(name).get("healthcheck") or {}).get("disable") is True, f"{name} would be marked unhealthy"
 
 
-def test_migrate_api_and_worker_share_one_database_url_on_the_postgres_service():
-    migrate_url = environment(service("migrate"))["DATABASE_URL"]
-    assert migrate_url == environment(service("api"))["DATABASE_URL"] == environment(service("worker"))["DATABASE_URL"]
-    assert "@postgres:" in migrate_url or "@postgres/" in migrate_url
-    assert re.search(r"^x-[\w-]+: &", (ROOT / "docker-compose.yml").read_text(), re.M), "one x- anchor for the URL"
+def test_the_pools_go_through_pgbouncer_and_listen_and_migrations_reach_postgres_itself():
+    api, worker, migrate = (environment(service(name)) for name in ("api", "worker", "migrate"))
+    pooled, direct = api["DATABASE_URL"], api["DATABASE_DIRECT_URL"]
+    assert pooled == worker["DATABASE_URL"] and "@pgbouncer:" in pooled
+    assert direct == worker["DATABASE_DIRECT_URL"] == migrate["DATABASE_URL"] and "@postgres:" in direct
+    assert pooled.replace("@pgbouncer:", "@postgres:") == direct, "one database, two ways"
+    bouncer = service("pgbouncer")
+    assert environment(bouncer)["DATABASE_URL"] == direct and environment(bouncer)["POOL_MODE"] == "transaction"
+    assert depends_on(bouncer).get("postgres") == "service_healthy"
+    assert depends_on(service("api")).get("pgbouncer") == depends_on(service("worker")).get("pgbouncer")
+    assert len(re.findall(r"^x-[\w-]+: &", (ROOT / "docker-compose.yml").read_text(), re.M)) == 2, "an anchor each"
 
 
 def test_pgadmin_only_under_the_dev_profile_and_nothing_else_has_a_profile():

@@ -9,9 +9,9 @@ import pytest
 from flowline.data import sql
 
 ROOT = Path(__file__).resolve().parents[2]
-# Functions taking a query name, and the index of that argument: db.one/many/execute(conn, name, ...) and
-# http.query_json_response(name, ...).
-QUERY_NAME_ARGUMENT = {"db.one": 1, "db.many": 1, "db.execute": 1, "query_json_response": 0}
+# Functions taking a query name, and the index of that argument: db.one/many/execute(conn, name, ...),
+# http.query_json_response(name, ...) and db.py's own _send(conn, name, ...) (the per-transaction settings).
+QUERY_NAME_ARGUMENT = {"db.one": 1, "db.many": 1, "db.execute": 1, "query_json_response": 0, "_send": 1}
 
 
 def _callee(call):
