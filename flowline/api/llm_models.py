@@ -9,7 +9,9 @@ budget and no price.
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
+from flask.blueprints import BlueprintSetupState
 from marshmallow import ValidationError
+from werkzeug.routing import PathConverter
 
 from ..data import db
 from . import contract, schemas
@@ -17,7 +19,23 @@ from .errors import NotFound
 from .http import load_json
 
 bp = Blueprint("llm_models", __name__)
-# A model's name is the rest of the path, slashes and all: a doubled slash is part of the name, never redirected.
+
+
+class ModelNameConverter(PathConverter):
+    """A model's name: the rest of the path, slashes, line breaks and all, so every name reaches the view (which
+    answers 422 or 404 for one no model can have) instead of falling through to the router's 404."""
+
+    regex = r"[\s\S]+?"
+    # Spans slashes: werkzeug would otherwise match it within one path segment (its regex names no "/").
+    part_isolating = False
+
+
+@bp.record_once
+def _install_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["model_name"] = ModelNameConverter
+
+
+# A doubled slash is part of the name, never redirected (merge_slashes=False on each route).
 
 _put_schema = schemas.LLMModelPutSchema()
 
@@ -36,7 +54,7 @@ def model_name_problem(model: str) -> str | None:
     return None
 
 
-@bp.put("/llm-models/<path:model>", merge_slashes=False)
+@bp.put("/llm-models/<model_name:model>", merge_slashes=False)
 @contract.operation(
     "Set a model's per-minute budget and prices (replacing what it had; a key left out is null)",
     body=schemas.LLMModelPutSchema,
@@ -77,7 +95,7 @@ def list_llm_models() -> Response:
     return jsonify({"llm_models": rows})
 
 
-@bp.get("/llm-models/<path:model>", merge_slashes=False)
+@bp.get("/llm-models/<model_name:model>", merge_slashes=False)
 @contract.operation("Read a model's budget and prices")
 @contract.responds(200, schemas.LLMModelSchema, "The model's budget and prices.")
 @contract.errors(404, 503)
@@ -95,7 +113,7 @@ def get_llm_model(model: str) -> Response:
     return jsonify(row)
 
 
-@bp.delete("/llm-models/<path:model>", merge_slashes=False)
+@bp.delete("/llm-models/<model_name:model>", merge_slashes=False)
 @contract.operation("Remove a model's budget and prices (it has no limit from then on)")
 @contract.responds(204, None, "Removed.")
 @contract.errors(404, 503)

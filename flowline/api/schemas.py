@@ -16,7 +16,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from .. import nodes
 from ..core import cron
-from ..core.fields import StrictFloat, StrictInteger, Text, not_blank, unstorable_reason
+from ..core.fields import PG_INTEGER_MAX, StrictFloat, StrictInteger, Text, not_blank, unstorable_reason
 from ..core.statuses import (
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
@@ -46,7 +46,11 @@ _LIMIT_DESCRIPTION = "a positive integer, or null for no limit"
 
 
 def _limit() -> StrictInteger:
-    return StrictInteger(allow_none=True, validate=validate.Range(min=1), metadata={"description": _LIMIT_DESCRIPTION})
+    return StrictInteger(
+        allow_none=True,
+        validate=validate.Range(min=1, max=PG_INTEGER_MAX),
+        metadata={"description": _LIMIT_DESCRIPTION},
+    )
 
 
 def _priority() -> StrictInteger:
@@ -318,8 +322,6 @@ class AllRunsQuerySchema(PageQuerySchema):
     schedule_id = fields.UUID()
 
 
-# The largest per-minute limit a model's budget takes (PostgreSQL's integer).
-MAX_PER_MINUTE = 2_000_000_000
 # The largest price per million tokens a model takes, in US dollars.
 MAX_USD_PER_MILLION = 1_000_000
 
@@ -329,7 +331,7 @@ def _per_minute(description: str) -> fields.Integer:
         strict=True,
         allow_none=True,
         load_default=None,
-        validate=validate.Range(min=1, max=MAX_PER_MINUTE),
+        validate=validate.Range(min=1, max=PG_INTEGER_MAX),
         metadata={"description": description},
     )
 

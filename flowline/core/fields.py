@@ -40,6 +40,10 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+# The largest value of PostgreSQL's integer: what an integer column (a count, a limit) can hold.
+PG_INTEGER_MAX = 2**31 - 1
+
+
 class StrictInteger(fields.Integer):
     """A JSON integer (not a string, not a boolean, not a number with a fraction)."""
 

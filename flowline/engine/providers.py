@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 
 from ..core.config import DEFAULT_LLM_MODEL, mask_secret_url
-from ..core.fields import unstorable_reason
+from ..core.fields import PG_INTEGER_MAX, unstorable_reason
 from ..nodes.base import CallGate, Completion, ProviderFailed, ProviderUnavailable, RunTimedOut, StepFailed
 
 if TYPE_CHECKING:
@@ -132,13 +132,9 @@ def _error_code(body: bytes) -> str:
     return ""
 
 
-# The largest token count a step records (PostgreSQL's integer); a provider's larger claim is not believed.
-MAX_TOKEN_COUNT = 2**31 - 1
-
-
 def _token_count(value: object) -> int | None:
     """Return ``value``, a count of tokens the provider reported, or None when it is not a plausible one."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= PG_INTEGER_MAX:
         return value
     return None
 

@@ -40,7 +40,7 @@ from uuid import UUID
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ..api.schemas import PRIORITY_MAX, PRIORITY_MIN, NodeCreateSchema, WorkflowCreateSchema, check_node_config
-from ..core.fields import StrictInteger, Text
+from ..core.fields import PG_INTEGER_MAX, StrictInteger, Text
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 
 FORMAT = "flowline-export"
@@ -78,7 +78,7 @@ def _optional_text() -> Text:
 
 def _integer(minimum: int) -> fields.Integer:
     # An integer column: a larger number would only fail later, in the database, without saying where.
-    return fields.Integer(strict=True, required=True, validate=validate.Range(min=minimum, max=2**31 - 1))
+    return fields.Integer(strict=True, required=True, validate=validate.Range(min=minimum, max=PG_INTEGER_MAX))
 
 
 class ExportNodeSchema(NodeCreateSchema):
@@ -174,8 +174,12 @@ class ExportWorkflowSchema(WorkflowCreateSchema):
     updated_at = _timestamp()
     version = _integer(1)
     # Optional: version 1 files lack them (no limit).
-    max_concurrent_runs = StrictInteger(allow_none=True, load_default=None, validate=validate.Range(min=1))
-    max_concurrent_runs_per_key = StrictInteger(allow_none=True, load_default=None, validate=validate.Range(min=1))
+    max_concurrent_runs = StrictInteger(
+        allow_none=True, load_default=None, validate=validate.Range(min=1, max=PG_INTEGER_MAX)
+    )
+    max_concurrent_runs_per_key = StrictInteger(
+        allow_none=True, load_default=None, validate=validate.Range(min=1, max=PG_INTEGER_MAX)
+    )
     nodes = fields.List(fields.Nested(ExportNodeSchema), required=True)
     runs = fields.List(fields.Nested(ExportRunSchema), load_default=list)
 

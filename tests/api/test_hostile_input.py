@@ -403,7 +403,7 @@ def _check_llm_model_put(client, world, sql, value):
 
 
 BODY_CHECKS = {
-    ("PUT", "/llm-models/<path:model>"): _check_llm_model_put,
+    ("PUT", "/llm-models/<model_name:model>"): _check_llm_model_put,
     ("POST", "/workflows/<workflow_id>/schedules"): _check_schedule_create,
     ("PATCH", "/schedules/<schedule_id>"): _check_schedule_patch,
     ("POST", "/workflows/<workflow_id>/webhooks"): _check_webhook_create,

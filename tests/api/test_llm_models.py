@@ -74,3 +74,17 @@ def test_null_clears_a_limit_and_a_body_that_is_not_json_is_refused(client):
     assert client.put("/llm-models/m", json={"requests_per_minute": None}).json["requests_per_minute"] is None
     response = client.put("/llm-models/m", data="rpm=5", content_type="text/plain")
     assert response.status_code == 415
+
+
+def test_a_name_with_a_line_break_is_refused_or_not_found_never_routed_elsewhere(client):
+    put = client.put("/llm-models/gpt%0D%0Ainjected", json={"requests_per_minute": 1})
+    assert put.status_code == 422 and "model" in put.json["errors"]
+    assert client.get("/llm-models/gpt%0Ainjected").status_code == 404
+    assert client.delete("/llm-models/gpt%0Ainjected").status_code == 404
+    # A doubled slash is part of the name, not a redirect.
+    assert client.put("/llm-models/a//b", json={"requests_per_minute": 1}).json["model"] == "a//b"
+
+
+def test_a_limit_past_what_postgresql_holds_is_refused(client):
+    response = client.post("/workflows", json={"name": "w", "max_concurrent_runs_per_key": 2**31})
+    assert response.status_code == 422 and "max_concurrent_runs_per_key" in response.json["errors"]

@@ -78,7 +78,7 @@ def test_json_lines_carry_the_request_id_and_third_party_lines_are_json_too(make
 
 
 def test_lines_of_a_run_carry_its_run_node_attempt_and_holder(make_app, workflow, fake, capsys):
-    fake.reply(429, LEAKY, headers={"Retry-After": "0"})
+    fake.reply(500, LEAKY)
     fake.reply(200, completion("done"))
     workflow_id = workflow([NODE])
     app = make_app(LOG_FORMAT="json", LLM_API_KEY=KEY, LLM_BASE_URL=fake.url, LLM_BACKOFF_S=0.01)
@@ -158,9 +158,9 @@ def test_a_run_through_gunicorn_and_a_worker_logs_json_with_its_ids_and_no_secre
     server = make_server(url, ACCESS_LOG="-", **env)
     server.start()
     worker = make_worker(url, WORKER_POLL_INTERVAL_S=0.2, **env).start()
-    # Each run's LLM call is refused once (quoting the key and the prompt), then answered.
+    # Each run's LLM call fails once with a 5xx (quoting the key and the prompt), retried in the thread, then answered.
     for _ in range(2):
-        fake.reply(429, LEAKY, headers={"Retry-After": "0"})
+        fake.reply(500, LEAKY)
         fake.reply(200, completion("Numbers are up."))
 
     with httpx.Client(base_url=server.base, timeout=30) as http:
