@@ -7,7 +7,7 @@ CSRF tokens exist only here (guard); the JSON API stays bearer-only.
 
 from flask import Flask
 
-from . import guard, runs, workflows  # noqa: F401  (their routes register on the blueprint)
+from . import guard, runs, usage, workflows  # noqa: F401  (their routes register on the blueprint)
 from .blueprint import NAME, bp
 
 __all__ = ["NAME", "bp", "install"]

@@ -70,14 +70,23 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "webhook_deliveries",
         "schedules",
         "llm_models",
+        "llm_usage_hourly",
+        "llm_usage_totals",
         "run_list",
     }
     assert [row[0] for row in applied["functions"]] == [
         "notify_run_finished",
         "queue_webhook_deliveries",
+        "roll_up_llm_usage",
+        "run_steps_roll_up_usage",
         "save_run_steps",
     ]
-    assert [row[1] for row in applied["triggers"]] == ["runs_notify_finished", "runs_queue_webhook_deliveries"]
+    assert [row[1] for row in applied["triggers"]] == [
+        "run_steps_roll_up_inserted",
+        "run_steps_roll_up_updated",
+        "runs_notify_finished",
+        "runs_queue_webhook_deliveries",
+    ]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]
     assert _snapshot(url) == {
