@@ -22,11 +22,6 @@ bp = Blueprint("usage", __name__)
 _query_schema = schemas.UsageQuerySchema()
 # The window without since: the last 30 days.
 DEFAULT_DAYS = 30
-_QUERIES = {
-    "day": "sum_llm_usage_by_day",
-    "workflow": "sum_llm_usage_by_workflow",
-    "model": "sum_llm_usage_by_model",
-}
 
 
 def window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
@@ -47,7 +42,11 @@ def summarize(since: datetime, until: datetime, group_by: str) -> list[dict[str,
     """Return the usage rows (key, runs, prompt_tokens, completion_tokens, cost_usd) of the hours overlapping
     ``[since, until)``, one per ``group_by`` group (day, workflow or model) with usage, in key order."""
     with db.connection() as conn:
-        return db.many(conn, _QUERIES[group_by], since=since, until=until)
+        if group_by == "workflow":
+            return db.many(conn, "sum_llm_usage_by_workflow", since=since, until=until)
+        if group_by == "model":
+            return db.many(conn, "sum_llm_usage_by_model", since=since, until=until)
+        return db.many(conn, "sum_llm_usage_by_day", since=since, until=until)
 
 
 @bp.get("/usage")

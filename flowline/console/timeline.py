@@ -141,6 +141,8 @@ def usd(value: float | None) -> str:
     """Return a cost in US dollars as a short text ($0.000123, $12.34), or "unknown" for None (no price)."""
     if value is None:
         return "unknown"
+    if value == 0:
+        return "$0"
     return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
 
 
@@ -163,7 +165,7 @@ def usage_chart(days: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "x": index * (USAGE_BAR_W + USAGE_GAP),
                 "parts": parts,
                 "title": f"{day['key']}: {day['prompt_tokens']:,} prompt + {day['completion_tokens']:,} completion "
-                f"tokens, {usd(day['cost_usd'])}, {day['runs']:,} runs",
+                f"tokens, {usd(day['cost_usd'])}, {day['runs']:,} run{'' if day['runs'] == 1 else 's'}",
             }
         )
     return {

@@ -66,7 +66,7 @@ def test_the_models_page_lists_budgets_and_this_minutes_use_and_sets_and_removes
     assert '"Requests per minute">60<' in row and '"Tokens per minute">no limit<' in row
     assert "2 requests, 130 tokens" in row
     local = page.split("<code>local-llama</code>", 1)[1].split("</tr>", 1)[0]
-    assert "no budget, no price" in local and "1 requests, 2 tokens" in local and "Remove" not in local
+    assert "no budget, no price" in local and "1 request, 2 tokens" in local and "Remove" not in local
 
     # The form sets a budget and prices (an empty field: none); the API then answers them.
     saved = _post(
@@ -135,7 +135,7 @@ def test_the_usage_page_shows_the_last_30_days_by_day_and_by_workflow(console, c
     # The chart: one bar per day of the window, each with its words.
     chart = page.split('<svg class="usage-chart"', 1)[1].split("</svg>", 1)[0]
     assert chart.count('<g class="usage-bar">') == 31
-    assert f"<title>{two_days_ago}: 1,000 prompt + 200 completion tokens, unknown, 1 runs</title>" in chart
+    assert f"<title>{two_days_ago}: 1,000 prompt + 200 completion tokens, unknown, 1 run</title>" in chart
     assert "style=" not in page and "<script>" not in page.replace('<script src="', "")
 
 

@@ -35,11 +35,11 @@ ROWS = {
                     FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL) ORDER BY id""",
     "run_events": """SELECT id, run_id, attempt, status, at, worker_id, note
                      FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL) ORDER BY id""",
-    # What the imported steps add to GET /usage (the runs still Pending in the source have no finished LLM step).
-    "llm_usage_hourly": """SELECT hour, workflow_id, model, runs, model_runs, steps, prompt_tokens, completion_tokens,
-                                 cost_usd, unpriced_steps
-                          FROM llm_usage_hourly ORDER BY hour, workflow_id, model""",
 }
+# What the imported steps add to GET /usage's roll-up (the source's Pending run has no finished LLM step).
+ROLL_UP = """SELECT hour, workflow_id, model, runs, model_runs, steps, prompt_tokens, completion_tokens, cost_usd,
+                  unpriced_steps
+           FROM llm_usage_hourly ORDER BY hour, workflow_id, model"""
 
 
 def flask(url, *args, stdin=None):
@@ -142,6 +142,8 @@ def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(
     # The uploaded file did not travel: the import says which node names it (and still imports the node).
     assert f"names file {seeded['file_id']}, which this database does not have" in _err(result)
     assert _rows(target) == _rows(database_url)
+    with psycopg.connect(target) as copy, psycopg.connect(database_url) as source:
+        assert copy.execute(ROLL_UP).fetchall() == source.execute(ROLL_UP).fetchall() != []
 
     # Exporting the copy gives the same document, but for the time of export.
     again = json.loads(_export(target, "--with-runs"))
