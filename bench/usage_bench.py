@@ -69,15 +69,19 @@ def fill(conn, steps, workflows, models):
                )
                INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, started_at,
                                       finished_at, model, prompt_tokens, completion_tokens, cost_usd)
-               SELECT run.id, 1, p, 'generative_ai', '{}', 'Succeeded', run.started_at + make_interval(secs => p),
-                      run.started_at + make_interval(secs => p + 1), m.model, tokens.prompt, tokens.completion,
-                      (tokens.prompt * m.usd_per_million_input_tokens
-                       + tokens.completion * m.usd_per_million_output_tokens) / 1000000
-               FROM run
-               CROSS JOIN generate_series(0, %(per_run)s - 1) AS p
-               CROSS JOIN LATERAL (SELECT 200 + floor(random() * 2000)::int AS prompt,
-                                          20 + floor(random() * 400)::int AS completion) AS tokens
-               JOIN llm_models AS m ON m.model = 'bench-model-' || floor(random() * %(models)s)::int""",
+               SELECT step.run_id, 1, step.p, 'generative_ai', '{}', 'Succeeded', step.started_at,
+                      step.started_at + interval '1 second', m.model, step.prompt, step.completion,
+                      (step.prompt * m.usd_per_million_input_tokens
+                       + step.completion * m.usd_per_million_output_tokens) / 1000000
+               -- Each step's model and tokens follow from its run and position (a hash, not random(), which a
+               -- join condition would evaluate once per pair).
+               FROM (SELECT run.id AS run_id, p, run.started_at + make_interval(secs => p) AS started_at,
+                            'bench-model-' || abs(hashtext(run.id::text || p)) %% %(models)s AS model,
+                            200 + abs(hashtext(run.id::text || p || 'prompt')) %% 2000 AS prompt,
+                            20 + abs(hashtext(run.id::text || p || 'completion')) %% 400 AS completion
+                     FROM run
+                     CROSS JOIN generate_series(0, %(per_run)s - 1) AS p) AS step
+               JOIN llm_models AS m ON m.model = step.model""",
             {
                 "workflows": workflow_ids,
                 "first": first,
@@ -131,7 +135,8 @@ def time_saves(conn, workflow_id, samples):
     timings = []
     for n in range(samples):
         run_id = conn.execute(
-            "INSERT INTO runs (workflow_id, mode, status, attempt) VALUES (%s, 'async', 'Running', 1) RETURNING id",
+            "INSERT INTO runs (workflow_id, mode, status, attempt, lease_token, lease_expires_at) "
+            "VALUES (%s, 'async', 'Running', 1, gen_random_uuid(), now() + interval '1 hour') RETURNING id",
             (workflow_id,),
         ).fetchone()["id"]
         now = datetime.now(UTC).isoformat()
