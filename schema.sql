@@ -4,6 +4,36 @@
 -- Not an install script: the migrations are (`make migrate`).
 
 --
+-- Name: llm_usage_between(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.llm_usage_between(p_since timestamp with time zone, p_until timestamp with time zone) RETURNS TABLE(day date, workflow_id uuid, model text, runs integer, model_runs integer, prompt_tokens bigint, completion_tokens bigint, cost_usd numeric, unpriced_steps integer)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH bounds AS (
+        -- The hours overlapping the window are [lo, hi); its whole days are [day_lo, day_hi) (none when day_hi
+        -- is not after day_lo).
+        SELECT lo, hi,
+               date_trunc('day', lo + interval '1 day' - interval '1 microsecond', 'UTC') AS day_lo,
+               date_trunc('day', hi, 'UTC') AS day_hi
+        FROM (SELECT date_trunc('hour', p_since, 'UTC') AS lo,
+                     date_trunc('hour', p_until - interval '1 microsecond', 'UTC') + interval '1 hour' AS hi) AS w
+    )
+    SELECT d.day, d.workflow_id, d.model, d.runs, d.model_runs, d.prompt_tokens, d.completion_tokens, d.cost_usd,
+           d.unpriced_steps
+    FROM llm_usage_daily AS d, bounds AS b
+    WHERE d.day >= (b.day_lo AT TIME ZONE 'UTC')::date
+      AND d.day < (b.day_hi AT TIME ZONE 'UTC')::date
+    UNION ALL
+    SELECT (h.hour AT TIME ZONE 'UTC')::date, h.workflow_id, h.model, h.runs, h.model_runs, h.prompt_tokens,
+           h.completion_tokens, h.cost_usd, h.unpriced_steps
+    FROM llm_usage_hourly AS h, bounds AS b
+    WHERE h.hour >= b.lo
+      AND h.hour < b.hi
+      AND (h.hour < b.day_lo OR h.hour >= b.day_hi);
+$$;
+
+--
 -- Name: notify_run_finished(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -76,6 +106,28 @@ CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS 
         -- One order for every writer: concurrent savers lock the rows they share in the same order.
         ORDER BY hour, workflow_id, model
         ON CONFLICT (hour, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    ), daily AS (
+        INSERT INTO llm_usage_daily AS u (day, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                          completion_tokens, cost_usd, unpriced_steps)
+        SELECT (hour AT TIME ZONE 'UTC')::date, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY 1, workflow_id, model
+        ORDER BY 1, workflow_id, model
+        ON CONFLICT (day, workflow_id, model) DO UPDATE
         SET runs = u.runs + excluded.runs,
             model_runs = u.model_runs + excluded.model_runs,
             steps = u.steps + excluded.steps,
@@ -214,6 +266,29 @@ CREATE TABLE public.llm_models (
 --
 
 COMMENT ON TABLE public.llm_models IS 'An LLM model''s per-minute budget, shared by every worker, and its prices per million tokens.';
+
+--
+-- Name: llm_usage_daily; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_usage_daily (
+    day date NOT NULL,
+    workflow_id uuid NOT NULL,
+    model text NOT NULL,
+    runs integer DEFAULT 0 NOT NULL,
+    model_runs integer DEFAULT 0 NOT NULL,
+    steps integer DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    cost_usd numeric DEFAULT 0 NOT NULL,
+    unpriced_steps integer DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: TABLE llm_usage_daily; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_usage_daily IS 'LLM usage per UTC day, workflow and model, kept with llm_usage_hourly; deletes do not subtract.';
 
 --
 -- Name: llm_usage_hourly; Type: TABLE; Schema: public; Owner: -
@@ -522,6 +597,13 @@ ALTER TABLE ONLY public.files
 
 ALTER TABLE ONLY public.llm_models
     ADD CONSTRAINT llm_models_pkey PRIMARY KEY (model);
+
+--
+-- Name: llm_usage_daily llm_usage_daily_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_usage_daily
+    ADD CONSTRAINT llm_usage_daily_pkey PRIMARY KEY (day, workflow_id, model);
 
 --
 -- Name: llm_usage_hourly llm_usage_hourly_pkey; Type: CONSTRAINT; Schema: public; Owner: -

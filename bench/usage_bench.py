@@ -95,6 +95,7 @@ def fill(conn, steps, workflows, models):
     conn.execute("VACUUM ANALYZE runs")
     conn.execute("VACUUM ANALYZE run_steps")
     conn.execute("VACUUM ANALYZE llm_usage_hourly")
+    conn.execute("VACUUM ANALYZE llm_usage_daily")
     return workflow_ids, seconds
 
 
@@ -120,12 +121,14 @@ def time_requests(client, path, samples):
 
 
 def rows_read(plan):
-    """Return the rows the plan's scans of llm_usage_hourly read."""
+    """Return the rows the plan's scans of the roll-ups read."""
     found, stack = [], [plan["Plan"]]
     while stack:
         node = stack.pop()
-        if node.get("Relation Name") == "llm_usage_hourly":
-            found.append(f"{node['Node Type']} {node.get('Index Name', '')}: {node['Actual Rows']:,} rows".strip())
+        if node.get("Relation Name") in ("llm_usage_hourly", "llm_usage_daily"):
+            found.append(
+                f"{node['Node Type']} {node.get('Index Name', node['Relation Name'])}: {node['Actual Rows']:,} rows"
+            )
         stack.extend(node.get("Plans", []))
     return found
 
@@ -182,7 +185,9 @@ def main():
         say(f"inserting {args.steps:,} LLM steps over 30 days in {args.workflows} workflows ...")
         workflow_ids, seconds = fill(conn, args.steps, args.workflows, args.models)
         results["insert_seconds"] = round(seconds, 1)
-        results["roll_up_rows"] = conn.execute("SELECT count(*) AS n FROM llm_usage_hourly").fetchone()["n"]
+        results["roll_up_rows"] = conn.execute(
+            "SELECT (SELECT count(*) FROM llm_usage_hourly) AS hourly, (SELECT count(*) FROM llm_usage_daily) AS daily"
+        ).fetchone()
         from app import create_app
 
         app = create_app({"DATABASE_URL": database.url})
@@ -227,10 +232,10 @@ def report(results):
     print(
         f"{results['steps']:,} LLM steps over 30 days in {results['workflows']} workflows, {results['models']} "
         f"models: inserted (and rolled up by the triggers) in {results['insert_seconds']} s; "
-        f"{results['roll_up_rows']:,} roll-up rows"
+        f"{results['roll_up_rows']['hourly']:,} hourly and {results['roll_up_rows']['daily']:,} daily roll-up rows"
     )
     print()
-    print(f"{'request':>32}  {'p50 ms':>8}  {'p99 ms':>8}  {'bytes':>7}  plan on llm_usage_hourly (EXPLAIN ms)")
+    print(f"{'request':>32}  {'p50 ms':>8}  {'p99 ms':>8}  {'bytes':>7}  plan on the roll-ups (EXPLAIN ms)")
     for row in results["usage"]:
         print(
             f"{'GET /usage?group_by=' + row['group_by']:>32}  {row['p50_ms']:>8}  {row['p99_ms']:>8}  "

@@ -1,7 +1,7 @@
--- Counts what LLM steps used where it outlives the runs: llm_usage_hourly (per UTC hour, workflow and model: runs,
--- steps, tokens, cost) and llm_usage_totals (per model, all time), both kept by triggers on run_steps as steps are
+-- Counts what LLM steps used where it outlives the runs: llm_usage_hourly and llm_usage_daily (per UTC hour, and
+-- day, workflow and model: runs, steps, tokens, cost) and llm_usage_totals (per model, all time), kept by triggers on run_steps as steps are
 -- saved (or imported) and never by deletes, so usage of runs removed by prune-runs (or with their workflow) stays
--- counted. GET /usage reads the hourly roll-up, /metrics the totals. The view run_list gains `usage`, a run's
+-- counted. GET /usage reads the hourly and daily roll-ups (llm_usage_between), /metrics the totals. The view run_list gains `usage`, a run's
 -- tokens and cost summed over all its attempts; an index of recent LLM steps serves the console's "this minute".
 -- Existing steps' usage is rolled up here, in the same transaction as the triggers that count the next ones.
 -- Rollback (0019.roll-up-llm-usage.rollback.sql) drops the roll-ups, their triggers, the index and the view's
@@ -10,8 +10,8 @@
 -- For DBAs: the triggers are statement-level with transition tables (one upsert per saving statement, never a
 -- write to runs, whose row the saving statement itself updates); they touch only rows of LLM steps that are
 -- finished. A step counts in the hour of its finished_at (UTC); a run counts once in `runs`, in the row of its
--- first LLM step (by attempt, position), and once per model in `model_runs`. Upserts lock the hour's row of a
--- workflow and model until commit (the saving statements are single-statement transactions). Building the partial
+-- first LLM step (by attempt, position), and once per model in `model_runs`. Upserts lock the hour's and the day's
+-- row of a workflow and model until commit (the saving statements are single-statement transactions). Building the partial
 -- index reads run_steps once and blocks step writes meanwhile (seconds per million steps).
 -- depends: 0015.record-step-usage
 
@@ -33,6 +33,22 @@ CREATE TABLE llm_usage_hourly (
     PRIMARY KEY (hour, workflow_id, model)
 );
 COMMENT ON TABLE llm_usage_hourly IS 'LLM usage per UTC hour, workflow and model, kept by triggers on run_steps; deletes do not subtract.';
+
+-- The same per UTC day: what a window's whole days read (GET /usage reads llm_usage_hourly for its partial days).
+CREATE TABLE llm_usage_daily (
+    day               date        NOT NULL,
+    workflow_id       uuid        NOT NULL,
+    model             text        NOT NULL,
+    runs              integer     NOT NULL DEFAULT 0,
+    model_runs        integer     NOT NULL DEFAULT 0,
+    steps             integer     NOT NULL DEFAULT 0,
+    prompt_tokens     bigint      NOT NULL DEFAULT 0,
+    completion_tokens bigint      NOT NULL DEFAULT 0,
+    cost_usd          numeric     NOT NULL DEFAULT 0,
+    unpriced_steps    integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, workflow_id, model)
+);
+COMMENT ON TABLE llm_usage_daily IS 'LLM usage per UTC day, workflow and model, kept with llm_usage_hourly; deletes do not subtract.';
 
 CREATE TABLE llm_usage_totals (
     model             text    PRIMARY KEY,
@@ -86,6 +102,28 @@ AS $$
             completion_tokens = u.completion_tokens + excluded.completion_tokens,
             cost_usd = u.cost_usd + excluded.cost_usd,
             unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    ), daily AS (
+        INSERT INTO llm_usage_daily AS u (day, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                          completion_tokens, cost_usd, unpriced_steps)
+        SELECT (hour AT TIME ZONE 'UTC')::date, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY 1, workflow_id, model
+        ORDER BY 1, workflow_id, model
+        ON CONFLICT (day, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
     )
     INSERT INTO llm_usage_totals AS t (model, prompt_tokens, completion_tokens, cost_usd)
     SELECT model, p_sign * coalesce(sum(prompt_tokens), 0), p_sign * coalesce(sum(completion_tokens), 0),
@@ -97,6 +135,38 @@ AS $$
     SET prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
         completion_tokens = t.completion_tokens + excluded.completion_tokens,
         cost_usd = t.cost_usd + excluded.cost_usd;
+$$;
+
+-- The usage of the UTC hours that overlap [p_since, p_until), per day, workflow and model: the window's whole days
+-- from llm_usage_daily, the hours of its partial first and last days from llm_usage_hourly (both through their
+-- primary keys). A SQL function PostgreSQL inlines into each query of sql/usage.sql.
+CREATE FUNCTION llm_usage_between(p_since timestamptz, p_until timestamptz)
+RETURNS TABLE (day date, workflow_id uuid, model text, runs integer, model_runs integer, prompt_tokens bigint,
+               completion_tokens bigint, cost_usd numeric, unpriced_steps integer)
+LANGUAGE sql
+STABLE
+AS $$
+    WITH bounds AS (
+        -- The hours overlapping the window are [lo, hi); its whole days are [day_lo, day_hi) (none when day_hi
+        -- is not after day_lo).
+        SELECT lo, hi,
+               date_trunc('day', lo + interval '1 day' - interval '1 microsecond', 'UTC') AS day_lo,
+               date_trunc('day', hi, 'UTC') AS day_hi
+        FROM (SELECT date_trunc('hour', p_since, 'UTC') AS lo,
+                     date_trunc('hour', p_until - interval '1 microsecond', 'UTC') + interval '1 hour' AS hi) AS w
+    )
+    SELECT d.day, d.workflow_id, d.model, d.runs, d.model_runs, d.prompt_tokens, d.completion_tokens, d.cost_usd,
+           d.unpriced_steps
+    FROM llm_usage_daily AS d, bounds AS b
+    WHERE d.day >= (b.day_lo AT TIME ZONE 'UTC')::date
+      AND d.day < (b.day_hi AT TIME ZONE 'UTC')::date
+    UNION ALL
+    SELECT (h.hour AT TIME ZONE 'UTC')::date, h.workflow_id, h.model, h.runs, h.model_runs, h.prompt_tokens,
+           h.completion_tokens, h.cost_usd, h.unpriced_steps
+    FROM llm_usage_hourly AS h, bounds AS b
+    WHERE h.hour >= b.lo
+      AND h.hour < b.hi
+      AND (h.hour < b.day_lo OR h.hour >= b.day_hi);
 $$;
 
 -- The trigger function of run_steps_roll_up_inserted and run_steps_roll_up_updated: an update takes back what the

@@ -1,21 +1,19 @@
--- Usage: what LLM steps used and cost, read from the roll-up llm_usage_hourly (migration 0019; kept by triggers on
--- run_steps, never decreased by prune-runs) and its per-model totals llm_usage_totals.
--- Every GET /usage grouping has a query of its own (flowline/api/usage.py picks one): each reads only the hours
--- that overlap [since, until) through the roll-up's primary key, (hour, workflow_id, model).
--- A group's cost_usd is NULL while any of its steps lacks a price (or its usage).
+-- Usage: what LLM steps used and cost, read from the roll-ups llm_usage_hourly and llm_usage_daily (migration 0019;
+-- kept by triggers on run_steps, never decreased by prune-runs) through llm_usage_between, and the per-model totals
+-- llm_usage_totals.
+-- Every GET /usage grouping has a query of its own (flowline/api/usage.py picks one): each reads the whole days of
+-- [since, until) from the daily roll-up and the hours of its partial days from the hourly one, through their
+-- primary keys. A group's cost_usd is NULL while any of its steps lacks a price (or its usage).
 
 -- name: sum_llm_usage_by_day :many
 -- Sums the LLM usage of the hours overlapping [since, until) per UTC day (key YYYY-MM-DD), oldest first.
-SELECT to_char(day, 'YYYY-MM-DD') AS key, runs, prompt_tokens, completion_tokens, cost_usd
-FROM (SELECT (hour AT TIME ZONE 'UTC')::date AS day,
-             sum(runs)::bigint AS runs,
-             sum(prompt_tokens)::bigint AS prompt_tokens,
-             sum(completion_tokens)::bigint AS completion_tokens,
-             CASE WHEN sum(unpriced_steps) = 0 THEN sum(cost_usd)::float8 END AS cost_usd
-      FROM llm_usage_hourly
-      WHERE hour > %(since)s::timestamptz - interval '1 hour'
-        AND hour < %(until)s::timestamptz
-      GROUP BY 1) AS daily
+SELECT to_char(day, 'YYYY-MM-DD') AS key,
+       sum(runs)::bigint AS runs,
+       sum(prompt_tokens)::bigint AS prompt_tokens,
+       sum(completion_tokens)::bigint AS completion_tokens,
+       CASE WHEN sum(unpriced_steps) = 0 THEN sum(cost_usd)::float8 END AS cost_usd
+FROM llm_usage_between(%(since)s, %(until)s)
+GROUP BY day
 ORDER BY day;
 
 -- name: sum_llm_usage_by_workflow :many
@@ -25,9 +23,7 @@ SELECT workflow_id::text AS key,
        sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens,
        CASE WHEN sum(unpriced_steps) = 0 THEN sum(cost_usd)::float8 END AS cost_usd
-FROM llm_usage_hourly
-WHERE hour > %(since)s::timestamptz - interval '1 hour'
-  AND hour < %(until)s::timestamptz
+FROM llm_usage_between(%(since)s, %(until)s)
 GROUP BY workflow_id
 ORDER BY workflow_id;
 
@@ -38,9 +34,7 @@ SELECT model AS key,
        sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens,
        CASE WHEN sum(unpriced_steps) = 0 THEN sum(cost_usd)::float8 END AS cost_usd
-FROM llm_usage_hourly
-WHERE hour > %(since)s::timestamptz - interval '1 hour'
-  AND hour < %(until)s::timestamptz
+FROM llm_usage_between(%(since)s, %(until)s)
 GROUP BY model
 ORDER BY model;
 

@@ -70,11 +70,13 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "webhook_deliveries",
         "schedules",
         "llm_models",
+        "llm_usage_daily",
         "llm_usage_hourly",
         "llm_usage_totals",
         "run_list",
     }
     assert [row[0] for row in applied["functions"]] == [
+        "llm_usage_between",
         "notify_run_finished",
         "queue_webhook_deliveries",
         "roll_up_llm_usage",
