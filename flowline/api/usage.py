@@ -30,7 +30,10 @@ def window(since: datetime | None, until: datetime | None) -> tuple[datetime, da
     :raise ValidationError: since not before until (keyed ``until``), or a window over MAX_USAGE_DAYS (``since``).
     """
     until = until or datetime.now(UTC)
-    since = since or until - timedelta(days=DEFAULT_DAYS)
+    if since is None:
+        if until - datetime.min.replace(tzinfo=UTC) < timedelta(days=DEFAULT_DAYS):
+            raise ValidationError({"until": [f"Must be at least {DEFAULT_DAYS} days after year 1 without since."]})
+        since = until - timedelta(days=DEFAULT_DAYS)
     if since >= until:
         raise ValidationError({"until": ["Must be later than since."]})
     if until - since > timedelta(days=schemas.MAX_USAGE_DAYS):

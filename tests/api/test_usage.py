@@ -179,6 +179,7 @@ def test_bad_usage_parameters_are_a_422_naming_the_field(client):
         "since=2026-10-01T00:00:00Z&until=2026-10-01T00:00:00Z": "until",
         "since=2020-01-01T00:00:00Z&until=2026-01-01T00:00:00Z": "since",
         "sort=key": "sort",
+        "until=0001-01-02T00:00:00Z": "until",  # no 30 days before it
     }
     for query, field in cases.items():
         response = client.get(f"/usage?{query}")
