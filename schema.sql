@@ -34,6 +34,36 @@ END
 $$;
 
 --
+-- Name: llm_usage_between(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.llm_usage_between(p_since timestamp with time zone, p_until timestamp with time zone) RETURNS TABLE(day date, workflow_id uuid, model text, runs integer, model_runs integer, prompt_tokens bigint, completion_tokens bigint, cost_usd numeric, unpriced_steps integer)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH bounds AS (
+        -- The hours overlapping the window are [lo, hi); its whole days are [day_lo, day_hi) (none when day_hi
+        -- is not after day_lo).
+        SELECT lo, hi,
+               date_trunc('day', lo + interval '1 day' - interval '1 microsecond', 'UTC') AS day_lo,
+               date_trunc('day', hi, 'UTC') AS day_hi
+        FROM (SELECT date_trunc('hour', p_since, 'UTC') AS lo,
+                     date_trunc('hour', p_until - interval '1 microsecond', 'UTC') + interval '1 hour' AS hi) AS w
+    )
+    SELECT d.day, d.workflow_id, d.model, d.runs, d.model_runs, d.prompt_tokens, d.completion_tokens, d.cost_usd,
+           d.unpriced_steps
+    FROM llm_usage_daily AS d, bounds AS b
+    WHERE d.day >= (b.day_lo AT TIME ZONE 'UTC')::date
+      AND d.day < (b.day_hi AT TIME ZONE 'UTC')::date
+    UNION ALL
+    SELECT (h.hour AT TIME ZONE 'UTC')::date, h.workflow_id, h.model, h.runs, h.model_runs, h.prompt_tokens,
+           h.completion_tokens, h.cost_usd, h.unpriced_steps
+    FROM llm_usage_hourly AS h, bounds AS b
+    WHERE h.hour >= b.lo
+      AND h.hour < b.hi
+      AND (h.hour < b.day_lo OR h.hour >= b.day_hi);
+$$;
+
+--
 -- Name: lock_run_limits(uuid, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -418,6 +448,115 @@ $$;
 COMMENT ON FUNCTION public.reserve_llm_call(p_model text, p_tokens integer, p_run_id uuid, p_window_s double precision, p_probe_s double precision) IS 'Reserves one LLM HTTP attempt within its model''s per-minute budget, or answers how long to wait and why.';
 
 --
+-- Name: roll_up_llm_usage(jsonb, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS void
+    LANGUAGE sql
+    AS $$
+    WITH step AS (
+        SELECT s.run_id, s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd,
+               date_trunc('hour', s.finished_at, 'UTC') AS hour,
+               r.workflow_id,
+               -- The run's first LLM step, and its first with this model, as run_steps holds them now.
+               NOT EXISTS (SELECT 1 FROM run_steps AS e
+                           WHERE e.run_id = s.run_id AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
+                             AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_run,
+               NOT EXISTS (SELECT 1 FROM run_steps AS e
+                           WHERE e.run_id = s.run_id AND e.model = s.model AND e.finished_at IS NOT NULL
+                             AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_model
+        FROM jsonb_to_recordset(p_steps) AS s (run_id uuid, attempt integer, position integer, model text,
+                                               prompt_tokens integer, completion_tokens integer,
+                                               cost_usd numeric, finished_at timestamptz)
+        JOIN runs AS r ON r.id = s.run_id
+    ), hourly AS (
+        INSERT INTO llm_usage_hourly AS u (hour, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                           completion_tokens, cost_usd, unpriced_steps)
+        SELECT hour, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY hour, workflow_id, model
+        -- One order for every writer: concurrent savers lock the rows they share in the same order.
+        ORDER BY hour, workflow_id, model
+        ON CONFLICT (hour, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    ), daily AS (
+        INSERT INTO llm_usage_daily AS u (day, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                          completion_tokens, cost_usd, unpriced_steps)
+        SELECT (hour AT TIME ZONE 'UTC')::date, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY 1, workflow_id, model
+        ORDER BY 1, workflow_id, model
+        ON CONFLICT (day, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    )
+    INSERT INTO llm_usage_totals AS t (model, prompt_tokens, completion_tokens, cost_usd)
+    SELECT model, p_sign * coalesce(sum(prompt_tokens), 0), p_sign * coalesce(sum(completion_tokens), 0),
+           p_sign * coalesce(sum(cost_usd), 0)
+    FROM step
+    GROUP BY model
+    ORDER BY model
+    ON CONFLICT (model) DO UPDATE
+    SET prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = t.completion_tokens + excluded.completion_tokens,
+        cost_usd = t.cost_usd + excluded.cost_usd;
+$$;
+
+--
+-- Name: run_steps_roll_up_usage(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.run_steps_roll_up_usage() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        -- Only the columns counted: a row's long texts are never read.
+        PERFORM roll_up_llm_usage(jsonb_agg(jsonb_build_object(
+                    'run_id', o.run_id, 'attempt', o.attempt, 'position', o.position, 'model', o.model,
+                    'prompt_tokens', o.prompt_tokens, 'completion_tokens', o.completion_tokens,
+                    'cost_usd', o.cost_usd, 'finished_at', o.finished_at)), -1)
+        FROM old_steps AS o
+        WHERE o.model IS NOT NULL AND o.finished_at IS NOT NULL
+        HAVING count(*) > 0;
+    END IF;
+    PERFORM roll_up_llm_usage(jsonb_agg(jsonb_build_object(
+                'run_id', n.run_id, 'attempt', n.attempt, 'position', n.position, 'model', n.model,
+                'prompt_tokens', n.prompt_tokens, 'completion_tokens', n.completion_tokens,
+                'cost_usd', n.cost_usd, 'finished_at', n.finished_at)), 1)
+    FROM new_steps AS n
+    WHERE n.model IS NOT NULL AND n.finished_at IS NOT NULL
+    HAVING count(*) > 0;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: save_run_steps(uuid, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -556,6 +695,69 @@ ALTER TABLE public.llm_reservations ALTER COLUMN id ADD GENERATED ALWAYS AS IDEN
 );
 
 --
+-- Name: llm_usage_daily; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_usage_daily (
+    day date NOT NULL,
+    workflow_id uuid NOT NULL,
+    model text NOT NULL,
+    runs integer DEFAULT 0 NOT NULL,
+    model_runs integer DEFAULT 0 NOT NULL,
+    steps integer DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    cost_usd numeric DEFAULT 0 NOT NULL,
+    unpriced_steps integer DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: TABLE llm_usage_daily; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_usage_daily IS 'LLM usage per UTC day, workflow and model, kept with llm_usage_hourly; deletes do not subtract.';
+
+--
+-- Name: llm_usage_hourly; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_usage_hourly (
+    hour timestamp with time zone NOT NULL,
+    workflow_id uuid NOT NULL,
+    model text NOT NULL,
+    runs integer DEFAULT 0 NOT NULL,
+    model_runs integer DEFAULT 0 NOT NULL,
+    steps integer DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    cost_usd numeric DEFAULT 0 NOT NULL,
+    unpriced_steps integer DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: TABLE llm_usage_hourly; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_usage_hourly IS 'LLM usage per UTC hour, workflow and model, kept by triggers on run_steps; deletes do not subtract.';
+
+--
+-- Name: llm_usage_totals; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.llm_usage_totals (
+    model text NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    cost_usd numeric DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: TABLE llm_usage_totals; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.llm_usage_totals IS 'LLM usage per model since this migration (with the steps it found), the counters /metrics reads.';
+
+--
 -- Name: nodes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -600,6 +802,46 @@ CREATE TABLE public.run_lanes (
     running integer DEFAULT 0 NOT NULL,
     CONSTRAINT run_lanes_running_valid CHECK ((running >= 0))
 );
+
+--
+-- Name: run_steps; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.run_steps (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    run_id uuid NOT NULL,
+    node_id uuid,
+    attempt integer NOT NULL,
+    "position" integer NOT NULL,
+    node_type text NOT NULL,
+    config_snapshot jsonb NOT NULL,
+    status text NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    input_text text,
+    output_text text,
+    error_message text,
+    note text,
+    model text,
+    prompt_tokens integer,
+    completion_tokens integer,
+    cost_usd numeric,
+    CONSTRAINT run_steps_attempt_position_valid CHECK (((attempt >= 1) AND ("position" >= 0))),
+    CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text, 'Waiting'::text])))
+)
+WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02', fillfactor='90');
+
+--
+-- Name: COLUMN run_steps.model; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_steps.model IS 'The LLM model this step called (NULL: not an LLM step).';
+
+--
+-- Name: COLUMN run_steps.cost_usd; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_steps.cost_usd IS 'The usage priced with llm_models'' prices when the step was saved (NULL: no usage reported or no price).';
 
 --
 -- Name: runs; Type: TABLE; Schema: public; Owner: -
@@ -708,48 +950,15 @@ CREATE VIEW public.run_list AS
     runs.schedule_id,
     runs.scheduled_for,
     runs.priority,
-    runs.concurrency_key
+    runs.concurrency_key,
+    ( SELECT json_build_object('prompt_tokens', COALESCE(sum(s.prompt_tokens), (0)::bigint), 'completion_tokens', COALESCE(sum(s.completion_tokens), (0)::bigint), 'cost_usd',
+                CASE
+                    WHEN (count(s.cost_usd) = count(*)) THEN (COALESCE(sum(s.cost_usd), (0)::numeric))::double precision
+                    ELSE NULL::double precision
+                END) AS json_build_object
+           FROM public.run_steps s
+          WHERE ((s.run_id = runs.id) AND (s.model IS NOT NULL))) AS usage
    FROM public.runs;
-
---
--- Name: run_steps; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.run_steps (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    run_id uuid NOT NULL,
-    node_id uuid,
-    attempt integer NOT NULL,
-    "position" integer NOT NULL,
-    node_type text NOT NULL,
-    config_snapshot jsonb NOT NULL,
-    status text NOT NULL,
-    started_at timestamp with time zone,
-    finished_at timestamp with time zone,
-    input_text text,
-    output_text text,
-    error_message text,
-    note text,
-    model text,
-    prompt_tokens integer,
-    completion_tokens integer,
-    cost_usd numeric,
-    CONSTRAINT run_steps_attempt_position_valid CHECK (((attempt >= 1) AND ("position" >= 0))),
-    CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text, 'Waiting'::text])))
-)
-WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02', fillfactor='90');
-
---
--- Name: COLUMN run_steps.model; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON COLUMN public.run_steps.model IS 'The LLM model this step called (NULL: not an LLM step).';
-
---
--- Name: COLUMN run_steps.cost_usd; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON COLUMN public.run_steps.cost_usd IS 'The usage priced with llm_models'' prices when the step was saved (NULL: no usage reported or no price).';
 
 --
 -- Name: schedules; Type: TABLE; Schema: public; Owner: -
@@ -905,6 +1114,27 @@ ALTER TABLE ONLY public.llm_reservations
     ADD CONSTRAINT llm_reservations_pkey PRIMARY KEY (id);
 
 --
+-- Name: llm_usage_daily llm_usage_daily_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_usage_daily
+    ADD CONSTRAINT llm_usage_daily_pkey PRIMARY KEY (day, workflow_id, model);
+
+--
+-- Name: llm_usage_hourly llm_usage_hourly_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_usage_hourly
+    ADD CONSTRAINT llm_usage_hourly_pkey PRIMARY KEY (hour, workflow_id, model);
+
+--
+-- Name: llm_usage_totals llm_usage_totals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.llm_usage_totals
+    ADD CONSTRAINT llm_usage_totals_pkey PRIMARY KEY (model);
+
+--
 -- Name: nodes nodes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1006,6 +1236,12 @@ CREATE INDEX llm_reservations_model_at_idx ON public.llm_reservations USING btre
 --
 
 CREATE INDEX run_events_run_at_idx ON public.run_events USING btree (run_id, at);
+
+--
+-- Name: run_steps_llm_finished_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX run_steps_llm_finished_idx ON public.run_steps USING btree (finished_at) INCLUDE (model, prompt_tokens, completion_tokens) WHERE (model IS NOT NULL);
 
 --
 -- Name: run_steps_node_id_idx; Type: INDEX; Schema: public; Owner: -
@@ -1150,6 +1386,18 @@ CREATE INDEX webhooks_workflow_idx ON public.webhooks USING btree (workflow_id, 
 --
 
 CREATE INDEX workflows_created_at_idx ON public.workflows USING btree (created_at DESC, id);
+
+--
+-- Name: run_steps run_steps_roll_up_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER run_steps_roll_up_inserted AFTER INSERT ON public.run_steps REFERENCING NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION public.run_steps_roll_up_usage();
+
+--
+-- Name: run_steps run_steps_roll_up_updated; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER run_steps_roll_up_updated AFTER UPDATE ON public.run_steps REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION public.run_steps_roll_up_usage();
 
 --
 -- Name: runs runs_hold_inserted; Type: TRIGGER; Schema: public; Owner: -

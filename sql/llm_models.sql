@@ -37,3 +37,14 @@ WHERE model = %(model)s;
 DELETE FROM llm_models
 WHERE model = %(model)s
 RETURNING model;
+
+-- name: list_llm_use_last_minute :many
+-- Sums, per model, the LLM steps that finished in the last 60 seconds (requests) and the tokens they reported; served by run_steps_llm_finished_idx.
+SELECT model, count(*) AS requests,
+       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens
+FROM run_steps
+WHERE model IS NOT NULL
+  AND finished_at > now() - interval '60 seconds'
+GROUP BY model
+ORDER BY model;

@@ -78,7 +78,8 @@ SELECT r.id,
            'steps', coalesce(
                (SELECT json_agg(s ORDER BY s.attempt, s.position)
                 FROM (SELECT id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-                             finished_at, input_text, output_text, error_message, note
+                             finished_at, input_text, output_text, error_message, note,
+                             model, prompt_tokens, completion_tokens, cost_usd
                       FROM run_steps
                       WHERE run_id = r.id) AS s),
                '[]'::json),
@@ -170,15 +171,18 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
            concurrency_key text);
 
 -- name: import_run_steps :exec
--- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids.
+-- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids and usage (which the roll-up of migration 0019 counts).
 INSERT INTO run_steps (id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-                       finished_at, input_text, output_text, error_message, note)
+                       finished_at, input_text, output_text, error_message, note,
+                       model, prompt_tokens, completion_tokens, cost_usd)
 SELECT id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-       finished_at, input_text, output_text, error_message, note
+       finished_at, input_text, output_text, error_message, note,
+       model, prompt_tokens, completion_tokens, cost_usd
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS s (id uuid, run_id uuid, node_id uuid, attempt integer, position integer, node_type text,
            config_snapshot jsonb, status text, started_at timestamptz, finished_at timestamptz, input_text text,
-           output_text text, error_message text, note text);
+           output_text text, error_message text, note text,
+           model text, prompt_tokens integer, completion_tokens integer, cost_usd numeric);
 
 -- name: import_run_events :exec
 -- Inserts run events from a JSON array of {id, run_id, attempt, status, at, worker_id, note}, keeping their ids.

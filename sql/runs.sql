@@ -556,7 +556,7 @@ WHERE workflow_id = %(workflow_id)s
 GROUP BY status;
 
 -- name: get_run_cut_json :one
--- Returns one run with its workflow's name, its input and its steps in execution order, every long text cut to text_cut characters beside its size, as JSON; no row for an unknown run.
+-- Returns one run with its workflow's name, its input, its usage and its steps (with theirs) in execution order, every long text cut to text_cut characters beside its size, as JSON; no row for an unknown run.
 SELECT json_build_object(
            'run', json_build_object(
                'id', r.id, 'workflow_id', r.workflow_id, 'workflow_name', w.name, 'status', r.status,
@@ -573,10 +573,14 @@ SELECT json_build_object(
                'final_output_bytes', octet_length(r.final_output),
                'error_message', left(r.error_message, %(text_cut)s),
                'error_message_cut', char_length(left(r.error_message, %(text_cut)s + 1)) > %(text_cut)s,
-               'error_message_bytes', octet_length(r.error_message)),
+               'error_message_bytes', octet_length(r.error_message),
+               -- Its LLM steps' tokens and cost over every attempt, as the API's lists sum them.
+               'usage', (SELECT l.usage FROM run_list AS l WHERE l.id = r.id)),
            'steps', coalesce(
                (SELECT json_agg(json_build_object(
                            'id', s.id, 'node_id', s.node_id, 'node_type', s.node_type, 'status', s.status,
+                           'model', s.model, 'prompt_tokens', s.prompt_tokens,
+                           'completion_tokens', s.completion_tokens, 'cost_usd', s.cost_usd::float8,
                            'attempt', s.attempt, 'position', s.position,
                            'started_at', s.started_at, 'finished_at', s.finished_at,
                            'config_snapshot', s.config_snapshot, 'note', s.note,

@@ -98,3 +98,9 @@ RETURNING id;
 SELECT version
 FROM workflows
 WHERE id = %(workflow_id)s;
+
+-- name: list_workflow_names :many
+-- Returns the name of each workflow of workflow_ids that still exists (the usage page names its rows with them).
+SELECT id, name
+FROM workflows
+WHERE id = ANY (%(workflow_ids)s::uuid[]);

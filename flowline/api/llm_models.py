@@ -8,6 +8,9 @@ budget and no price.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flask import Blueprint, Response, jsonify
 from flask.blueprints import BlueprintSetupState
 from marshmallow import ValidationError
@@ -67,10 +70,23 @@ def put_llm_model(model: str) -> Response:
     :raise 422: no key given, an unknown key, a limit that is not a positive integer, a price that is not a
         positive number, or a model name longer than 200 characters.
     """
+    check_model_name(model)
+    return jsonify(put(model, load_json(_put_schema)))
+
+
+def check_model_name(model: str) -> None:
+    """Check ``model`` as a model's name.
+
+    :raise ValidationError: a name a node's config would refuse (keyed ``model``).
+    """
     problem = model_name_problem(model)
     if problem:
         raise ValidationError({"model": [problem]})
-    data = load_json(_put_schema)
+
+
+def put(model: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``model``'s budget and prices with ``data`` (LLMModelPutSchema's load, the name checked with
+    check_model_name); return the stored row."""
     with db.transaction() as conn:
         row = db.one(
             conn,
@@ -81,7 +97,8 @@ def put_llm_model(model: str) -> Response:
             usd_per_million_input_tokens=data["usd_per_million_input_tokens"],
             usd_per_million_output_tokens=data["usd_per_million_output_tokens"],
         )
-    return jsonify(row)
+    assert row is not None  # an upsert returns its row
+    return row
 
 
 @bp.get("/llm-models")
@@ -122,10 +139,18 @@ def delete_llm_model(model: str) -> tuple[str, int]:
 
     :raise 404: a model with no budget and no price.
     """
+    delete(model)
+    return "", 204
+
+
+def delete(model: str) -> None:
+    """Remove ``model``'s budget and prices.
+
+    :raise NotFound: a model with no budget and no price (or a name no model can have).
+    """
     if model_name_problem(model):
         raise NotFound(_NO_ROW)
     with db.transaction() as conn:
         row = db.one(conn, "delete_llm_model", model=model)
     if row is None:
         raise NotFound(_NO_ROW)
-    return "", 204

@@ -366,6 +366,24 @@ class LLMModelPutSchema(Schema):
             )
 
 
+# GET /usage: its groupings, and the longest window it sums (the roll-up is read hour by hour).
+USAGE_GROUPS = ("day", "workflow", "model")
+MAX_USAGE_DAYS = 366
+
+
+class UsageQuerySchema(Schema):
+    """Query of ``GET /usage``: ``since`` and ``until`` (ISO-8601 instants with their offset; default: the last
+    30 days) and ``group_by`` (day, workflow or model; default day)."""
+
+    since = fields.AwareDateTime(
+        metadata={
+            "description": "Count steps that finished in an hour overlapping [since, until); default until - 30 days."
+        }
+    )
+    until = fields.AwareDateTime(metadata={"description": "The window's end (exclusive); default now."})
+    group_by = fields.String(load_default="day", validate=validate.OneOf(USAGE_GROUPS))
+
+
 # --- responses (never used to load or dump: views name them in @contract.responds, flowline/api/openapi.py makes
 # them components of the document, and the API tests check every answer against them: tests/support/contract.py)
 # ``required=True`` marks a key every such response carries; ``allow_none=True`` one that may be null.
@@ -448,6 +466,16 @@ class NodeChangedSchema(NodeSchema):
     warnings = fields.List(fields.String(), metadata={"description": _WARNINGS_DESCRIPTION})
 
 
+class RunUsageSchema(Schema):
+    """What a run's LLM steps used over all its attempts: tokens summed (0 without any LLM step) and their cost."""
+
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    cost_usd = fields.Float(
+        required=True, allow_none=True, metadata={"description": "US dollars; null while a step lacks a price"}
+    )
+
+
 class RunSchema(Schema):
     """A run: every key is always present (null when empty)."""
 
@@ -472,6 +500,9 @@ class RunSchema(Schema):
     )
     priority = fields.Integer(required=True, metadata={"description": "higher claimed first"})
     concurrency_key = fields.String(required=True, allow_none=True, metadata={"description": "null: none"})
+    usage = fields.Nested(
+        RunUsageSchema, required=True, metadata={"description": "its LLM steps' tokens and cost, every attempt"}
+    )
 
 
 class StepUsageSchema(Schema):
@@ -776,3 +807,23 @@ class LLMModelListSchema(Schema):
     """Every model with a budget or a price, by name."""
 
     llm_models = fields.List(fields.Nested(LLMModelSchema), required=True)
+
+
+class UsageRowSchema(Schema):
+    """The LLM usage of one group: steps that finished in the window's hours."""
+
+    key = fields.String(
+        required=True, metadata={"description": "the UTC date (YYYY-MM-DD), the workflow's id or the model's name"}
+    )
+    runs = fields.Integer(required=True, metadata={"description": "runs counted in this group (see the README)"})
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    cost_usd = fields.Float(
+        required=True, allow_none=True, metadata={"description": "US dollars; null while a step lacks a price"}
+    )
+
+
+class UsageSchema(Schema):
+    """Answer of ``GET /usage``: one row per group with usage, in key order."""
+
+    usage = fields.List(fields.Nested(UsageRowSchema), required=True)

@@ -7,7 +7,7 @@ resource's ``sql/*.sql``. Sessions and CSRF tokens exist only here (guard); the 
 
 from flask import Flask
 
-from . import guard, runs, schedules, webhooks, workflows  # noqa: F401  (their routes register on the blueprint)
+from . import guard, runs, schedules, usage, webhooks, workflows  # noqa: F401  (their routes register on the blueprint)
 from .blueprint import NAME, bp
 
 __all__ = ["NAME", "bp", "install"]

@@ -131,7 +131,7 @@ def ignored_keys(node_type_name: str, config: dict[str, Any]) -> list[str]:
     return nodes.BY_NAME[node_type_name].ignored_keys(config)
 
 
-def _number(raw: str, integer: bool) -> int | float | str:
+def form_number(raw: str, integer: bool) -> int | float | str:
     """Return ``raw`` as the JSON number it spells, or ``raw`` itself (the type's schema then says what is wrong)."""
     try:
         return int(raw) if integer else float(raw)
@@ -162,7 +162,7 @@ def config_from_form(
         if kind != "textarea":
             raw = raw.strip()
         if kind == "number":
-            config[name] = _number(raw, isinstance(schema_field, fields.Integer))
+            config[name] = form_number(raw, isinstance(schema_field, fields.Integer))
         else:
             config[name] = raw
     return config

@@ -1,5 +1,5 @@
-"""The geometry of the console's two pictures, drawn as SVG by their templates (``_timeline.svg.html``,
-``_minute_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
+"""The geometry of the console's three pictures, drawn as SVG by their templates (``_timeline.svg.html``,
+``_minute_chart.svg.html``, ``_usage_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
 (the Content-Security-Policy forbids inline styles) and every mark carrying its words (a label, a ``<title>``)."""
 
 from collections.abc import Sequence
@@ -129,4 +129,52 @@ def minute_chart(minutes: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "bars": bars,
         "busiest": busiest,
         "minutes": len(minutes),
+    }
+
+
+USAGE_BAR_W, USAGE_GAP = 16, 4
+# What a kind of token looks like in the usage chart; its word is in the page's key and every bar's title.
+TOKEN_FILLS = {"prompt_tokens": "#0a58ca", "completion_tokens": "#8a4b00"}
+
+
+def usd(value: float | None) -> str:
+    """Return a cost in US dollars as a short text ($0.000123, $12.34), or "unknown" for None (no price)."""
+    if value is None:
+        return "unknown"
+    if value == 0:
+        return "$0"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
+
+
+def usage_chart(days: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return the bars of the tokens LLM steps used per day (``days``: rows of ``key`` (the date), ``runs``,
+    ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, oldest first): one bar per day, prompt and completion
+    tokens stacked, scaled to the busiest day, each with its words."""
+    busiest = max((d["prompt_tokens"] + d["completion_tokens"] for d in days), default=0)
+    scale = CHART_H / max(busiest, 1)
+    bars = []
+    for index, day in enumerate(days):
+        parts, top = [], CHART_H
+        for kind, fill in TOKEN_FILLS.items():
+            height = round(day[kind] * scale, 2)
+            if height:
+                top -= height
+                parts.append({"y": round(top, 2), "height": height, "fill": fill})
+        bars.append(
+            {
+                "x": index * (USAGE_BAR_W + USAGE_GAP),
+                "parts": parts,
+                "title": f"{day['key']}: {day['prompt_tokens']:,} prompt + {day['completion_tokens']:,} completion "
+                f"tokens, {usd(day['cost_usd'])}, {day['runs']:,} run{'' if day['runs'] == 1 else 's'}",
+            }
+        )
+    return {
+        "width": max(len(days), 1) * (USAGE_BAR_W + USAGE_GAP),
+        "height": CHART_H + 20,
+        "chart_h": CHART_H,
+        "bar_w": USAGE_BAR_W,
+        "bars": bars,
+        "busiest": busiest,
+        "first": days[0]["key"] if days else "",
+        "last": days[-1]["key"] if days else "",
     }

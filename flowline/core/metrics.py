@@ -48,6 +48,9 @@ Where each series comes from (the README's "Metrics and logs" section has the sa
     waited, and the Dead ones not yet pruned, read through the outbox's partial indexes (capped).
   - ``flowline_schedule_lag_seconds``: how late the oldest due schedule tick is (0 when none is due), one probe of
     the schedules' partial index.
+  - ``flowline_llm_tokens_total{model,kind}`` and ``flowline_llm_cost_usd_total{model}``: the tokens (prompt,
+    completion) and priced cost of finished LLM steps per model, read from the usage roll-up's per-model totals
+    (llm_usage_totals, migration 0019; one row per model), so every worker on every host counts and pruned runs too.
   - ``flowline_worker_last_heartbeat_timestamp_seconds{worker_id}``: each worker's last heartbeat as recorded in
     the ``workers`` table (workers heard from in the last ``WORKER_SHOWN_FOR_S``, clean stops excluded), and
     ``flowline_workers_alive``: how many beat within the last RUN_LEASE_SECONDS. They cover workers on any host,

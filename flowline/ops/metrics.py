@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIServer
 import psycopg
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -36,6 +36,8 @@ COUNT_CAP = 10_000
 WORKER_SHOWN_FOR_S = 3600
 # Most workers one scrape lists.
 WORKER_ROWS = 500
+# Most models one scrape lists the LLM usage of.
+MODEL_ROWS = 500
 # How often a gunicorn worker refreshes its pool gauges between scrapes (on a request, never more often).
 POOL_REFRESH_S = 1.0
 
@@ -87,9 +89,10 @@ class DatabaseCollector:
         Mapping[str, Any] | None,
         Mapping[str, Any] | None,
         Sequence[Mapping[str, Any]] | None,
+        Sequence[Mapping[str, Any]] | None,
     ]:
-        """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures and the runs
-        waiting for each model's budget (None: that migration is pending).
+        """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures, the runs
+        waiting for each model's budget and the LLM usage per model (None: that migration is pending).
 
         :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
         """
@@ -124,7 +127,12 @@ class DatabaseCollector:
                     waiting = db.many(conn, "count_runs_waiting_for_budget", count_cap=COUNT_CAP)
             except psycopg.errors.UndefinedColumn:
                 waiting = None  # the budgets migration is pending
-        return queue, workers, outbox, schedules, waiting
+            try:
+                with conn.transaction():
+                    usage = db.many(conn, "list_llm_usage_totals", row_limit=MODEL_ROWS)
+            except psycopg.errors.UndefinedTable:
+                usage = None  # the usage roll-up's migration is pending
+        return queue, workers, outbox, schedules, waiting, usage
 
     def collect(self) -> Iterator[Metric]:
         """Yield ``flowline_database_up`` and, when the database answered, the series read from it."""
@@ -134,7 +142,7 @@ class DatabaseCollector:
             "0 when the database is unreachable or no pooled connection was free in time.",
         )
         try:
-            queue, workers, outbox, schedules, waiting = self._read()
+            queue, workers, outbox, schedules, waiting, usage = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
             up.add_metric([], 0)
@@ -195,6 +203,8 @@ class DatabaseCollector:
                 "over SCHEDULE_POLL_INTERVAL_S for long means no worker fires schedules.",
                 value=float(schedules["lag_s"]),
             )
+        if usage is not None:
+            yield from _usage_series(usage)
         if workers is None:
             return
         heartbeats = GaugeMetricFamily(
@@ -212,6 +222,28 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "flowline_workers_alive", "Workers whose last heartbeat is within RUN_LEASE_SECONDS.", value=alive
         )
+
+
+def _usage_series(rows: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    """Yield the LLM usage counters from ``rows`` of list_llm_usage_totals (one per model)."""
+    tokens = CounterMetricFamily(
+        "flowline_llm_tokens",
+        "Tokens LLM providers reported for finished steps, by model and kind (prompt, completion), from the "
+        "usage roll-up: every process and host, runs pruned since included.",
+        labels=["model", "kind"],
+    )
+    cost = CounterMetricFamily(
+        "flowline_llm_cost_usd",
+        "What finished LLM steps cost in US dollars at their model's prices when they ran (steps without a price "
+        "add nothing), by model, from the usage roll-up.",
+        labels=["model"],
+    )
+    for row in rows:
+        tokens.add_metric([row["model"], "prompt"], row["prompt_tokens"])
+        tokens.add_metric([row["model"], "completion"], row["completion_tokens"])
+        cost.add_metric([row["model"]], row["cost_usd"])
+    yield tokens
+    yield cost
 
 
 class ReplicaCollector:

@@ -16,7 +16,8 @@ The format, version 2 (every id and timestamp as the API writes them)::
                               "schedule_id", "scheduled_for", "priority", "concurrency_key",
                               "steps": [{"id", "node_id", "attempt", "position", "node_type", "config_snapshot",
                                          "status", "started_at", "finished_at", "input_text", "output_text",
-                                         "error_message", "note"}],
+                                         "error_message", "note",
+                                         "model", "prompt_tokens", "completion_tokens", "cost_usd"}],
                               "events": [{"id", "attempt", "status", "at", "worker_id", "note"}]}]}],
      "counts": {"workflows", "nodes", "runs", "steps", "events"}}
 
@@ -25,7 +26,9 @@ batch as it is read, so its memory is bounded by a batch whatever the size of th
 exported (Pending and Running runs are queue state), and never the bytes of uploaded files, webhook subscriptions
 or schedules. A run's ``schedule_id`` and ``scheduled_for`` (which schedule made it, for which tick) came with
 schedules: a file without them (an older export) imports them null, and a schedule_id the target database has no
-schedule for is imported null (the run is kept).
+schedule for is imported null (the run is kept). A step's usage (``model``, ``prompt_tokens``,
+``completion_tokens``, ``cost_usd``: null but for LLM steps) came with usage: a file without it imports it null.
+Imported steps count in the usage roll-up (GET /usage) like saved ones; the roll-up itself does not travel.
 
 Import validates the whole file with the API's schemas before writing anything, then writes in one transaction:
 a conflicting id, a constraint violation or a failed verification (every imported workflow read back and compared
@@ -40,7 +43,7 @@ from uuid import UUID
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ..api.schemas import PRIORITY_MAX, PRIORITY_MIN, NodeCreateSchema, WorkflowCreateSchema, check_node_config
-from ..core.fields import PG_INTEGER_MAX, StrictInteger, Text
+from ..core.fields import PG_INTEGER_MAX, StrictFloat, StrictInteger, Text
 from ..core.statuses import FINISHED_STATUSES, RUN_STATUSES
 
 FORMAT = "flowline-export"
@@ -81,6 +84,13 @@ def _integer(minimum: int) -> fields.Integer:
     return fields.Integer(strict=True, required=True, validate=validate.Range(min=minimum, max=PG_INTEGER_MAX))
 
 
+def _optional_count() -> fields.Integer:
+    # A token count, absent from older files: null.
+    return fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(min=0, max=2**31 - 1)
+    )
+
+
 class ExportNodeSchema(NodeCreateSchema):
     """A node in an export: the API's node body (node_type, and a config valid for it) plus what the database
     keeps."""
@@ -113,6 +123,11 @@ class ExportStepSchema(Schema):
     output_text = _optional_text()
     error_message = _optional_text()
     note = _optional_text()
+    # Optional: files exported before steps recorded their usage lack them (null).
+    model = Text(allow_none=True, load_default=None, validate=validate.Length(min=1, max=200))
+    prompt_tokens = _optional_count()
+    completion_tokens = _optional_count()
+    cost_usd = StrictFloat(allow_none=True, load_default=None, validate=validate.Range(min=0))
 
 
 class ExportEventSchema(Schema):

@@ -72,12 +72,16 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "llm_models",
         "llm_reservations",
         "llm_model_state",
+        "llm_usage_daily",
+        "llm_usage_hourly",
+        "llm_usage_totals",
         "run_list",
         "run_lanes",
     }
     assert [row[0] for row in applied["functions"]] == [
         "add_lane_running",
         "hold_pending_run",
+        "llm_usage_between",
         "lock_run_limits",
         "notify_run_finished",
         "queue_webhook_deliveries",
@@ -86,9 +90,13 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "release_key_runs",
         "release_workflow_runs",
         "reserve_llm_call",
+        "roll_up_llm_usage",
+        "run_steps_roll_up_usage",
         "save_run_steps",
     ]
     assert [row[1] for row in applied["triggers"]] == [
+        "run_steps_roll_up_inserted",
+        "run_steps_roll_up_updated",
         "runs_hold_inserted",
         "runs_hold_requeued",
         "runs_notify_finished",

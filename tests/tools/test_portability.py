@@ -30,11 +30,16 @@ ROWS = {
                       worker_id, idempotency_key, request_hash, cancel_requested_at, created_at, started_at, finished_at
                FROM runs WHERE finished_at IS NOT NULL ORDER BY id""",
     "run_steps": """SELECT id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-                           finished_at, input_text, output_text, error_message, note
+                           finished_at, input_text, output_text, error_message, note,
+                           model, prompt_tokens, completion_tokens, cost_usd
                     FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL) ORDER BY id""",
     "run_events": """SELECT id, run_id, attempt, status, at, worker_id, note
                      FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL) ORDER BY id""",
 }
+# What the imported steps add to GET /usage's roll-up (the source's Pending run has no finished LLM step).
+ROLL_UP = """SELECT hour, workflow_id, model, runs, model_runs, steps, prompt_tokens, completion_tokens, cost_usd,
+                  unpriced_steps
+           FROM llm_usage_hourly ORDER BY hour, workflow_id, model"""
 
 
 def flask(url, *args, stdin=None):
@@ -95,6 +100,11 @@ def seeded(client, workflow, upload, failing_workflow, sql):
     pending = client.post(f"/workflows/{invoices}/runs", json={"input_text": "still queued"}).json["run_id"]
     last_node = client.get(f"/workflows/{invoices}").json["nodes"][-1]["id"]
     assert client.delete(f"/workflows/{invoices}/nodes/{last_node}").status_code == 204
+    # What a real provider reports (the echo provider reports 0 tokens), priced: every step's usage travels.
+    sql.execute(
+        """UPDATE run_steps SET prompt_tokens = 1234 + position, completion_tokens = 56, cost_usd = 0.0012345
+           WHERE model = 'm'"""
+    )
     statuses = [r["status"] for r in sql.execute("SELECT status FROM runs ORDER BY status").fetchall()]
     assert statuses == ["Cancelled", "Failed", "Pending", "Succeeded", "Succeeded", "Succeeded"]
     return {"invoices": invoices, "pdf": pdf, "failing": failing, "pending": pending, "file_id": file_id}
@@ -118,7 +128,9 @@ def _write(tmp_path, content, name="export.json"):
     return str(path)
 
 
-def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(database_url, seeded, target, tmp_path):
+def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(
+    database_url, seeded, target, tmp_path, make_database, template_db
+):
     exported = _export(database_url, "--with-runs")
     document = json.loads(exported)
     assert (document["format"], document["version"], document["with_runs"]) == ("flowline-export", 2, True)
@@ -139,10 +151,24 @@ def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(databas
     # The uploaded file did not travel: the import says which node names it (and still imports the node).
     assert f"names file {seeded['file_id']}, which this database does not have" in _err(result)
     assert _rows(target) == _rows(database_url)
+    with psycopg.connect(target) as copy, psycopg.connect(database_url) as source:
+        assert copy.execute(ROLL_UP).fetchall() == source.execute(ROLL_UP).fetchall() != []
 
     # Exporting the copy gives the same document, but for the time of export.
     again = json.loads(_export(target, "--with-runs"))
     assert {**again, "exported_at": None} == {**document, "exported_at": None}
+
+    # A file written before steps recorded their usage imports, its steps without usage.
+    older = make_database(template_db)
+    for workflow in document["workflows"]:
+        for run in workflow["runs"]:
+            for step in run["steps"]:
+                assert step.pop("model") is None or step["node_type"] == "generative_ai"
+                del step["prompt_tokens"], step["completion_tokens"], step["cost_usd"]
+    result = flask(older, "import", _write(tmp_path, document, "older.json"), "--with-runs")
+    assert result.returncode == 0, _err(result)
+    steps = _rows(older)["run_steps"]
+    assert len(steps) == 10 and {(s["model"], s["prompt_tokens"], s["cost_usd"]) for s in steps} == {(None, None, None)}
 
 
 def test_without_with_runs_only_workflows_and_nodes_travel(database_url, seeded, target, tmp_path):
