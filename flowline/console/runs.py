@@ -210,8 +210,9 @@ def rerun(run_id: str) -> ResponseReturnValue:
     """
     key = runs.check_idempotency_key(request.form.get("idempotency_key") or None)
     new_id, replayed = runs.rerun_of(parse_id(run_id, "Run"), key)
-    if not replayed:
-        flash("Re-run queued.")
+    # A form sent twice (a double click) lands on the same run, and says so: the first answer's page, with its
+    # message, may never show, as the browser drops it for the second.
+    flash("Re-run queued (this form was already sent: still one run)." if replayed else "Re-run queued.")
     return redirect(url_for("console.run", run_id=new_id))
 
 
