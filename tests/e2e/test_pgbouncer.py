@@ -179,11 +179,18 @@ def test_waits_answer_through_a_direct_listen_even_after_it_drops(api, workers, 
     workflow_id = make_workflow(api, UPPER)
     answer = call(api, "POST", f"/workflows/{workflow_id}/runs", {"input_text": "wait"}, {"Prefer": "wait=20"})
     assert (answer["status"], answer["final_output"]) == ("Succeeded", "WAIT")
-    listeners = db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+    listening = (
+        "FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name IN ('flowline-api-waits', 'flowline-worker-listen')"
-    ).fetchall()
-    assert len(listeners) >= 3  # the gunicorn worker's waits listener and both workers' listeners
+    )
+    # The gunicorn worker's waits listener and both workers' listeners (a worker started by the test before may
+    # still be opening its own).
+    wait_for(
+        lambda: db.execute(f"SELECT count(*) AS n {listening}").fetchone()["n"] >= 3,
+        message="three LISTEN connections",
+    )
+    listeners = db.execute(f"SELECT pg_terminate_backend(pid) {listening}").fetchall()
+    assert len(listeners) >= 3
     # Re-opened, and the poll covers what was notified meanwhile: every wait still ends with its run.
     for text in ("again", "and again"):
         status, answer, _ = request(
