@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 # `make test`'s pytest-xdist processes: the suite mostly waits (on gunicorns, workers, Chromium), so more processes
 # than this 2-core machine's cores pay; measured in the README's "Tests" section.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
