@@ -35,6 +35,7 @@ SELECT w.id,
            'version', w.version,
            'max_concurrent_runs', w.max_concurrent_runs,
            'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
+           'max_tokens_per_run', w.max_tokens_per_run,
            'nodes', coalesce(
                (SELECT json_agg(n ORDER BY n.position)
                 FROM (SELECT id, position, node_type, config, created_at, updated_at, version
@@ -140,12 +141,13 @@ FROM schedules
 WHERE id = ANY (%(schedule_ids)s::uuid[]);
 
 -- name: import_workflows :exec
--- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key}, keeping their ids.
-INSERT INTO workflows (id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key)
-SELECT id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key
+-- Inserts workflows from a JSON array of {id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key, max_tokens_per_run}, keeping their ids.
+INSERT INTO workflows (id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key,
+                       max_tokens_per_run)
+SELECT id, name, created_at, updated_at, version, max_concurrent_runs, max_concurrent_runs_per_key, max_tokens_per_run
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS w (id uuid, name text, created_at timestamptz, updated_at timestamptz, version integer,
-           max_concurrent_runs integer, max_concurrent_runs_per_key integer);
+           max_concurrent_runs integer, max_concurrent_runs_per_key integer, max_tokens_per_run integer);
 
 -- name: import_nodes :exec
 -- Inserts nodes from a JSON array of {id, workflow_id, position, node_type, config, created_at, updated_at, version}, keeping their ids.

@@ -1,13 +1,14 @@
 -- Workflows: the workflows table, and the JSON bodies of reads that include their nodes.
 
 -- name: create_workflow :one
--- Inserts a workflow with its concurrency limits (NULL: none); returns its version (the ETag) and the API's JSON body.
-INSERT INTO workflows (name, max_concurrent_runs, max_concurrent_runs_per_key)
-VALUES (%(name)s, %(max_concurrent_runs)s, %(max_concurrent_runs_per_key)s)
+-- Inserts a workflow with its concurrency limits and its tokens per run (NULL: none); returns its version (the ETag) and the API's JSON body.
+INSERT INTO workflows (name, max_concurrent_runs, max_concurrent_runs_per_key, max_tokens_per_run)
+VALUES (%(name)s, %(max_concurrent_runs)s, %(max_concurrent_runs_per_key)s, %(max_tokens_per_run)s)
 RETURNING version,
           json_build_object('id', id, 'name', name, 'created_at', created_at, 'updated_at', updated_at,
                             'version', version, 'max_concurrent_runs', max_concurrent_runs,
-                            'max_concurrent_runs_per_key', max_concurrent_runs_per_key)::text AS body;
+                            'max_concurrent_runs_per_key', max_concurrent_runs_per_key,
+                            'max_tokens_per_run', max_tokens_per_run)::text AS body;
 
 -- name: get_workflow_json :one
 -- Returns one workflow with its nodes in position order, as the API's JSON body, and its version (the ETag).
@@ -20,6 +21,7 @@ SELECT w.version,
            'version', w.version,
            'max_concurrent_runs', w.max_concurrent_runs,
            'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
+           'max_tokens_per_run', w.max_tokens_per_run,
            'nodes', coalesce(
                (SELECT json_agg(n ORDER BY n.position)
                 FROM (SELECT id, node_type, config, position, created_at, updated_at, version
@@ -56,7 +58,7 @@ LIMIT %(row_limit)s;
 SELECT lock_run_limits(%(workflow_id)s, true);
 
 -- name: update_workflow :one
--- Changes a workflow's name and limits (each kept where its set_ flag is false) and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version, whether a limit changed, and its JSON body.
+-- Changes a workflow's name, concurrency limits and tokens per run (each kept where its set_ flag is false) and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version, whether a limit changed, and its JSON body.
 WITH old AS (
     SELECT id, max_concurrent_runs, max_concurrent_runs_per_key
     FROM workflows
@@ -70,6 +72,8 @@ SET name = CASE WHEN %(set_name)s THEN %(name)s ELSE w.name END,
     max_concurrent_runs_per_key = CASE WHEN %(set_max_concurrent_runs_per_key)s
                                        THEN %(max_concurrent_runs_per_key)s::integer
                                        ELSE w.max_concurrent_runs_per_key END,
+    max_tokens_per_run = CASE WHEN %(set_max_tokens_per_run)s THEN %(max_tokens_per_run)s::integer
+                              ELSE w.max_tokens_per_run END,
     version = w.version + 1,
     updated_at = now()
 FROM old
@@ -80,7 +84,8 @@ RETURNING w.version,
            OR w.max_concurrent_runs_per_key IS DISTINCT FROM old.max_concurrent_runs_per_key) AS limits_changed,
           json_build_object('id', w.id, 'name', w.name, 'created_at', w.created_at, 'updated_at', w.updated_at,
                             'version', w.version, 'max_concurrent_runs', w.max_concurrent_runs,
-                            'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key)::text AS body;
+                            'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
+                            'max_tokens_per_run', w.max_tokens_per_run)::text AS body;
 
 -- name: rebuild_run_holds :exec
 -- Recounts a workflow's running runs and re-holds its Pending runs under its current limits (migration 0016's rebuild_run_holds), after they changed.

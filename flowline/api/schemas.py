@@ -60,12 +60,24 @@ def _priority() -> StrictInteger:
     )
 
 
+def _tokens_per_run() -> StrictInteger:
+    return StrictInteger(
+        allow_none=True,
+        validate=validate.Range(min=1, max=PG_INTEGER_MAX),
+        metadata={
+            "description": "most tokens (prompt and completion, every attempt) one run's LLM steps may use; a step "
+            "whose reservation would pass it fails before calling. A positive integer, or null for no limit"
+        },
+    )
+
+
 class WorkflowCreateSchema(Schema):
     """Body of ``POST /workflows``."""
 
     name = Text(required=True, validate=[validate.Length(min=1, max=200), not_blank])
     max_concurrent_runs = _limit()
     max_concurrent_runs_per_key = _limit()
+    max_tokens_per_run = _tokens_per_run()
 
 
 def _unstorable_parts(value: Any) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -154,12 +166,14 @@ class WorkflowPatchSchema(Schema):
     name = Text(validate=[validate.Length(min=1, max=200), not_blank])
     max_concurrent_runs = _limit()
     max_concurrent_runs_per_key = _limit()
+    max_tokens_per_run = _tokens_per_run()
 
     @validates_schema
     def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError(
-                "Give name, max_concurrent_runs, max_concurrent_runs_per_key, or several.", field_name="_schema"
+                "Give name, max_concurrent_runs, max_concurrent_runs_per_key, max_tokens_per_run, or several.",
+                field_name="_schema",
             )
 
 
@@ -418,7 +432,8 @@ class NodeSchema(WorkflowNodeSchema):
 
 
 class WorkflowLimitsSchema(WorkflowSchema):
-    """A workflow with its concurrency limits (``GET /workflows/{id}``, a create's and a PATCH's answer)."""
+    """A workflow with its concurrency limits and tokens per run (``GET /workflows/{id}``, a create's and a
+    PATCH's answer)."""
 
     max_concurrent_runs = fields.Integer(
         required=True,
@@ -429,6 +444,11 @@ class WorkflowLimitsSchema(WorkflowSchema):
         required=True,
         allow_none=True,
         metadata={"description": "most of its queued runs of one concurrency_key running at once; null: no limit"},
+    )
+    max_tokens_per_run = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "most tokens one run's LLM steps may use, every attempt; null: no limit"},
     )
 
 

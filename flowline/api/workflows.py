@@ -34,9 +34,9 @@ _page_schema = schemas.PageQuerySchema()
 @contract.responds(200, schemas.WorkflowLimitsSchema, "The workflow.", "ETag")
 @contract.errors(400, 413, 415, 422, 503)
 def create_workflow() -> Response:
-    """Create a workflow, optionally with ``max_concurrent_runs`` and ``max_concurrent_runs_per_key`` (positive
-    integers, null: no limit); 200 ``{id, name, created_at, updated_at, version, max_concurrent_runs,
-    max_concurrent_runs_per_key}``.
+    """Create a workflow, optionally with ``max_concurrent_runs``, ``max_concurrent_runs_per_key`` and
+    ``max_tokens_per_run`` (positive integers, null: no limit); 200 ``{id, name, created_at, updated_at, version,
+    max_concurrent_runs, max_concurrent_runs_per_key, max_tokens_per_run}``.
 
     :raise 422: a missing, blank or over-long name; a limit that is not a positive integer or null.
     """
@@ -46,12 +46,17 @@ def create_workflow() -> Response:
             data["name"],
             max_concurrent_runs=data.get("max_concurrent_runs"),
             max_concurrent_runs_per_key=data.get("max_concurrent_runs_per_key"),
+            max_tokens_per_run=data.get("max_tokens_per_run"),
         )
     )
 
 
 def create(
-    name: str, *, max_concurrent_runs: int | None = None, max_concurrent_runs_per_key: int | None = None
+    name: str,
+    *,
+    max_concurrent_runs: int | None = None,
+    max_concurrent_runs_per_key: int | None = None,
+    max_tokens_per_run: int | None = None,
 ) -> dict[str, Any]:
     """Create a workflow named ``name`` with its limits (already validated; None: no limit); return its row
     (``body``, ``id``, ``version``)."""
@@ -62,6 +67,7 @@ def create(
             name=name,
             max_concurrent_runs=max_concurrent_runs,
             max_concurrent_runs_per_key=max_concurrent_runs_per_key,
+            max_tokens_per_run=max_tokens_per_run,
         )
     assert row is not None  # an INSERT ... RETURNING: always one row
     return row
@@ -116,8 +122,8 @@ def page(cursor: str | None, limit: int) -> list[dict[str, Any]]:
 @contract.responds(200, schemas.WorkflowLimitsSchema, "The changed workflow.", "ETag")
 @contract.errors(400, 404, 412, 413, 415, 422, 503)
 def patch_workflow(workflow_id: str) -> Response:
-    """Change any of a workflow's ``name``, ``max_concurrent_runs`` and ``max_concurrent_runs_per_key`` (null: no
-    limit); 200 with the workflow and its new ``ETag``. With ``If-Match``, only if unchanged since. A new limit
+    """Change any of a workflow's ``name``, ``max_concurrent_runs``, ``max_concurrent_runs_per_key`` and
+    ``max_tokens_per_run`` (null: no limit); 200 with the workflow and its new ``ETag``. With ``If-Match``, only if unchanged since. A new limit
     applies to the runs claimed after it; a lowered one stops no run, it lets none start until below it.
 
     :raise 404: unknown workflow.
@@ -138,7 +144,8 @@ def rename(workflow_id: uuid.UUID, name: str, versions: list[int] | None) -> dic
 
 
 def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] | None) -> dict[str, Any]:
-    """Set the workflow's ``fields`` (a validated subset of name, max_concurrent_runs, max_concurrent_runs_per_key)
+    """Set the workflow's ``fields`` (a validated subset of name, max_concurrent_runs, max_concurrent_runs_per_key,
+    max_tokens_per_run)
     if its version is among ``versions`` (None: any), in one transaction; return its row. A change of a limit
     takes the workflow's concurrency lock first and re-holds its queued runs under the new limits.
 
@@ -160,6 +167,8 @@ def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] |
             max_concurrent_runs=fields.get("max_concurrent_runs"),
             set_max_concurrent_runs_per_key="max_concurrent_runs_per_key" in fields,
             max_concurrent_runs_per_key=fields.get("max_concurrent_runs_per_key"),
+            set_max_tokens_per_run="max_tokens_per_run" in fields,
+            max_tokens_per_run=fields.get("max_tokens_per_run"),
         )
         if row is None:
             raise workflow_write_refused(conn, workflow_id)

@@ -8,7 +8,7 @@ The format, version 2 (every id and timestamp as the API writes them)::
 
     {"format": "flowline-export", "version": 2, "exported_at": "...", "with_runs": true,
      "workflows": [{"id", "name", "created_at", "updated_at", "version", "max_concurrent_runs",
-                    "max_concurrent_runs_per_key",
+                    "max_concurrent_runs_per_key", "max_tokens_per_run",
                     "nodes": [{"id", "position", "node_type", "config", "created_at", "updated_at", "version"}],
                     "runs": [{"id", "mode", "status", "input", "final_output", "error_message", "attempt",
                               "max_attempts", "worker_id", "idempotency_key", "request_hash",
@@ -193,6 +193,9 @@ class ExportWorkflowSchema(WorkflowCreateSchema):
         allow_none=True, load_default=None, validate=validate.Range(min=1, max=PG_INTEGER_MAX)
     )
     max_concurrent_runs_per_key = StrictInteger(
+        allow_none=True, load_default=None, validate=validate.Range(min=1, max=PG_INTEGER_MAX)
+    )
+    max_tokens_per_run = StrictInteger(
         allow_none=True, load_default=None, validate=validate.Range(min=1, max=PG_INTEGER_MAX)
     )
     nodes = fields.List(fields.Nested(ExportNodeSchema), required=True)

@@ -157,6 +157,7 @@ def _insert(conn: Connection[Any], workflows: list[Indexed], with_runs: bool, ba
                         "version",
                         "max_concurrent_runs",
                         "max_concurrent_runs_per_key",
+                        "max_tokens_per_run",
                     )
                 }
             )

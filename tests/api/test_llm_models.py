@@ -88,3 +88,19 @@ def test_a_name_with_a_line_break_is_refused_or_not_found_never_routed_elsewhere
 def test_a_limit_past_what_postgresql_holds_is_refused(client):
     response = client.post("/workflows", json={"name": "w", "max_concurrent_runs_per_key": 2**31})
     assert response.status_code == 422 and "max_concurrent_runs_per_key" in response.json["errors"]
+
+
+def test_a_workflows_max_tokens_per_run_is_set_read_changed_and_cleared(client):
+    created = client.post("/workflows", json={"name": "budgeted", "max_tokens_per_run": 5000})
+    assert created.status_code == 200 and created.json["max_tokens_per_run"] == 5000
+    workflow_id = created.json["id"]
+    assert client.get(f"/workflows/{workflow_id}").json["max_tokens_per_run"] == 5000
+    # A PATCH of another field keeps it; null clears it.
+    assert client.patch(f"/workflows/{workflow_id}", json={"name": "renamed"}).json["max_tokens_per_run"] == 5000
+    assert (
+        client.patch(f"/workflows/{workflow_id}", json={"max_tokens_per_run": None}).json["max_tokens_per_run"] is None
+    )
+    for bad in (0, -1, "5000", 2**31):
+        response = client.patch(f"/workflows/{workflow_id}", json={"max_tokens_per_run": bad})
+        assert response.status_code == 422 and "max_tokens_per_run" in response.json["errors"]
+    assert client.get(f"/workflows/{workflow_id}").json["max_tokens_per_run"] is None

@@ -89,7 +89,7 @@ def seeded(client, workflow, upload, failing_workflow, sql):
         assert client.post(f"/workflows/{invoices}/run", json={"input_text": text}).status_code == 200
     assert client.post(f"/workflows/{pdf}/run", json={}).status_code == 200
     assert client.post(f"/workflows/{failing}/run", json={"input_text": "x"}).status_code == 422
-    limits = {"max_concurrent_runs": 4, "max_concurrent_runs_per_key": 2}
+    limits = {"max_concurrent_runs": 4, "max_concurrent_runs_per_key": 2, "max_tokens_per_run": 90_000}
     assert client.patch(f"/workflows/{invoices}", json=limits).status_code == 200
     queued = client.post(
         f"/workflows/{invoices}/runs",
@@ -135,7 +135,15 @@ def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(
     document = json.loads(exported)
     assert (document["format"], document["version"], document["with_runs"]) == ("flowline-export", 2, True)
     [invoices] = [w for w in document["workflows"] if w["id"] == seeded["invoices"]]
-    assert (invoices["max_concurrent_runs"], invoices["max_concurrent_runs_per_key"]) == (4, 2)
+    assert (
+        invoices["max_concurrent_runs"],
+        invoices["max_concurrent_runs_per_key"],
+        invoices["max_tokens_per_run"],
+    ) == (
+        4,
+        2,
+        90_000,
+    )
     assert [(r["concurrency_key"], r["priority"]) for r in invoices["runs"] if r["status"] == "Cancelled"] == [
         ("tenant-1", 7)
     ]

@@ -233,8 +233,9 @@ def test_a_call_whose_estimate_exceeds_the_whole_tokens_per_minute_fails_at_once
 def test_a_step_that_would_pass_max_tokens_per_run_fails_unsent(llm_client, fake, workflow, sql):
     fake.reply(200, completion("fake completion", prompt_tokens=12, completion_tokens=5))
     workflow_id = workflow([llm_node("{text}", max_tokens=10), llm_node("{text}", max_tokens=10)])
-    sql.execute("UPDATE workflows SET max_tokens_per_run = 25 WHERE id = %s", (workflow_id,))
     client = llm_client()
+    patched = client.patch(f"/workflows/{workflow_id}", json={"max_tokens_per_run": 25})
+    assert patched.status_code == 200 and patched.json["max_tokens_per_run"] == 25
     response = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "hello"})
     assert response.status_code == 422
     assert response.json["detail"] == (
