@@ -59,6 +59,8 @@ def per_process(directory, kind, sample, **labels):
     found = {}
     for path in directory.glob(f"{kind}_*.db"):
         pid = int(path.stem.rsplit("_", 1)[1])
+        if path.stat().st_size == 0:
+            continue  # a process starting now has made its file but not yet written its header
         for family in multiprocess.MultiProcessCollector.merge([str(path)]):
             for s in family.samples:
                 if s.name == sample and s.labels == labels:
