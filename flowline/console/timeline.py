@@ -1,5 +1,5 @@
 """The geometry of the console's three pictures, drawn as SVG by their templates (``_timeline.svg.html``,
-``_minute_chart.svg.html``, ``_usage_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
+``_bar_chart.svg.html``): plain numbers and texts here, escaped there, every colour a presentation attribute
 (the Content-Security-Policy forbids inline styles) and every mark carrying its words (a label, a ``<title>``)."""
 
 from collections.abc import Sequence
