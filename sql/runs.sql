@@ -556,7 +556,7 @@ WHERE workflow_id = %(workflow_id)s
 GROUP BY status;
 
 -- name: get_run_cut_json :one
--- Returns one run with its workflow's name, its input, its usage and its steps (with theirs) in execution order, every long text cut to text_cut characters beside its size, as JSON; no row for an unknown run.
+-- Returns one run with its workflow's name, where it queues, its input, its usage and its steps (with theirs) in execution order, every long text cut to text_cut characters beside its size, as JSON; no row for an unknown run.
 SELECT json_build_object(
            'run', json_build_object(
                'id', r.id, 'workflow_id', r.workflow_id, 'workflow_name', w.name, 'status', r.status,
@@ -565,6 +565,7 @@ SELECT json_build_object(
                'available_at', r.available_at, 'cancel_requested_at', r.cancel_requested_at,
                'worker_id', r.worker_id, 'input_file_id', r.input ->> 'file_id',
                'schedule_id', r.schedule_id, 'scheduled_for', r.scheduled_for,
+               'priority', r.priority, 'concurrency_key', r.concurrency_key, 'waiting_for', r.waiting_for,
                'input_text', left(r.input ->> 'input_text', %(text_cut)s),
                'input_text_cut', char_length(left(r.input ->> 'input_text', %(text_cut)s + 1)) > %(text_cut)s,
                'input_text_bytes', octet_length(r.input ->> 'input_text'),

@@ -14,7 +14,7 @@ from .. import nodes as node_types
 from ..api import files, nodes, runs, schedules, webhooks, workflows
 from ..api.errors import ApiError, NotFound, PreconditionFailed
 from ..api.http import parse_id, split_page
-from ..api.schemas import RunRequestSchema, WorkflowCreateSchema
+from ..api.schemas import QueueRunRequestSchema, RunRequestSchema, WorkflowCreateSchema, WorkflowPatchSchema
 from ..core.statuses import WEBHOOK_EVENTS
 from ..data import db
 from . import forms
@@ -25,6 +25,10 @@ PAGE_SIZE = 25
 FILE_CHOICES = 100
 _name_schema = WorkflowCreateSchema()
 _run_schema = RunRequestSchema()
+_queue_schema = QueueRunRequestSchema()
+_limits_schema = WorkflowPatchSchema()
+# The limits form's fields, in the order it shows them: the workflow fields PATCH /workflows/{id} takes besides name.
+LIMIT_FIELDS = ("max_concurrent_runs", "max_concurrent_runs_per_key", "max_tokens_per_run")
 
 # The add-a-schedule form before anything is typed (an empty time zone: the browser's, filled in by console.js; UTC
 # without script).
@@ -156,6 +160,47 @@ def rename_workflow(workflow_id: str) -> ResponseReturnValue:
         return workflow_page(workflow_uuid, 409, stale=STALE)
     flash(f"Renamed to “{name}”.")
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
+
+
+def _limits_of(form: dict[str, str]) -> dict[str, Any]:
+    """Return the limits a submitted limits form sets, as PATCH /workflows/{id} would load them (an empty field:
+    null, no limit).
+
+    :raise ValidationError: the API's refusal, by field.
+    """
+    return _limits_schema.load({name: _whole_number(form.get(name, "")) for name in LIMIT_FIELDS})
+
+
+def _whole_number(text: str) -> int | str | None:
+    """Return a form field's text as the JSON value a client would send: None when empty, an integer when it is
+    one, else the text itself (which the API's schema then refuses with its message)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+@bp.post("/workflows/<workflow_id>/limits")
+def set_limits(workflow_id: str) -> ResponseReturnValue:
+    """Set the workflow's concurrency and token limits (if unchanged since its page was loaded: else 409 with the
+    page); back to its page (422: the page with the API's messages beside their fields).
+
+    :raise 404: unknown workflow.
+    """
+    workflow_uuid = parse_id(workflow_id, "Workflow")
+    try:
+        fields = _limits_of(request.form)
+    except ValidationError as exc:
+        return workflow_page(workflow_uuid, 422, limit_errors=exc.messages_dict, limit_values=request.form)
+    try:
+        workflows.change(workflow_uuid, fields, versions_of(request.form.get("version")))
+    except PreconditionFailed:
+        return workflow_page(workflow_uuid, 409, stale=STALE)
+    flash("Limits saved.")
+    return redirect(url_for("console.workflow", workflow_id=workflow_uuid, _anchor="limits"))
 
 
 @bp.route("/workflows/<workflow_id>/delete", methods=["GET", "POST"])
@@ -344,6 +389,22 @@ def _run_input() -> tuple[str, uuid.UUID | None]:
     return data["input_text"], data["file_id"]
 
 
+def _where_it_queues(form: dict[str, str]) -> dict[str, Any]:
+    """Return the ``concurrency_key`` and ``priority`` a "Queue" submit asks for, as POST /workflows/{id}/runs
+    would load them (empty fields: no key, priority 0).
+
+    :raise ValidationError: the API's refusal, by field.
+    """
+    body: dict[str, Any] = {}
+    if form.get("concurrency_key", ""):
+        body["concurrency_key"] = form["concurrency_key"]
+    priority = _whole_number(form.get("priority", ""))
+    if priority is not None:
+        body["priority"] = priority
+    data = _queue_schema.load(body)
+    return {"concurrency_key": data["concurrency_key"], "priority": data.get("priority", 0)}
+
+
 @bp.post("/workflows/<workflow_id>/try")
 def try_workflow(workflow_id: str) -> ResponseReturnValue:
     """Try the workflow on the form's input: run it now and show the outcome on its page, or queue it and go to
@@ -358,7 +419,17 @@ def try_workflow(workflow_id: str) -> ResponseReturnValue:
     except ApiError as exc:
         return workflow_page(workflow_uuid, exc.status, try_error=exc.detail, input_text=request.form.get("input_text"))
     if request.form.get("action") == "queue":
-        run_id, _ = runs.enqueue(workflow_uuid, input_text, file_id, key)
+        try:
+            where = _where_it_queues(request.form)
+        except ValidationError as exc:
+            return workflow_page(
+                workflow_uuid,
+                422,
+                queue_errors=exc.messages_dict,
+                queue_values=request.form,
+                input_text=request.form.get("input_text"),
+            )
+        run_id, _ = runs.enqueue(workflow_uuid, input_text, file_id, key, **where)
         return redirect(url_for("console.run", run_id=run_id))
     run_id, outcome = runs.run_now(workflow_uuid, input_text, file_id)
     return workflow_page(

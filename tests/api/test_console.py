@@ -212,6 +212,56 @@ def test_queue_goes_to_the_new_runs_page_and_a_double_submit_queues_one_run(cons
     assert "Pending" in console.get(first.headers["Location"]).text
 
 
+def test_limits_are_set_and_cleared_on_the_workflow_page_and_a_bad_one_is_shown_beside_its_field(console, workflow):
+    workflow_id = workflow()
+    page = f"/console/workflows/{workflow_id}"
+    limits = {"max_concurrent_runs": "3", "max_concurrent_runs_per_key": "1", "max_tokens_per_run": "5000"}
+    saved = _post(console, f"{page}/limits", {**limits, "version": "1"}, page)
+    assert saved.status_code == 302
+    shown = console.get(f"/workflows/{workflow_id}").json
+    assert [shown[name] for name in limits] == [3, 1, 5000]
+    assert 'id="limit-max_tokens_per_run" name="max_tokens_per_run" inputmode="numeric" value="5000"' in (
+        console.get(page).text
+    )
+
+    refused = _post(
+        console,
+        f"{page}/limits",
+        {**limits, "max_concurrent_runs": "0", "max_tokens_per_run": "lots", "version": "2"},
+        page,
+    )
+    assert refused.status_code == 422
+    assert re.search(r'id="limit-max_concurrent_runs-errors"><li>Must be greater than or equal to 1', refused.text)
+    assert re.search(r'id="limit-max_tokens_per_run-errors"><li>Not a valid integer', refused.text)
+    assert 'value="lots"' in refused.text  # what was typed stays to be corrected
+    assert console.get(f"/workflows/{workflow_id}").json["max_concurrent_runs"] == 3  # nothing half-stored
+
+    stale = _post(console, f"{page}/limits", {**limits, "version": "1"}, page)
+    assert stale.status_code == 409
+    cleared = _post(console, f"{page}/limits", {"version": "2"}, page)
+    assert cleared.status_code == 302
+    shown = console.get(f"/workflows/{workflow_id}").json
+    assert [shown[name] for name in limits] == [None, None, None]
+
+
+def test_queue_takes_a_concurrency_key_and_a_priority_and_refuses_a_bad_one_queuing_nothing(console, workflow, sql):
+    workflow_id = workflow([("formatter", {"rules": ["uppercase"]})])
+    page = f"/console/workflows/{workflow_id}"
+    form = {"input_text": "x", "action": "queue", "concurrency_key": "tenant-7", "priority": "40"}
+    queued = _post(console, f"{page}/try", form, page)
+    assert queued.status_code == 302
+    run_page = console.get(queued.headers["Location"]).text
+    assert '<dd id="run-priority">40</dd>' in run_page
+    assert '<dd id="run-key">tenant-7</dd>' in run_page
+    refused = _post(console, f"{page}/try", {**form, "priority": "101", "concurrency_key": "k" * 201}, page)
+    assert refused.status_code == 422
+    assert re.search(
+        r'id="priority-errors"><li>Must be greater than or equal to -100 and less than or equal to 100', refused.text
+    )
+    assert re.search(r'id="concurrency_key-errors"><li>Length must be between 1 and 200', refused.text)
+    assert sql.execute("SELECT count(*) AS n FROM runs").fetchone()["n"] == 1
+
+
 @pytest.mark.parametrize("hostile", XSS)
 def test_hostile_names_prompts_and_outputs_are_shown_as_text(console, workflow, hostile):
     workflow_id = workflow([("generative_ai", {"prompt": hostile + " {text}"})], name=hostile)

@@ -108,6 +108,34 @@ def test_upload_a_pdf_and_run_extract_text(page, console, tmp_path):
     assert _nodes(console, workflow_id)[0][1]["file_id"]
 
 
+def test_set_limits_then_queue_a_run_with_a_key_and_a_priority(page, console):
+    workflow_id = _new_workflow(page, console, "Limited")
+    page.get_by_label("Most runs of this workflow running at once").fill("0")
+    page.get_by_role("button", name="Save limits").click()
+    assert "Must be greater than or equal to 1 " in page.locator("#limit-max_concurrent_runs-errors").text_content()
+    page.get_by_label("Most runs of this workflow running at once").fill("4")
+    page.get_by_label("Most runs of one concurrency key running at once").fill("1")
+    page.get_by_label("Most LLM tokens one run may use").fill("20000")
+    page.get_by_role("button", name="Save limits").click()
+    assert "Limits saved." in page.locator(".flash").text_content()
+    assert page.get_by_label("Most runs of one concurrency key running at once").input_value() == "1"
+    shown = console.request("GET", f"/workflows/{workflow_id}")[1]
+    assert (shown["max_concurrent_runs"], shown["max_concurrent_runs_per_key"], shown["max_tokens_per_run"]) == (
+        4,
+        1,
+        20000,
+    )
+    page.locator("#limits").screenshot(path=_shot("console-limits"))
+
+    page.get_by_label("Input text").fill("queued")
+    page.get_by_label("Concurrency key (optional").fill("customer-42")
+    page.get_by_label("Priority (").fill("50")
+    page.get_by_role("button", name="Queue").click()
+    page.wait_for_url(re.compile(r"/console/runs/[0-9a-f-]{36}$"))
+    assert page.locator("#run-priority").text_content() == "50"
+    assert page.locator("#run-key").text_content() == "customer-42"
+
+
 def test_a_stale_edit_from_a_second_tab_is_refused_with_a_reload(browser, console):
     context = browser.new_context()
     try:
