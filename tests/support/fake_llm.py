@@ -14,7 +14,9 @@ back that many seconds (cut short when the server stops), so clients can time ou
 ``rpm`` requests, or more than ``tpm`` tokens (its prompt's characters / 4 + its max_tokens, as counted on arrival),
 in the last 60 seconds is answered 429 with a Retry-After, and counts for nothing. Its clock is
 ``time.monotonic()`` plus ``advance(seconds)``'s total, so a test that moves the database's times back by a minute
-moves the fake's minute along too; ``Request.at`` is on that clock.
+moves the fake's minute along too; ``Request.at`` is on that clock, and so is ``Request.done_at``, when its answer
+was sent. ``FakeLLM(delay=s)`` keeps every unscripted answer back ``s`` seconds, so calls overlap as slow ones do
+and ``most_at_once()`` tells how many were in flight together.
 """
 
 import json
@@ -58,6 +60,7 @@ class Request:
     headers: dict
     body: bytes
     at: float
+    done_at: float | None = None
 
     @property
     def json(self):
@@ -84,6 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay and fake._stopping.wait(reply.delay):
             return
         self._send(reply)
+        request.done_at = fake.now()
 
     def _send(self, reply):
         body = reply.body
@@ -116,8 +120,8 @@ class _Server(ThreadingHTTPServer):
 class FakeLLM:
     """The server; ``url`` is the base URL to use as LLM_BASE_URL (``http://127.0.0.1:<port>/v1``)."""
 
-    def __init__(self, *, rpm=None, tpm=None):
-        self.rpm, self.tpm = rpm, tpm
+    def __init__(self, *, rpm=None, tpm=None, delay=0.0):
+        self.rpm, self.tpm, self.delay = rpm, tpm, delay
         # Seconds added to time.monotonic(): advance() moves the fake's clock on.
         self.offset = 0.0
         # (at, tokens) of each request counted against the limits.
@@ -172,13 +176,17 @@ class FakeLLM:
             if self._script:
                 return self._script.popleft()
         if self.rpm is None and self.tpm is None:
-            return Reply(200, completion("fake completion"))
+            return Reply(200, completion("fake completion"), delay=self.delay)
         # A limited fake reports the prompt's tokens as it counted them.
         try:
             prompt = request.json["messages"][0]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             prompt = ""
-        return Reply(200, completion("fake completion", prompt_tokens=math.ceil(len(prompt) / 4), completion_tokens=5))
+        return Reply(
+            200,
+            completion("fake completion", prompt_tokens=math.ceil(len(prompt) / 4), completion_tokens=5),
+            delay=self.delay,
+        )
 
     def _limited(self, request):
         """Return a 429 when ``request`` goes over the fake's own limits, else count it and return None."""
@@ -215,3 +223,15 @@ class FakeLLM:
                 first += 1
             best = max(best, last - first + 1)
         return best
+
+    def most_at_once(self, which=lambda request: True):
+        """Return the most answered requests for which ``which(request)`` holds that were in flight together."""
+        edges = []
+        for request in self.requests:
+            if request.done_at is not None and which(request):
+                edges += [(request.at, 1), (request.done_at, -1)]
+        most = current = 0
+        for _, change in sorted(edges):  # at a tie an end (-1) sorts before a start: touching calls do not overlap
+            current += change
+            most = max(most, current)
+        return most

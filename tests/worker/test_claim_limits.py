@@ -1,7 +1,8 @@
 """Issue #20, concurrency limits and priorities: the claim (claim_run) never starts a run past its workflow's or its
 key's limit, such runs block no one behind them, keys take turns, higher priorities go first, and the plan stays
 index-backed with 100k runs waiting. Claims and finishes are the workers' own statements, called on the test's
-connection; one test claims from eight connections at once."""
+connection; one test claims from eight connections at once, and one has two worker processes call a fake provider,
+which sees the limits kept."""
 
 import threading
 import uuid
@@ -11,6 +12,8 @@ from psycopg.types.json import Jsonb
 
 from flowline.data import db
 from flowline.data.sql import QUERIES
+from tests.support import wait_for
+from tests.support.fake_llm import FakeLLM
 
 
 def new_workflow(sql, max_concurrent_runs=None, max_concurrent_runs_per_key=None):
@@ -244,3 +247,83 @@ def test_the_claim_skips_100k_waiting_high_priority_runs_on_its_index(sql):
         "SELECT id FROM runs WHERE status = 'Running' AND priority = 0 AND available_at < now() - interval '999 s'"
     ).fetchall()
     assert len(oldest) == 1, "it claimed the oldest available run"
+
+
+def test_worker_processes_keep_the_limits_as_the_provider_sees_them(client, sql, make_worker):
+    """Real workers (two processes, four threads each) calling a fake provider whose answers take 0.3 s: what the
+    provider sees in flight at once is what the limits allow, other workflows go ahead, a flooded key does not starve
+    a small one, and a higher priority goes first."""
+
+    def new(name, llm_prefix, **limits):
+        workflow_id = client.post("/workflows", json={"name": name, **limits}).json["id"]
+        node = {"prompt": llm_prefix + ":{text}", "model": "gpt-4o-mini"}
+        added = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "generative_ai", "config": node})
+        assert added.status_code == 200, added.json
+        return workflow_id
+
+    def queue(workflow_id, text, **where):
+        answer = client.post(f"/workflows/{workflow_id}/runs", json={"input_text": text, **where})
+        assert answer.status_code == 202, answer.json
+
+    capped, keyed, one_at_a_time, free = (
+        new("capped", "A", max_concurrent_runs=2),
+        new("keyed", "K", max_concurrent_runs_per_key=1),
+        new("one at a time", "P", max_concurrent_runs=1),
+        new("free", "B"),
+    )
+    # Queued in this order, before any worker runs: the capped workflow's flooded key first.
+    for i in range(6):
+        queue(capped, f"big{i}", concurrency_key="big")
+    for i in range(2):
+        queue(capped, f"small{i}", concurrency_key="small")
+    for key in ("x", "y"):
+        for i in range(3):
+            queue(keyed, f"{key}{i}", concurrency_key=key)
+    for i in range(3):
+        queue(one_at_a_time, f"low{i}")
+    queue(one_at_a_time, "high", priority=50)
+    for i in range(3):
+        queue(free, f"b{i}")
+
+    # Kept back until both workers are up, so neither takes the queue's head alone; then let go in queued order.
+    sql.execute("UPDATE runs SET available_at = now() + interval '1 hour'")
+    with FakeLLM(delay=0.3) as fake:
+        env = {"LLM_API_KEY": "sk-fake-limits", "LLM_BASE_URL": fake.url, "WORKER_POLL_INTERVAL_S": 0.1}
+        for _ in range(2):
+            make_worker(**env).start(concurrency=4)
+        wait_for(lambda: sql.execute("SELECT count(*) AS n FROM workers").fetchone()["n"] == 2, message="2 workers")
+        sql.execute("UPDATE runs SET available_at = created_at")
+        wait_for(
+            lambda: (
+                sql.execute("SELECT count(*) FILTER (WHERE status = 'Succeeded') AS n FROM runs").fetchone()["n"] == 21
+            ),
+            timeout=20,
+            message="all 21 runs",
+        )
+
+    def prompt(request):
+        return request.json["messages"][0]["content"]
+
+    def of(prefix):
+        return lambda request: prompt(request).startswith(prefix)
+
+    # The limits, as the provider saw them: reached, never passed.
+    assert fake.most_at_once(of("A:")) == 2
+    assert fake.most_at_once(of("K:")) == 2
+    assert fake.most_at_once(of("K:x")) == fake.most_at_once(of("K:y")) == 1
+    assert fake.most_at_once(of("P:")) == 1
+    # The free workflow, queued last, was not held behind the capped ones: all of it started before any of their
+    # first calls had answered.
+    first_answer = min(r.done_at for r in fake.requests if not prompt(r).startswith("B:"))
+    assert max(r.at for r in fake.requests if prompt(r).startswith("B:")) < first_answer
+    # Keys take turns: the small key's two runs were among the capped workflow's first four calls, not after the
+    # six of the flooded key queued before them.
+    capped_order = [prompt(r) for r in sorted(fake.requests, key=lambda r: r.at) if prompt(r).startswith("A:")]
+    assert {"A:small0", "A:small1"} <= set(capped_order[:4])
+    # Priorities: the run queued last with priority 50 went first; the others in the order they were queued.
+    assert [prompt(r) for r in sorted(fake.requests, key=lambda r: r.at) if prompt(r).startswith("P:")] == [
+        "P:high",
+        "P:low0",
+        "P:low1",
+        "P:low2",
+    ]
