@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
-from ..data import db
+from ..data import db, replica
 from . import contract, schemas
 from .errors import Unprocessable
 from .http import load_query
@@ -59,6 +59,7 @@ def summarize(since: datetime, until: datetime, group_by: str) -> list[dict[str,
 )
 @contract.responds(200, schemas.UsageSchema, "One row per group with usage, in key order.")
 @contract.errors(422, 503)
+@replica.reads
 def get_usage() -> Response:
     """Return ``{usage: [{key, runs, prompt_tokens, completion_tokens, cost_usd}]}`` for the steps that finished
     in the hours overlapping ``[since, until)`` (default the last 30 days), grouped by ``group_by`` (default day).

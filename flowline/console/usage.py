@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 
 from ..api import llm_models, usage
 from ..api.schemas import LLMModelPutSchema
-from ..data import db
+from ..data import db, replica
 from . import timeline
 from .blueprint import bp
 from .forms import form_number
@@ -111,6 +111,7 @@ def _total(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @bp.get("/usage", endpoint="usage")
+@replica.reads
 def usage_page() -> ResponseReturnValue:
     """The last 30 days' LLM usage: by day (a chart of the tokens and a table) and by workflow (a table, the
     costliest first), runs removed by prune-runs included."""

@@ -353,8 +353,8 @@ class Settings:
     )
     database_replica_url: str = _setting(
         _text, default="", scope=Scope.API, section=DATABASE,
-        meaning="A streaming replica of the database: `GET /runs` and the console's runs list and queue page read "
-        "there while its lag is within `REPLICA_MAX_LAG_S`, and from the primary otherwise (a replica never fails a "
+        meaning="A streaming replica of the database: `GET /runs`, `GET /usage` and the console's runs list, queue "
+        "and usage pages read there while its lag is within `REPLICA_MAX_LAG_S`, and from the primary otherwise (a replica never fails a "
         "request); `/readyz` reports it. Empty: every read goes to the primary.",
         default_text="(none)",
     )

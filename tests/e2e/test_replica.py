@@ -1,8 +1,8 @@
 """History reads on a real streaming replica: a private primary and a hot standby made from it with
 ``pg_basebackup -R`` (tests/support/clusters.py), for this module.
 
-The reads land on the replica: with its replay paused, a run written since is missing from `GET /runs` and the
-console's runs list (served there) while `GET /runs/{id}` and the workflow's runs (read after write: the primary)
+The reads land on the replica: with its replay paused, a run written since is missing from `GET /runs`, `GET
+/usage` and the console's runs list (served there) while `GET /runs/{id}` and the workflow's runs (read after write: the primary)
 show it; over REPLICA_MAX_LAG_S the same lists come from the primary. Then the replica stops, and every read still
 answers, at once, from the primary; /readyz stays ready, saying so.
 """
@@ -73,10 +73,16 @@ def listed(client):
     return {run["id"] for run in client.get("/runs").json["runs"]}
 
 
+def usage_runs(client):
+    return sum(row["runs"] for row in client.get("/usage?group_by=workflow").json["usage"])
+
+
 def test_history_reads_land_on_the_replica_until_it_lags(make, standby):
     client = make(max_lag_s=3600)
     workflow_id = client.post("/workflows", json={"name": "replicated"}).json["id"]
     client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "formatter", "config": {}})
+    # An LLM step (the echo provider's) makes each run count in /usage.
+    client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "generative_ai", "config": {"prompt": "{text}"}})
     first = run(client, workflow_id, "first")
     wait_for(lambda: first in listed(client), message="the replica to replay the first run")
     with psycopg.connect(standby[0], autocommit=True) as replica:
@@ -88,6 +94,7 @@ def test_history_reads_land_on_the_replica_until_it_lags(make, standby):
             assert second in {r["id"] for r in client.get(f"/workflows/{workflow_id}/runs").json["runs"]}
             # History across workflows: the paused replica, which has not replayed the second run.
             assert listed(client) == {first}
+            assert usage_runs(client) == 1
             console = client.get("/console/runs").get_data(as_text=True)
             assert first in console and second not in console
             assert client.get("/console/queue").status_code == 200
@@ -96,6 +103,7 @@ def test_history_reads_land_on_the_replica_until_it_lags(make, standby):
             strict = make(max_lag_s=0.5)
             time.sleep(0.6)
             assert listed(strict) == {first, second}
+            assert usage_runs(strict) == 2
             assert second in strict.get("/console/runs").get_data(as_text=True)
             assert strict.get("/readyz").json["replica"] == "lagging"
             lag = [
@@ -120,7 +128,7 @@ def test_with_the_replica_down_every_read_answers_from_the_primary(make, standby
         started = time.monotonic()
         assert {done, latest} <= listed(client)
         assert time.monotonic() - started < 3, "a down replica costs at most one short connect timeout"
-        for path in ("/console/runs", "/console/queue", "/runs?status=Succeeded"):
+        for path in ("/console/runs", "/console/queue", "/console/usage", "/usage", "/runs?status=Succeeded"):
             assert client.get(path).status_code == 200, path
         started = time.monotonic()
         assert latest in listed(client)
