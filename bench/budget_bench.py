@@ -28,8 +28,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
+from bench.queue_bench import enqueue
 from bench.support import RESULTS, Database, running_workers, say
-from flowline.data import db
 from tests.support.fake_llm import FakeLLM
 
 MODEL = "bench-model"
@@ -45,15 +45,7 @@ def feed(url, workflow_id, rate_per_s, duration, stop):
             if time.monotonic() - started >= duration:
                 return queued
             while queued < due:
-                db.one(
-                    conn,
-                    "enqueue_run",
-                    workflow_id=workflow_id,
-                    input=Jsonb({"input_text": f"run {queued}", "file_id": None}),
-                    max_attempts=3,
-                    idempotency_key=None,
-                    request_hash=None,
-                )
+                enqueue(conn, workflow_id, f"run {queued}")
                 queued += 1
             stop.wait(min(0.2, 1 / rate_per_s))
     return queued
