@@ -539,22 +539,28 @@ def _check_kept_file(client, response, sent_name):
         assert not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in kept[field]), (field, kept[field])
 
 
-def test_upload_file_names_and_types(client):
+# Where the hostile value goes in an upload's part: (file name, content type) of the value. Each is a test of its
+# own, so pytest-xdist spreads the uploads (each extracted in a child process) over its processes.
+UPLOAD_PLACES = {
+    "filename": lambda value: (value, "application/pdf"),
+    "content type": lambda value: (f"{value}.pdf", value or "x"),
+    "content type parameter": lambda value: ("ok.pdf", f"application/pdf; name={value}"),
+}
+
+
+@pytest.mark.parametrize("place", UPLOAD_PLACES.values(), ids=UPLOAD_PLACES.keys())
+def test_upload_file_names_and_types(client, place):
     data = make_pdf("named")
 
     def check(_, value):
-        for filename, content_type in (
-            (value, "application/pdf"),
-            (f"{value}.pdf", value or "x"),
-            ("ok.pdf", f"application/pdf; name={value}"),
-        ):
-            if any(ch in filename + content_type for ch in "\r\n"):
-                continue  # cannot be sent in a multipart header (test_upload_with_raw_multipart_headers sends them)
-            response = client.post(
-                "/files", data={"file": (io.BytesIO(data), filename, content_type)}, content_type="multipart/form-data"
-            )
-            if _status_ok(response) == 201:
-                _check_kept_file(client, response, filename)
+        filename, content_type = place(value)
+        if any(ch in filename + content_type for ch in "\r\n"):
+            return  # cannot be sent in a multipart header (test_upload_with_raw_multipart_headers sends them)
+        response = client.post(
+            "/files", data={"file": (io.BytesIO(data), filename, content_type)}, content_type="multipart/form-data"
+        )
+        if _status_ok(response) == 201:
+            _check_kept_file(client, response, filename)
 
     each_value(check, "lone-surrogate")  # a test client cannot encode it; test_upload_with_raw_multipart_headers can
 
