@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 6
 # `make run` keeps its private cluster's data here between runs.
 LOCAL_PG := PG_DATA_DIR=$(CURDIR)/.data/pg scripts/with_pg.sh
 
-.PHONY: run test lint format docs schema migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules bench-pgbouncer clean
+.PHONY: run test lint format docs schema migrate rollback migrate-status venv bench bench-queue bench-soak bench-pdf bench-waits bench-webhooks bench-schedules bench-pgbouncer bench-connections clean
 
 venv: $(STAMP)
 
@@ -97,6 +97,11 @@ bench-schedules: venv
 ## PgBouncer in transaction mode (needs pgbouncer: apt-get install pgbouncer).
 bench-pgbouncer: venv
 	$(BIN)/python -m bench.pgbouncer_bench
+
+## 8 workers x 4 threads and 2 gunicorn hosts, direct and through PgBouncer (pool 10): server connections held,
+## queue runs/s, enqueue-to-start p50/p99 (needs pgbouncer).
+bench-connections: venv
+	$(BIN)/python -m bench.connections_bench
 
 clean:
 	rm -rf $(VENV)
