@@ -1,14 +1,26 @@
 #!/usr/bin/env python3
-"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, enqueue-to-start latency with idle
-workers, the claim's plan with 1M finished runs, and procrastinate's no-op jobs/s on the same machine and server.
+"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, before and after migration 0020, next
+to procrastinate's no-op jobs/s on the same machine and server; bare finishing UPDATEs/s with the runs triggers
+before and after 0020 and without them; enqueue-to-start latency with idle workers and the claim's plan with 1M
+finished runs.
 
     .venv/bin/python -m bench.queue_bench [--runs 3000] [--latency-samples 300] [--finished-rows 1000000]
+                                          [--finish-runs 3000] [--finish-rounds 3] [--skip-procrastinate]
+
+"Before" is this code and schema with the two triggers every finished run fired until migration 0020,
+``runs_notify_finished`` and ``runs_queue_webhook_deliveries``, re-created exactly as migrations 0010 and 0009
+define them (their CREATE TRIGGER statements are read from those files): a NOTIFY for every finished run, and a
+look for subscriptions the workflow does not have. "After" is the schema as migrated (0020's WHEN clauses: nobody
+waits for these runs, and the workflow has no subscription). Everything else (the enqueue's FOR SHARE, the new
+columns) is the same in both, so the difference is the triggers'.
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
-2. Throughput, for 1 and 4 worker processes of one thread each, and one process of 4 threads: a fresh database, a workflow with one formatter node, ``--runs``
-   runs queued with the API's own statement (``enqueue_run``) and ANALYZEd, then the ``python -m flowline.worker
-   --concurrency T`` processes. Runs/s = runs / (last finished_at - first started_at), read from the runs table,
-   so worker start-up is not counted. Every run must end Succeeded with one attempt.
+2. Throughput, for 1 and 4 worker processes of one thread each, and one process of 4 threads, before then after:
+   a fresh database, a workflow with one formatter node, ``--runs`` runs queued with the API's own statement
+   (``enqueue_run``) and ANALYZEd, then the ``python -m flowline.worker --concurrency T`` processes, while one
+   connection LISTENs on flowline_run_finished and drains it, as a gunicorn process that served a wait does.
+   Runs/s = runs / (last finished_at - first started_at), read from the runs table, so worker start-up is not
+   counted. Every run must end Succeeded with one attempt.
 3. Latency: one idle worker; runs queued one at a time (each its own transaction, as a request would), each
    waited for before the next. Latency = started_at - created_at (both PostgreSQL clocks): the NOTIFY sent on
    commit, the worker's wake-up and its claim.
@@ -16,17 +28,23 @@ workers, the claim's plan with 1M finished runs, and procrastinate's no-op jobs/
    EXPLAIN ANALYZE, the plan's node types on ``runs`` and its execution time.
 5. procrastinate (bench/procrastinate_noop.py, in a throwaway venv of its own) with the same job count and
    1 and 4 worker processes of concurrency 1, on another fresh database of the same server.
+6. Bare finishing UPDATEs (bench/wait_bench.py's finish_rate: ``--finish-runs`` parked runs finished one
+   autocommit UPDATE each over 4 connections, the LISTEN connection draining), with the triggers before, after,
+   and dropped, interleaved for ``--finish-rounds`` rounds on one database.
 
 It prints the machine and a table, and writes bench/results/queue-<timestamp>.json.
 """
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
@@ -34,6 +52,7 @@ from psycopg.types.json import Jsonb
 
 from bench import machine, support
 from bench.support import RESULTS, ROOT, Database, running_workers, say
+from bench.wait_bench import finish_rate
 from flowline.data import db
 from flowline.data.sql import QUERIES
 from tests.support import wait_for
@@ -42,6 +61,50 @@ from tests.support import wait_for
 SHAPES = ((1, 1), (4, 1), (1, 4))
 TARGET_RATIO = 1.5
 LATENCY_P50_TARGET_MS = 10.0
+
+
+# The triggers 0020 redefined, and the migrations whose definitions "before" re-creates.
+OLD_TRIGGERS = {
+    "runs_notify_finished": "0010.notify-run-finished.sql",
+    "runs_queue_webhook_deliveries": "0009.create-webhooks.sql",
+}
+NEW_TRIGGERS = "0020.fire-run-triggers-only-when-used.sql"
+STATES = ("before", "after")
+
+
+def trigger_definition(name, migration):
+    """Return the CREATE TRIGGER statement of ``name`` in migrations/``migration``."""
+    text = (ROOT / "migrations" / migration).read_text(encoding="utf-8")
+    return re.search(rf"^CREATE TRIGGER {name}\b.*?;$", text, re.S | re.M).group(0)
+
+
+def use_triggers(conn, state):
+    """Define the two runs triggers as ``state`` has them: before (0009, 0010), after (0020) or none."""
+    for name, old in OLD_TRIGGERS.items():
+        conn.execute(f"DROP TRIGGER IF EXISTS {name} ON runs")
+        if state != "none":
+            conn.execute(trigger_definition(name, old if state == "before" else NEW_TRIGGERS))
+
+
+@contextmanager
+def draining(url):
+    """Hold a connection LISTENing on flowline_run_finished and draining it, as a gunicorn process does."""
+    stopping = threading.Event()
+
+    def drain():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("LISTEN flowline_run_finished")
+            while not stopping.is_set():
+                for _ in conn.notifies(timeout=0.2):
+                    pass
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopping.set()
+        thread.join(2)
 
 
 def one_node_workflow(conn):
@@ -68,15 +131,19 @@ def enqueue(conn, workflow_id, text):
     )["id"]
 
 
-def throughput(server_url, runs, workers, threads, log_dir):
+def throughput(server_url, runs, workers, threads, log_dir, state):
     with Database(server_url) as database, database.connect() as conn:
+        use_triggers(conn, state)
         workflow_id = one_node_workflow(conn)
         with conn.transaction():
             for i in range(runs):
                 enqueue(conn, workflow_id, f"run {i}")
         # As procrastinate_noop.py does for its jobs table: statistics a production table would have.
         conn.execute("ANALYZE runs")
-        with running_workers(database.url, workers, log_dir / f"throughput-{workers}x{threads}", threads):
+        with (
+            draining(database.url),
+            running_workers(database.url, workers, log_dir / f"throughput-{state}-{workers}x{threads}", threads),
+        ):
             wait_for(
                 lambda: (
                     conn.execute(
@@ -95,6 +162,7 @@ def throughput(server_url, runs, workers, threads, log_dir):
         raise RuntimeError(f"{row['ok']} of {row['total']} runs succeeded at their first attempt")
     seconds = float(row["seconds"])
     return {
+        "triggers": state,
         "workers": workers,
         "threads": threads,
         "runs": runs,
@@ -169,6 +237,19 @@ def claim_plan(server_url, finished_rows, pending_rows):
     }
 
 
+def finishing(server_url, runs, rounds):
+    """Bare finishing UPDATEs/s with the triggers before, after and none, interleaved (see the docstring, 6.)."""
+    rates = {"before": [], "after": [], "none": []}
+    with Database(server_url) as database, database.connect() as conn, draining(database.url):
+        workflow_id = one_node_workflow(conn)
+        for _ in range(rounds):
+            for state, values in rates.items():
+                use_triggers(conn, state)
+                values.append(round(finish_rate(database.url, workflow_id, runs, 4)))
+                conn.execute("DELETE FROM runs")
+    return {"runs": runs, "connections": 4, **rates}
+
+
 def procrastinate(server_url, jobs, workers):
     with Database(server_url, migrate=False) as database:
         result = subprocess.run(
@@ -198,6 +279,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
+    parser.add_argument("--finish-runs", type=int, default=3000)
+    parser.add_argument("--finish-rounds", type=int, default=3)
     parser.add_argument("--skip-procrastinate", action="store_true")
     args = parser.parse_args()
     server_url = support.server_url()
@@ -207,11 +290,18 @@ def main():
         facts = machine.facts(conn)
     results = {"machine": facts, "flowline": [], "procrastinate": []}
     for workers, threads in SHAPES:
-        say(f"flowline: {args.runs} runs, {workers} worker process(es) x {threads} thread(s) ...")
-        results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir))
+        for state in STATES:
+            say(
+                f"flowline, triggers {state} 0020: {args.runs} runs, {workers} worker process(es) x {threads} thread(s) ..."
+            )
+            results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
         if threads == 1 and not args.skip_procrastinate:
             say(f"procrastinate: {args.runs} no-op jobs, {workers} worker process(es) ...")
             results["procrastinate"].append(procrastinate(server_url, args.runs, workers))
+    say(
+        f"finishing UPDATEs: {args.finish_runs} over 4 connections, triggers before / after / none, {args.finish_rounds} rounds ..."
+    )
+    results["finishing"] = finishing(server_url, args.finish_runs, args.finish_rounds)
     say(f"latency: {args.latency_samples} runs one at a time, one idle worker ...")
     results["latency"] = latency(server_url, args.latency_samples, log_dir)
     results["claim_plans"] = []
@@ -226,15 +316,33 @@ def main():
 def report(results):
     print(machine.describe(results["machine"], "workers, server and this script"))
     print()
-    print(f"{'processes x threads':>19}  {'flowline runs/s':>15}  {'procrastinate jobs/s':>20}  {'ratio':>6}")
     by_workers = {r["workers"]: r for r in results["procrastinate"]}
-    for run in results["flowline"]:
-        other = by_workers.get(run["workers"]) if run["threads"] == 1 else None
-        ratio = f"{run['runs_per_s'] / other['jobs_per_s']:.2f}x" if other else "-"
-        shape = f"{run['workers']} x {run['threads']}"
+    runs = {(r["triggers"], r["workers"], r["threads"]): r["runs_per_s"] for r in results["flowline"]}
+    print("flowline runs/s with the runs triggers before 0020 (0009, 0010) and after; ratio to procrastinate")
+    print(
+        f"{'processes x threads':>19}  {'before':>9}  {'after':>9}  {'procrastinate jobs/s':>20}  "
+        f"{'ratio before':>12}  {'ratio after':>11}"
+    )
+    for workers, threads in SHAPES:
+        before, after = runs.get(("before", workers, threads)), runs.get(("after", workers, threads))
+        other = by_workers.get(workers) if threads == 1 else None
+        jobs = other["jobs_per_s"] if other else None
+
+        def ratio(value, jobs=jobs):
+            return f"{value / jobs:.2f}x" if jobs and value else "-"
+
+        shape = f"{workers} x {threads}"
         print(
-            f"{shape:>19}  {run['runs_per_s']:>15,.1f}  "
-            f"{(other['jobs_per_s'] if other else float('nan')):>20,.1f}  {ratio:>6}"
+            f"{shape:>19}  {before or float('nan'):>9,.1f}  {after or float('nan'):>9,.1f}  "
+            f"{jobs or float('nan'):>20,.1f}  {ratio(before):>12}  {ratio(after):>11}"
+        )
+    fin = results["finishing"]
+    print()
+    print(f"bare finishing UPDATEs/s ({fin['runs']} runs, one transaction each, {fin['connections']} connections):")
+    for state in ("before", "after", "none"):
+        values = fin[state]
+        print(
+            f"  triggers {state:<6} {' / '.join(f'{v:,}' for v in values)}  (median {statistics.median(values):,.0f})"
         )
     lat = results["latency"]
     print()
@@ -248,12 +356,12 @@ def report(results):
             f"{', '.join(plan['runs_scans'])}; {plan['execution_ms']:.3f} ms; "
             f"sequential scan on runs: {'YES' if plan['seq_scan_on_runs'] else 'no'}"
         )
-    four = {(r["workers"], r["threads"]): r for r in results["flowline"]}.get((4, 1))
+    four = runs.get(("after", 4, 1))
     if four and by_workers.get(4):
         target = TARGET_RATIO * by_workers[4]["jobs_per_s"]
         print(
             f"target: 4 workers >= {TARGET_RATIO}x procrastinate = {target:,.1f} runs/s: "
-            f"{'met' if four['runs_per_s'] >= target else 'MISSED'} ({four['runs_per_s']:,.1f})"
+            f"{'met' if four >= target else 'MISSED'} ({four:,.1f})"
         )
 
 
