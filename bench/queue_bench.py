@@ -30,13 +30,14 @@ columns) is the same in both, so the difference is the triggers'.
    1 and 4 worker processes of concurrency 1, on another fresh database of the same server.
 6. Bare finishing UPDATEs (bench/wait_bench.py's finish_rate: ``--finish-runs`` parked runs finished one
    autocommit UPDATE each over 4 connections, the LISTEN connection draining), with the triggers before, after,
-   and dropped, interleaved for ``--finish-rounds`` rounds on one database.
+   and dropped, interleaved for ``--finish-rounds`` rounds on one database, each round starting with the next.
 
 It prints the machine and a table, and writes bench/results/queue-<timestamp>.json.
 """
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -242,10 +243,12 @@ def finishing(server_url, runs, rounds):
     rates = {"before": [], "after": [], "none": []}
     with Database(server_url) as database, database.connect() as conn, draining(database.url):
         workflow_id = one_node_workflow(conn)
-        for _ in range(rounds):
-            for state, values in rates.items():
+        states = list(rates)
+        for n in range(rounds):
+            # Each round starts with another state: a state's place in the round does not favour it.
+            for state in states[n % len(states) :] + states[: n % len(states)]:
                 use_triggers(conn, state)
-                values.append(round(finish_rate(database.url, workflow_id, runs, 4)))
+                rates[state].append(round(finish_rate(database.url, workflow_id, runs, 4)))
                 conn.execute("DELETE FROM runs")
     return {"runs": runs, "connections": 4, **rates}
 
@@ -308,6 +311,7 @@ def main():
     for pending in (1, 100_000):
         say(f"claim plan with {args.finished_rows:,} finished runs and {pending:,} pending ...")
         results["claim_plans"].append(claim_plan(server_url, args.finished_rows, pending))
+    results["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"queue-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
     report(results)
@@ -315,6 +319,11 @@ def main():
 
 def report(results):
     print(machine.describe(results["machine"], "workers, server and this script"))
+    start, end = results["machine"]["load_average_at_start"], results["load_average_at_end"]
+    print(
+        f"load average (1, 5, 15 min) at start {', '.join(f'{v:.2f}' for v in start)}, at end "
+        f"{', '.join(f'{v:.2f}' for v in end)}"
+    )
     print()
     by_workers = {r["workers"]: r for r in results["procrastinate"]}
     runs = {(r["triggers"], r["workers"], r["threads"]): r["runs_per_s"] for r in results["flowline"]}

@@ -39,7 +39,10 @@
 -- For DBAs: the columns are constant defaults (no rewrite). The webhooks triggers lock one workflow row and
 -- update its unfinished runs (runs_workflow_status_created_idx) only when a subscription's enabled state changes;
 -- enqueues of that workflow wait for that transaction, and a PATCH of a workflow now waits for its in-flight
--- enqueues (FOR SHARE against the PATCH's row lock). `make bench-queue` measures the queue before and after.
+-- enqueues (FOR SHARE against the PATCH's row lock). A subscription disabled (a 410, a PATCH) while its workflow
+-- is being deleted can now deadlock with the delete (subscription row, then workflow row, against the reverse):
+-- PostgreSQL cancels one of the two within deadlock_timeout, and nothing is lost either way.
+-- `make bench-queue` measures the queue before and after.
 -- depends: 0019.roll-up-llm-usage
 
 ALTER TABLE workflows ADD COLUMN has_webhooks boolean NOT NULL DEFAULT false;
