@@ -4,8 +4,9 @@ to procrastinate's no-op jobs/s on the same machine and server; bare finishing U
 before and after 0020 and without them; enqueue-to-start latency with idle workers and the claim's plan with 1M
 finished runs.
 
-    .venv/bin/python -m bench.queue_bench [--runs 3000] [--latency-samples 300] [--finished-rows 1000000]
-                                          [--finish-runs 3000] [--finish-rounds 3] [--skip-procrastinate]
+    .venv/bin/python -m bench.queue_bench [--runs 3000] [--rounds 1] [--latency-samples 300]
+                                          [--finished-rows 1000000] [--finish-runs 3000] [--finish-rounds 3]
+                                          [--skip-procrastinate]
 
 "Before" is this code and schema with the two triggers every finished run fired until migration 0020,
 ``runs_notify_finished`` and ``runs_queue_webhook_deliveries``, re-created exactly as migrations 0010 and 0009
@@ -15,7 +16,8 @@ waits for these runs, and the workflow has no subscription). Everything else (th
 columns) is the same in both, so the difference is the triggers'.
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
-2. Throughput, for 1 and 4 worker processes of one thread each, and one process of 4 threads, before then after:
+2. Throughput, ``--rounds`` times (odd rounds before then after, even ones after then before), for 1 and 4 worker
+   processes of one thread each, and one process of 4 threads:
    a fresh database, a workflow with one formatter node, ``--runs`` runs queued with the API's own statement
    (``enqueue_run``) and ANALYZEd, then the ``python -m flowline.worker --concurrency T`` processes, while one
    connection LISTENs on flowline_run_finished and drains it, as a gunicorn process that served a wait does.
@@ -27,7 +29,8 @@ columns) is the same in both, so the difference is the triggers'.
 4. The claim with ``--finished-rows`` Succeeded runs in the table, plus 1 and then 100,000 Pending ones:
    EXPLAIN ANALYZE, the plan's node types on ``runs`` and its execution time.
 5. procrastinate (bench/procrastinate_noop.py, in a throwaway venv of its own) with the same job count and
-   1 and 4 worker processes of concurrency 1, on another fresh database of the same server.
+   1 and 4 worker processes of concurrency 1, on another fresh database of the same server, in each round.
+   The table shows each figure's median over the rounds (and the ratio of the medians), then every round's.
 6. Bare finishing UPDATEs (bench/wait_bench.py's finish_rate: ``--finish-runs`` parked runs finished one
    autocommit UPDATE each over 4 connections, the LISTEN connection draining), with the triggers before, after,
    and dropped, interleaved for ``--finish-rounds`` rounds on one database, each round starting with the next.
@@ -282,6 +285,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--finished-rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--finish-runs", type=int, default=3000)
     parser.add_argument("--finish-rounds", type=int, default=3)
     parser.add_argument("--skip-procrastinate", action="store_true")
@@ -292,15 +296,18 @@ def main():
     with psycopg.connect(server_url, autocommit=True) as conn:
         facts = machine.facts(conn)
     results = {"machine": facts, "flowline": [], "procrastinate": []}
-    for workers, threads in SHAPES:
-        for state in STATES:
-            say(
-                f"flowline, triggers {state} 0020: {args.runs} runs, {workers} worker process(es) x {threads} thread(s) ..."
-            )
-            results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
-        if threads == 1 and not args.skip_procrastinate:
-            say(f"procrastinate: {args.runs} no-op jobs, {workers} worker process(es) ...")
-            results["procrastinate"].append(procrastinate(server_url, args.runs, workers))
+    for n in range(args.rounds):
+        for workers, threads in SHAPES:
+            # Odd rounds measure after first: the order within a round does not favour either.
+            for state in STATES[::-1] if n % 2 else STATES:
+                say(
+                    f"round {n + 1}: flowline, triggers {state} 0020: {args.runs} runs, {workers} worker process(es) "
+                    f"x {threads} thread(s) ..."
+                )
+                results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
+            if threads == 1 and not args.skip_procrastinate:
+                say(f"round {n + 1}: procrastinate: {args.runs} no-op jobs, {workers} worker process(es) ...")
+                results["procrastinate"].append(procrastinate(server_url, args.runs, workers))
     say(
         f"finishing UPDATEs: {args.finish_runs} over 4 connections, triggers before / after / none, {args.finish_rounds} rounds ..."
     )
@@ -325,26 +332,41 @@ def report(results):
         f"{', '.join(f'{v:.2f}' for v in end)}"
     )
     print()
-    by_workers = {r["workers"]: r for r in results["procrastinate"]}
-    runs = {(r["triggers"], r["workers"], r["threads"]): r["runs_per_s"] for r in results["flowline"]}
+    jobs = {}
+    for r in results["procrastinate"]:
+        jobs.setdefault(r["workers"], []).append(r["jobs_per_s"])
+    runs = {}
+    for r in results["flowline"]:
+        runs.setdefault((r["triggers"], r["workers"], r["threads"]), []).append(r["runs_per_s"])
+    median = {key: statistics.median(values) for key, values in (runs | jobs).items()}
     print("flowline runs/s with the runs triggers before 0020 (0009, 0010) and after; ratio to procrastinate")
     print(
         f"{'processes x threads':>19}  {'before':>9}  {'after':>9}  {'procrastinate jobs/s':>20}  "
         f"{'ratio before':>12}  {'ratio after':>11}"
     )
+    nan = float("nan")
     for workers, threads in SHAPES:
-        before, after = runs.get(("before", workers, threads)), runs.get(("after", workers, threads))
-        other = by_workers.get(workers) if threads == 1 else None
-        jobs = other["jobs_per_s"] if other else None
+        before, after = median.get(("before", workers, threads)), median.get(("after", workers, threads))
+        other = median.get(workers) if threads == 1 else None
 
-        def ratio(value, jobs=jobs):
-            return f"{value / jobs:.2f}x" if jobs and value else "-"
+        def ratio(value, other=other):
+            return f"{value / other:.2f}x" if other and value else "-"
 
         shape = f"{workers} x {threads}"
         print(
-            f"{shape:>19}  {before or float('nan'):>9,.1f}  {after or float('nan'):>9,.1f}  "
-            f"{jobs or float('nan'):>20,.1f}  {ratio(before):>12}  {ratio(after):>11}"
+            f"{shape:>19}  {before or nan:>9,.1f}  {after or nan:>9,.1f}  {other or nan:>20,.1f}  "
+            f"{ratio(before):>12}  {ratio(after):>11}"
         )
+    if len(next(iter(runs.values()), [])) > 1:
+        print("every round:")
+        for workers, threads in SHAPES:
+            rounds = [
+                f"{state} {' / '.join(f'{v:,.0f}' for v in runs.get((state, workers, threads), []))}"
+                for state in STATES
+            ]
+            if threads == 1 and workers in jobs:
+                rounds.append(f"procrastinate {' / '.join(f'{v:,.0f}' for v in jobs[workers])}")
+            print(f"{workers:>17} x {threads}  {'; '.join(rounds)}")
     fin = results["finishing"]
     print()
     print(f"bare finishing UPDATEs/s ({fin['runs']} runs, one transaction each, {fin['connections']} connections):")
@@ -365,9 +387,9 @@ def report(results):
             f"{', '.join(plan['runs_scans'])}; {plan['execution_ms']:.3f} ms; "
             f"sequential scan on runs: {'YES' if plan['seq_scan_on_runs'] else 'no'}"
         )
-    four = runs.get(("after", 4, 1))
-    if four and by_workers.get(4):
-        target = TARGET_RATIO * by_workers[4]["jobs_per_s"]
+    four = median.get(("after", 4, 1))
+    if four and median.get(4):
+        target = TARGET_RATIO * median[4]
         print(
             f"target: 4 workers >= {TARGET_RATIO}x procrastinate = {target:,.1f} runs/s: "
             f"{'met' if four >= target else 'MISSED'} ({four:,.1f})"
