@@ -9,15 +9,17 @@
 --
 -- No lost wake-up (flowline/api/waits.py). A waiting request (1) registers its wake-up in its process, whose
 -- LISTEN connection (direct, not pooled) wakes every waiter again whenever it (re)connects; (2) runs
--- register_run_waiter (UPDATE runs SET notify_finish = true WHERE id = $1 AND NOT notify_finish), which commits;
--- (3) only then reads the run, in a new statement (READ COMMITTED: a new snapshot). The finishing UPDATE and (2)
--- both write the run's row, so one waits for the other:
---   * the finish took the row first: (2) waits for its commit, so (3) sees the final status;
+-- register_run_waiter (UPDATE runs SET notify_finish = true WHERE id = $1, unless already set or the run is
+-- final), which commits; (3) only then reads the run, in a new statement (READ COMMITTED: a new snapshot). The
+-- finishing UPDATE and (2) both write the run's row, so one waits for the other:
+--   * the finish took the row first: (2) waits for its commit and then finds the run final (no write), so (3)
+--     sees the final status;
 --   * (2) took it first: the finish waits for (2)'s commit, then updates the newest row version (READ COMMITTED
 --     re-reads a row changed under it), so its NEW.notify_finish is true and it notifies at its commit, which is
 --     after (1): the listener hears it, or reconnects after it and wakes the waiter, which reads the run again;
---   * (2) found the flag already set (another waiter's, committed): a finish that took the row before that
---     waiter's update committed before it, hence before (3); any later one sees the flag.
+--   * (2) found the flag already set by another waiter (committed, or (2) waited until it was): a finish that
+--     took the row before that waiter's update committed before it, hence before (3); any later one sees the
+--     flag.
 -- Through PgBouncer (transaction mode) (2) and (3) go through the pool, the LISTEN goes direct; nothing depends on
 -- the session. A waiter that crashes leaves its flag set: that run's finish sends one NOTIFY nobody needs, once
 -- (a run finishes once), and the flag goes with the run; nothing accumulates.
@@ -29,9 +31,10 @@
 -- a run (enqueue_run, start_sync_run, fire_schedule_run) reads has_webhooks with FOR SHARE, which waits for that
 -- lock and then reads the newest row; a subscription's lock waits, conversely, for runs being inserted to commit,
 -- and its UPDATE of runs then sees them. So once the subscription committed, every unfinished run of the workflow
--- has webhooks_wanted, and its finish runs queue_webhook_deliveries as before. (FOR SHARE, not FOR UPDATE: the
--- foreign-key checks of run_lanes and webhook_deliveries take KEY SHARE on the workflow while they hold a run's
--- row, and FOR NO KEY UPDATE does not conflict with KEY SHARE, so no deadlock.) Disabling or deleting the last
+-- has webhooks_wanted, and its finish runs queue_webhook_deliveries as before. (FOR SHARE and FOR NO KEY UPDATE,
+-- not FOR UPDATE: the foreign-key check of a new run_lanes row, in migration 0016's triggers during a claim or a
+-- finish, takes KEY SHARE on the workflow while the run's row is held, and KEY SHARE does not conflict with FOR
+-- NO KEY UPDATE, so the subscription's UPDATE of that run cannot deadlock with it.) Disabling or deleting the last
 -- enabled subscription clears has_webhooks under the same lock (runs queued from then on look for nothing);
 -- runs already flagged still look, and find nothing. Runs inserted any other way (imports, SQL by hand) take the
 -- column's default, true: they look, as every run did before.
@@ -41,8 +44,10 @@
 -- enqueues of that workflow wait for that transaction, and a PATCH of a workflow now waits for its in-flight
 -- enqueues (FOR SHARE against the PATCH's row lock). A subscription disabled (a 410, a PATCH) while its workflow
 -- is being deleted can now deadlock with the delete (subscription row, then workflow row, against the reverse):
--- PostgreSQL cancels one of the two within deadlock_timeout, and nothing is lost either way.
--- `make bench-queue` measures the queue before and after.
+-- PostgreSQL cancels one of the two within deadlock_timeout, and nothing is lost either way. Apply it before the
+-- code that uses the columns; requests that wait in API processes of the previous version while it applies are
+-- not notified and answer when their wait ends (the run as it is then). `make bench-queue` measures the queue
+-- before and after.
 -- depends: 0019.roll-up-llm-usage
 
 ALTER TABLE workflows ADD COLUMN has_webhooks boolean NOT NULL DEFAULT false;

@@ -114,10 +114,11 @@ FROM run_list AS r
 WHERE r.id = %(run_id)s;
 
 -- name: register_run_waiter :exec
--- Records that a request waits for a run, so that its finish sends NOTIFY flowline_run_finished (migration 0020 says why registering, then reading the run in a new statement, loses no wake-up); writes nothing when one already did.
+-- Records that a request waits for a run, so that its finish sends NOTIFY flowline_run_finished (migration 0020 says why registering, then reading the run in a new statement, loses no wake-up); writes nothing when one already did or the run is final.
 UPDATE runs
 SET notify_finish = true
 WHERE id = %(run_id)s
+  AND status IN ('Pending', 'Running')
   AND NOT notify_finish;
 
 -- name: get_run_outcome :one

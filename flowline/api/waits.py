@@ -165,8 +165,8 @@ class Waits:
 
         ``read(register)`` reads the run (get_run_outcome's row, or None for an unknown run) with a pooled
         connection it gives back; the first read passes True, registering the waiter in the database before it
-        reads (so the run's finish notifies), the later ones False. Over WAIT_MAX_WAITERS, or while the process stops, nothing is read and Wait(OVER_CAP or
-        STOPPING, None, waited=False) returns at once.
+        reads (so the run's finish notifies), the later ones False. Over WAIT_MAX_WAITERS, or while the process
+        stops, nothing is read and Wait(OVER_CAP or STOPPING, None, waited=False) returns at once.
 
         :raise psycopg.Error: the first read failed (the database is down or the pool busy: the caller's 503).
         """

@@ -185,6 +185,7 @@ def test_only_a_waited_runs_change_into_a_final_status_notifies(client, database
         writer.autocommit = True
         writer.execute("UPDATE runs SET status = 'Failed', finished_at = now() WHERE id = %s", (unwaited,))
         assert list(listener.notifies(timeout=0.3)) == []
+        assert db.execute(writer, "register_run_waiter", run_id=unwaited) == 0, "a final run needs no mark"
         assert db.execute(writer, "register_run_waiter", run_id=pending) == 1
         assert db.execute(writer, "register_run_waiter", run_id=pending) == 0, "a second waiter writes nothing"
         writer.execute(
