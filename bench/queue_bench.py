@@ -22,7 +22,9 @@ columns) is the same in both, so the difference is the triggers'.
    (``enqueue_run``) and ANALYZEd, then the ``python -m flowline.worker --concurrency T`` processes, while one
    connection LISTENs on flowline_run_finished and drains it, as a gunicorn process that served a wait does.
    Runs/s = runs / (last finished_at - first started_at), read from the runs table, so worker start-up is not
-   counted. Every run must end Succeeded with one attempt.
+   counted. Every run must end Succeeded with one attempt. CPU per run, less troubled by other work on the
+   machine than runs/s: the user + system seconds (/proc) the worker processes and their PostgreSQL backends
+   used from the moment a tenth of the runs had finished to the last, over the runs finished meanwhile.
 3. Latency: one idle worker; runs queued one at a time (each its own transaction, as a request would), each
    waited for before the next. Latency = started_at - created_at (both PostgreSQL clocks): the NOTIFY sent on
    commit, the worker's wake-up and its claim.
@@ -50,6 +52,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -111,6 +114,26 @@ def draining(url):
         thread.join(2)
 
 
+def cpu_seconds(conn, processes):
+    """Return the CPU seconds (user + system, from /proc) used so far by each worker process and by each PostgreSQL
+    backend of the workers' connections: {"workers": {pid: s}, "backends": {pid: s}}."""
+    backends = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'flowline-worker%%'"
+    ).fetchall()
+
+    def used(pids):
+        seconds = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone since
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return seconds
+
+    return {"workers": used(p.pid for p in processes), "backends": used(r["pid"] for r in backends)}
+
+
 def one_node_workflow(conn):
     workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('queue bench') RETURNING id").fetchone()["id"]
     conn.execute(
@@ -146,18 +169,24 @@ def throughput(server_url, runs, workers, threads, log_dir, state):
         conn.execute("ANALYZE runs")
         with (
             draining(database.url),
-            running_workers(database.url, workers, log_dir / f"throughput-{state}-{workers}x{threads}", threads),
+            running_workers(
+                database.url, workers, log_dir / f"throughput-{state}-{workers}x{threads}", threads
+            ) as processes,
         ):
-            wait_for(
-                lambda: (
-                    conn.execute(
+
+            def finished():
+                return (
+                    runs
+                    - conn.execute(
                         "SELECT count(*) AS n FROM runs WHERE status = 'Pending' OR status = 'Running'"
                     ).fetchone()["n"]
-                    == 0
-                ),
-                600,
-                message=f"{runs} runs",
-            )
+                )
+
+            # CPU is counted from a tenth of the runs on, so the workers' start-up is left out.
+            wait_for(lambda: finished() >= runs // 10, 600, message=f"{runs // 10} runs")
+            first = finished(), cpu_seconds(conn, processes)
+            wait_for(lambda: finished() == runs, 600, message=f"{runs} runs")
+            last = finished(), cpu_seconds(conn, processes)
         row = conn.execute("""SELECT count(*) FILTER (WHERE status = 'Succeeded' AND attempt = 1) AS ok,
                                      count(*) AS total,
                                      extract(epoch FROM max(finished_at) - min(started_at)) AS seconds
@@ -172,6 +201,16 @@ def throughput(server_url, runs, workers, threads, log_dir, state):
         "runs": runs,
         "seconds": round(seconds, 3),
         "runs_per_s": round(runs / seconds, 1),
+        # CPU milliseconds per run: the worker processes', and their PostgreSQL backends'.
+        **{
+            f"{side}_cpu_ms_per_run": round(
+                sum(used - first[1][side].get(pid, 0) for pid, used in last[1][side].items())
+                / (last[0] - first[0])
+                * 1000,
+                3,
+            )
+            for side in ("workers", "backends")
+        },
     }
 
 
@@ -367,6 +406,20 @@ def report(results):
             if threads == 1 and workers in jobs:
                 rounds.append(f"procrastinate {' / '.join(f'{v:,.0f}' for v in jobs[workers])}")
             print(f"{workers:>17} x {threads}  {'; '.join(rounds)}")
+    print("CPU ms per run (from a tenth of the runs on; medians): worker processes + their PostgreSQL backends")
+    for workers, threads in SHAPES:
+        cells = []
+        for state in STATES:
+            rows = [
+                r
+                for r in results["flowline"]
+                if (r["triggers"], r["workers"], r["threads"]) == (state, workers, threads)
+            ]
+            if rows:
+                worker_ms = statistics.median(r["workers_cpu_ms_per_run"] for r in rows)
+                backend_ms = statistics.median(r["backends_cpu_ms_per_run"] for r in rows)
+                cells.append(f"{state} {worker_ms:.3f} + {backend_ms:.3f} = {worker_ms + backend_ms:.3f}")
+        print(f"{workers:>17} x {threads}  {'; '.join(cells)}")
     fin = results["finishing"]
     print()
     print(f"bare finishing UPDATEs/s ({fin['runs']} runs, one transaction each, {fin['connections']} connections):")
