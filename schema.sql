@@ -84,6 +84,34 @@ END
 $$;
 
 --
+-- Name: note_workflow_webhooks(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.note_workflow_webhooks() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    wf uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.workflow_id ELSE NEW.workflow_id END;
+    now_enabled boolean;
+BEGIN
+    PERFORM FROM workflows WHERE id = wf FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- the workflow is being deleted (its subscriptions cascade)
+    END IF;
+    now_enabled := EXISTS (SELECT FROM webhooks WHERE workflow_id = wf AND enabled);
+    UPDATE workflows SET has_webhooks = now_enabled WHERE id = wf AND has_webhooks <> now_enabled;
+    IF FOUND AND now_enabled THEN
+        UPDATE runs
+        SET webhooks_wanted = true
+        WHERE workflow_id = wf
+          AND status IN ('Pending', 'Running')
+          AND NOT webhooks_wanted;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
 -- Name: notify_run_finished(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -877,6 +905,8 @@ CREATE TABLE public.runs (
     attempt_run_s double precision DEFAULT 0 NOT NULL,
     budget_wait_s double precision DEFAULT 0 NOT NULL,
     waiting_for text,
+    notify_finish boolean DEFAULT false NOT NULL,
+    webhooks_wanted boolean DEFAULT true NOT NULL,
     CONSTRAINT runs_attempts_valid CHECK (((attempt >= 0) AND (max_attempts >= 1))),
     CONSTRAINT runs_concurrency_key_length CHECK (((char_length(concurrency_key) >= 1) AND (char_length(concurrency_key) <= 200))),
     CONSTRAINT runs_finished_iff_final CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))),
@@ -930,6 +960,18 @@ COMMENT ON COLUMN public.runs.budget_wait_s IS 'Seconds the run waited in total 
 --
 
 COMMENT ON COLUMN public.runs.waiting_for IS 'The model a Pending run waits for (NULL: not waiting for a budget).';
+
+--
+-- Name: COLUMN runs.notify_finish; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.notify_finish IS 'A request waited for this run (Prefer: wait=N): its finish sends NOTIFY flowline_run_finished (migration 0020).';
+
+--
+-- Name: COLUMN runs.webhooks_wanted; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.webhooks_wanted IS 'Whether this run''s finish looks for webhook subscriptions: its workflow had an enabled one when it was queued, or gained one before it finished (migration 0020).';
 
 --
 -- Name: run_list; Type: VIEW; Schema: public; Owner: -
@@ -1072,6 +1114,7 @@ CREATE TABLE public.workflows (
     max_concurrent_runs integer,
     max_concurrent_runs_per_key integer,
     max_tokens_per_run integer,
+    has_webhooks boolean DEFAULT false NOT NULL,
     CONSTRAINT workflows_max_concurrent_runs_per_key_positive CHECK ((max_concurrent_runs_per_key >= 1)),
     CONSTRAINT workflows_max_concurrent_runs_positive CHECK ((max_concurrent_runs >= 1)),
     CONSTRAINT workflows_max_tokens_per_run_positive CHECK ((max_tokens_per_run > 0)),
@@ -1084,6 +1127,12 @@ CREATE TABLE public.workflows (
 --
 
 COMMENT ON COLUMN public.workflows.max_tokens_per_run IS 'Most tokens a run of this workflow may use (NULL: no limit); a step whose reservation would pass it fails unsent.';
+
+--
+-- Name: COLUMN workflows.has_webhooks; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.workflows.has_webhooks IS 'Whether the workflow has an enabled webhook subscription; kept by the triggers on webhooks (migration 0020), read by every insert of a run.';
 
 --
 -- Name: files files_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1415,13 +1464,13 @@ CREATE TRIGGER runs_hold_requeued BEFORE UPDATE OF status ON public.runs FOR EAC
 -- Name: runs runs_notify_finished; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_notify_finished AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.notify_run_finished();
+CREATE TRIGGER runs_notify_finished AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN ((new.notify_finish AND (new.status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.notify_run_finished();
 
 --
 -- Name: runs runs_queue_webhook_deliveries; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_queue_webhook_deliveries AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.queue_webhook_deliveries();
+CREATE TRIGGER runs_queue_webhook_deliveries AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN ((new.webhooks_wanted AND (new.status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.queue_webhook_deliveries();
 
 --
 -- Name: runs runs_release_inserted; Type: TRIGGER; Schema: public; Owner: -
@@ -1434,6 +1483,24 @@ CREATE TRIGGER runs_release_inserted AFTER INSERT ON public.runs FOR EACH ROW WH
 --
 
 CREATE TRIGGER runs_release_on_status AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status IS DISTINCT FROM new.status) AND ((old.status = ANY (ARRAY['Pending'::text, 'Running'::text])) OR (new.status = 'Running'::text)))) EXECUTE FUNCTION public.release_held_runs();
+
+--
+-- Name: webhooks webhooks_note_deleted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER webhooks_note_deleted AFTER DELETE ON public.webhooks FOR EACH ROW WHEN (old.enabled) EXECUTE FUNCTION public.note_workflow_webhooks();
+
+--
+-- Name: webhooks webhooks_note_enabled; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER webhooks_note_enabled AFTER UPDATE OF enabled ON public.webhooks FOR EACH ROW WHEN ((old.enabled IS DISTINCT FROM new.enabled)) EXECUTE FUNCTION public.note_workflow_webhooks();
+
+--
+-- Name: webhooks webhooks_note_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER webhooks_note_inserted AFTER INSERT ON public.webhooks FOR EACH ROW WHEN (new.enabled) EXECUTE FUNCTION public.note_workflow_webhooks();
 
 --
 -- Name: nodes nodes_workflow_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -143,7 +143,7 @@ class Server:
 @contextmanager
 def running_workers(url, count, log_dir, threads=1, env=None):
     """Run ``count`` worker processes of ``threads`` threads on ``url`` (with ``env`` added to the environment) for
-    the block; each must exit 0 on SIGTERM (RuntimeError otherwise)."""
+    the block, which gets their Popen objects; each must exit 0 on SIGTERM (RuntimeError otherwise)."""
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "INFO", **(env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = []
@@ -159,7 +159,7 @@ def running_workers(url, count, log_dir, threads=1, env=None):
                 )
             )
     try:
-        yield
+        yield processes
     finally:
         for process in processes:
             process.terminate()

@@ -23,9 +23,10 @@ time, and a wait's finish -> answer latency.
    machine clock as this script's time.time()).
 5. Latency: ``--latency-samples`` times, one client waits on a parked run, the run is finished 50 ms later, and
    the answer's arrival is compared with finished_at: p50/p99/max.
-   Then what the NOTIFY of every finish costs: ``--finish-runs`` finishing UPDATEs (one transaction each) over 4
-   connections at once, with migration 0010's trigger enabled and disabled in turn (``2 x --rounds`` rounds
-   each), while a LISTEN connection drains the notifications.
+   Then what the NOTIFY of a finish costs: ``--finish-runs`` finishing UPDATEs (one transaction each) over 4
+   connections at once, of runs marked as waited for (since migration 0020 only those notify), with migration
+   0010's trigger enabled and disabled in turn (``2 x --rounds`` rounds each), while a LISTEN connection drains
+   the notifications.
 6. It prints the machine, the settings and a table, and writes bench/results/wait-<timestamp>.json.
 """
 
@@ -89,13 +90,14 @@ def metric(base, name, labels=""):
     return 0.0
 
 
-def park(conn, workflow_id, count):
-    """Queue ``count`` runs no worker takes for an hour; return their ids."""
+def park(conn, workflow_id, count, waited=False):
+    """Queue ``count`` runs no worker takes for an hour (``waited``: marked as a waiting request marks its run, so
+    that their finish notifies); return their ids."""
     rows = conn.execute(
-        "INSERT INTO runs (workflow_id, mode, status, input, max_attempts, available_at) "
-        "SELECT %s, 'async', 'Pending', '{\"input_text\": \"parked\"}', 1, now() + interval '1 hour' "
+        "INSERT INTO runs (workflow_id, mode, status, input, max_attempts, available_at, notify_finish) "
+        "SELECT %s, 'async', 'Pending', '{\"input_text\": \"parked\"}', 1, now() + interval '1 hour', %s "
         "FROM generate_series(1, %s) RETURNING id",
-        (workflow_id, count),
+        (workflow_id, waited, count),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
@@ -241,12 +243,13 @@ def latency(server, conn, workflow_id, samples):
     return {"n": len(lags), "p50": _pct(lags, 0.5), "p99": _pct(lags, 0.99), "max": round(lags[-1], 1)}
 
 
-def finish_rate(db_url, workflow_id, runs, connections):
-    """Finish ``runs`` parked runs, one autocommit UPDATE each, over ``connections`` connections at once; runs/s."""
+def finish_rate(db_url, workflow_id, runs, connections, waited=False):
+    """Finish ``runs`` parked runs (``waited``: see park), one autocommit UPDATE each, over ``connections``
+    connections at once; runs/s."""
     import psycopg
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        run_ids = park(conn, workflow_id, runs)
+        run_ids = park(conn, workflow_id, runs, waited)
     chunks = [run_ids[n::connections] for n in range(connections)]
 
     def work(chunk):
@@ -264,8 +267,8 @@ def finish_rate(db_url, workflow_id, runs, connections):
 
 
 def notify_cost(db_url, workflow_id, args):
-    """Finishing statements/s with migration 0010's trigger on and off, interleaved, a LISTEN connection draining
-    the notifications as a gunicorn worker's would: what the NOTIFY at each commit costs."""
+    """Finishing statements/s of waited-for runs with migration 0010's trigger on and off, interleaved, a LISTEN
+    connection draining the notifications as a gunicorn worker's would: what the NOTIFY at each commit costs."""
     import psycopg
 
     rates = {"on": [], "off": []}
@@ -286,7 +289,7 @@ def notify_cost(db_url, workflow_id, args):
                 for state in ("on", "off"):
                     action = "ENABLE" if state == "on" else "DISABLE"
                     conn.execute(f"ALTER TABLE runs {action} TRIGGER runs_notify_finished")
-                    rates[state].append(finish_rate(db_url, workflow_id, args.finish_runs, 4))
+                    rates[state].append(finish_rate(db_url, workflow_id, args.finish_runs, 4, waited=True))
                     conn.execute("DELETE FROM runs WHERE available_at > now()")
             conn.execute("ALTER TABLE runs ENABLE TRIGGER runs_notify_finished")
     finally:

@@ -9,14 +9,17 @@
 -- name: start_sync_run :one
 -- Creates a Running sync run holding a lease, logs its first event, and returns it with the workflow's nodes in position order (configs as text).
 WITH workflow AS (
-    SELECT id
+    SELECT id, has_webhooks
     FROM workflows
     WHERE id = %(workflow_id)s
+    -- Waits for a subscription being enabled, and reads its has_webhooks (migration 0020).
+    FOR SHARE
 ), run AS (
     INSERT INTO runs (workflow_id, mode, status, input, attempt, max_attempts,
-                      lease_token, lease_expires_at, worker_id, started_at)
+                      lease_token, lease_expires_at, worker_id, started_at, webhooks_wanted)
     SELECT workflow.id, 'sync', 'Running', %(input)s, 1, 1,
-           %(lease_token)s, clock_timestamp() + make_interval(secs => %(lease_seconds)s), %(worker_id)s, clock_timestamp()
+           %(lease_token)s, clock_timestamp() + make_interval(secs => %(lease_seconds)s), %(worker_id)s, clock_timestamp(),
+           workflow.has_webhooks
     FROM workflow
     RETURNING id, attempt, worker_id
 ), event AS (
@@ -110,6 +113,14 @@ SELECT json_build_object(
 FROM run_list AS r
 WHERE r.id = %(run_id)s;
 
+-- name: register_run_waiter :exec
+-- Records that a request waits for a run, so that its finish sends NOTIFY flowline_run_finished (migration 0020 says why registering, then reading the run in a new statement, loses no wake-up); writes nothing when one already did or the run is final.
+UPDATE runs
+SET notify_finish = true
+WHERE id = %(run_id)s
+  AND status IN ('Pending', 'Running')
+  AND NOT notify_finish;
+
 -- name: get_run_outcome :one
 -- Returns a run's status, final output and error message: what a waiting request (Prefer: wait=N) reads when woken; no row for an unknown run.
 SELECT id, status, final_output, error_message
@@ -183,11 +194,13 @@ WHERE r.id = %(run_id)s;
 -- Queues an async run with its concurrency key (or NULL) and priority (unless the workflow already has a run with this idempotency key), logs its Pending event and wakes idle workers with NOTIFY on commit; no row when the workflow does not exist or the key is taken.
 WITH run AS (
     INSERT INTO runs (workflow_id, mode, status, input, max_attempts, idempotency_key, request_hash,
-                      concurrency_key, priority)
+                      concurrency_key, priority, webhooks_wanted)
     SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(idempotency_key)s, %(request_hash)s,
-           %(concurrency_key)s, %(priority)s
+           %(concurrency_key)s, %(priority)s, has_webhooks
     FROM workflows
     WHERE id = %(workflow_id)s
+    -- Waits for a subscription being enabled, and reads its has_webhooks (migration 0020).
+    FOR SHARE
     -- The unique constraint decides between concurrent requests with one key: exactly one inserts.
     ON CONFLICT (workflow_id, idempotency_key) DO NOTHING
     RETURNING id, attempt

@@ -152,12 +152,16 @@ def _queued_response(run_id: uuid.UUID, replayed: bool) -> Response:
     return response
 
 
-def _outcome_reader(run_id: uuid.UUID) -> Callable[[], dict[str, Any] | None]:
+def _outcome_reader(run_id: uuid.UUID) -> Callable[[bool], dict[str, Any] | None]:
     """Return a function reading run ``run_id``'s outcome (get_run_outcome's row, None for an unknown run) with a
-    pooled connection it gives back at once: what a wait reads each time it is woken."""
+    pooled connection it gives back at once: what a wait reads each time it is woken. ``read(True)``, a wait's
+    first read, registers the waiter first (register_run_waiter, committed before the read), so that the run's
+    finish sends the NOTIFY."""
 
-    def read() -> dict[str, Any] | None:
+    def read(register: bool) -> dict[str, Any] | None:
         with db.connection() as conn:
+            if register:
+                db.execute(conn, "register_run_waiter", run_id=run_id)
             return db.one(conn, "get_run_outcome", run_id=run_id)
 
     return read

@@ -1,12 +1,14 @@
 """Bounded waits: a request with ``Prefer: wait=N`` (RFC 7240 §4.3) waits up to N seconds for its run to finish.
 
-A run reaching a final status sends ``NOTIFY flowline_run_finished, '<run id>'`` (migration 0010's trigger,
-delivered on commit). Each process holds one LISTEN connection of its own, never a pooled one, opened by a daemon
-thread on its first wait (so after gunicorn forked). A waiting request:
+A run a request waits for sends ``NOTIFY flowline_run_finished, '<run id>'`` when it reaches a final status
+(migration 0010's trigger, delivered on commit; since migration 0020 only runs whose ``notify_finish`` a waiting
+request set, so that finishes nobody waits for cost no NOTIFY). Each process holds one LISTEN connection of its
+own, never a pooled one, opened by a daemon thread on its first wait (so after gunicorn forked). A waiting request:
 
 1. takes one of WAIT_MAX_WAITERS slots of its process (none free: it does not wait, and answers at once);
-2. registers an event under its run's id, *then* reads the run (a pooled connection, given back at once), so a
-   finish committed after that read wakes it: no wake-up is lost;
+2. registers an event under its run's id, *then* sets the run's ``notify_finish`` (committed) and only then reads
+   the run (a pooled connection, given back at once), so a finish committed after that read notifies and wakes
+   it: no wake-up is lost (migration 0020 gives the argument);
 3. sleeps on the event in slices of at most SLICE_S, checking between them that its client is still connected
    and that the process is not stopping (SIGTERM), until the run is final (each wake-up reads it again) or the
    N seconds are over. It holds a thread, never a connection, while it sleeps.
@@ -156,14 +158,15 @@ class Waits:
         self,
         run_id: uuid.UUID,
         seconds: float,
-        read: Callable[[], dict[str, Any] | None],
+        read: Callable[[bool], dict[str, Any] | None],
         client_gone: Callable[[], bool] = lambda: False,
     ) -> Wait:
         """Wait up to ``seconds`` for run ``run_id`` to reach a final status; return a Wait.
 
-        ``read()`` reads the run (get_run_outcome's row, or None for an unknown run) with a pooled connection it
-        gives back. Over WAIT_MAX_WAITERS, or while the process stops, nothing is read and Wait(OVER_CAP or
-        STOPPING, None, waited=False) returns at once.
+        ``read(register)`` reads the run (get_run_outcome's row, or None for an unknown run) with a pooled
+        connection it gives back; the first read passes True, registering the waiter in the database before it
+        reads (so the run's finish notifies), the later ones False. Over WAIT_MAX_WAITERS, or while the process
+        stops, nothing is read and Wait(OVER_CAP or STOPPING, None, waited=False) returns at once.
 
         :raise psycopg.Error: the first read failed (the database is down or the pool busy: the caller's 503).
         """
@@ -179,7 +182,7 @@ class Waits:
         outcome: str | None = None
         try:
             self._start_listener()
-            row = read()
+            row = read(True)
             deadline = monotonic() + seconds
             while row is not None and row["status"] not in FINISHED_STATUSES:
                 outcome = self._sleep(event, deadline, client_gone)
@@ -187,7 +190,7 @@ class Waits:
                     return Wait(outcome, row)
                 event.clear()  # before reading: a notification that arrives during the read wakes the next sleep
                 try:
-                    row = read()
+                    row = read(False)
                 except (PoolTimeout, TooManyRequests):
                     # Many waiters woken at once (a reconnect) can exhaust the pool: look again a little later.
                     left = deadline - monotonic()

@@ -224,3 +224,23 @@ def test_the_lag_metric_says_how_late_the_oldest_due_tick_is(client, workflow, s
     assert lag() == 0
     make_due(sql, schedule["id"], "90 seconds")
     assert 90 <= lag() < 120
+
+
+def test_a_scheduled_run_of_a_subscribed_workflow_is_delivered_and_one_of_an_unsubscribed_calls_nothing(
+    client, workflow, sql, app
+):
+    """fire_schedule_run copies its workflow's has_webhooks onto the run (migration 0020), as enqueue_run does."""
+    subscribed, unsubscribed = workflow([UPPER]), workflow([UPPER])
+    client.post(f"/workflows/{subscribed}/webhooks", json={"url": "https://hooks.example.com/flowline"})
+    for workflow_id in (subscribed, unsubscribed):
+        make_due(sql, create(client, workflow_id, cron=YEARLY)["id"])
+    assert poll(app) == 2
+    sql.execute("UPDATE runs SET status = 'Succeeded', finished_at = now()")
+    delivered = sql.execute(
+        "SELECT r.workflow_id, r.webhooks_wanted, count(d.id) AS deliveries FROM runs r "
+        "LEFT JOIN webhook_deliveries d ON d.run_id = r.id GROUP BY r.id ORDER BY r.webhooks_wanted"
+    ).fetchall()
+    assert [(str(r["workflow_id"]), r["webhooks_wanted"], r["deliveries"]) for r in delivered] == [
+        (unsubscribed, False, 0),
+        (subscribed, True, 1),
+    ]

@@ -1,5 +1,6 @@
 """Bounded waits through the app and a real PostgreSQL, without a worker: runs are finished by the test with SQL
-(migration 0010's trigger sends the NOTIFY), so each case controls when. The e2e ones: tests/e2e/test_waits.py."""
+(migration 0010's trigger sends the NOTIFY, since 0020 for runs a request waits for), so each case controls when.
+The e2e ones: tests/e2e/test_waits.py."""
 
 import threading
 import time
@@ -8,6 +9,7 @@ import psycopg
 import pytest
 
 from flowline.api import waits
+from flowline.data import db
 
 # Each test times a wait against its bound (tests/support/serial.py).
 pytestmark = pytest.mark.serial
@@ -174,10 +176,18 @@ def test_a_finish_missed_while_the_listener_was_down_is_found_when_it_reconnects
     assert time.monotonic() - started < 3
 
 
-def test_only_a_change_into_a_final_status_notifies(database_url, pending):
+def test_only_a_waited_runs_change_into_a_final_status_notifies(client, database_url, pending):
+    """Migration 0020: a finish nobody waits for sends no NOTIFY (PostgreSQL serialises notifying commits); once a
+    request registered as the run's waiter, its change into a final status does, once."""
+    unwaited = queued(client, client.get(f"/runs/{pending}").json["run"]["workflow_id"])
     with psycopg.connect(database_url, autocommit=True) as listener, psycopg.connect(database_url) as writer:
         listener.execute("LISTEN flowline_run_finished")
         writer.autocommit = True
+        writer.execute("UPDATE runs SET status = 'Failed', finished_at = now() WHERE id = %s", (unwaited,))
+        assert list(listener.notifies(timeout=0.3)) == []
+        assert db.execute(writer, "register_run_waiter", run_id=unwaited) == 0, "a final run needs no mark"
+        assert db.execute(writer, "register_run_waiter", run_id=pending) == 1
+        assert db.execute(writer, "register_run_waiter", run_id=pending) == 0, "a second waiter writes nothing"
         writer.execute(
             "UPDATE runs SET status = 'Running', lease_token = gen_random_uuid(), lease_expires_at = now() "
             "WHERE id = %s",

@@ -1,6 +1,9 @@
 """Webhook subscriptions through the API (create, list, read, change, delete, rotate, the delivery history, retry)
 and the outbox the trigger on runs writes, on a real PostgreSQL; no worker runs here, so deliveries stay Pending."""
 
+import threading
+
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -243,6 +246,84 @@ def test_deleting_the_workflow_deletes_its_subscriptions_and_deliveries(client, 
     assert client.delete(f"/workflows/{workflow_id}").status_code == 204
     assert client.get(f"/webhooks/{hook['id']}").status_code == 404
     assert sql.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
+
+
+def queue(client, workflow_id):
+    return client.post(f"/workflows/{workflow_id}/runs", json={"input_text": "x"}).json["run_id"]
+
+
+def finish_counting_outbox_calls(sql, run_id):
+    """Finish a run as a worker would; return how often that called the outbox trigger's function."""
+    # The session's calls not yet flushed to the statistics: read before and after.
+    calls = (
+        "SELECT coalesce(sum(calls), 0) AS n FROM pg_stat_xact_user_functions "
+        "WHERE funcname = 'queue_webhook_deliveries'"
+    )
+    with sql.transaction():
+        sql.execute("SET LOCAL track_functions = 'pl'")
+        before = sql.execute(calls).fetchone()["n"]
+        sql.execute("UPDATE runs SET status = 'Succeeded', finished_at = now() WHERE id = %s", (run_id,))
+        return sql.execute(calls).fetchone()["n"] - before
+
+
+def delivered_runs(sql, workflow_id):
+    return {str(r["run_id"]) for r in deliveries(sql, workflow_id)}
+
+
+def test_the_outbox_trigger_runs_only_for_workflows_with_an_enabled_subscription(client, workflow, sql):
+    """Migration 0020: a finish of a workflow without an enabled subscription calls nothing; a run queued before
+    the subscription and finished after it is delivered; disabling or deleting the last one stops both."""
+    workflow_id = workflow([UPPER])
+    unsubscribed = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, unsubscribed) == 0
+    queued_before = queue(client, workflow_id)
+    hook = subscribe(client, workflow_id).json
+    queued_after = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, queued_before) == 1
+    assert finish_counting_outbox_calls(sql, queued_after) == 1
+    synchronous = client.post(f"/workflows/{workflow_id}/run", json={"input_text": "x"}).json["run_id"]
+    assert delivered_runs(sql, workflow_id) == {queued_before, queued_after, synchronous}
+
+    assert client.patch(f"/webhooks/{hook['id']}", json={"enabled": False}).status_code == 200
+    disabled = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, disabled) == 0
+    assert client.patch(f"/webhooks/{hook['id']}", json={"enabled": True}).status_code == 200
+    enabled_again = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, enabled_again) == 1
+    assert delivered_runs(sql, workflow_id) == {queued_before, queued_after, synchronous, enabled_again}
+
+    second = subscribe(client, workflow_id).json
+    assert client.delete(f"/webhooks/{hook['id']}").status_code == 204  # its deliveries go with it
+    one_left = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, one_left) == 1
+    assert delivered_runs(sql, workflow_id) == {one_left}
+    assert client.delete(f"/webhooks/{second['id']}").status_code == 204
+    deleted = queue(client, workflow_id)
+    assert finish_counting_outbox_calls(sql, deleted) == 0
+
+
+def test_a_run_queued_while_a_subscription_is_being_created_is_delivered(app, workflow, sql, database_url):
+    """The enqueue waits for the subscription's transaction and reads what it committed (migration 0020): a run
+    queued meanwhile, finished once the subscription committed, is delivered."""
+    workflow_id = workflow([UPPER])
+    queued = {}
+    with psycopg.connect(database_url) as subscribing:
+        db.one(
+            subscribing,
+            "create_webhook",
+            workflow_id=workflow_id,
+            url=HOOK,
+            events=["run.succeeded"],
+            enabled=True,
+            secret="whsec_dGVzdA==",
+        )
+        enqueuer = threading.Thread(target=lambda: queued.update(id=queue(app.test_client(), workflow_id)))
+        enqueuer.start()
+        enqueuer.join(0.3)  # it waits for the subscription's commit (without the lock it would be done)
+        subscribing.commit()
+        enqueuer.join(10)
+    assert finish_counting_outbox_calls(sql, queued["id"]) == 1
+    assert delivered_runs(sql, workflow_id) == {queued["id"]}
 
 
 def _plan_nodes(plan):

@@ -83,6 +83,7 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "hold_pending_run",
         "llm_usage_between",
         "lock_run_limits",
+        "note_workflow_webhooks",
         "notify_run_finished",
         "queue_webhook_deliveries",
         "rebuild_run_holds",
@@ -103,6 +104,9 @@ def test_apply_rollback_reapply_gives_the_same_schema(make_database):
         "runs_queue_webhook_deliveries",
         "runs_release_inserted",
         "runs_release_on_status",
+        "webhooks_note_deleted",
+        "webhooks_note_enabled",
+        "webhooks_note_inserted",
     ]
 
     assert migrations.rollback(url, everything=True) == migrations.migration_ids()[::-1]

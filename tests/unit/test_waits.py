@@ -68,14 +68,17 @@ def test_without_gunicorns_socket_the_client_is_never_gone():
 
 
 class Run:
-    """A stand-in for the database: the run's status, read by ``read`` (counting the reads)."""
+    """A stand-in for the database: the run's status, read by ``read`` (counting the reads, and recording which of
+    them registered the waiter)."""
 
     def __init__(self, status="Pending"):
         self.status = status
         self.reads = 0
+        self.registered = []
 
-    def read(self):
+    def read(self, register):
         self.reads += 1
+        self.registered.append(register)
         return {"id": RUN_ID, "status": self.status, "final_output": None, "error_message": None}
 
 
@@ -104,7 +107,7 @@ def test_a_final_run_answers_at_once_and_an_unknown_one_too(hub):
     done = Run("Failed")
     wait = hub.wait(RUN_ID, 5, done.read)
     assert (wait.outcome, wait.final, wait.waited, done.reads) == (waits.FINISHED, True, True, 1)
-    wait = hub.wait(RUN_ID, 5, lambda: None)
+    wait = hub.wait(RUN_ID, 5, lambda register: None)
     assert (wait.outcome, wait.final, wait.row) == (waits.FINISHED, False, None)
     assert hub.waiting == 0
 
@@ -123,6 +126,7 @@ def test_a_wake_up_for_its_run_reads_it_again_and_ends_the_wait(hub):
     assert time.monotonic() - started < 0.5
     assert result["value"].outcome == waits.FINISHED and result["value"].row["status"] == "Succeeded"
     assert run.reads == 2 and hub.waiting == 0
+    assert run.registered == [True, False], "only the first read registers the waiter in the database"
 
 
 def test_a_wait_ends_at_its_deadline_and_over_the_cap_nothing_waits(hub):
@@ -166,8 +170,8 @@ def test_a_finish_notified_while_the_run_is_being_read_is_not_lost(hub):
     (committed just after the read's snapshot) wakes it, and it reads again."""
 
     class Racing(Run):
-        def read(self):
-            row = super().read()
+        def read(self, register):
+            row = super().read(register)
             if self.reads == 1:
                 self.status = "Succeeded"
                 hub._wake(RUN_ID)  # the notification, after the snapshot that saw Pending
