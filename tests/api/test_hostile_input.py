@@ -197,22 +197,28 @@ def test_raw_paths(client, raw):
 # --- query parameters ------------------------------------------------------------------------------------------
 
 
-def test_query_parameters(app, client, world):
+# Where the hostile value goes in a query string. Each is a test of its own, so pytest-xdist spreads them over its
+# processes (every GET route, the console's pages included, times every value).
+QUERY_PLACES = {
+    "limit": lambda value: {"limit": value},
+    "cursor": lambda value: {"cursor": value},
+    "status": lambda value: {"status": value},
+    "cursor after a limit": lambda value: {"limit": "2", "cursor": value},
+    "parameter name": lambda value: {value or "blank": "1"},
+}
+
+
+@pytest.mark.parametrize("place", QUERY_PLACES.values(), ids=QUERY_PLACES.keys())
+def test_query_parameters(app, client, world, place):
     def check(_, value):
+        query = place(value)
         for method, rule in _routes(app):
             if method != "GET":
                 continue
             path = _path(rule, world)
-            for query in (
-                {"limit": value},
-                {"cursor": value},
-                {"status": value},
-                {"limit": "2", "cursor": value},
-                {value or "blank": "1"},
-            ):
-                response = client.get(path, query_string="&".join(f"{_quote(k)}={_quote(v)}" for k, v in query.items()))
-                # 422 where the route reads the parameter (or refuses unknown ones); one that takes none ignores it.
-                _status_ok(response)
+            response = client.get(path, query_string="&".join(f"{_quote(k)}={_quote(v)}" for k, v in query.items()))
+            # 422 where the route reads the parameter (or refuses unknown ones); one that takes none ignores it.
+            _status_ok(response)
 
     each_value(check, values=IN_URL)
     assert client.get(f"/workflows/{world['workflow_id']}/runs").json["runs"], "the run history is intact"
