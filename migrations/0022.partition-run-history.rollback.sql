@@ -1,0 +1,149 @@
+-- Makes run_steps and run_events plain tables again, copying every row back (no data is lost; run_created_at is
+-- dropped), and drops runs_id_created_at_key. One transaction holding ACCESS EXCLUSIVE locks on both tables while
+-- it copies: the time of a copy (bench/partition_bench.py measures it per million rows), so stop the service first.
+--
+-- yoyo pairs each statement of a migration with one of its rollback, the first of this file with the last of
+-- 0022.partition-run-history.sql. The real rollback is that first statement; the empty DO blocks after it belong to
+-- 0022's earlier statements, so that an apply failing half-way (a lock timeout in the swap) undoes nothing and
+-- can be run again, resuming its copy.
+DO $$
+BEGIN
+    ALTER TABLE run_steps RENAME TO run_steps_partitioned;
+    ALTER TABLE run_events RENAME TO run_events_partitioned;
+    ALTER TABLE run_steps_partitioned RENAME CONSTRAINT run_steps_pkey TO run_steps_partitioned_pkey;
+    ALTER TABLE run_steps_partitioned RENAME CONSTRAINT run_steps_run_attempt_position_key
+        TO run_steps_partitioned_run_attempt_position_key;
+    ALTER TABLE run_events_partitioned RENAME CONSTRAINT run_events_pkey TO run_events_partitioned_pkey;
+    ALTER INDEX run_steps_node_id_idx RENAME TO run_steps_partitioned_node_id_idx;
+    ALTER INDEX run_steps_llm_finished_idx RENAME TO run_steps_partitioned_llm_finished_idx;
+    ALTER INDEX run_events_run_at_idx RENAME TO run_events_partitioned_run_at_idx;
+
+    CREATE TABLE run_steps (
+        id                uuid        NOT NULL DEFAULT gen_random_uuid(),
+        run_id            uuid        NOT NULL,
+        node_id           uuid,
+        attempt           integer     NOT NULL,
+        position          integer     NOT NULL,
+        node_type         text        NOT NULL,
+        config_snapshot   jsonb       NOT NULL,
+        status            text        NOT NULL,
+        started_at        timestamptz,
+        finished_at       timestamptz,
+        input_text        text,
+        output_text       text,
+        error_message     text,
+        note              text,
+        model             text,
+        prompt_tokens     integer,
+        completion_tokens integer,
+        cost_usd          numeric,
+        CONSTRAINT run_steps_pkey PRIMARY KEY (id),
+        CONSTRAINT run_steps_run_attempt_position_key UNIQUE (run_id, attempt, position),
+        CONSTRAINT run_steps_status_valid
+            CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled', 'Waiting')),
+        CONSTRAINT run_steps_attempt_position_valid CHECK (attempt >= 1 AND position >= 0),
+        CONSTRAINT run_steps_run_id_fkey FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE,
+        CONSTRAINT run_steps_node_id_fkey FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE SET NULL
+    ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05,
+            autovacuum_analyze_scale_factor = 0.02);
+    CREATE TABLE run_events (
+        id        uuid        NOT NULL DEFAULT gen_random_uuid(),
+        run_id    uuid        NOT NULL,
+        attempt   integer     NOT NULL,
+        status    text        NOT NULL,
+        at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+        worker_id text,
+        note      text,
+        CONSTRAINT run_events_pkey PRIMARY KEY (id),
+        CONSTRAINT run_events_status_valid CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled')),
+        CONSTRAINT run_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
+    ) WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05,
+            autovacuum_analyze_scale_factor = 0.02);
+
+    INSERT INTO run_steps (id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
+                           finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+                           completion_tokens, cost_usd)
+    SELECT id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at, finished_at,
+           input_text, output_text, error_message, note, model, prompt_tokens, completion_tokens, cost_usd
+    FROM run_steps_partitioned;
+    INSERT INTO run_events (id, run_id, attempt, status, at, worker_id, note)
+    SELECT id, run_id, attempt, status, at, worker_id, note
+    FROM run_events_partitioned;
+
+    CREATE OR REPLACE VIEW run_list AS
+    SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+           mode, attempt, max_attempts, created_at, schedule_id, scheduled_for, priority, concurrency_key,
+           (SELECT json_build_object(
+                       'prompt_tokens', coalesce(sum(s.prompt_tokens), 0),
+                       'completion_tokens', coalesce(sum(s.completion_tokens), 0),
+                       'cost_usd', CASE WHEN count(s.cost_usd) = count(*) THEN coalesce(sum(s.cost_usd), 0)::float8 END)
+            FROM run_steps AS s
+            WHERE s.run_id = runs.id
+              AND s.model IS NOT NULL) AS usage
+    FROM runs;
+
+    CREATE OR REPLACE FUNCTION save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb)
+    RETURNS bigint
+    LANGUAGE sql
+    VOLATILE
+    AS $fn$
+        -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
+        -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+        -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later call with
+        -- the same (run, attempt, position). Its cost is its tokens at its model's prices now (NULL without both).
+        WITH saved AS (
+            INSERT INTO run_steps (run_id, node_id, attempt, position, node_type, config_snapshot, status,
+                                   started_at, finished_at, input_text, output_text, error_message, note,
+                                   model, prompt_tokens, completion_tokens, cost_usd)
+            SELECT p_run_id, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot, s.status,
+                   s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note,
+                   s.model, s.prompt_tokens, s.completion_tokens,
+                   (s.prompt_tokens * m.usd_per_million_input_tokens
+                    + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
+            FROM jsonb_to_recordset(p_steps) AS s(
+                node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
+                started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
+                error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
+            LEFT JOIN llm_models AS m ON m.model = s.model
+            ON CONFLICT (run_id, attempt, position) DO UPDATE
+            SET status = excluded.status,
+                finished_at = excluded.finished_at,
+                output_text = excluded.output_text,
+                error_message = excluded.error_message,
+                note = excluded.note,
+                model = excluded.model,
+                prompt_tokens = excluded.prompt_tokens,
+                completion_tokens = excluded.completion_tokens,
+                cost_usd = excluded.cost_usd
+            RETURNING 1
+        )
+        SELECT count(*) FROM saved;
+    $fn$;
+
+    DROP TABLE run_steps_partitioned;
+    DROP TABLE run_events_partitioned;
+
+    CREATE INDEX run_steps_node_id_idx ON run_steps (node_id);
+    CREATE INDEX run_steps_llm_finished_idx ON run_steps (finished_at) INCLUDE (model, prompt_tokens, completion_tokens)
+        WHERE model IS NOT NULL;
+    CREATE INDEX run_events_run_at_idx ON run_events (run_id, at);
+    COMMENT ON COLUMN run_steps.model IS 'The LLM model this step called (NULL: not an LLM step).';
+    COMMENT ON COLUMN run_steps.cost_usd IS 'The usage priced with llm_models'' prices when the step was saved (NULL: no usage reported or no price).';
+    CREATE TRIGGER run_steps_roll_up_inserted
+        AFTER INSERT ON run_steps
+        REFERENCING NEW TABLE AS new_steps
+        FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+    CREATE TRIGGER run_steps_roll_up_updated
+        AFTER UPDATE ON run_steps
+        REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
+        FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+    DROP INDEX runs_id_created_at_key;
+END
+$$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;

@@ -1,0 +1,338 @@
+-- Partitions run_steps and run_events by time: each row gains run_created_at, its run's created_at, and the tables
+-- become range-partitioned by it (PostgreSQL's native partitioning; partitions made by 0021's functions), so
+-- prune-runs drops whole partitions instead of deleting rows, and a query by run id (which passes the run's
+-- created_at) reads one partition. runs stays one table: its uniqueness must hold across all its rows.
+-- Rollback (0022.partition-run-history.rollback.sql) copies every row back into plain tables; no data is lost.
+--
+-- Written for a live, large database (README, "Partitioning run history"). Not transactional: each statement
+-- commits on its own and every one can be run again, so an interrupted apply resumes where it stopped:
+--   1. runs gains a unique index on (id, created_at), built CONCURRENTLY (writes go on), which the new tables'
+--      foreign key (run_id, run_created_at) references: a step's run_created_at is its run's, and deleting a run
+--      deletes its steps and events in the one partition that holds them.
+--   2. run_steps_next and run_events_next are made, partitioned, with partitions from the oldest run's week to
+--      3 weeks ahead; row triggers on run_steps and run_events copy every insert, update and delete into them from
+--      then on (the version running meanwhile needs no change).
+--   3. move_history_rows() copies the older rows over, 5,000 runs a transaction, newest runs first, its place kept
+--      in history_move (resumable). Measured: bench/partition_bench.py, README.
+--   4. The swap, one short transaction under lock_timeout 1 s (retried up to 60 times, 1 s apart, so it never
+--      queues the queue's writes behind it): the plain tables are dropped, the new ones take their names,
+--      save_run_steps writes run_created_at, run_list's usage reads one partition, the roll-up triggers of 0019
+--      move over. From here on the running code must be this version's: stop the old one before this step (its
+--      INSERTs lack run_created_at), or run steps 1-3 by hand beforehand (README) so that only the swap is left.
+-- The foreign key from the partitioned tables to runs is allowed (PostgreSQL 12+); nothing references run_steps or
+-- run_events, whose primary keys are now (id, run_created_at).
+-- transactional: false
+-- depends: 0021.history-partition-upkeep
+
+-- 1. An index build cut short leaves an INVALID index behind: drop it, then build it again.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('runs_id_created_at_key') AND NOT indisvalid) THEN
+        DROP INDEX runs_id_created_at_key;
+    END IF;
+END
+$$;
+
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS runs_id_created_at_key ON runs (id, created_at);
+
+-- 2. What copies the rows written while the move goes on, one trigger function per table.
+CREATE OR REPLACE FUNCTION move_history_step()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM run_steps_next WHERE id = OLD.id;
+        RETURN NULL;
+    END IF;
+    INSERT INTO run_steps_next (id, run_id, run_created_at, node_id, attempt, position, node_type, config_snapshot,
+                                status, started_at, finished_at, input_text, output_text, error_message, note,
+                                model, prompt_tokens, completion_tokens, cost_usd)
+    SELECT NEW.id, NEW.run_id, r.created_at, NEW.node_id, NEW.attempt, NEW.position, NEW.node_type,
+           NEW.config_snapshot, NEW.status, NEW.started_at, NEW.finished_at, NEW.input_text, NEW.output_text,
+           NEW.error_message, NEW.note, NEW.model, NEW.prompt_tokens, NEW.completion_tokens, NEW.cost_usd
+    FROM runs AS r
+    WHERE r.id = NEW.run_id
+    ON CONFLICT (id, run_created_at) DO UPDATE
+    SET node_id = excluded.node_id, status = excluded.status, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, input_text = excluded.input_text, output_text = excluded.output_text,
+        error_message = excluded.error_message, note = excluded.note, model = excluded.model,
+        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+        cost_usd = excluded.cost_usd;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION move_history_event()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM run_events_next WHERE id = OLD.id;
+        RETURN NULL;
+    END IF;
+    INSERT INTO run_events_next (id, run_id, run_created_at, attempt, status, at, worker_id, note)
+    SELECT NEW.id, NEW.run_id, r.created_at, NEW.attempt, NEW.status, NEW.at, NEW.worker_id, NEW.note
+    FROM runs AS r
+    WHERE r.id = NEW.run_id
+    ON CONFLICT (id, run_created_at) DO UPDATE
+    SET attempt = excluded.attempt, status = excluded.status, at = excluded.at, worker_id = excluded.worker_id,
+        note = excluded.note;
+    RETURN NULL;
+END
+$$;
+
+-- 3. The copy of the rows written before the triggers, p_batch runs (their steps and events) per transaction.
+-- Each batch locks its runs FOR KEY SHARE, so a run deleted meanwhile is either deleted before (skipped) or after
+-- (its copies cascade away); a row the triggers copied first is kept (DO NOTHING: theirs is as new or newer).
+CREATE OR REPLACE PROCEDURE move_history_rows(p_batch integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_until timestamptz;
+    v_after_created_at timestamptz;
+    v_after_id uuid;
+    v_last record;
+BEGIN
+    IF to_regclass('history_move') IS NULL THEN
+        RETURN;  -- already swapped: nothing to copy
+    END IF;
+    LOOP
+        SELECT copy_until, after_created_at, after_id INTO v_until, v_after_created_at, v_after_id FROM history_move;
+        WITH batch AS (
+            SELECT id, created_at
+            FROM runs
+            -- runs_created_idx (created_at DESC, id), in its order: newest runs first.
+            WHERE created_at <= coalesce(v_after_created_at, v_until)
+              AND (v_after_created_at IS NULL OR created_at < v_after_created_at OR id > v_after_id)
+            ORDER BY created_at DESC, id
+            LIMIT p_batch
+            FOR KEY SHARE
+        ), steps AS (
+            INSERT INTO run_steps_next (id, run_id, run_created_at, node_id, attempt, position, node_type,
+                                        config_snapshot, status, started_at, finished_at, input_text, output_text,
+                                        error_message, note, model, prompt_tokens, completion_tokens, cost_usd)
+            SELECT s.id, s.run_id, b.created_at, s.node_id, s.attempt, s.position, s.node_type, s.config_snapshot,
+                   s.status, s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note,
+                   s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd
+            FROM batch AS b
+            JOIN run_steps AS s ON s.run_id = b.id
+            ON CONFLICT DO NOTHING
+        ), events AS (
+            INSERT INTO run_events_next (id, run_id, run_created_at, attempt, status, at, worker_id, note)
+            SELECT e.id, e.run_id, b.created_at, e.attempt, e.status, e.at, e.worker_id, e.note
+            FROM batch AS b
+            JOIN run_events AS e ON e.run_id = b.id
+            ON CONFLICT DO NOTHING
+        )
+        SELECT created_at, id, count(*) OVER () AS runs INTO v_last
+        FROM batch
+        ORDER BY created_at, id DESC
+        LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        UPDATE history_move
+        SET after_created_at = v_last.created_at, after_id = v_last.id, moved_runs = moved_runs + v_last.runs;
+        COMMIT;
+    END LOOP;
+    COMMIT;
+END
+$$;
+
+-- 2. The new tables (once: skipped when they, or the swap, exist), their partitions, and the triggers.
+DO $$
+DECLARE
+    v_first timestamptz;
+    v_week timestamptz;
+BEGIN
+    IF to_regclass('run_steps_next') IS NOT NULL
+       OR (SELECT relkind FROM pg_class WHERE oid = to_regclass('run_steps')) = 'p' THEN
+        RETURN;
+    END IF;
+
+    CREATE TABLE run_steps_next (
+        id                uuid        NOT NULL DEFAULT gen_random_uuid(),
+        run_id            uuid        NOT NULL,
+        -- The run's created_at: the partition key (the foreign key keeps it equal to the run's).
+        run_created_at    timestamptz NOT NULL,
+        node_id           uuid,
+        attempt           integer     NOT NULL,
+        position          integer     NOT NULL,
+        node_type         text        NOT NULL,
+        config_snapshot   jsonb       NOT NULL,
+        status            text        NOT NULL,
+        started_at        timestamptz,
+        finished_at       timestamptz,
+        input_text        text,
+        output_text       text,
+        error_message     text,
+        note              text,
+        model             text,
+        prompt_tokens     integer,
+        completion_tokens integer,
+        cost_usd          numeric,
+        CONSTRAINT run_steps_next_pkey PRIMARY KEY (id, run_created_at),
+        CONSTRAINT run_steps_next_run_attempt_position_key UNIQUE (run_id, attempt, position, run_created_at),
+        CONSTRAINT run_steps_status_valid
+            CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled', 'Waiting')),
+        CONSTRAINT run_steps_attempt_position_valid CHECK (attempt >= 1 AND position >= 0),
+        CONSTRAINT run_steps_run_fkey FOREIGN KEY (run_id, run_created_at)
+            REFERENCES runs (id, created_at) ON DELETE CASCADE,
+        CONSTRAINT run_steps_node_id_fkey FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE SET NULL
+    ) PARTITION BY RANGE (run_created_at);
+    CREATE INDEX run_steps_next_node_id_idx ON run_steps_next (node_id);
+    CREATE INDEX run_steps_next_llm_finished_idx ON run_steps_next (finished_at)
+        INCLUDE (model, prompt_tokens, completion_tokens) WHERE model IS NOT NULL;
+
+    CREATE TABLE run_events_next (
+        id             uuid        NOT NULL DEFAULT gen_random_uuid(),
+        run_id         uuid        NOT NULL,
+        run_created_at timestamptz NOT NULL,
+        attempt        integer     NOT NULL,
+        status         text        NOT NULL,
+        at             timestamptz NOT NULL DEFAULT clock_timestamp(),
+        worker_id      text,
+        note           text,
+        CONSTRAINT run_events_next_pkey PRIMARY KEY (id, run_created_at),
+        CONSTRAINT run_events_status_valid CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled')),
+        CONSTRAINT run_events_run_fkey FOREIGN KEY (run_id, run_created_at)
+            REFERENCES runs (id, created_at) ON DELETE CASCADE
+    ) PARTITION BY RANGE (run_created_at);
+    CREATE INDEX run_events_next_run_at_idx ON run_events_next (run_id, at);
+
+    -- Weekly partitions from the oldest run's week to 3 weeks ahead (workers keep them ahead from then on).
+    v_first := date_trunc('week', coalesce((SELECT min(created_at) FROM runs), now()), 'UTC');
+    FOR v_week IN SELECT generate_series(v_first, now() + interval '3 weeks', interval '1 week') LOOP
+        PERFORM attach_history_partition('run_steps_next', v_week, v_week + interval '1 week');
+        PERFORM attach_history_partition('run_events_next', v_week, v_week + interval '1 week');
+    END LOOP;
+
+    CREATE TRIGGER run_steps_move AFTER INSERT OR UPDATE OR DELETE ON run_steps
+        FOR EACH ROW EXECUTE FUNCTION move_history_step();
+    CREATE TRIGGER run_events_move AFTER INSERT OR UPDATE OR DELETE ON run_events
+        FOR EACH ROW EXECUTE FUNCTION move_history_event();
+
+    -- Where the copy is. Making the triggers waited for every transaction writing steps or events to end, and
+    -- holds new ones back until this commits: a row written before now belongs to a run created before now (the
+    -- copy's), a later one reaches the triggers.
+    CREATE TABLE history_move (
+        copy_until       timestamptz NOT NULL,
+        after_created_at timestamptz,
+        after_id         uuid,
+        moved_runs       bigint      NOT NULL DEFAULT 0
+    );
+    INSERT INTO history_move (copy_until) VALUES (clock_timestamp());
+END
+$$;
+
+-- 3. The copy (the long part; run it by hand ahead of a deploy to leave only the swap: README).
+CALL move_history_rows(5000);
+
+-- 4. The swap, and the removal of the move's own objects (also when a run before this one swapped already).
+DO $$
+DECLARE
+    v_try integer := 0;
+BEGIN
+    WHILE to_regclass('run_steps_next') IS NOT NULL LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', true);
+            ALTER TABLE run_steps RENAME TO run_steps_legacy;
+            ALTER TABLE run_events RENAME TO run_events_legacy;
+            ALTER TABLE run_steps_next RENAME TO run_steps;
+            ALTER TABLE run_events_next RENAME TO run_events;
+
+            -- The view and the function that name the plain tables, before they go.
+            CREATE OR REPLACE VIEW run_list AS
+            SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
+                   mode, attempt, max_attempts, created_at, schedule_id, scheduled_for, priority, concurrency_key,
+                   (SELECT json_build_object(
+                               'prompt_tokens', coalesce(sum(s.prompt_tokens), 0),
+                               'completion_tokens', coalesce(sum(s.completion_tokens), 0),
+                               'cost_usd', CASE WHEN count(s.cost_usd) = count(*) THEN coalesce(sum(s.cost_usd), 0)::float8 END)
+                    FROM run_steps AS s
+                    WHERE s.run_id = runs.id
+                      -- One partition.
+                      AND s.run_created_at = runs.created_at
+                      AND s.model IS NOT NULL) AS usage
+            FROM runs;
+
+            CREATE OR REPLACE FUNCTION save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb)
+            RETURNS bigint
+            LANGUAGE sql
+            VOLATILE
+            AS $fn$
+                -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
+                -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+                -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later
+                -- call with the same (run, attempt, position). Its cost is its tokens at its model's prices now
+                -- (NULL without both). Its run_created_at is its run's (the partition key).
+                WITH saved AS (
+                    INSERT INTO run_steps (run_id, run_created_at, node_id, attempt, position, node_type,
+                                           config_snapshot, status, started_at, finished_at, input_text,
+                                           output_text, error_message, note, model, prompt_tokens,
+                                           completion_tokens, cost_usd)
+                    SELECT p_run_id, r.created_at, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot,
+                           s.status, s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message,
+                           s.note, s.model, s.prompt_tokens, s.completion_tokens,
+                           (s.prompt_tokens * m.usd_per_million_input_tokens
+                            + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
+                    FROM jsonb_to_recordset(p_steps) AS s(
+                        node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
+                        started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
+                        error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
+                    JOIN runs AS r ON r.id = p_run_id
+                    LEFT JOIN llm_models AS m ON m.model = s.model
+                    ON CONFLICT (run_id, attempt, position, run_created_at) DO UPDATE
+                    SET status = excluded.status,
+                        finished_at = excluded.finished_at,
+                        output_text = excluded.output_text,
+                        error_message = excluded.error_message,
+                        note = excluded.note,
+                        model = excluded.model,
+                        prompt_tokens = excluded.prompt_tokens,
+                        completion_tokens = excluded.completion_tokens,
+                        cost_usd = excluded.cost_usd
+                    RETURNING 1
+                )
+                SELECT count(*) FROM saved;
+            $fn$;
+
+            DROP TABLE run_steps_legacy;
+            DROP TABLE run_events_legacy;
+
+            ALTER TABLE run_steps RENAME CONSTRAINT run_steps_next_pkey TO run_steps_pkey;
+            ALTER TABLE run_steps RENAME CONSTRAINT run_steps_next_run_attempt_position_key
+                TO run_steps_run_attempt_position_key;
+            ALTER INDEX run_steps_next_node_id_idx RENAME TO run_steps_node_id_idx;
+            ALTER INDEX run_steps_next_llm_finished_idx RENAME TO run_steps_llm_finished_idx;
+            ALTER TABLE run_events RENAME CONSTRAINT run_events_next_pkey TO run_events_pkey;
+            ALTER INDEX run_events_next_run_at_idx RENAME TO run_events_run_at_idx;
+            COMMENT ON COLUMN run_steps.model IS 'The LLM model this step called (NULL: not an LLM step).';
+            COMMENT ON COLUMN run_steps.cost_usd IS 'The usage priced with llm_models'' prices when the step was saved (NULL: no usage reported or no price).';
+            COMMENT ON COLUMN run_steps.run_created_at IS 'Its run''s created_at: the partition key.';
+            COMMENT ON COLUMN run_events.run_created_at IS 'Its run''s created_at: the partition key.';
+
+            -- 0019's roll-ups, statement-level with transition tables: allowed on a partitioned table (they fire
+            -- once per statement on it, with the rows of every partition the statement wrote).
+            CREATE TRIGGER run_steps_roll_up_inserted
+                AFTER INSERT ON run_steps
+                REFERENCING NEW TABLE AS new_steps
+                FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+            CREATE TRIGGER run_steps_roll_up_updated
+                AFTER UPDATE ON run_steps
+                REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
+                FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+        EXCEPTION WHEN lock_not_available THEN
+            v_try := v_try + 1;
+            IF v_try >= 60 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(1);
+        END;
+    END LOOP;
+    DROP TABLE IF EXISTS history_move;
+    DROP PROCEDURE IF EXISTS move_history_rows(integer);
+    DROP FUNCTION IF EXISTS move_history_step();
+    DROP FUNCTION IF EXISTS move_history_event();
+END
+$$;
