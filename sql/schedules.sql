@@ -92,10 +92,10 @@ WITH run AS (
     VALUES (%(workflow_id)s, 'async', 'Pending', %(input)s, %(max_attempts)s, %(schedule_id)s, %(scheduled_for)s,
             %(priority)s)
     ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
-    RETURNING id, attempt
+    RETURNING id, attempt, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, note)
-    SELECT id, attempt, 'Pending', 'queued by schedule ' || %(schedule_id)s::text || ' for ' || %(scheduled_for)s::timestamptz::text
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+    SELECT id, created_at, attempt, 'Pending', 'queued by schedule ' || %(schedule_id)s::text || ' for ' || %(scheduled_for)s::timestamptz::text
     FROM run
 )
 SELECT run.id

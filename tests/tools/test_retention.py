@@ -14,6 +14,7 @@ from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
 from flowline.data import sql as sql_files
 from flowline.tools import prune as retention
+from tests.support.history import make_partitions_back
 
 ROOT = Path(__file__).resolve().parents[2]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -49,13 +50,15 @@ def add_run(sql, workflow_id, status, age_hours):
         {"workflow_id": workflow_id, "status": status, "age": age_hours, "finished": finished},
     ).fetchone()["id"]
     sql.execute(
-        """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status)
-                   VALUES (%s, 1, 0, 'formatter', '{}', %s)""",
-        (run_id, status),
+        """INSERT INTO run_steps (run_id, run_created_at, attempt, position, node_type, config_snapshot, status)
+                   SELECT id, created_at, 1, 0, 'formatter', '{}', %s FROM runs WHERE id = %s""",
+        (status, run_id),
     )
     sql.execute(
-        """INSERT INTO run_events (run_id, attempt, status, note)
-                   VALUES (%(id)s, 0, 'Pending', 'queued'), (%(id)s, 1, %(status)s, 'then')""",
+        """INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+                   SELECT id, created_at, a, s, n
+                   FROM runs, (VALUES (0, 'Pending', 'queued'), (1, %(status)s, 'then')) AS e (a, s, n)
+                   WHERE id = %(id)s""",
         {"id": run_id, "status": status},
     )
     return run_id
@@ -64,6 +67,7 @@ def add_run(sql, workflow_id, status, age_hours):
 @pytest.fixture
 def history(sql):
     """Runs of every status, old (40 days) and recent (1 day); Pending and Running ones created 100 days ago."""
+    make_partitions_back(sql, 101)
     workflow_id = sql.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
     runs = {
         "old Succeeded": [add_run(sql, workflow_id, "Succeeded", 40 * 24) for _ in range(5)],
@@ -179,7 +183,7 @@ def test_runs_locked_by_another_transaction_are_skipped_not_waited_for(database_
     with psycopg.connect(database_url) as other:  # a transaction stays open until the block ends
         other.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (locked,))
         with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-            _, results = retention.prune(conn, 30 * 86400, ("Succeeded",), batch_size=2)
+            _, results, _ = retention.prune(conn, 30 * 86400, ("Succeeded",), batch_size=2)
         assert results["Succeeded"]["runs"] == 4
         assert remaining(sql, history)["old Succeeded"] == (1, 1, 2)
     # The next prune takes it.
