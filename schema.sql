@@ -50,6 +50,54 @@ $_$;
 COMMENT ON FUNCTION public.attach_history_partition(p_parent regclass, p_from timestamp with time zone, p_to timestamp with time zone) IS 'Creates and attaches the partition [p_from, p_to) of run_steps or run_events (the owner''s; make_history_partition calls it).';
 
 --
+-- Name: delete_run_history(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.delete_run_history() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+            BEGIN
+                DELETE FROM run_steps AS s
+                USING deleted_runs AS r
+                WHERE s.run_id = r.id
+                  AND s.run_created_at = r.created_at;
+                DELETE FROM run_events AS e
+                USING deleted_runs AS r
+                WHERE e.run_id = r.id
+                  AND e.run_created_at = r.created_at;
+                RETURN NULL;
+            END
+            $$;
+
+--
+-- Name: FUNCTION delete_run_history(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.delete_run_history() IS 'Deletes the steps and events of deleted runs (what ON DELETE CASCADE did before migration 0022).';
+
+--
+-- Name: forget_deleted_nodes(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.forget_deleted_nodes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+            BEGIN
+                -- Served by run_steps_node_id_idx in each partition.
+                UPDATE run_steps
+                SET node_id = NULL
+                WHERE node_id IN (SELECT id FROM deleted_nodes);
+                RETURN NULL;
+            END
+            $$;
+
+--
+-- Name: FUNCTION forget_deleted_nodes(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.forget_deleted_nodes() IS 'Sets run_steps.node_id to NULL for deleted nodes (what ON DELETE SET NULL did before migration 0022).';
+
+--
 -- Name: hold_pending_run(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1384,12 +1432,6 @@ CREATE INDEX runs_created_idx ON public.runs USING btree (created_at DESC, id);
 CREATE INDEX runs_finished_idx ON public.runs USING btree (status, finished_at, id) WHERE (finished_at IS NOT NULL);
 
 --
--- Name: runs_id_created_at_key; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE UNIQUE INDEX runs_id_created_at_key ON public.runs USING btree (id, created_at);
-
---
 -- Name: runs_key_released_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1510,6 +1552,12 @@ CREATE INDEX webhooks_workflow_idx ON public.webhooks USING btree (workflow_id, 
 CREATE INDEX workflows_created_at_idx ON public.workflows USING btree (created_at DESC, id);
 
 --
+-- Name: nodes nodes_forget_run_steps; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER nodes_forget_run_steps AFTER DELETE ON public.nodes REFERENCING OLD TABLE AS deleted_nodes FOR EACH STATEMENT EXECUTE FUNCTION public.forget_deleted_nodes();
+
+--
 -- Name: run_steps run_steps_roll_up_inserted; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1520,6 +1568,12 @@ CREATE TRIGGER run_steps_roll_up_inserted AFTER INSERT ON public.run_steps REFER
 --
 
 CREATE TRIGGER run_steps_roll_up_updated AFTER UPDATE ON public.run_steps REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION public.run_steps_roll_up_usage();
+
+--
+-- Name: runs runs_delete_history; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_delete_history AFTER DELETE ON public.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION public.delete_run_history();
 
 --
 -- Name: runs runs_hold_inserted; Type: TRIGGER; Schema: public; Owner: -
@@ -1565,32 +1619,11 @@ ALTER TABLE ONLY public.nodes
     ADD CONSTRAINT nodes_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES public.workflows(id) ON DELETE CASCADE;
 
 --
--- Name: run_events run_events_run_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE public.run_events
-    ADD CONSTRAINT run_events_run_fkey FOREIGN KEY (run_id, run_created_at) REFERENCES public.runs(id, created_at) ON DELETE CASCADE;
-
---
 -- Name: run_lanes run_lanes_workflow_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.run_lanes
     ADD CONSTRAINT run_lanes_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES public.workflows(id) ON DELETE CASCADE;
-
---
--- Name: run_steps run_steps_node_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE public.run_steps
-    ADD CONSTRAINT run_steps_node_id_fkey FOREIGN KEY (node_id) REFERENCES public.nodes(id) ON DELETE SET NULL;
-
---
--- Name: run_steps run_steps_run_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE public.run_steps
-    ADD CONSTRAINT run_steps_run_fkey FOREIGN KEY (run_id, run_created_at) REFERENCES public.runs(id, created_at) ON DELETE CASCADE;
 
 --
 -- Name: runs runs_schedule_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

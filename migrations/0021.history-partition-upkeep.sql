@@ -10,8 +10,7 @@
 --     migration: the owner role), with a fixed search_path, revoked from PUBLIC and granted to the app role only.
 --     It makes one partition pair (run_steps and run_events) holding `at` per call: CREATE TABLE, then ATTACH
 --     PARTITION (a SHARE UPDATE EXCLUSIVE lock on the parent, not the ACCESS EXCLUSIVE of CREATE TABLE … PARTITION
---     OF; the foreign key to runs takes a SHARE ROW EXCLUSIVE lock on runs for the attach, an instant for an empty
---     table), under lock_timeout 1 s (it gives up rather than queue the workers' writes behind it; the next call
+--     OF; no lock on runs: the partitioned tables have no foreign keys, see 0022), under lock_timeout 1 s (it gives up rather than queue the workers' writes behind it; the next call
 --     tries again) and a transaction-level advisory lock (PgBouncer-safe: no session lock) so two workers never
 --     race for one partition.
 --   * A partition spans one UTC period (day, week from Monday, month) holding `at`, cut short where it would meet

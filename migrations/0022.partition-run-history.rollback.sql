@@ -1,5 +1,5 @@
 -- Makes run_steps and run_events plain tables again, copying every row back (no data is lost; run_created_at is
--- dropped), and drops runs_id_created_at_key. One transaction holding ACCESS EXCLUSIVE locks on both tables while
+-- dropped) with their foreign keys instead of the triggers that did their work. One transaction holding ACCESS EXCLUSIVE locks on both tables while
 -- it copies: the time of a copy (bench/partition_bench.py measures it per million rows), so stop the service first.
 --
 -- yoyo pairs each statement of a migration with one of its rollback, the first of this file with the last of
@@ -137,11 +137,12 @@ BEGIN
         AFTER UPDATE ON run_steps
         REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
         FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
-    DROP INDEX runs_id_created_at_key;
+    DROP TRIGGER runs_delete_history ON runs;
+    DROP FUNCTION delete_run_history();
+    DROP TRIGGER nodes_forget_run_steps ON nodes;
+    DROP FUNCTION forget_deleted_nodes();
 END
 $$;
-DO $$ BEGIN END $$;
-DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;

@@ -6,36 +6,29 @@
 --
 -- Written for a live, large database (README, "Partitioning run history"). Not transactional: each statement
 -- commits on its own and every one can be run again, so an interrupted apply resumes where it stopped:
---   1. runs gains a unique index on (id, created_at), built CONCURRENTLY (writes go on), which the new tables'
---      foreign key (run_id, run_created_at) references: a step's run_created_at is its run's, and deleting a run
---      deletes its steps and events in the one partition that holds them.
---   2. run_steps_next and run_events_next are made, partitioned, with partitions from the oldest run's week to
+--   1. run_steps_next and run_events_next are made, partitioned, with partitions from the oldest run's week to
 --      3 weeks ahead; row triggers on run_steps and run_events copy every insert, update and delete into them from
 --      then on (the version running meanwhile needs no change).
---   3. move_history_rows() copies the older rows over, 5,000 runs a transaction, newest runs first, its place kept
+--   2. move_history_rows() copies the older rows over, 5,000 runs a transaction, newest runs first, its place kept
 --      in history_move (resumable). Measured: bench/partition_bench.py, README.
---   4. The swap, one short transaction under lock_timeout 1 s (retried up to 60 times, 1 s apart, so it never
+--   3. The swap, one short transaction under lock_timeout 1 s (retried up to 60 times, 1 s apart, so it never
 --      queues the queue's writes behind it): the plain tables are dropped, the new ones take their names,
 --      save_run_steps writes run_created_at, run_list's usage reads one partition, the roll-up triggers of 0019
---      move over. From here on the running code must be this version's: stop the old one before this step (its
---      INSERTs lack run_created_at), or run steps 1-3 by hand beforehand (README) so that only the swap is left.
--- The foreign key from the partitioned tables to runs is allowed (PostgreSQL 12+); nothing references run_steps or
--- run_events, whose primary keys are now (id, run_created_at).
+--      move over, and the foreign keys' cascades become triggers (below). From here on the running code must be this
+--      version's: stop the old one before this step (its INSERTs lack run_created_at), or run steps 1-2 by hand
+--      beforehand (README) so that only the swap is left.
+-- No foreign keys on the partitioned tables, a decision: PostgreSQL allows them (to runs, and to nodes), but each
+-- partition's constraint ties it to the referenced table's catalog: attaching one takes a SHARE ROW EXCLUSIVE lock
+-- on runs, and dropping a detached one an ACCESS EXCLUSIVE lock on runs (measured), which waits behind any long
+-- transaction on runs (an export's) while the queue waits behind it. What they did is done by statement-level
+-- triggers instead: runs_delete_history deletes a deleted run's steps and events (in the one partition holding
+-- them), nodes_forget_run_steps sets node_id to NULL for a deleted node's steps. Every INSERT takes run_created_at
+-- from the runs row it writes for (save_run_steps, the queries in sql/), which is what the key's correctness rests
+-- on. Nothing references run_steps or run_events, whose primary keys are now (id, run_created_at).
 -- transactional: false
 -- depends: 0021.history-partition-upkeep
 
--- 1. An index build cut short leaves an INVALID index behind: drop it, then build it again.
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('runs_id_created_at_key') AND NOT indisvalid) THEN
-        DROP INDEX runs_id_created_at_key;
-    END IF;
-END
-$$;
-
-CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS runs_id_created_at_key ON runs (id, created_at);
-
--- 2. What copies the rows written while the move goes on, one trigger function per table.
+-- 1. What copies the rows written while the move goes on, one trigger function per table.
 CREATE OR REPLACE FUNCTION move_history_step()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -83,7 +76,7 @@ BEGIN
 END
 $$;
 
--- 3. The copy of the rows written before the triggers, p_batch runs (their steps and events) per transaction.
+-- 2. The copy of the rows written before the triggers, p_batch runs (their steps and events) per transaction.
 -- Each batch locks its runs FOR KEY SHARE, so a run deleted meanwhile is either deleted before (skipped) or after
 -- (its copies cascade away); a row the triggers copied first is kept (DO NOTHING: theirs is as new or newer).
 CREATE OR REPLACE PROCEDURE move_history_rows(p_batch integer)
@@ -139,7 +132,7 @@ BEGIN
 END
 $$;
 
--- 2. The new tables (once: skipped when they, or the swap, exist), their partitions, and the triggers.
+-- 1. The new tables (once: skipped when they, or the swap, exist), their partitions, and the triggers.
 DO $$
 DECLARE
     v_first timestamptz;
@@ -153,7 +146,7 @@ BEGIN
     CREATE TABLE run_steps_next (
         id                uuid        NOT NULL DEFAULT gen_random_uuid(),
         run_id            uuid        NOT NULL,
-        -- The run's created_at: the partition key (the foreign key keeps it equal to the run's).
+        -- The run's created_at: the partition key.
         run_created_at    timestamptz NOT NULL,
         node_id           uuid,
         attempt           integer     NOT NULL,
@@ -175,10 +168,7 @@ BEGIN
         CONSTRAINT run_steps_next_run_attempt_position_key UNIQUE (run_id, attempt, position, run_created_at),
         CONSTRAINT run_steps_status_valid
             CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled', 'Waiting')),
-        CONSTRAINT run_steps_attempt_position_valid CHECK (attempt >= 1 AND position >= 0),
-        CONSTRAINT run_steps_run_fkey FOREIGN KEY (run_id, run_created_at)
-            REFERENCES runs (id, created_at) ON DELETE CASCADE,
-        CONSTRAINT run_steps_node_id_fkey FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE SET NULL
+        CONSTRAINT run_steps_attempt_position_valid CHECK (attempt >= 1 AND position >= 0)
     ) PARTITION BY RANGE (run_created_at);
     CREATE INDEX run_steps_next_node_id_idx ON run_steps_next (node_id);
     CREATE INDEX run_steps_next_llm_finished_idx ON run_steps_next (finished_at)
@@ -194,9 +184,7 @@ BEGIN
         worker_id      text,
         note           text,
         CONSTRAINT run_events_next_pkey PRIMARY KEY (id, run_created_at),
-        CONSTRAINT run_events_status_valid CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled')),
-        CONSTRAINT run_events_run_fkey FOREIGN KEY (run_id, run_created_at)
-            REFERENCES runs (id, created_at) ON DELETE CASCADE
+        CONSTRAINT run_events_status_valid CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled'))
     ) PARTITION BY RANGE (run_created_at);
     CREATE INDEX run_events_next_run_at_idx ON run_events_next (run_id, at);
 
@@ -225,10 +213,10 @@ BEGIN
 END
 $$;
 
--- 3. The copy (the long part; run it by hand ahead of a deploy to leave only the swap: README).
+-- 2. The copy (the long part; run it by hand ahead of a deploy to leave only the swap: README).
 CALL move_history_rows(5000);
 
--- 4. The swap, and the removal of the move's own objects (also when a run before this one swapped already).
+-- 3. The swap, and the removal of the move's own objects (also when a run before this one swapped already).
 DO $$
 DECLARE
     v_try integer := 0;
@@ -322,6 +310,47 @@ BEGIN
                 AFTER UPDATE ON run_steps
                 REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
                 FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+
+            -- The foreign keys' cascades, per statement (one DELETE per prune batch, not one per run).
+            CREATE FUNCTION delete_run_history()
+            RETURNS trigger
+            LANGUAGE plpgsql
+            AS $fn$
+            BEGIN
+                DELETE FROM run_steps AS s
+                USING deleted_runs AS r
+                WHERE s.run_id = r.id
+                  AND s.run_created_at = r.created_at;
+                DELETE FROM run_events AS e
+                USING deleted_runs AS r
+                WHERE e.run_id = r.id
+                  AND e.run_created_at = r.created_at;
+                RETURN NULL;
+            END
+            $fn$;
+            COMMENT ON FUNCTION delete_run_history() IS 'Deletes the steps and events of deleted runs (what ON DELETE CASCADE did before migration 0022).';
+            CREATE TRIGGER runs_delete_history
+                AFTER DELETE ON runs
+                REFERENCING OLD TABLE AS deleted_runs
+                FOR EACH STATEMENT EXECUTE FUNCTION delete_run_history();
+
+            CREATE FUNCTION forget_deleted_nodes()
+            RETURNS trigger
+            LANGUAGE plpgsql
+            AS $fn$
+            BEGIN
+                -- Served by run_steps_node_id_idx in each partition.
+                UPDATE run_steps
+                SET node_id = NULL
+                WHERE node_id IN (SELECT id FROM deleted_nodes);
+                RETURN NULL;
+            END
+            $fn$;
+            COMMENT ON FUNCTION forget_deleted_nodes() IS 'Sets run_steps.node_id to NULL for deleted nodes (what ON DELETE SET NULL did before migration 0022).';
+            CREATE TRIGGER nodes_forget_run_steps
+                AFTER DELETE ON nodes
+                REFERENCING OLD TABLE AS deleted_nodes
+                FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_nodes();
         EXCEPTION WHEN lock_not_available THEN
             v_try := v_try + 1;
             IF v_try >= 60 THEN

@@ -68,10 +68,6 @@ WHERE relnamespace = current_schema()::regnamespace
   AND relname ~ '^run_(steps|events)_p[0-9]{8}$'
 ORDER BY relname;
 
--- name: set_local_lock_timeout :one
--- Bounds how long every later statement of the current transaction waits for a lock to timeout_ms milliseconds (it fails instead of queueing others behind it).
-SELECT set_config('lock_timeout', %(timeout_ms)s::text, true) AS lock_timeout;
-
 -- name: detach_history_partition :exec
 -- Detaches a partition CONCURRENTLY (only a SHARE UPDATE EXCLUSIVE lock: reads and writes go on; it waits for the transactions that might still use it); outside any transaction block.
 ALTER TABLE {parent} DETACH PARTITION {partition} CONCURRENTLY;

@@ -18,13 +18,11 @@ first with a keyset cursor: the queue, the API and other prunes go on meanwhile,
 """
 
 import re
-import time
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 import click
-import psycopg
 from flask.cli import with_appcontext
 from psycopg import Connection
 
@@ -86,29 +84,6 @@ def _walk(conn: Connection[Any], status: str, cutoff: datetime, batch_size: int,
         after_finished_at, after_id = row["last_finished_at"], row["last_id"]
 
 
-# A detached partition's DROP removes its foreign key's triggers on runs, under a lock the queue's writes wait
-# behind: it waits at most this long for it, then tries again (DROP_TRIES in all).
-DROP_LOCK_TIMEOUT_MS = 1000
-DROP_TRIES = 5
-
-
-def _drop(conn: Connection[Any], partition: str) -> None:
-    """Drop the detached ``partition`` under DROP_LOCK_TIMEOUT_MS, trying DROP_TRIES times.
-
-    :raise psycopg.errors.LockNotAvailable: every try timed out (the next prune drops it).
-    """
-    for attempt in range(1, DROP_TRIES + 1):
-        try:
-            with conn.transaction():
-                db.one(conn, "set_local_lock_timeout", timeout_ms=DROP_LOCK_TIMEOUT_MS)
-                db.execute_ddl(conn, "drop_history_partition", partition=partition)
-            return
-        except psycopg.errors.LockNotAvailable:
-            if attempt == DROP_TRIES:
-                raise
-            time.sleep(1)
-
-
 def drop_partitions(
     conn: Connection[Any], cutoff: datetime, statuses: Collection[str], *, dry_run: bool = False
 ) -> list[str] | None:
@@ -125,14 +100,14 @@ def drop_partitions(
         return [row["partition"] for row in rows]
     for row in db.many(conn, "list_half_detached_history_partitions"):
         db.execute_ddl(conn, "finalize_history_partition_detach", parent=row["parent"], partition=row["partition"])
-    dropped = []
-    for row in db.many(conn, "list_detached_history_tables"):
-        _drop(conn, row["partition"])
-        dropped.append(row["partition"])
+    dropped = [row["partition"] for row in db.many(conn, "list_detached_history_tables")]
     for row in db.many(conn, "list_droppable_history_partitions", cutoff=cutoff, statuses=list(statuses)):
+        # Returns once no transaction can still read the partition through its parent: the DROP takes its lock
+        # at once (no foreign key ties it to runs, migration 0022).
         db.execute_ddl(conn, "detach_history_partition", parent=row["parent"], partition=row["partition"])
-        _drop(conn, row["partition"])
         dropped.append(row["partition"])
+    for partition in dropped:
+        db.execute_ddl(conn, "drop_history_partition", partition=partition)
     return dropped
 
 
