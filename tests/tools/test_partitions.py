@@ -168,8 +168,7 @@ def test_the_migration_moves_every_row_and_its_rollback_moves_them_back(make_dat
     """Before 0021: plain tables with rows (and their usage rolled up); after 0022: the same rows partitioned, the
     usage counted once; after its rollback: plain tables with the same rows again."""
     url = make_database()
-    migrations.apply(url)
-    migrations.rollback(url, migration_id=MOVE)
+    migrations.apply_up_to(url, "0019.roll-up-llm-usage")
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
         conn.execute(
