@@ -585,10 +585,12 @@ CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS 
                r.workflow_id,
                -- The run's first LLM step, and its first with this model, as run_steps holds them now.
                NOT EXISTS (SELECT 1 FROM run_steps AS e
-                           WHERE e.run_id = s.run_id AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
                              AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_run,
                NOT EXISTS (SELECT 1 FROM run_steps AS e
-                           WHERE e.run_id = s.run_id AND e.model = s.model AND e.finished_at IS NOT NULL
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model = s.model AND e.finished_at IS NOT NULL
                              AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_model
         FROM jsonb_to_recordset(p_steps) AS s (run_id uuid, attempt integer, position integer, model text,
                                                prompt_tokens integer, completion_tokens integer,

@@ -80,7 +80,15 @@ def move(url):
     migrations.apply_up_to(url, UPKEEP)
     phases = {"0021 upkeep functions": time.perf_counter() - started}
     _, _, statements = read_sql_migration(str(migrations.MIGRATIONS_DIR / f"{MOVE}.sql"))
-    names = ["trigger function (steps)", "trigger function (events)", "copy procedure", "build", "copy", "swap"]
+    names = [
+        "trigger function (steps)",
+        "trigger function (events)",
+        "copy procedure",
+        "build",
+        "copy",
+        "swap",
+        "roll_up_llm_usage",
+    ]
     with psycopg.connect(url, autocommit=True) as conn:
         for name, statement in zip(names, statements, strict=True):
             say(f"  0022 {name} ...")

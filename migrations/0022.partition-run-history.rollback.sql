@@ -1,11 +1,12 @@
 -- Makes run_steps and run_events plain tables again, copying every row back (no data is lost; run_created_at is
--- dropped) with their foreign keys instead of the triggers that did their work. One transaction holding ACCESS EXCLUSIVE locks on both tables while
--- it copies: the time of a copy (bench/partition_bench.py measures it per million rows), so stop the service first.
+-- dropped), with their foreign keys instead of the triggers that did their work, and 0019's roll_up_llm_usage.
+-- One transaction holding ACCESS EXCLUSIVE locks on both tables while it copies: the time of a copy
+-- (bench/partition_bench.py measures the forward one per million rows), so stop the service first.
 --
--- yoyo pairs each statement of a migration with one of its rollback, the first of this file with the last of
--- 0022.partition-run-history.sql. The real rollback is that first statement; the empty DO blocks after it belong to
--- 0022's earlier statements, so that an apply failing half-way (a lock timeout in the swap) undoes nothing and
--- can be run again, resuming its copy.
+-- yoyo pairs each statement of a migration with one of its rollback: the first of this file with the last of
+-- 0022.partition-run-history.sql, and so on. The real rollback is that first statement; the empty DO blocks after
+-- it belong to 0022's earlier statements, so that an apply failing half-way (a lock timeout in the swap) undoes
+-- nothing and can be run again, resuming its copy.
 DO $$
 BEGIN
     ALTER TABLE run_steps RENAME TO run_steps_partitioned;
@@ -137,12 +138,91 @@ BEGIN
         AFTER UPDATE ON run_steps
         REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
         FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+    -- 0019's roll_up_llm_usage again.
+    CREATE OR REPLACE FUNCTION roll_up_llm_usage(p_steps jsonb, p_sign integer)
+    RETURNS void
+    LANGUAGE sql
+    VOLATILE
+    AS $fn$
+        WITH step AS (
+            SELECT s.run_id, s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd,
+                   date_trunc('hour', s.finished_at, 'UTC') AS hour,
+                   r.workflow_id,
+                   -- The run's first LLM step, and its first with this model, as run_steps holds them now.
+                   NOT EXISTS (SELECT 1 FROM run_steps AS e
+                               WHERE e.run_id = s.run_id AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
+                                 AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_run,
+                   NOT EXISTS (SELECT 1 FROM run_steps AS e
+                               WHERE e.run_id = s.run_id AND e.model = s.model AND e.finished_at IS NOT NULL
+                                 AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_model
+            FROM jsonb_to_recordset(p_steps) AS s (run_id uuid, attempt integer, position integer, model text,
+                                                   prompt_tokens integer, completion_tokens integer,
+                                                   cost_usd numeric, finished_at timestamptz)
+            JOIN runs AS r ON r.id = s.run_id
+        ), hourly AS (
+            INSERT INTO llm_usage_hourly AS u (hour, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                               completion_tokens, cost_usd, unpriced_steps)
+            SELECT hour, workflow_id, model,
+                   p_sign * count(*) FILTER (WHERE first_of_run),
+                   p_sign * count(*) FILTER (WHERE first_of_model),
+                   p_sign * count(*),
+                   p_sign * coalesce(sum(prompt_tokens), 0),
+                   p_sign * coalesce(sum(completion_tokens), 0),
+                   p_sign * coalesce(sum(cost_usd), 0),
+                   p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+            FROM step
+            GROUP BY hour, workflow_id, model
+            -- One order for every writer: concurrent savers lock the rows they share in the same order.
+            ORDER BY hour, workflow_id, model
+            ON CONFLICT (hour, workflow_id, model) DO UPDATE
+            SET runs = u.runs + excluded.runs,
+                model_runs = u.model_runs + excluded.model_runs,
+                steps = u.steps + excluded.steps,
+                prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+                completion_tokens = u.completion_tokens + excluded.completion_tokens,
+                cost_usd = u.cost_usd + excluded.cost_usd,
+                unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+        ), daily AS (
+            INSERT INTO llm_usage_daily AS u (day, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                              completion_tokens, cost_usd, unpriced_steps)
+            SELECT (hour AT TIME ZONE 'UTC')::date, workflow_id, model,
+                   p_sign * count(*) FILTER (WHERE first_of_run),
+                   p_sign * count(*) FILTER (WHERE first_of_model),
+                   p_sign * count(*),
+                   p_sign * coalesce(sum(prompt_tokens), 0),
+                   p_sign * coalesce(sum(completion_tokens), 0),
+                   p_sign * coalesce(sum(cost_usd), 0),
+                   p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+            FROM step
+            GROUP BY 1, workflow_id, model
+            ORDER BY 1, workflow_id, model
+            ON CONFLICT (day, workflow_id, model) DO UPDATE
+            SET runs = u.runs + excluded.runs,
+                model_runs = u.model_runs + excluded.model_runs,
+                steps = u.steps + excluded.steps,
+                prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+                completion_tokens = u.completion_tokens + excluded.completion_tokens,
+                cost_usd = u.cost_usd + excluded.cost_usd,
+                unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+        )
+        INSERT INTO llm_usage_totals AS t (model, prompt_tokens, completion_tokens, cost_usd)
+        SELECT model, p_sign * coalesce(sum(prompt_tokens), 0), p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0)
+        FROM step
+        GROUP BY model
+        ORDER BY model
+        ON CONFLICT (model) DO UPDATE
+        SET prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = t.completion_tokens + excluded.completion_tokens,
+            cost_usd = t.cost_usd + excluded.cost_usd;
+    $fn$;
     DROP TRIGGER runs_delete_history ON runs;
     DROP FUNCTION delete_run_history();
     DROP TRIGGER nodes_forget_run_steps ON nodes;
     DROP FUNCTION forget_deleted_nodes();
 END
 $$;
+DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;

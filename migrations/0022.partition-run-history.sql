@@ -17,6 +17,7 @@
 --      move over, and the foreign keys' cascades become triggers (below). From here on the running code must be this
 --      version's: stop the old one before this step (its INSERTs lack run_created_at), or run steps 1-2 by hand
 --      beforehand (README) so that only the swap is left.
+--   4. roll_up_llm_usage (0019) looks for a run's earlier LLM steps in its one partition.
 -- No foreign keys on the partitioned tables, a decision: PostgreSQL allows them (to runs, and to nodes), but each
 -- partition's constraint ties it to the referenced table's catalog: attaching one takes a SHARE ROW EXCLUSIVE lock
 -- on runs, and dropping a detached one an ACCESS EXCLUSIVE lock on runs (measured), which waits behind any long
@@ -364,4 +365,87 @@ BEGIN
     DROP FUNCTION IF EXISTS move_history_step();
     DROP FUNCTION IF EXISTS move_history_event();
 END
+$$;
+
+-- 4. roll_up_llm_usage (0019) looks for a run's earlier LLM steps in the one partition holding them (run_created_at),
+-- after the swap (its body names the new column); otherwise unchanged: adds (sign 1) or takes back (sign -1) the usage of p_steps, finished LLM steps as JSON rows
+-- of run_steps.
+CREATE OR REPLACE FUNCTION roll_up_llm_usage(p_steps jsonb, p_sign integer)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+AS $$
+    WITH step AS (
+        SELECT s.run_id, s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd,
+               date_trunc('hour', s.finished_at, 'UTC') AS hour,
+               r.workflow_id,
+               -- The run's first LLM step, and its first with this model, as run_steps holds them now.
+               NOT EXISTS (SELECT 1 FROM run_steps AS e
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
+                             AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_run,
+               NOT EXISTS (SELECT 1 FROM run_steps AS e
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model = s.model AND e.finished_at IS NOT NULL
+                             AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_model
+        FROM jsonb_to_recordset(p_steps) AS s (run_id uuid, attempt integer, position integer, model text,
+                                               prompt_tokens integer, completion_tokens integer,
+                                               cost_usd numeric, finished_at timestamptz)
+        JOIN runs AS r ON r.id = s.run_id
+    ), hourly AS (
+        INSERT INTO llm_usage_hourly AS u (hour, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                           completion_tokens, cost_usd, unpriced_steps)
+        SELECT hour, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY hour, workflow_id, model
+        -- One order for every writer: concurrent savers lock the rows they share in the same order.
+        ORDER BY hour, workflow_id, model
+        ON CONFLICT (hour, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    ), daily AS (
+        INSERT INTO llm_usage_daily AS u (day, workflow_id, model, runs, model_runs, steps, prompt_tokens,
+                                          completion_tokens, cost_usd, unpriced_steps)
+        SELECT (hour AT TIME ZONE 'UTC')::date, workflow_id, model,
+               p_sign * count(*) FILTER (WHERE first_of_run),
+               p_sign * count(*) FILTER (WHERE first_of_model),
+               p_sign * count(*),
+               p_sign * coalesce(sum(prompt_tokens), 0),
+               p_sign * coalesce(sum(completion_tokens), 0),
+               p_sign * coalesce(sum(cost_usd), 0),
+               p_sign * count(*) FILTER (WHERE cost_usd IS NULL)
+        FROM step
+        GROUP BY 1, workflow_id, model
+        ORDER BY 1, workflow_id, model
+        ON CONFLICT (day, workflow_id, model) DO UPDATE
+        SET runs = u.runs + excluded.runs,
+            model_runs = u.model_runs + excluded.model_runs,
+            steps = u.steps + excluded.steps,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost_usd = u.cost_usd + excluded.cost_usd,
+            unpriced_steps = u.unpriced_steps + excluded.unpriced_steps
+    )
+    INSERT INTO llm_usage_totals AS t (model, prompt_tokens, completion_tokens, cost_usd)
+    SELECT model, p_sign * coalesce(sum(prompt_tokens), 0), p_sign * coalesce(sum(completion_tokens), 0),
+           p_sign * coalesce(sum(cost_usd), 0)
+    FROM step
+    GROUP BY model
+    ORDER BY model
+    ON CONFLICT (model) DO UPDATE
+    SET prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = t.completion_tokens + excluded.completion_tokens,
+        cost_usd = t.cost_usd + excluded.cost_usd;
 $$;
