@@ -56,15 +56,13 @@ COMMENT ON FUNCTION public.attach_history_partition(p_parent regclass, p_from ti
 CREATE FUNCTION public.delete_run_history() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+            DECLARE
+                r record;
             BEGIN
-                DELETE FROM run_steps AS s
-                USING deleted_runs AS r
-                WHERE s.run_id = r.id
-                  AND s.run_created_at = r.created_at;
-                DELETE FROM run_events AS e
-                USING deleted_runs AS r
-                WHERE e.run_id = r.id
-                  AND e.run_created_at = r.created_at;
+                FOR r IN SELECT id, created_at FROM deleted_runs LOOP
+                    DELETE FROM run_steps WHERE run_id = r.id AND run_created_at = r.created_at;
+                    DELETE FROM run_events WHERE run_id = r.id AND run_created_at = r.created_at;
+                END LOOP;
                 RETURN NULL;
             END
             $$;
@@ -82,11 +80,13 @@ COMMENT ON FUNCTION public.delete_run_history() IS 'Deletes the steps and events
 CREATE FUNCTION public.forget_deleted_nodes() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+            DECLARE
+                n record;
             BEGIN
-                -- Served by run_steps_node_id_idx in each partition.
-                UPDATE run_steps
-                SET node_id = NULL
-                WHERE node_id IN (SELECT id FROM deleted_nodes);
+                -- A node at a time, through run_steps_node_id_idx in each partition.
+                FOR n IN SELECT id FROM deleted_nodes LOOP
+                    UPDATE run_steps SET node_id = NULL WHERE node_id = n.id;
+                END LOOP;
                 RETURN NULL;
             END
             $$;

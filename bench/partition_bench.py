@@ -13,10 +13,12 @@ against the row-by-row delete.
 3. Migration 0021, then 0022's statements one by one as yoyo runs them (autocommit), each timed: building the
    partitioned tables, the batched copy (the long part, done live), and the swap (the only exclusive locks).
    Printed: seconds per phase, and the copy's seconds per million rows (steps + events).
-4. prune-runs of the oldest ``--prune-days`` days, twice from the same data (the second database a copy of the
-   first): by partition drop (flowline/tools/prune.py as the owner: detach CONCURRENTLY + drop, then the runs'
-   rows), and row by row (the same prune without the partition drop, what it did before 0022). For each: seconds,
-   the size of run_steps and run_events (tables, TOAST and indexes, every partition) and their dead tuples after.
+4. prune-runs of the oldest ``--prune-days`` days, three times from the same data (copies of the database): by
+   partition drop (flowline/tools/prune.py as the owner: detach CONCURRENTLY + drop, then the runs' rows); row by
+   row on the partitioned tables (the same prune without the drop: prune-runs run as the app role); and row by row
+   on the plain tables as before 0022 (a copy made before the move: batches of 1,000 runs deleted oldest first,
+   steps and events by their foreign keys' cascade, as prune_runs_batch did). For each: seconds, the size of
+   run_steps and run_events (tables, TOAST and indexes, every partition) and their dead tuples after.
 
 It prints the machine and the figures, and writes bench/results/partition-<timestamp>.json.
 """
@@ -111,26 +113,49 @@ def history_size(conn):
     ).fetchone()
 
 
-def timed_prune(url, older_than_s, drop):
-    """Prune the finished runs older than ``older_than_s`` on ``url`` (dropping partitions when ``drop``); return
-    its figures."""
+def delete_as_before(conn, cutoff):
+    """Delete the finished runs that finished before ``cutoff`` as prune-runs did before 0022 (plain tables: the
+    steps and events go by their foreign keys' cascade), 1,000 runs a batch; return how many."""
+    deleted = 0
+    while True:
+        n = conn.execute(
+            """DELETE FROM runs
+               WHERE id IN (SELECT id FROM runs
+                            WHERE status IN ('Succeeded', 'Failed', 'Cancelled') AND finished_at < %s
+                            ORDER BY finished_at, id
+                            LIMIT 1000
+                            FOR UPDATE SKIP LOCKED)""",
+            (cutoff,),
+        ).rowcount
+        if not n:
+            return deleted
+        deleted += n
+
+
+def timed_prune(url, older_than_s, how):
+    """Prune the finished runs older than ``older_than_s`` on ``url``: ``how`` is "drop" (prune-runs as the owner),
+    "rows" (without the drop) or "before" (plain tables, delete_as_before); return its figures."""
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         before = history_size(conn)
+        cutoff = conn.execute("SELECT now() - make_interval(secs => %s) AS c", (older_than_s,)).fetchone()["c"]
         started = time.perf_counter()
-        if drop:
+        dropped = []
+        if how == "drop":
             _, totals, dropped = prune.prune(conn, older_than_s)
-        else:
-            cutoff = conn.execute("SELECT now() - make_interval(secs => %s) AS c", (older_than_s,)).fetchone()["c"]
+            runs = sum(t["runs"] for t in totals.values())
+        elif how == "rows":
             totals = {
                 s: prune._walk(conn, s, cutoff, prune.DEFAULT_BATCH_SIZE, dry_run=False) for s in FINISHED_STATUSES
             }
-            dropped = []
+            runs = sum(t["runs"] for t in totals.values())
+        else:
+            runs = delete_as_before(conn, cutoff)
         seconds = time.perf_counter() - started
         time.sleep(1)  # the statistics of the last statements reach the collector
         after = history_size(conn)
     return {
         "seconds": round(seconds, 2),
-        "runs_deleted": sum(t["runs"] for t in totals.values()),
+        "runs_deleted": runs,
         "partitions_dropped": len(dropped or []),
         "bytes_before": before["bytes"],
         "bytes_after": after["bytes"],
@@ -149,6 +174,7 @@ def main():
     server_url = support.server_url()
     with psycopg.connect(server_url, autocommit=True) as conn:
         results = {"machine": machine.facts(conn), "args": vars(args)}
+    copies = []
     with Database(server_url, migrate=False) as database:
         migrations.apply_up_to(database.url, "0019.roll-up-llm-usage")
         with database.connect() as conn:
@@ -159,6 +185,8 @@ def main():
             rows = conn.execute(
                 "SELECT (SELECT count(*) FROM run_steps) AS steps, (SELECT count(*) FROM run_events) AS events"
             ).fetchone()
+            copies.append(f"{database.name}_plain")
+            conn.execute(f'CREATE DATABASE "{copies[-1]}" TEMPLATE "{database.name}"')
         results["rows"] = rows
         say("migrating (0021, 0022) ...")
         results["move"] = move(database.url)
@@ -166,17 +194,20 @@ def main():
         results["copy_seconds_per_million_rows"] = round(copy_s / ((rows["steps"] + rows["events"]) / 1e6), 1)
         with database.connect() as conn:
             conn.execute("VACUUM ANALYZE runs, run_steps, run_events")
-            copy_name = f"{database.name}_rows"
-            conn.execute(f'CREATE DATABASE "{copy_name}" TEMPLATE "{database.name}"')
+            copies.append(f"{database.name}_rows")
+            conn.execute(f'CREATE DATABASE "{copies[-1]}" TEMPLATE "{database.name}"')
         older_than_s = (args.days - args.prune_days) * 86400
         try:
             say(f"prune of the oldest {args.prune_days} days by partition drop ...")
-            results["prune_by_partition_drop"] = timed_prune(database.url, older_than_s, drop=True)
-            say("... and row by row ...")
-            results["prune_row_by_row"] = timed_prune(url_for_database(server_url, copy_name), older_than_s, drop=False)
+            results["prune_by_partition_drop"] = timed_prune(database.url, older_than_s, "drop")
+            say("... row by row, partitioned ...")
+            results["prune_row_by_row"] = timed_prune(url_for_database(server_url, copies[1]), older_than_s, "rows")
+            say("... row by row, plain tables as before 0022 ...")
+            results["prune_before"] = timed_prune(url_for_database(server_url, copies[0]), older_than_s, "before")
         finally:
             with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)')
+                for name in copies:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"partition-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -198,7 +229,11 @@ def report(results):
     print()
     print(f"prune-runs of the oldest {a['prune_days']} days:")
     print(f"  {'':<24} {'s':>8} {'runs':>9} {'partitions':>10} {'MB before':>10} {'MB after':>9} {'dead tuples':>12}")
-    for key, label in (("prune_by_partition_drop", "by partition drop"), ("prune_row_by_row", "row by row")):
+    for key, label in (
+        ("prune_by_partition_drop", "by partition drop"),
+        ("prune_row_by_row", "row by row, partitioned"),
+        ("prune_before", "row by row, before 0022"),
+    ):
         r = results[key]
         print(
             f"  {label:<24} {r['seconds']:>8} {r['runs_deleted']:>9,} {r['partitions_dropped']:>10} "

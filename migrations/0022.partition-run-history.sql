@@ -312,20 +312,20 @@ BEGIN
                 REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
                 FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
 
-            -- The foreign keys' cascades, per statement (one DELETE per prune batch, not one per run).
+            -- The foreign keys' cascades. A run at a time, as a key's cascade does: each DELETE is one plan with
+            -- parameters, pruned to the run's partition and its index when it runs, where a join with the
+            -- transition table (no statistics) may be planned as a scan of every partition.
             CREATE FUNCTION delete_run_history()
             RETURNS trigger
             LANGUAGE plpgsql
             AS $fn$
+            DECLARE
+                r record;
             BEGIN
-                DELETE FROM run_steps AS s
-                USING deleted_runs AS r
-                WHERE s.run_id = r.id
-                  AND s.run_created_at = r.created_at;
-                DELETE FROM run_events AS e
-                USING deleted_runs AS r
-                WHERE e.run_id = r.id
-                  AND e.run_created_at = r.created_at;
+                FOR r IN SELECT id, created_at FROM deleted_runs LOOP
+                    DELETE FROM run_steps WHERE run_id = r.id AND run_created_at = r.created_at;
+                    DELETE FROM run_events WHERE run_id = r.id AND run_created_at = r.created_at;
+                END LOOP;
                 RETURN NULL;
             END
             $fn$;
@@ -339,11 +339,13 @@ BEGIN
             RETURNS trigger
             LANGUAGE plpgsql
             AS $fn$
+            DECLARE
+                n record;
             BEGIN
-                -- Served by run_steps_node_id_idx in each partition.
-                UPDATE run_steps
-                SET node_id = NULL
-                WHERE node_id IN (SELECT id FROM deleted_nodes);
+                -- A node at a time, through run_steps_node_id_idx in each partition.
+                FOR n IN SELECT id FROM deleted_nodes LOOP
+                    UPDATE run_steps SET node_id = NULL WHERE node_id = n.id;
+                END LOOP;
                 RETURN NULL;
             END
             $fn$;
