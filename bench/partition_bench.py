@@ -108,7 +108,9 @@ def history_size(conn):
         """SELECT sum(pg_total_relation_size(t.relid))::bigint AS bytes,
                   sum(coalesce(s.n_dead_tup, 0))::bigint AS dead_tuples
            FROM (SELECT relid FROM pg_partition_tree('run_steps') WHERE isleaf
-                 UNION ALL SELECT relid FROM pg_partition_tree('run_events') WHERE isleaf) AS t
+                 UNION SELECT relid FROM pg_partition_tree('run_events') WHERE isleaf
+                 -- the plain tables, before 0022
+                 UNION SELECT oid FROM pg_class WHERE relname IN ('run_steps', 'run_events') AND relkind = 'r') AS t
            LEFT JOIN pg_stat_user_tables AS s ON s.relid = t.relid"""
     ).fetchone()
 
