@@ -11,13 +11,15 @@ import itertools
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from yoyo.migrations import read_sql_migration
 
 from flowline.data import migrations
 from flowline.data import partitions as history
 from flowline.data.sql import QUERIES
 from tests.support.history import make_partitions_back
 
-MOVE = "0021.history-partition-upkeep"
+UPKEEP = "0021.history-partition-upkeep"
+MOVE = "0022.partition-run-history"
 
 
 def _executed(plan, prefix):
@@ -164,11 +166,13 @@ def test_deleting_a_run_or_a_node_does_what_the_foreign_keys_did(client, workflo
     assert counts == {"steps": 0, "events": 0}
 
 
-def test_the_migration_moves_every_row_and_its_rollback_moves_them_back(make_database):
-    """Before 0021: plain tables with rows (and their usage rolled up); after 0022: the same rows partitioned, the
-    usage counted once; after its rollback: plain tables with the same rows again."""
+def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves_them_back(make_database):
+    """Before 0022: plain tables with rows (their usage rolled up). 0022's first statements run (the new tables and
+    the triggers, then the copy); the old version goes on writing (a new run's step and event, an update of a copied
+    step, a deleted run), which only the triggers carry over; the swap: the same rows, partitioned, the usage counted
+    once. The rollback: plain tables, the same rows."""
     url = make_database()
-    migrations.apply_up_to(url, "0019.roll-up-llm-usage")
+    migrations.apply_up_to(url, UPKEEP)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
         conn.execute(
@@ -190,21 +194,37 @@ def test_the_migration_moves_every_row_and_its_rollback_moves_them_back(make_dat
 
         def state():
             return conn.execute(
-                """SELECT (SELECT md5(string_agg(id::text || run_id || position || status, ',' ORDER BY id))
+                """SELECT (SELECT md5(string_agg(id::text || run_id || position || status || coalesce(output_text, ''),
+                                                 ',' ORDER BY id))
                            FROM run_steps) AS steps,
                           (SELECT md5(string_agg(id::text || run_id || status, ',' ORDER BY id)) FROM run_events)
                               AS events,
                           (SELECT sum(prompt_tokens) FROM llm_usage_hourly) AS usage"""
             ).fetchone()
 
-        before = state()
-        assert before["usage"] == 12000 * 2 * 10
-        migrations.apply(url)
-        assert state() == before
+        assert state()["usage"] == 12000 * 2 * 10
+        _, _, statements = read_sql_migration(str(migrations.MIGRATIONS_DIR / f"{MOVE}.sql"))
+        for statement in statements[:5]:  # the triggers' functions, the copy's procedure, the new tables, the copy
+            conn.execute(statement)
+        old_run = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()["id"]
+        conn.execute("UPDATE run_steps SET output_text = 'changed' WHERE run_id = %s", (old_run,))
+        conn.execute("DELETE FROM runs WHERE id = (SELECT id FROM runs ORDER BY created_at DESC LIMIT 1)")
+        new_run = conn.execute(
+            "INSERT INTO runs (workflow_id, mode, status) VALUES (%s, 'async', 'Pending') RETURNING id", (workflow_id,)
+        ).fetchone()["id"]
+        conn.execute("INSERT INTO run_events (run_id, attempt, status) VALUES (%s, 0, 'Pending')", (new_run,))
+        conn.execute(
+            "INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status) "
+            "VALUES (%s, 1, 0, 'formatter', '{}', 'Running')",
+            (new_run,),
+        )
+        written = state()
+        assert migrations.apply(url) == [MOVE]  # all of 0022 again: the copy finds nothing left, then the swap
+        assert state() == written
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "p"
         # 83 days back in weekly partitions, each table's.
         assert conn.execute("SELECT count(*) AS n FROM history_partitions").fetchone()["n"] >= 2 * 12
         assert conn.execute("SELECT to_regclass('history_move') AS t").fetchone()["t"] is None
         migrations.rollback(url, migration_id=MOVE)
-        assert state() == before
+        assert state() == written
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "r"
