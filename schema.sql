@@ -460,7 +460,8 @@ BEGIN
         SELECT w.max_tokens_per_run,
                coalesce((SELECT sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))
                          FROM run_steps AS s
-                         WHERE s.run_id = r.id), 0)
+                         WHERE s.run_id = r.id
+                           AND s.run_created_at = r.created_at), 0)
         INTO run_limit, run_tokens
         FROM runs AS r
         JOIN workflows AS w ON w.id = r.workflow_id

@@ -90,6 +90,7 @@ def move(url):
         "copy",
         "swap",
         "roll_up_llm_usage",
+        "reserve_llm_call",
     ]
     with psycopg.connect(url, autocommit=True) as conn:
         for name, statement in zip(names, statements, strict=True):

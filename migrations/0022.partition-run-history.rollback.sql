@@ -1,5 +1,6 @@
 -- Makes run_steps and run_events plain tables again, copying every row back (no data is lost; run_created_at is
--- dropped), with their foreign keys instead of the triggers that did their work, and 0019's roll_up_llm_usage.
+-- dropped), with their foreign keys instead of the triggers that did their work, 0019's roll_up_llm_usage and
+-- 0018's reserve_llm_call.
 -- One transaction holding ACCESS EXCLUSIVE locks on both tables while it copies: the time of a copy
 -- (bench/partition_bench.py measures the forward one per million rows), so stop the service first.
 --
@@ -138,6 +139,146 @@ BEGIN
         AFTER UPDATE ON run_steps
         REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps
         FOR EACH STATEMENT EXECUTE FUNCTION run_steps_roll_up_usage();
+    -- 0018's reserve_llm_call again.
+    CREATE OR REPLACE FUNCTION reserve_llm_call(p_model text, p_tokens integer, p_run_id uuid, p_window_s double precision,
+                                     p_probe_s double precision)
+    RETURNS TABLE (reservation_id bigint, wait_s double precision, reason text, probe boolean,
+                   run_tokens bigint, run_limit integer, tokens_per_minute integer)
+    LANGUAGE plpgsql
+    VOLATILE
+    AS $fn$
+    -- Decides one HTTP attempt of an LLM step. reason is one of:
+    --   'go'                   call now (reservation_id: its reservation, NULL for a model without a budget;
+    --                          probe: this call probes a model a 429 paused, and whoever makes it ends the probe)
+    --   'requests per minute', 'tokens per minute', 'paused after a 429', 'probing after a 429'
+    --                          wait wait_s seconds (staggered after the model's other waiters)
+    --   'never fits'           the estimate is larger than the whole tokens_per_minute
+    --   'max_tokens_per_run'   the call would take the run past its workflow's limit (run_tokens used so far)
+    -- Each statement of a VOLATILE function reads a fresh snapshot, so once the state row is locked the window's
+    -- sum sees every reservation committed by the lock's previous holder.
+    DECLARE
+        v_rpm integer;
+        v_paused timestamptz;
+        v_probe timestamptz;
+        v_next timestamptz;
+        v_now timestamptz;
+        v_window interval := make_interval(secs => p_window_s);
+        v_requests bigint;
+        v_tokens bigint;
+        v_free timestamptz;
+        v_tokens_free timestamptz;
+        v_until timestamptz;
+    BEGIN
+        probe := false;
+        IF p_run_id IS NOT NULL THEN
+            SELECT w.max_tokens_per_run,
+                   coalesce((SELECT sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))
+                             FROM run_steps AS s
+                             WHERE s.run_id = r.id), 0)
+            INTO run_limit, run_tokens
+            FROM runs AS r
+            JOIN workflows AS w ON w.id = r.workflow_id
+            WHERE r.id = p_run_id;
+            IF run_limit IS NOT NULL AND run_tokens + p_tokens > run_limit THEN
+                reason := 'max_tokens_per_run';
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        SELECT m.requests_per_minute, m.tokens_per_minute INTO v_rpm, tokens_per_minute
+        FROM llm_models AS m
+        WHERE m.model = p_model;
+        IF p_tokens > tokens_per_minute THEN
+            reason := 'never fits';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        SELECT st.paused_until INTO v_paused FROM llm_model_state AS st WHERE st.model = p_model;
+        IF v_rpm IS NULL AND tokens_per_minute IS NULL AND v_paused IS NULL THEN
+            reason := 'go';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        -- Lock the model's state row (created the first time) until the transaction ends.
+        INSERT INTO llm_model_state AS st (model) VALUES (p_model)
+        ON CONFLICT (model) DO UPDATE SET model = excluded.model
+        RETURNING st.paused_until, st.probe_until, st.next_slot_at INTO v_paused, v_probe, v_next;
+        v_now := clock_timestamp();
+
+        IF v_paused IS NOT NULL THEN
+            IF v_now < v_paused THEN
+                reason := 'paused after a 429';
+                v_free := v_paused;
+            ELSIF v_probe IS NOT NULL AND v_now < v_probe THEN
+                reason := 'probing after a 429';
+                v_free := v_now + interval '1 second';
+            ELSE
+                probe := true;
+            END IF;
+        END IF;
+
+        IF reason IS NULL AND (v_rpm IS NOT NULL OR tokens_per_minute IS NOT NULL) THEN
+            DELETE FROM llm_reservations AS lr
+            WHERE lr.model = p_model
+              AND lr.at < v_now - v_window - interval '1 minute';
+            SELECT count(*), coalesce(sum(lr.tokens), 0) INTO v_requests, v_tokens
+            FROM llm_reservations AS lr
+            WHERE lr.model = p_model
+              AND lr.at > v_now - v_window;
+            IF v_requests >= v_rpm THEN
+                -- Room for one more once the (v_requests - v_rpm + 1)th oldest leaves the window.
+                SELECT lr.at + v_window INTO v_free
+                FROM llm_reservations AS lr
+                WHERE lr.model = p_model
+                  AND lr.at > v_now - v_window
+                ORDER BY lr.at, lr.id
+                OFFSET v_requests - v_rpm
+                LIMIT 1;
+                reason := 'requests per minute';
+            END IF;
+            IF v_tokens + p_tokens > tokens_per_minute THEN
+                -- Room once enough of the oldest reservations left for the estimate to fit.
+                SELECT c.at + v_window INTO v_tokens_free
+                FROM (SELECT lr.at, sum(lr.tokens) OVER (ORDER BY lr.at, lr.id) AS cumulative
+                      FROM llm_reservations AS lr
+                      WHERE lr.model = p_model
+                        AND lr.at > v_now - v_window) AS c
+                WHERE v_tokens - c.cumulative + p_tokens <= tokens_per_minute
+                ORDER BY c.at
+                LIMIT 1;
+                IF v_free IS NULL OR v_tokens_free > v_free THEN
+                    reason := 'tokens per minute';
+                    v_free := v_tokens_free;
+                END IF;
+            END IF;
+        END IF;
+
+        IF reason IS NOT NULL THEN
+            -- Staggered: after the model's last waiter by one request's share of the minute (at least 50 ms).
+            v_until := greatest(v_free, v_next + make_interval(secs => greatest(
+                0.05, coalesce(60.0 / v_rpm, 0), coalesce(60.0 * p_tokens / tokens_per_minute, 0))));
+            UPDATE llm_model_state AS st SET next_slot_at = v_until WHERE st.model = p_model;
+            wait_s := greatest(0, extract(epoch FROM v_until - v_now));
+            probe := false;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        IF probe THEN
+            UPDATE llm_model_state AS st
+            SET probe_until = v_now + make_interval(secs => p_probe_s)
+            WHERE st.model = p_model;
+        END IF;
+        IF v_rpm IS NOT NULL OR tokens_per_minute IS NOT NULL THEN
+            INSERT INTO llm_reservations (model, at, tokens)
+            VALUES (p_model, v_now, p_tokens)
+            RETURNING id INTO reservation_id;
+        END IF;
+        reason := 'go';
+        RETURN NEXT;
+    END;
+    $fn$;
     -- 0019's roll_up_llm_usage again.
     CREATE OR REPLACE FUNCTION roll_up_llm_usage(p_steps jsonb, p_sign integer)
     RETURNS void
@@ -222,6 +363,7 @@ BEGIN
     DROP FUNCTION forget_deleted_nodes();
 END
 $$;
+DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
