@@ -13,7 +13,10 @@ against the row-by-row delete.
 3. Migration 0021, then 0022's statements one by one as yoyo runs them (autocommit), each timed: building the
    partitioned tables, the batched copy (the long part, done live), and the swap (the only exclusive locks).
    Printed: seconds per phase, and the copy's seconds per million rows (steps + events).
-4. prune-runs of the oldest ``--prune-days`` days, three times from the same data (copies of the database): by
+4. A run's reads after the move: for ``--samples`` random runs, EXPLAIN ANALYZE of get_run_json (GET /runs/{id}),
+   list_run_events_json (its events) and get_run_cut_json (the console's run page): the most partitions of
+   run_steps or run_events any of them read (1: pruned to the run's), and their execution p50 and p99 in ms.
+5. prune-runs of the oldest ``--prune-days`` days, three times from the same data (copies of the database): by
    partition drop (flowline/tools/prune.py as the owner: detach CONCURRENTLY + drop, then the runs' rows); row by
    row on the partitioned tables (the same prune without the drop: prune-runs run as the app role); and row by row
    on the plain tables as before 0022 (a copy made before the move: batches of 1,000 runs deleted oldest first,
@@ -25,6 +28,7 @@ It prints the machine and the figures, and writes bench/results/partition-<times
 
 import argparse
 import json
+import statistics
 import time
 from datetime import UTC, datetime
 
@@ -36,6 +40,7 @@ from bench import machine, support
 from bench.support import RESULTS, Database, say
 from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
+from flowline.data.sql import QUERIES
 from flowline.tools import prune
 from tests.support.urls import url_for_database
 
@@ -99,6 +104,38 @@ def move(url):
             conn.execute(statement)
             phases[f"0022 {name}"] = time.perf_counter() - started
     return {name: round(seconds, 2) for name, seconds in phases.items()}
+
+
+def _partitions_read(node):
+    """Return the run_steps and run_events partitions an EXPLAIN ANALYZE plan node (and its children) read."""
+    found = set()
+    if node.get("Relation Name", "").startswith(("run_steps_p", "run_events_p")) and node.get("Actual Loops", 0) > 0:
+        found.add(node["Relation Name"])
+    for child in node.get("Plans", []):
+        found |= _partitions_read(child)
+    return found
+
+
+def run_reads(conn, samples):
+    """EXPLAIN ANALYZE a run's reads for ``samples`` random runs; return per query the most partitions read and
+    the execution p50 and p99 in ms."""
+    run_ids = [row["id"] for row in conn.execute("SELECT id FROM runs ORDER BY random() LIMIT %s", (samples,))]
+    results = {}
+    for name, params in (("get_run_json", {}), ("list_run_events_json", {}), ("get_run_cut_json", {"text_cut": 200})):
+        times, most = [], 0
+        for run_id in run_ids:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES[name].text, {"run_id": run_id, **params}
+            ).fetchone()["QUERY PLAN"][0]
+            times.append(plan["Execution Time"])
+            most = max(most, len(_partitions_read(plan["Plan"])))
+        times.sort()
+        results[name] = {
+            "most_partitions_read": most,
+            "p50_ms": round(statistics.median(times), 2),
+            "p99_ms": round(times[int(len(times) * 0.99) - 1], 2),
+        }
+    return results
 
 
 def history_size(conn):
@@ -173,6 +210,7 @@ def main():
     parser.add_argument("--events-per-run", type=int, default=3)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--prune-days", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
     server_url = support.server_url()
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -197,6 +235,8 @@ def main():
         results["copy_seconds_per_million_rows"] = round(copy_s / ((rows["steps"] + rows["events"]) / 1e6), 1)
         with database.connect() as conn:
             conn.execute("VACUUM ANALYZE runs, run_steps, run_events")
+            say(f"a run's reads, {args.samples} random runs ...")
+            results["run_reads"] = run_reads(conn, args.samples)
             copies.append(f"{database.name}_rows")
             conn.execute(f'CREATE DATABASE "{copies[-1]}" TEMPLATE "{database.name}"')
         older_than_s = (args.days - args.prune_days) * 86400
@@ -229,6 +269,13 @@ def report(results):
     for name, seconds in results["move"].items():
         print(f"  {name:<32} {seconds:>8}")
     print(f"  the copy: {results['copy_seconds_per_million_rows']} s per million rows (steps + events)")
+    print()
+    print(f"a run's reads ({a['samples']} random runs, EXPLAIN ANALYZE):")
+    for name, r in results["run_reads"].items():
+        print(
+            f"  {name:<24} at most {r['most_partitions_read']} partition(s) read; execution p50 {r['p50_ms']} ms, "
+            f"p99 {r['p99_ms']} ms"
+        )
     print()
     print(f"prune-runs of the oldest {a['prune_days']} days:")
     print(f"  {'':<24} {'s':>8} {'runs':>9} {'partitions':>10} {'MB before':>10} {'MB after':>9} {'dead tuples':>12}")
