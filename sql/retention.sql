@@ -1,5 +1,6 @@
--- Retention: deleting finished runs (their run_steps and run_events cascade) older than a cutoff, for
--- `flask --app app prune-runs` (flowline/tools/prune.py). Every batch is its own short transaction.
+-- Retention: deleting finished runs (their run_steps and run_events go with them: the trigger runs_delete_history)
+-- older than a cutoff, for `flask --app app prune-runs` (flowline/tools/prune.py), after it dropped the history
+-- partitions it could whole (sql/partitions.sql). Every batch is its own short transaction.
 -- Only finished runs (Succeeded, Failed, Cancelled) are ever touched: Pending and Running runs are the queue.
 
 -- name: prune_cutoff :one

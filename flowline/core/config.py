@@ -481,8 +481,9 @@ class Settings:
     history_partition_period: str = _setting(
         _choice, default="week", choices=("day", "week", "month"), scope=Scope.WORKER, section=WORKERS,
         meaning="How long a partition of run_steps and run_events is (UTC days, weeks from Monday, months), for the "
-        "partitions made from then on: workers make them ahead, `flask --app app import` for the runs it brings. prune-runs drops "
-        "whole partitions, so a shorter period frees space sooner. See [Scaling Flowline](#scaling-flowline).",
+        "partitions made from then on: workers make them ahead, `flask --app app import` for the runs it brings. "
+        "prune-runs drops whole partitions, so a shorter period frees space sooner. See [Scaling "
+        "Flowline](#scaling-flowline).",
     )
     history_partitions_ahead: int = _setting(
         _int, default=3, minimum=2, scope=Scope.WORKER, section=WORKERS,

@@ -242,8 +242,9 @@ def import_data(
     """Import validated export ``data`` (from :func:`read_document`) in one transaction on the autocommit
     connection ``conn``; return an :class:`ImportResult`. With ``dry_run`` everything is done and checked, then
     rolled back. With ``with_runs``, the history partitions the runs' steps and events need are made first (each
-    ``partition_period`` long), in a short transaction of their own, kept even by a dry run or a refused import:
-    attaching one locks runs against writes, which must not last as long as the import.
+    ``partition_period`` long), in a short transaction of their own, kept even by a dry run or a refused import
+    (they are empty): made inside the import's transaction, each would hold its parent's lock and the makers'
+    advisory lock until the import ends, holding the workers' partition upkeep back as long.
 
     :raise PortabilityError: ids already taken (all listed; with ``skip_existing`` only those outside workflows
         that exist), or the verification failed. Nothing is written.

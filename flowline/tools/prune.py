@@ -8,13 +8,13 @@ once where deleting its rows would leave them dead for vacuum. A detach that was
 the owner of those tables (PostgreSQL has no privilege for it, and ``DETACH … CONCURRENTLY`` cannot run inside a
 SECURITY DEFINER function: no transaction block): run as another role, prune-runs says so and deletes row by row.
 
-Then it deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that finished
-before a cutoff, with their steps, events and webhook deliveries (ON DELETE CASCADE), and, whatever ``--status``
-says, the webhook deliveries that became Delivered or Dead before the same cutoff (never Pending or Delivering
-ones, which are the outbox). It deletes in batches, each its own short
-transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking runs_finished_idx oldest
-first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a prune stopped half-way
-(Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
+Then it deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that
+finished before the cutoff, with their steps and events (the trigger runs_delete_history, migration 0022) and webhook
+deliveries (ON DELETE CASCADE), and, whatever ``--status`` says, the webhook deliveries that became Delivered or
+Dead before the same cutoff (never Pending or Delivering ones, which are the outbox). It deletes in batches, each
+its own short transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking
+runs_finished_idx oldest first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a
+prune stopped half-way (Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
 """
 
 import re
