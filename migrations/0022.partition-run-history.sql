@@ -4,7 +4,7 @@
 -- created_at) reads one partition. runs stays one table: its uniqueness must hold across all its rows.
 -- Rollback (0022.partition-run-history.rollback.sql) copies every row back into plain tables; no data is lost.
 --
--- Written for a live, large database (README, "Partitioning run history"). Not transactional: each statement
+-- Written for a live, large database (README, "History partitioned by time"). Not transactional: each statement
 -- commits on its own and every one can be run again, so an interrupted apply resumes where it stopped:
 --   1. run_steps_next and run_events_next are made, partitioned, with partitions from the oldest run's week to
 --      3 weeks ahead; row triggers on run_steps and run_events copy every insert, update and delete into them from
