@@ -94,6 +94,8 @@ def move(url):
         "build",
         "copy",
         "swap",
+        "truncate the plain tables",
+        "drop the plain tables",
         "roll_up_llm_usage",
         "reserve_llm_call",
     ]

@@ -370,3 +370,5 @@ DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
 DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;
+DO $$ BEGIN END $$;

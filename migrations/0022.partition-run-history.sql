@@ -12,7 +12,8 @@
 --   2. move_history_rows() copies the older rows over, 5,000 runs a transaction, newest runs first, its place kept
 --      in history_move (resumable). Measured: bench/partition_bench.py, README.
 --   3. The swap, one short transaction under lock_timeout 1 s (retried up to 60 times, 1 s apart, so it never
---      queues the queue's writes behind it): the plain tables are dropped, the new ones take their names,
+--      queues the queue's writes behind it): the plain tables step aside (emptied and dropped just after, each
+--      in a short transaction of its own), the new ones take their names,
 --      save_run_steps writes run_created_at, run_list's usage reads one partition, the roll-up triggers of 0019
 --      move over, and the foreign keys' cascades become triggers (below). From here on the running code must be this
 --      version's: stop the old one before this step (its INSERTs lack run_created_at), or run steps 1-2 by hand
@@ -225,12 +226,25 @@ BEGIN
     WHILE to_regclass('run_steps_next') IS NOT NULL LOOP
         BEGIN
             PERFORM set_config('lock_timeout', '1s', true);
+            -- The plain tables step aside (emptied and dropped after this transaction: unlinking their files here
+            -- would hold every lock as long), without their triggers and with their index names free.
             ALTER TABLE run_steps RENAME TO run_steps_legacy;
             ALTER TABLE run_events RENAME TO run_events_legacy;
+            DROP TRIGGER run_steps_move ON run_steps_legacy;
+            DROP TRIGGER run_events_move ON run_events_legacy;
+            DROP TRIGGER run_steps_roll_up_inserted ON run_steps_legacy;
+            DROP TRIGGER run_steps_roll_up_updated ON run_steps_legacy;
+            ALTER TABLE run_steps_legacy RENAME CONSTRAINT run_steps_pkey TO run_steps_legacy_pkey;
+            ALTER TABLE run_steps_legacy RENAME CONSTRAINT run_steps_run_attempt_position_key
+                TO run_steps_legacy_run_attempt_position_key;
+            ALTER INDEX run_steps_node_id_idx RENAME TO run_steps_legacy_node_id_idx;
+            ALTER INDEX run_steps_llm_finished_idx RENAME TO run_steps_legacy_llm_finished_idx;
+            ALTER TABLE run_events_legacy RENAME CONSTRAINT run_events_pkey TO run_events_legacy_pkey;
+            ALTER INDEX run_events_run_at_idx RENAME TO run_events_legacy_run_at_idx;
             ALTER TABLE run_steps_next RENAME TO run_steps;
             ALTER TABLE run_events_next RENAME TO run_events;
 
-            -- The view and the function that name the plain tables, before they go.
+            -- The view and the function that name the plain tables.
             CREATE OR REPLACE VIEW run_list AS
             SELECT id, workflow_id, status, started_at, finished_at, error_message, final_output,
                    mode, attempt, max_attempts, created_at, schedule_id, scheduled_for, priority, concurrency_key,
@@ -285,9 +299,6 @@ BEGIN
                 )
                 SELECT count(*) FROM saved;
             $fn$;
-
-            DROP TABLE run_steps_legacy;
-            DROP TABLE run_events_legacy;
 
             ALTER TABLE run_steps RENAME CONSTRAINT run_steps_next_pkey TO run_steps_pkey;
             ALTER TABLE run_steps RENAME CONSTRAINT run_steps_next_run_attempt_position_key
@@ -366,6 +377,37 @@ BEGIN
     DROP PROCEDURE IF EXISTS move_history_rows(integer);
     DROP FUNCTION IF EXISTS move_history_step();
     DROP FUNCTION IF EXISTS move_history_event();
+END
+$$;
+
+-- The plain tables, emptied (TRUNCATE: their own locks only, their files unlinked at its commit) ...
+DO $$
+BEGIN
+    IF to_regclass('run_steps_legacy') IS NOT NULL THEN
+        TRUNCATE run_steps_legacy, run_events_legacy;
+    END IF;
+END
+$$;
+
+-- ... then dropped: their foreign keys' triggers on runs and nodes go with them, under an ACCESS EXCLUSIVE lock
+-- on both for an instant, taken under lock_timeout 1 s and retried (up to 60 times) rather than queued behind a
+-- long transaction while the queue waits.
+DO $$
+DECLARE
+    v_try integer := 0;
+BEGIN
+    WHILE to_regclass('run_steps_legacy') IS NOT NULL OR to_regclass('run_events_legacy') IS NOT NULL LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', true);
+            DROP TABLE IF EXISTS run_steps_legacy, run_events_legacy;
+        EXCEPTION WHEN lock_not_available THEN
+            v_try := v_try + 1;
+            IF v_try >= 60 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(1);
+        END;
+    END LOOP;
 END
 $$;
 
