@@ -17,6 +17,87 @@ CREATE FUNCTION public.add_lane_running(p_workflow_id uuid, p_key text, p_delta 
 $$;
 
 --
+-- Name: attach_history_partition(regclass, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.attach_history_partition(p_parent regclass, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+DECLARE
+    -- Named after the table the parent is or becomes (0022 builds run_steps_next, renamed run_steps).
+    v_name text := regexp_replace((SELECT relname FROM pg_class WHERE oid = p_parent), '_next$', '')
+                   || to_char(p_from, '"_p"YYYYMMDD');
+BEGIN
+    -- The storage settings run_steps and run_events had as plain tables (migration 0005); a partitioned table holds
+    -- none itself.
+    EXECUTE format('CREATE TABLE %I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)', v_name, p_parent,
+                   CASE WHEN p_parent::text LIKE 'run\_steps%'
+                        THEN 'fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05, '
+                             'autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02'
+                        ELSE 'autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05, '
+                             'autovacuum_analyze_scale_factor = 0.02' END);
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', p_parent, v_name, p_from, p_to);
+    RETURN v_name;
+END
+$_$;
+
+--
+-- Name: FUNCTION attach_history_partition(p_parent regclass, p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.attach_history_partition(p_parent regclass, p_from timestamp with time zone, p_to timestamp with time zone) IS 'Creates and attaches the partition [p_from, p_to) of run_steps or run_events (the owner''s; make_history_partition calls it).';
+
+--
+-- Name: delete_run_history(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.delete_run_history() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+            DECLARE
+                r record;
+            BEGIN
+                FOR r IN SELECT id, created_at FROM deleted_runs LOOP
+                    DELETE FROM run_steps WHERE run_id = r.id AND run_created_at = r.created_at;
+                    DELETE FROM run_events WHERE run_id = r.id AND run_created_at = r.created_at;
+                END LOOP;
+                RETURN NULL;
+            END
+            $$;
+
+--
+-- Name: FUNCTION delete_run_history(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.delete_run_history() IS 'Deletes the steps and events of deleted runs (what ON DELETE CASCADE did before migration 0022).';
+
+--
+-- Name: forget_deleted_nodes(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.forget_deleted_nodes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+            DECLARE
+                n record;
+            BEGIN
+                -- A node at a time, through run_steps_node_id_idx in each partition.
+                FOR n IN SELECT id FROM deleted_nodes LOOP
+                    UPDATE run_steps SET node_id = NULL WHERE node_id = n.id;
+                END LOOP;
+                RETURN NULL;
+            END
+            $$;
+
+--
+-- Name: FUNCTION forget_deleted_nodes(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.forget_deleted_nodes() IS 'Sets run_steps.node_id to NULL for deleted nodes (what ON DELETE SET NULL did before migration 0022).';
+
+--
 -- Name: hold_pending_run(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -82,6 +163,50 @@ BEGIN
     WHERE w.id = p_workflow_id;
 END
 $$;
+
+--
+-- Name: make_history_partition(timestamp with time zone, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.make_history_partition(p_at timestamp with time zone, p_period text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET lock_timeout TO '1s'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    v_parent text;
+    v_from timestamptz;
+    v_to timestamptz;
+    v_made text;
+BEGIN
+    IF p_period NOT IN ('day', 'week', 'month') THEN
+        RAISE EXCEPTION 'the partition period must be day, week or month, not %', p_period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One maker at a time (transaction-level: released at commit, safe through PgBouncer).
+    PERFORM pg_advisory_xact_lock(21, 0);
+    FOREACH v_parent IN ARRAY ARRAY['run_steps', 'run_events'] LOOP
+        CONTINUE WHEN EXISTS (SELECT FROM history_partitions AS h
+                              WHERE h.parent = v_parent AND p_at >= h.from_at AND p_at < h.to_at);
+        v_from := date_trunc(p_period, p_at);
+        v_to := v_from + ('1 ' || p_period)::interval;
+        -- Cut short where a partition made with another period begins or ends.
+        v_from := greatest(v_from, (SELECT max(h.to_at) FROM history_partitions AS h
+                                    WHERE h.parent = v_parent AND h.to_at <= p_at));
+        v_to := least(v_to, (SELECT min(h.from_at) FROM history_partitions AS h
+                             WHERE h.parent = v_parent AND h.from_at > p_at));
+        v_made := attach_history_partition(v_parent::regclass, v_from, v_to);
+    END LOOP;
+    RETURN v_made;
+END
+$$;
+
+--
+-- Name: FUNCTION make_history_partition(p_at timestamp with time zone, p_period text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.make_history_partition(p_at timestamp with time zone, p_period text) IS 'Makes the partitions of run_steps and run_events holding p_at (one p_period long) when missing; returns the last one made, or NULL.';
 
 --
 -- Name: note_workflow_webhooks(); Type: FUNCTION; Schema: public; Owner: -
@@ -363,7 +488,8 @@ BEGIN
         SELECT w.max_tokens_per_run,
                coalesce((SELECT sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0))
                          FROM run_steps AS s
-                         WHERE s.run_id = r.id), 0)
+                         WHERE s.run_id = r.id
+                           AND s.run_created_at = r.created_at), 0)
         INTO run_limit, run_tokens
         FROM runs AS r
         JOIN workflows AS w ON w.id = r.workflow_id
@@ -488,10 +614,12 @@ CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS 
                r.workflow_id,
                -- The run's first LLM step, and its first with this model, as run_steps holds them now.
                NOT EXISTS (SELECT 1 FROM run_steps AS e
-                           WHERE e.run_id = s.run_id AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model IS NOT NULL AND e.finished_at IS NOT NULL
                              AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_run,
                NOT EXISTS (SELECT 1 FROM run_steps AS e
-                           WHERE e.run_id = s.run_id AND e.model = s.model AND e.finished_at IS NOT NULL
+                           WHERE e.run_id = s.run_id AND e.run_created_at = r.created_at
+                             AND e.model = s.model AND e.finished_at IS NOT NULL
                              AND (e.attempt, e.position) < (s.attempt, s.position)) AS first_of_model
         FROM jsonb_to_recordset(p_steps) AS s (run_id uuid, attempt integer, position integer, model text,
                                                prompt_tokens integer, completion_tokens integer,
@@ -591,38 +719,41 @@ $$;
 CREATE FUNCTION public.save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb) RETURNS bigint
     LANGUAGE sql
     AS $$
-    -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
-    -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
-    -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later call with
-    -- the same (run, attempt, position). Its cost is its tokens at its model's prices now (NULL without both).
-    WITH saved AS (
-        INSERT INTO run_steps (run_id, node_id, attempt, position, node_type, config_snapshot, status,
-                               started_at, finished_at, input_text, output_text, error_message, note,
-                               model, prompt_tokens, completion_tokens, cost_usd)
-        SELECT p_run_id, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot, s.status,
-               s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note,
-               s.model, s.prompt_tokens, s.completion_tokens,
-               (s.prompt_tokens * m.usd_per_million_input_tokens
-                + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
-        FROM jsonb_to_recordset(p_steps) AS s(
-            node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
-            started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
-            error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
-        LEFT JOIN llm_models AS m ON m.model = s.model
-        ON CONFLICT (run_id, attempt, position) DO UPDATE
-        SET status = excluded.status,
-            finished_at = excluded.finished_at,
-            output_text = excluded.output_text,
-            error_message = excluded.error_message,
-            note = excluded.note,
-            model = excluded.model,
-            prompt_tokens = excluded.prompt_tokens,
-            completion_tokens = excluded.completion_tokens,
-            cost_usd = excluded.cost_usd
-        RETURNING 1
-    )
-    SELECT count(*) FROM saved;
-$$;
+                -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
+                -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+                -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later
+                -- call with the same (run, attempt, position). Its cost is its tokens at its model's prices now
+                -- (NULL without both). Its run_created_at is its run's (the partition key).
+                WITH saved AS (
+                    INSERT INTO run_steps (run_id, run_created_at, node_id, attempt, position, node_type,
+                                           config_snapshot, status, started_at, finished_at, input_text,
+                                           output_text, error_message, note, model, prompt_tokens,
+                                           completion_tokens, cost_usd)
+                    SELECT p_run_id, r.created_at, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot,
+                           s.status, s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message,
+                           s.note, s.model, s.prompt_tokens, s.completion_tokens,
+                           (s.prompt_tokens * m.usd_per_million_input_tokens
+                            + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
+                    FROM jsonb_to_recordset(p_steps) AS s(
+                        node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
+                        started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
+                        error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
+                    JOIN runs AS r ON r.id = p_run_id
+                    LEFT JOIN llm_models AS m ON m.model = s.model
+                    ON CONFLICT (run_id, attempt, position, run_created_at) DO UPDATE
+                    SET status = excluded.status,
+                        finished_at = excluded.finished_at,
+                        output_text = excluded.output_text,
+                        error_message = excluded.error_message,
+                        note = excluded.note,
+                        model = excluded.model,
+                        prompt_tokens = excluded.prompt_tokens,
+                        completion_tokens = excluded.completion_tokens,
+                        cost_usd = excluded.cost_usd
+                    RETURNING 1
+                )
+                SELECT count(*) FROM saved;
+            $$;
 
 --
 -- Name: FUNCTION save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb); Type: COMMENT; Schema: public; Owner: -
@@ -650,6 +781,28 @@ CREATE TABLE public.files (
     CONSTRAINT files_sha256_hex CHECK ((sha256 ~ '^[0-9a-f]{64}$'::text)),
     CONSTRAINT files_size_matches CHECK (((size_bytes = octet_length(data)) AND (size_bytes > 0)))
 );
+
+--
+-- Name: history_partitions; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.history_partitions AS
+ SELECT parent.relname AS parent,
+    child.relname AS partition,
+    (bound.bound[1])::timestamp with time zone AS from_at,
+    (bound.bound[2])::timestamp with time zone AS to_at,
+    i.inhdetachpending AS detach_pending
+   FROM (((pg_inherits i
+     JOIN pg_class parent ON ((parent.oid = i.inhparent)))
+     JOIN pg_class child ON ((child.oid = i.inhrelid)))
+     CROSS JOIN LATERAL regexp_match(pg_get_expr(child.relpartbound, child.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)'::text) bound(bound))
+  WHERE ((parent.relnamespace = (("current_schema"())::regnamespace)::oid) AND (parent.relname = ANY (ARRAY['run_steps'::name, 'run_events'::name])));
+
+--
+-- Name: VIEW history_partitions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON VIEW public.history_partitions IS 'The partitions of run_steps and run_events, with their run_created_at bounds [from_at, to_at).';
 
 --
 -- Name: llm_model_state; Type: TABLE; Schema: public; Owner: -
@@ -811,6 +964,7 @@ CREATE TABLE public.nodes (
 CREATE TABLE public.run_events (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     run_id uuid NOT NULL,
+    run_created_at timestamp with time zone NOT NULL,
     attempt integer NOT NULL,
     status text NOT NULL,
     at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
@@ -818,7 +972,13 @@ CREATE TABLE public.run_events (
     note text,
     CONSTRAINT run_events_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))
 )
-WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02');
+PARTITION BY RANGE (run_created_at);
+
+--
+-- Name: COLUMN run_events.run_created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_events.run_created_at IS 'Its run''s created_at: the partition key.';
 
 --
 -- Name: run_lanes; Type: TABLE; Schema: public; Owner: -
@@ -838,6 +998,7 @@ CREATE TABLE public.run_lanes (
 CREATE TABLE public.run_steps (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     run_id uuid NOT NULL,
+    run_created_at timestamp with time zone NOT NULL,
     node_id uuid,
     attempt integer NOT NULL,
     "position" integer NOT NULL,
@@ -857,7 +1018,13 @@ CREATE TABLE public.run_steps (
     CONSTRAINT run_steps_attempt_position_valid CHECK (((attempt >= 1) AND ("position" >= 0))),
     CONSTRAINT run_steps_status_valid CHECK ((status = ANY (ARRAY['Pending'::text, 'Running'::text, 'Succeeded'::text, 'Failed'::text, 'Cancelled'::text, 'Waiting'::text])))
 )
-WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_insert_scale_factor='0.05', autovacuum_analyze_scale_factor='0.02', fillfactor='90');
+PARTITION BY RANGE (run_created_at);
+
+--
+-- Name: COLUMN run_steps.run_created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.run_steps.run_created_at IS 'Its run''s created_at: the partition key.';
 
 --
 -- Name: COLUMN run_steps.model; Type: COMMENT; Schema: public; Owner: -
@@ -999,7 +1166,7 @@ CREATE VIEW public.run_list AS
                     ELSE NULL::double precision
                 END) AS json_build_object
            FROM public.run_steps s
-          WHERE ((s.run_id = runs.id) AND (s.model IS NOT NULL))) AS usage
+          WHERE ((s.run_id = runs.id) AND (s.run_created_at = runs.created_at) AND (s.model IS NOT NULL))) AS usage
    FROM public.runs;
 
 --
@@ -1202,7 +1369,7 @@ ALTER TABLE ONLY public.nodes
 --
 
 ALTER TABLE ONLY public.run_events
-    ADD CONSTRAINT run_events_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT run_events_pkey PRIMARY KEY (id, run_created_at);
 
 --
 -- Name: run_lanes run_lanes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1216,14 +1383,14 @@ ALTER TABLE ONLY public.run_lanes
 --
 
 ALTER TABLE ONLY public.run_steps
-    ADD CONSTRAINT run_steps_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT run_steps_pkey PRIMARY KEY (id, run_created_at);
 
 --
 -- Name: run_steps run_steps_run_attempt_position_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.run_steps
-    ADD CONSTRAINT run_steps_run_attempt_position_key UNIQUE (run_id, attempt, "position");
+    ADD CONSTRAINT run_steps_run_attempt_position_key UNIQUE (run_id, attempt, "position", run_created_at);
 
 --
 -- Name: runs runs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1284,19 +1451,19 @@ CREATE INDEX llm_reservations_model_at_idx ON public.llm_reservations USING btre
 -- Name: run_events_run_at_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX run_events_run_at_idx ON public.run_events USING btree (run_id, at);
+CREATE INDEX run_events_run_at_idx ON ONLY public.run_events USING btree (run_id, at);
 
 --
 -- Name: run_steps_llm_finished_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX run_steps_llm_finished_idx ON public.run_steps USING btree (finished_at) INCLUDE (model, prompt_tokens, completion_tokens) WHERE (model IS NOT NULL);
+CREATE INDEX run_steps_llm_finished_idx ON ONLY public.run_steps USING btree (finished_at) INCLUDE (model, prompt_tokens, completion_tokens) WHERE (model IS NOT NULL);
 
 --
 -- Name: run_steps_node_id_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX run_steps_node_id_idx ON public.run_steps USING btree (node_id);
+CREATE INDEX run_steps_node_id_idx ON ONLY public.run_steps USING btree (node_id);
 
 --
 -- Name: runs_claim_idx; Type: INDEX; Schema: public; Owner: -
@@ -1437,6 +1604,12 @@ CREATE INDEX webhooks_workflow_idx ON public.webhooks USING btree (workflow_id, 
 CREATE INDEX workflows_created_at_idx ON public.workflows USING btree (created_at DESC, id);
 
 --
+-- Name: nodes nodes_forget_run_steps; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER nodes_forget_run_steps AFTER DELETE ON public.nodes REFERENCING OLD TABLE AS deleted_nodes FOR EACH STATEMENT EXECUTE FUNCTION public.forget_deleted_nodes();
+
+--
 -- Name: run_steps run_steps_roll_up_inserted; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1447,6 +1620,12 @@ CREATE TRIGGER run_steps_roll_up_inserted AFTER INSERT ON public.run_steps REFER
 --
 
 CREATE TRIGGER run_steps_roll_up_updated AFTER UPDATE ON public.run_steps REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION public.run_steps_roll_up_usage();
+
+--
+-- Name: runs runs_delete_history; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_delete_history AFTER DELETE ON public.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION public.delete_run_history();
 
 --
 -- Name: runs runs_hold_inserted; Type: TRIGGER; Schema: public; Owner: -
@@ -1510,32 +1689,11 @@ ALTER TABLE ONLY public.nodes
     ADD CONSTRAINT nodes_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES public.workflows(id) ON DELETE CASCADE;
 
 --
--- Name: run_events run_events_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.run_events
-    ADD CONSTRAINT run_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
-
---
 -- Name: run_lanes run_lanes_workflow_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.run_lanes
     ADD CONSTRAINT run_lanes_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES public.workflows(id) ON DELETE CASCADE;
-
---
--- Name: run_steps run_steps_node_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.run_steps
-    ADD CONSTRAINT run_steps_node_id_fkey FOREIGN KEY (node_id) REFERENCES public.nodes(id) ON DELETE SET NULL;
-
---
--- Name: run_steps run_steps_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.run_steps
-    ADD CONSTRAINT run_steps_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
 --
 -- Name: runs runs_schedule_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

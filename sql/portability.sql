@@ -54,8 +54,11 @@ LIMIT %(batch_size)s;
 -- Returns up to batch_size finished runs of one workflow, newest first, after the keyset cursor (after_created_at, after_id; NULL: from the start), each as JSON text with its steps and events.
 SELECT r.id,
        r.created_at,
-       (SELECT count(*) FROM run_steps WHERE run_steps.run_id = r.id) AS step_count,
-       (SELECT count(*) FROM run_events WHERE run_events.run_id = r.id) AS event_count,
+       -- Each reads the one partition of its table that holds the run's rows (run_created_at).
+       (SELECT count(*) FROM run_steps WHERE run_steps.run_id = r.id AND run_steps.run_created_at = r.created_at)
+           AS step_count,
+       (SELECT count(*) FROM run_events WHERE run_events.run_id = r.id AND run_events.run_created_at = r.created_at)
+           AS event_count,
        json_build_object(
            'id', r.id,
            'mode', r.mode,
@@ -82,13 +85,15 @@ SELECT r.id,
                              finished_at, input_text, output_text, error_message, note,
                              model, prompt_tokens, completion_tokens, cost_usd
                       FROM run_steps
-                      WHERE run_id = r.id) AS s),
+                      WHERE run_id = r.id
+                        AND run_created_at = r.created_at) AS s),
                '[]'::json),
            'events', coalesce(
                (SELECT json_agg(e ORDER BY e.at, e.id)
                 FROM (SELECT id, attempt, status, at, worker_id, note
                       FROM run_events
-                      WHERE run_id = r.id) AS e),
+                      WHERE run_id = r.id
+                        AND run_created_at = r.created_at) AS e),
                '[]'::json)
        )::text AS body
 FROM runs AS r
@@ -173,22 +178,25 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
            concurrency_key text);
 
 -- name: import_run_steps :exec
--- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids and usage (which the roll-up of migration 0019 counts).
-INSERT INTO run_steps (id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-                       finished_at, input_text, output_text, error_message, note,
+-- Inserts run steps from a JSON array of step objects (the export's step keys plus run_id), keeping their ids and usage (which the roll-up of migration 0019 counts); run_created_at is their run's, imported first.
+INSERT INTO run_steps (id, run_id, run_created_at, node_id, attempt, position, node_type, config_snapshot, status,
+                       started_at, finished_at, input_text, output_text, error_message, note,
                        model, prompt_tokens, completion_tokens, cost_usd)
-SELECT id, run_id, node_id, attempt, position, node_type, config_snapshot, status, started_at,
-       finished_at, input_text, output_text, error_message, note,
-       model, prompt_tokens, completion_tokens, cost_usd
+SELECT s.id, s.run_id, r.created_at, s.node_id, s.attempt, s.position, s.node_type, s.config_snapshot, s.status,
+       s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message, s.note,
+       s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS s (id uuid, run_id uuid, node_id uuid, attempt integer, position integer, node_type text,
            config_snapshot jsonb, status text, started_at timestamptz, finished_at timestamptz, input_text text,
            output_text text, error_message text, note text,
-           model text, prompt_tokens integer, completion_tokens integer, cost_usd numeric);
+           model text, prompt_tokens integer, completion_tokens integer, cost_usd numeric)
+-- A step of no run has no partition: the insert fails, as its foreign key would.
+LEFT JOIN runs AS r ON r.id = s.run_id;
 
 -- name: import_run_events :exec
--- Inserts run events from a JSON array of {id, run_id, attempt, status, at, worker_id, note}, keeping their ids.
-INSERT INTO run_events (id, run_id, attempt, status, at, worker_id, note)
-SELECT id, run_id, attempt, status, at, worker_id, note
+-- Inserts run events from a JSON array of {id, run_id, attempt, status, at, worker_id, note}, keeping their ids; run_created_at is their run's, imported first.
+INSERT INTO run_events (id, run_id, run_created_at, attempt, status, at, worker_id, note)
+SELECT e.id, e.run_id, r.created_at, e.attempt, e.status, e.at, e.worker_id, e.note
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS e (id uuid, run_id uuid, attempt integer, status text, at timestamptz, worker_id text, note text);
+     AS e (id uuid, run_id uuid, attempt integer, status text, at timestamptz, worker_id text, note text)
+LEFT JOIN runs AS r ON r.id = e.run_id;

@@ -1,5 +1,6 @@
--- Retention: deleting finished runs (their run_steps and run_events cascade) older than a cutoff, for
--- `flask --app app prune-runs` (flowline/tools/prune.py). Every batch is its own short transaction.
+-- Retention: deleting finished runs (their run_steps and run_events go with them: the trigger runs_delete_history)
+-- older than a cutoff, for `flask --app app prune-runs` (flowline/tools/prune.py), after it dropped the history
+-- partitions it could whole (sql/partitions.sql). Every batch is its own short transaction.
 -- Only finished runs (Succeeded, Failed, Cancelled) are ever touched: Pending and Running runs are the queue.
 
 -- name: prune_cutoff :one
@@ -9,7 +10,7 @@ SELECT now() - make_interval(secs => %(older_than_seconds)s) AS cutoff;
 -- name: count_prunable_runs_batch :one
 -- Counts up to batch_size runs in status that finished before cutoff, after the keyset cursor (after_finished_at, after_id; NULL: from the oldest), with their steps and events; returns where the batch ended.
 WITH batch AS (
-    SELECT id, finished_at
+    SELECT id, created_at, finished_at
     FROM runs
     -- Served by runs_finished_idx (status, finished_at, id), in its order.
     WHERE status = %(status)s
@@ -26,15 +27,15 @@ WITH batch AS (
     LIMIT 1
 )
 SELECT (SELECT count(*) FROM batch) AS runs,
-       (SELECT count(*) FROM run_steps WHERE run_id IN (SELECT id FROM batch)) AS steps,
-       (SELECT count(*) FROM run_events WHERE run_id IN (SELECT id FROM batch)) AS events,
+       (SELECT count(*) FROM run_steps WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM batch)) AS steps,
+       (SELECT count(*) FROM run_events WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM batch)) AS events,
        (SELECT finished_at FROM last) AS last_finished_at,
        (SELECT id FROM last) AS last_id;
 
 -- name: prune_runs_batch :one
 -- Deletes up to batch_size runs in status that finished before cutoff, after the keyset cursor (NULL: from the oldest), skipping rows another transaction holds; steps and events cascade. Returns the counts deleted and where the batch ended.
 WITH doomed AS (
-    SELECT id, finished_at
+    SELECT id, created_at, finished_at
     FROM runs
     -- Served by runs_finished_idx (status, finished_at, id), in its order. The cursor moves past rows skipped
     -- because they were locked (the next prune takes them), so no batch rescans the index from the start.
@@ -58,8 +59,8 @@ WITH doomed AS (
 )
 -- The counts of steps and events read the statement's snapshot, taken before the cascade removes them.
 SELECT (SELECT count(*) FROM deleted) AS runs,
-       (SELECT count(*) FROM run_steps WHERE run_id IN (SELECT id FROM doomed)) AS steps,
-       (SELECT count(*) FROM run_events WHERE run_id IN (SELECT id FROM doomed)) AS events,
+       (SELECT count(*) FROM run_steps WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM doomed)) AS steps,
+       (SELECT count(*) FROM run_events WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM doomed)) AS events,
        (SELECT finished_at FROM last) AS last_finished_at,
        (SELECT id FROM last) AS last_id;
 

@@ -21,10 +21,10 @@ WITH workflow AS (
            %(lease_token)s, clock_timestamp() + make_interval(secs => %(lease_seconds)s), %(worker_id)s, clock_timestamp(),
            workflow.has_webhooks
     FROM workflow
-    RETURNING id, attempt, worker_id
+    RETURNING id, attempt, worker_id, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, 'Running', worker_id, 'started synchronously'
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, 'Running', worker_id, 'started synchronously'
     FROM run
 )
 SELECT run.id,
@@ -68,10 +68,10 @@ WITH run AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status = 'Running'
-    RETURNING id, attempt, worker_id
+    RETURNING id, attempt, worker_id, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, %(status)s, worker_id, %(note)s
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, %(status)s, worker_id, %(note)s
     FROM run
 )
 SELECT count(*) AS held,
@@ -107,7 +107,9 @@ SELECT json_build_object(
                                                    'cost_usd', cost_usd::float8)
                              END AS usage
                       FROM run_steps
-                      WHERE run_id = r.id) AS s),
+                      -- run_created_at: the one partition that holds them.
+                      WHERE run_id = r.id
+                        AND run_created_at = r.created_at) AS s),
                '[]'::json)
        )::text AS body
 FROM run_list AS r
@@ -184,7 +186,8 @@ SELECT json_build_object(
                (SELECT json_agg(e ORDER BY e.at, e.id)
                 FROM (SELECT id, status, at, attempt, worker_id, note
                       FROM run_events
-                      WHERE run_id = r.id) AS e),
+                      WHERE run_id = r.id
+                        AND run_created_at = r.created_at) AS e),
                '[]'::json)
        )::text AS body
 FROM runs AS r
@@ -203,10 +206,10 @@ WITH run AS (
     FOR SHARE
     -- The unique constraint decides between concurrent requests with one key: exactly one inserts.
     ON CONFLICT (workflow_id, idempotency_key) DO NOTHING
-    RETURNING id, attempt
+    RETURNING id, attempt, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, note)
-    SELECT id, attempt, 'Pending', 'queued'
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+    SELECT id, created_at, attempt, 'Pending', 'queued'
     FROM run
 )
 SELECT run.id
@@ -283,10 +286,10 @@ WITH run AS (
         LIMIT 1)
       AND status = 'Pending'
     RETURNING id, workflow_id, input, attempt, max_attempts, worker_id, nodes_snapshot, resume_index,
-              attempt_run_s, budget_wait_s
+              attempt_run_s, budget_wait_s, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, 'Running', worker_id,
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, 'Running', worker_id,
            CASE WHEN resume_index IS NULL THEN 'claimed: attempt ' || attempt || ' of ' || max_attempts
                 ELSE 'resumed: attempt ' || attempt || ' of ' || max_attempts || ' at node ' || resume_index + 1
            END
@@ -303,6 +306,7 @@ SELECT run.id,
        (SELECT s.output_text
         FROM run_steps AS s
         WHERE s.run_id = run.id
+          AND s.run_created_at = run.created_at
           AND s.attempt = run.attempt
           AND s.status = 'Succeeded'
           AND run.resume_index IS NOT NULL
@@ -327,10 +331,10 @@ WITH run AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status = 'Running'
-    RETURNING id, attempt, status, worker_id
+    RETURNING id, attempt, status, worker_id, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, status, worker_id,
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, status, worker_id,
            CASE WHEN status = 'Pending' THEN %(note)s ELSE 'cancelled by a client while it waited for an LLM budget' END
     FROM run
 )
@@ -354,10 +358,10 @@ WITH run AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status = 'Running'
-    RETURNING id, attempt, status, worker_id
+    RETURNING id, attempt, status, worker_id, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, status, worker_id,
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, status, worker_id,
            CASE WHEN status = 'Pending' THEN %(note)s ELSE 'cancelled by a client while its attempt failed' END
     FROM run
 )
@@ -384,7 +388,7 @@ WITH target AS (
     FROM target
     WHERE runs.id = target.id
       AND target.status = 'Pending'
-    RETURNING runs.id, runs.attempt
+    RETURNING runs.id, runs.attempt, runs.created_at
 ), waiting_step AS (
     -- A run that waited for an LLM budget: its Waiting step will not resume.
     UPDATE run_steps
@@ -392,6 +396,7 @@ WITH target AS (
         finished_at = clock_timestamp()
     FROM cancelled
     WHERE run_steps.run_id = cancelled.id
+      AND run_steps.run_created_at = cancelled.created_at
       AND run_steps.attempt = cancelled.attempt
       AND run_steps.status = 'Waiting'
 ), requested AS (
@@ -402,8 +407,8 @@ WITH target AS (
       AND target.status = 'Running'
     RETURNING runs.id
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, note)
-    SELECT id, attempt, 'Cancelled', 'cancelled by a client before it started'
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+    SELECT id, created_at, attempt, 'Cancelled', 'cancelled by a client before it started'
     FROM cancelled
 )
 SELECT target.id,
@@ -414,7 +419,7 @@ FROM target;
 -- name: sweep_expired_leases :many
 -- Takes back up to batch_size runs whose holder stopped renewing its lease: async runs with attempts left are re-queued, the rest fail (sync runs as interrupted) or, when a client asked, are cancelled; their in-progress steps are marked interrupted.
 WITH expired AS (
-    SELECT id, attempt, max_attempts, worker_id,
+    SELECT id, created_at, attempt, max_attempts, worker_id,
            CASE WHEN cancel_requested_at IS NOT NULL THEN 'Cancelled'
                 WHEN mode = 'async' AND attempt < max_attempts THEN 'Pending'
                 ELSE 'Failed' END AS next_status,
@@ -453,11 +458,12 @@ WITH expired AS (
         error_message = 'interrupted: the process running this step stopped (its lease expired)'
     FROM expired
     WHERE run_steps.run_id = expired.id
+      AND run_steps.run_created_at = expired.created_at
       AND run_steps.attempt = expired.attempt
       AND run_steps.status = 'Running'
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, worker_id, note)
-    SELECT id, attempt, next_status, worker_id, note
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, worker_id, note)
+    SELECT id, created_at, attempt, next_status, worker_id, note
     FROM expired
 )
 SELECT swept.id, swept.attempt, swept.status, swept.mode, expired.note
@@ -609,7 +615,8 @@ SELECT json_build_object(
                            'error_message_bytes', octet_length(s.error_message))
                         ORDER BY s.attempt, s.position)
                 FROM run_steps AS s
-                WHERE s.run_id = r.id),
+                WHERE s.run_id = r.id
+                  AND s.run_created_at = r.created_at),
                '[]'::json)
        )::text AS body
 FROM runs AS r
@@ -637,7 +644,9 @@ SELECT id, node_type, attempt, position,
        END AS text
 FROM run_steps
 WHERE id = %(step_id)s
-  AND run_id = %(run_id)s;
+  AND run_id = %(run_id)s
+  -- The run's created_at (an InitPlan, so execution reads the one partition that holds it).
+  AND run_created_at = (SELECT created_at FROM runs WHERE id = %(run_id)s);
 
 -- name: list_recent_failures :many
 -- Lists up to row_limit runs that failed in the last since_s seconds, most recent first, their error cut to text_cut characters beside its size; served by runs_finished_idx.

@@ -97,10 +97,10 @@ WITH run AS (
     -- Waits for a subscription being enabled, and reads its has_webhooks (migration 0020).
     FOR SHARE
     ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
-    RETURNING id, attempt
+    RETURNING id, attempt, created_at
 ), event AS (
-    INSERT INTO run_events (run_id, attempt, status, note)
-    SELECT id, attempt, 'Pending', 'queued by schedule ' || %(schedule_id)s::text || ' for ' || %(scheduled_for)s::timestamptz::text
+    INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+    SELECT id, created_at, attempt, 'Pending', 'queued by schedule ' || %(schedule_id)s::text || ' for ' || %(scheduled_for)s::timestamptz::text
     FROM run
 )
 SELECT run.id

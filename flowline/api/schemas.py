@@ -671,6 +671,14 @@ class ReadinessSchema(Schema):
             "not answering, or none. Never makes the service not ready: its reads go to the primary meanwhile.",
         },
     )
+    history_partitions = fields.String(
+        required=True,
+        metadata={
+            "enum": ["ok", "running out"],
+            "description": "Whether at least 2 partitions of run_steps and run_events are made ahead of the current "
+            "one (workers make them: HISTORY_PARTITIONS_AHEAD). Never makes the service not ready.",
+        },
+    )
 
 
 class WebhookSchema(Schema):

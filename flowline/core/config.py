@@ -478,6 +478,19 @@ class Settings:
         default_text="`0` (not served)",
     )
 
+    history_partition_period: str = _setting(
+        _choice, default="week", choices=("day", "week", "month"), scope=Scope.WORKER, section=WORKERS,
+        meaning="How long a partition of run_steps and run_events is (UTC days, weeks from Monday, months), for the "
+        "partitions made from then on: workers make them ahead, `flask --app app import` for the runs it brings. "
+        "prune-runs drops whole partitions, so a shorter period frees space sooner. See [Scaling "
+        "Flowline](#scaling-flowline).",
+    )
+    history_partitions_ahead: int = _setting(
+        _int, default=3, minimum=2, scope=Scope.WORKER, section=WORKERS,
+        meaning="Partitions of run_steps and run_events the workers keep made beyond the current one; `/readyz` "
+        "and `flowline_history_partitions_ahead` warn under 2 (with none left, saving a run's steps fails).",
+    )
+
     # --- Webhooks
     webhook_concurrency: int = _setting(
         _int, default=2, minimum=0, scope=Scope.WORKER, section=WEBHOOKS,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from psycopg import Connection
+from psycopg import sql as psql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
@@ -346,3 +347,17 @@ def many(conn: Connection[Any], query_name: str, /, **params: Any) -> list[dict[
 def execute(conn: Connection[Any], query_name: str, /, **params: Any) -> int:
     """Run the ``:exec`` query ``query_name``; return the number of rows it changed."""
     return _execute(conn, query_name, ":exec", params).rowcount
+
+
+def execute_ddl(conn: Connection[Any], query_name: str, /, **identifiers: str) -> None:
+    """Run the ``:exec`` DDL query ``query_name`` with its ``{name}`` placeholders filled by ``identifiers``, each
+    quoted as an identifier (``psycopg.sql.Identifier``): DDL takes no parameters. Outside any transaction block
+    when ``conn`` is in autocommit mode and none is open (``DETACH … CONCURRENTLY`` needs that), so never behind
+    the session-free settings' pipeline.
+
+    :raise TypeError: the query is not ``:exec``.
+    """
+    query = QUERIES[query_name]
+    if query.cardinality != ":exec":
+        raise TypeError(f"query {query_name} is {query.cardinality}, not :exec")
+    conn.execute(psql.SQL(query.text).format(**{name: psql.Identifier(value) for name, value in identifiers.items()}))

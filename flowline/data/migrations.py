@@ -66,10 +66,23 @@ def _backend(database_url: str) -> DatabaseBackend:
 
 def apply(database_url: str) -> list[str]:
     """Apply every pending migration; return the ids applied."""
+    return apply_up_to(database_url, None)
+
+
+def apply_up_to(database_url: str, migration_id: str | None) -> list[str]:
+    """Apply the pending migrations up to and including ``migration_id`` (None: all); return the ids applied.
+
+    :raise SystemExit: ``migration_id`` is not a migration on disk.
+    """
     from yoyo import read_migrations
 
     with _backend(database_url) as backend, backend.lock():
         todo = backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))
+        if migration_id is not None:
+            if migration_id not in migration_ids():
+                raise SystemExit(f"{migration_id} is not a migration (on disk: {', '.join(migration_ids())})")
+            last = migration_ids().index(migration_id)
+            todo = todo.filter(lambda m: migration_ids().index(m.id) <= last)
         backend.apply_migrations(todo)
     return [m.id for m in todo]
 
@@ -99,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m flowline.data.migrations", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("apply", help="apply every pending migration")
+    ap = sub.add_parser("apply", help="apply every pending migration")
+    ap.add_argument("--to", help="apply the pending migrations up to and including this one only")
     rb = sub.add_parser("rollback", help="roll back the newest migration (data in what it created is lost)")
     rb.add_argument("--id", help="roll back this migration and every one applied after it")
     rb.add_argument("--all", action="store_true", help="roll back every migration")
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if not url:
         raise SystemExit("DATABASE_URL is not set")
     if args.command == "apply":
-        done = apply(url)
+        done = apply_up_to(url, args.to)
         print(f"applied {len(done)} migration(s) to {mask_url(url)}: {', '.join(done) or 'none pending'}")
     elif args.command == "rollback":
         done = rollback(url, args.id, args.all)

@@ -8,7 +8,7 @@ from psycopg_pool import PoolTimeout
 
 from ..api import contract, schemas
 from ..api.errors import error_response, unavailable_response
-from ..data import db, migrations, replica
+from ..data import db, migrations, partitions, replica
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("flowline.health")
@@ -27,11 +27,13 @@ def livez() -> Response:
 @contract.responds(200, schemas.ReadinessSchema, "Ready.")
 @contract.responds(503, schemas.ErrorSchema, "Not ready: `checks` names the failing check.")
 def readyz() -> Response:
-    """200 when the database answers and no migration is pending; 503 naming the failing check otherwise."""
+    """200 when the database answers and no migration is pending; 503 naming the failing check otherwise. The
+    replica and the history partitions are reported beside the checks, never making it not ready."""
     try:
         with db.connection() as conn:
             db.one(conn, "ping")
             todo = migrations.pending(conn)
+            ahead = None if todo else partitions.count_ahead(conn)
     except (PoolTimeout, psycopg.OperationalError) as exc:
         log.warning("readiness: database unreachable (%s)", type(exc).__name__)
         return unavailable_response("The database is unreachable.", checks={"database": "unreachable"})
@@ -49,5 +51,19 @@ def readyz() -> Response:
             "llm_provider": current_app.extensions["flowline.provider"].name,
             # Not a check: reads go to the primary while the replica lags or is down (flowline/data/replica.py).
             "replica": replica.status(),
+            # Not a check either: runs are served until the last partition is full; the workers make more.
+            "history_partitions": _history_partitions(ahead),
         }
     )
+
+
+def _history_partitions(ahead: int | None) -> str:
+    """Return how /readyz reports ``ahead`` history partitions: "ok", or "running out" (logged) under
+    partitions.WARN_UNDER."""
+    if ahead is None or ahead >= partitions.WARN_UNDER:
+        return "ok"
+    log.warning(
+        "only %d history partition(s) ahead: are workers running? (HISTORY_PARTITIONS_AHEAD; README, Scaling Flowline)",
+        ahead,
+    )
+    return "running out"

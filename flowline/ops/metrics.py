@@ -20,7 +20,7 @@ from ..api import contract
 from ..core.config import settings_of
 from ..core.metrics import MULTIPROCESS, REGISTRY, observe_pool, observe_request
 from ..core.statuses import RunStatus
-from ..data import db, replica
+from ..data import db, partitions, replica
 from ..data.db import Pool
 from ..data.replica import UNREACHABLE, Replica
 
@@ -90,9 +90,11 @@ class DatabaseCollector:
         Mapping[str, Any] | None,
         Sequence[Mapping[str, Any]] | None,
         Sequence[Mapping[str, Any]] | None,
+        int | None,
     ]:
         """Return the queue's counts, the workers' heartbeats, the outbox's and the schedules' figures, the runs
-        waiting for each model's budget and the LLM usage per model (None: that migration is pending).
+        waiting for each model's budget, the LLM usage per model and the history partitions made ahead (None: that
+        migration is pending).
 
         :raise psycopg.Error: the database is unreachable, no pooled connection was free in time, or a query failed.
         """
@@ -132,7 +134,8 @@ class DatabaseCollector:
                     usage = db.many(conn, "list_llm_usage_totals", row_limit=MODEL_ROWS)
             except psycopg.errors.UndefinedTable:
                 usage = None  # the usage roll-up's migration is pending
-        return queue, workers, outbox, schedules, waiting, usage
+            ahead = partitions.count_ahead(conn)  # None: the partitioning migrations are pending
+        return queue, workers, outbox, schedules, waiting, usage, ahead
 
     def collect(self) -> Iterator[Metric]:
         """Yield ``flowline_database_up`` and, when the database answered, the series read from it."""
@@ -142,7 +145,7 @@ class DatabaseCollector:
             "0 when the database is unreachable or no pooled connection was free in time.",
         )
         try:
-            queue, workers, outbox, schedules, waiting, usage = self._read()
+            queue, workers, outbox, schedules, waiting, usage, ahead = self._read()
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             log.warning("metrics: database unavailable (%s); database-derived series left out", type(exc).__name__)
             up.add_metric([], 0)
@@ -205,6 +208,14 @@ class DatabaseCollector:
             )
         if usage is not None:
             yield from _usage_series(usage)
+        if ahead is not None:
+            yield GaugeMetricFamily(
+                "flowline_history_partitions_ahead",
+                f"Partitions of run_steps and run_events made ahead of the current one (the fewer of the two); under "
+                f"{partitions.WARN_UNDER} no worker is keeping them (HISTORY_PARTITIONS_AHEAD), and with none left "
+                f"saving steps fails.",
+                value=ahead,
+            )
         if workers is None:
             return
         heartbeats = GaugeMetricFamily(

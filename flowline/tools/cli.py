@@ -156,7 +156,14 @@ def import_command(file: IO[bytes], dry_run: bool, skip_existing: bool, with_run
         raise click.ClickException(str(exc)) from None
     with command_connection("flowline-import") as conn:
         try:
-            result = import_data(conn, data, dry_run=dry_run, skip_existing=skip_existing, with_runs=with_runs)
+            result = import_data(
+                conn,
+                data,
+                dry_run=dry_run,
+                skip_existing=skip_existing,
+                with_runs=with_runs,
+                partition_period=settings_of(current_app).history_partition_period,
+            )
         except PortabilityError as exc:
             raise click.ClickException(str(exc)) from None
     for line in result.missing_files:

@@ -16,7 +16,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from .. import nodes
-from ..data import db
+from ..data import db, partitions
 from .checksums import workflow_checksum
 from .export import RUN_BATCH, WORKFLOW_BATCH, Progress, ProgressFactory, iter_runs, progress_bar, workflows_batch
 from .export_format import KINDS, PortabilityError, add_counts, counts_text, listing, workflow_label, workflow_schema
@@ -236,11 +236,15 @@ def import_data(
     dry_run: bool = False,
     skip_existing: bool = False,
     with_runs: bool = False,
+    partition_period: str,
     progress: ProgressFactory = progress_bar,
 ) -> ImportResult:
     """Import validated export ``data`` (from :func:`read_document`) in one transaction on the autocommit
     connection ``conn``; return an :class:`ImportResult`. With ``dry_run`` everything is done and checked, then
-    rolled back.
+    rolled back. With ``with_runs``, the history partitions the runs' steps and events need are made first (each
+    ``partition_period`` long), in a short transaction of their own, kept even by a dry run or a refused import
+    (they are empty): made inside the import's transaction, each would hold its parent's lock and the makers'
+    advisory lock until the import ends, holding the workers' partition upkeep back as long.
 
     :raise PortabilityError: ids already taken (all listed; with ``skip_existing`` only those outside workflows
         that exist), or the verification failed. Nothing is written.
@@ -250,6 +254,10 @@ def import_data(
     listed = data["workflows"]
     names = {"workflows": [{"id": str(workflow["id"]), "name": workflow["name"]} for workflow in listed]}
     label = functools.partial(workflow_label, names)
+    if with_runs:
+        partitions.make_for(
+            conn, (run["created_at"] for workflow in listed for run in workflow["runs"]), partition_period
+        )
     with conn.transaction(force_rollback=dry_run):
         ids = _ids_in_file(listed, with_runs)
         existing = _existing(conn, ids)

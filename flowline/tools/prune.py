@@ -1,12 +1,20 @@
 """Retention: ``flask --app app prune-runs --older-than 30d [--status Succeeded ...] [--dry-run]``.
 
-Deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that finished
-before a cutoff, with their steps, events and webhook deliveries (ON DELETE CASCADE), and, whatever ``--status``
-says, the webhook deliveries that became Delivered or Dead before the same cutoff (never Pending or Delivering
-ones, which are the outbox). It deletes in batches, each its own short
-transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking runs_finished_idx oldest
-first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a prune stopped half-way
-(Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
+First it drops the partitions of run_steps and run_events (by their run's created_at) that lie wholly before the
+cutoff and hold only runs it deletes (none Pending or Running, none of a status ``--status`` keeps, none finished
+after the cutoff): each is detached ``CONCURRENTLY`` (reads and writes go on) and dropped, which frees its space at
+once where deleting its rows would leave them dead for vacuum. A detach that was interrupted is finished with
+``FINALIZE`` by the next prune, and a partition detached but not yet dropped is dropped. Detaching and dropping need
+the owner of those tables (PostgreSQL has no privilege for it, and ``DETACH … CONCURRENTLY`` cannot run inside a
+SECURITY DEFINER function: no transaction block): run as another role, prune-runs says so and deletes row by row.
+
+Then it deletes finished runs (Succeeded, Failed, Cancelled; never Pending or Running, which are the queue) that
+finished before the cutoff, with their steps and events (the trigger runs_delete_history, migration 0022) and webhook
+deliveries (ON DELETE CASCADE), and, whatever ``--status`` says, the webhook deliveries that became Delivered or
+Dead before the same cutoff (never Pending or Delivering ones, which are the outbox). It deletes in batches, each
+its own short transaction that locks only the rows it deletes (``FOR UPDATE SKIP LOCKED``), walking
+runs_finished_idx oldest first with a keyset cursor: the queue, the API and other prunes go on meanwhile, and a
+prune stopped half-way (Ctrl-C, a timeout) keeps what it deleted and can simply be run again.
 """
 
 import re
@@ -76,6 +84,33 @@ def _walk(conn: Connection[Any], status: str, cutoff: datetime, batch_size: int,
         after_finished_at, after_id = row["last_finished_at"], row["last_id"]
 
 
+def drop_partitions(
+    conn: Connection[Any], cutoff: datetime, statuses: Collection[str], *, dry_run: bool = False
+) -> list[str] | None:
+    """Detach (``CONCURRENTLY``) and drop the history partitions lying wholly before ``cutoff`` whose runs are all
+    in ``statuses`` and finished before it, on the autocommit connection ``conn``; return their names (with
+    ``dry_run``, those it would drop), or None when the connected role does not own the tables (nothing dropped).
+    Finishes what an interrupted prune left: a half-done detach (``FINALIZE``), a detached partition not dropped.
+    """
+    owner = db.one(conn, "owns_history_tables")
+    if owner is None or not owner["owner"]:
+        return None
+    if dry_run:
+        rows = db.many(conn, "list_droppable_history_partitions", cutoff=cutoff, statuses=list(statuses))
+        return [row["partition"] for row in rows]
+    for row in db.many(conn, "list_half_detached_history_partitions"):
+        db.execute_ddl(conn, "finalize_history_partition_detach", parent=row["parent"], partition=row["partition"])
+    dropped = [row["partition"] for row in db.many(conn, "list_detached_history_tables")]
+    for row in db.many(conn, "list_droppable_history_partitions", cutoff=cutoff, statuses=list(statuses)):
+        # Returns once no transaction can still read the partition through its parent: the DROP takes its lock
+        # at once (no foreign key ties it to runs, migration 0022).
+        db.execute_ddl(conn, "detach_history_partition", parent=row["parent"], partition=row["partition"])
+        dropped.append(row["partition"])
+    for partition in dropped:
+        db.execute_ddl(conn, "drop_history_partition", partition=partition)
+    return dropped
+
+
 def prune(
     conn: Connection[Any],
     older_than_seconds: int,
@@ -83,9 +118,12 @@ def prune(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
-) -> tuple[datetime, dict[str, dict[str, int]]]:
-    """Delete (or count) the finished runs in ``statuses`` older than ``older_than_seconds`` on the autocommit
-    connection ``conn``; return (cutoff, {status: totals}).
+) -> tuple[datetime, dict[str, dict[str, int]], list[str] | None]:
+    """Drop the history partitions that hold only runs to delete (:func:`drop_partitions`), then delete (or with
+    ``dry_run`` count) the finished runs in ``statuses`` older than ``older_than_seconds`` on the autocommit
+    connection ``conn``; return (cutoff, {status: totals}, the partitions dropped or None: not the tables' owner).
+    The steps and events of the runs whose partitions were dropped are gone before their runs are deleted, so the
+    totals do not count them.
 
     :raise ValueError: a status that is not a finished one.
     """
@@ -95,7 +133,8 @@ def prune(
     row = db.one(conn, "prune_cutoff", older_than_seconds=older_than_seconds)
     assert row is not None  # a SELECT without FROM: always one row
     cutoff = row["cutoff"]
-    return cutoff, {status: _walk(conn, status, cutoff, batch_size, dry_run=dry_run) for status in statuses}
+    dropped = drop_partitions(conn, cutoff, statuses, dry_run=dry_run)
+    return cutoff, {status: _walk(conn, status, cutoff, batch_size, dry_run=dry_run) for status in statuses}, dropped
 
 
 def prune_deliveries(
@@ -142,13 +181,21 @@ def prune_deliveries(
 )
 @with_appcontext
 def prune_runs_command(older_than: int, statuses: tuple[str, ...], dry_run: bool, batch_size: int) -> None:
-    """Delete finished runs (with their steps and events) older than a duration, in small batches, and the webhook
-    deliveries delivered or dead before the same cutoff."""
+    """Drop the history partitions wholly older than a duration, delete finished runs (with their steps and events)
+    older than it in small batches, and the webhook deliveries delivered or dead before the same cutoff."""
     statuses = tuple(dict.fromkeys(statuses)) or FINISHED_STATUSES
     with command_connection("flowline-prune") as conn:
-        cutoff, results = prune(conn, older_than, statuses, batch_size=batch_size, dry_run=dry_run)
+        cutoff, results, dropped = prune(conn, older_than, statuses, batch_size=batch_size, dry_run=dry_run)
         deliveries = prune_deliveries(conn, cutoff, batch_size=batch_size, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
+    if dropped is None:
+        click.echo(
+            "partitions: none dropped: this role does not own run_steps and run_events; run prune-runs as their "
+            "owner (the role that runs the migrations) to drop whole partitions instead of deleting rows"
+        )
+    else:
+        names = f": {', '.join(dropped)}" if dropped else ""
+        click.echo(f"partitions: {'would drop' if dry_run else 'dropped'} {plural(len(dropped), 'partition')}{names}")
     total = {key: sum(r[key] for r in results.values()) for key in ("runs", "steps", "events", "batches")}
     for status, r in [*results.items(), ("total", total)]:
         click.echo(

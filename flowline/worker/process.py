@@ -25,7 +25,7 @@ from ..data import db
 from ..engine import providers, runner
 from ..engine.budget import budget_settings
 from ..ops.metrics import serve_worker_metrics
-from . import heartbeat, lease_renewal, sweep
+from . import heartbeat, lease_renewal, partitions, sweep
 from .listener import RECONNECT_CAP_S, listen
 from .schedules import run_schedules
 from .webhooks import Deliveries
@@ -192,7 +192,8 @@ class Worker:
     # -- background duties ----------------------------------------------------------------------------------------
 
     def _maintain(self) -> None:
-        """Renew the leases of runs in progress and sweep expired ones, every third of a lease period.
+        """Renew the leases of runs in progress, sweep expired ones and keep the history partitions made ahead,
+        every third of a lease period.
 
         While the worker drains it goes on renewing (the runs in progress still need their leases) but stops
         sweeping: a stopping worker takes on no one else's runs. Each round also records the worker's heartbeat.
@@ -211,6 +212,7 @@ class Worker:
                 heartbeat.beat(self)
                 if not self.stopping.is_set():
                     sweep.sweep(self)
+                    partitions.keep_ahead(self)
             except psycopg.OperationalError as exc:
                 log.warning("worker %s: database unavailable for lease upkeep (%s)", self.id, type(exc).__name__)
             except Exception:

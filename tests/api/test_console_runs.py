@@ -56,9 +56,9 @@ def add_run(sql):
         ).fetchone()
         for attempt, position, step_status, step in steps:
             sql.execute(
-                """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, started_at,
-                                          finished_at, input_text, output_text, error_message, note)
-                   VALUES (%(run_id)s, %(attempt)s, %(position)s, 'formatter', %(config)s, %(status)s,
+                """INSERT INTO run_steps (run_id, run_created_at, attempt, position, node_type, config_snapshot, status,
+                                          started_at, finished_at, input_text, output_text, error_message, note)
+                   VALUES (%(run_id)s, (SELECT created_at FROM runs WHERE id = %(run_id)s), %(attempt)s, %(position)s, 'formatter', %(config)s, %(status)s,
                            now() - interval '10 seconds' + make_interval(secs => %(attempt)s * 3 + %(position)s),
                            CASE WHEN %(finished)s
                                 THEN now() - interval '10 seconds' + make_interval(secs => %(attempt)s * 3 + %(position)s + 0.5)
@@ -285,7 +285,11 @@ def test_an_unfinished_runs_poll_key_changes_with_its_steps_and_events(console, 
     assert key == "Running|0|Running"
     sql.execute("UPDATE run_steps SET status = 'Succeeded', finished_at = now() WHERE run_id = %s", (run_id,))
     assert 'data-poll-key="Running|0|Succeeded"' in console.get(f"/console/runs/{run_id}").text
-    sql.execute("INSERT INTO run_events (run_id, attempt, status) VALUES (%s, 1, 'Running')", (run_id,))
+    sql.execute(
+        "INSERT INTO run_events (run_id, run_created_at, attempt, status) "
+        "SELECT id, created_at, 1, 'Running' FROM runs WHERE id = %s",
+        (run_id,),
+    )
     assert 'data-poll-key="Running|1|Succeeded"' in console.get(f"/console/runs/{run_id}").text
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support.history import make_partitions_back
 from tests.support.usage import add_llm_run, save_llm_steps
 
 SECRET = "s" * 40
@@ -145,6 +146,7 @@ def test_the_usage_queries_read_their_indexes_never_a_seq_scan(sql, workflow):
     from flowline.data.sql import QUERIES
 
     flow = workflow(name="bulk")
+    make_partitions_back(sql, 52)
     sql.execute(
         "INSERT INTO runs (id, workflow_id, mode, status, attempt, created_at, finished_at) "
         "SELECT gen_random_uuid(), %s, 'async', 'Succeeded', 1, now() - make_interval(mins => g * 37), "
@@ -152,21 +154,35 @@ def test_the_usage_queries_read_their_indexes_never_a_seq_scan(sql, workflow):
         (flow,),
     )
     sql.execute(
-        "INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, finished_at, model, "
-        "                       prompt_tokens, completion_tokens) "
-        "SELECT r.id, 1, p, 'generative_ai', '{}', 'Succeeded', r.finished_at, 'm' || p % 3, 10, 2 "
+        "INSERT INTO run_steps (run_id, run_created_at, attempt, position, node_type, config_snapshot, status, "
+        "                       finished_at, model, prompt_tokens, completion_tokens) "
+        "SELECT r.id, r.created_at, 1, p, 'generative_ai', '{}', 'Succeeded', r.finished_at, 'm' || p % 3, 10, 2 "
         "FROM runs AS r, generate_series(0, 9) AS p"
     )
     sql.execute("ANALYZE run_steps")
     sql.execute("ANALYZE llm_usage_hourly")
     now = datetime.now(UTC)
+    # run_steps is partitioned (migration 0022): each partition's index is a child of run_steps_llm_finished_idx.
+    children = sql.execute(
+        "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'run_steps_llm_finished_idx'::regclass"
+    ).fetchall()
+    # A partition holding no step may be read whole: it is empty.
+    filled = [
+        row["relname"]
+        for row in sql.execute(
+            "SELECT relname FROM pg_class WHERE relispartition AND relname LIKE 'run\\_steps\\_p%%' AND reltuples > 0"
+        ).fetchall()
+    ]
+    assert filled
     for name, index, params in [
         ("list_llm_use_last_minute", "run_steps_llm_finished_idx", {}),
         ("sum_llm_usage_by_day", "llm_usage_hourly_pkey", {"since": now - timedelta(hours=3), "until": now}),
     ]:
         plan = sql.execute("EXPLAIN (FORMAT JSON) " + QUERIES[name].text, params).fetchone()["QUERY PLAN"][0]
         text = repr(plan)
-        assert index in text, (name, plan)
-        assert not re.search(r"'Seq Scan'[^}]*'Relation Name': '(run_steps|llm_usage_hourly)'", text), (name, plan)
+        assert index in text or any(row["relname"] in text for row in children), (name, plan)
+        tables = "|".join(["run_steps", "llm_usage_hourly", *filled])
+        assert not re.search(rf"'Seq Scan'[^}}]*'Relation Name': '({tables})'", text), (name, plan)
     assert save_llm_steps  # the bulk rows above went through the same triggers
     assert sql.execute("SELECT sum(steps) AS n FROM llm_usage_hourly").fetchone()["n"] == 20_000

@@ -34,7 +34,9 @@ def save_llm_steps(sql, run_id, attempt, steps):
 
 def add_llm_run(sql, workflow_id, finished_at, attempts):
     """Insert a Succeeded async run of ``workflow_id`` finished at ``finished_at`` whose attempts saved the steps of
-    ``attempts`` (one list per attempt, as save_llm_steps takes); return its id."""
+    ``attempts`` (one list per attempt, as save_llm_steps takes); return its id. Makes the history partition it
+    needs (run_steps is partitioned by its run's created_at) as a worker would."""
+    sql.execute("SELECT make_history_partition(%s::timestamptz - interval '1 minute', 'week')", (finished_at,))
     run_id = sql.execute(
         """INSERT INTO runs (workflow_id, mode, status, attempt, created_at, started_at, finished_at)
            VALUES (%s, 'async', 'Succeeded', %s, %s::timestamptz - interval '1 minute',

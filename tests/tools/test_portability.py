@@ -545,7 +545,7 @@ def test_an_empty_database_exports_a_valid_empty_document_that_imports(database_
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         exporter.export(conn, out)
         data = export_format.read_document(io.BytesIO(out.getvalue()), "empty")
-        result = importer.import_data(conn, data)
+        result = importer.import_data(conn, data, partition_period="week")
     assert data["workflows"] == [] and result.imported == dict.fromkeys(export_format.KINDS, 0)
 
 

@@ -14,6 +14,7 @@ from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
 from flowline.data import sql as sql_files
 from flowline.tools import prune as retention
+from tests.support.history import make_partitions_back
 
 ROOT = Path(__file__).resolve().parents[2]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -49,13 +50,15 @@ def add_run(sql, workflow_id, status, age_hours):
         {"workflow_id": workflow_id, "status": status, "age": age_hours, "finished": finished},
     ).fetchone()["id"]
     sql.execute(
-        """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status)
-                   VALUES (%s, 1, 0, 'formatter', '{}', %s)""",
-        (run_id, status),
+        """INSERT INTO run_steps (run_id, run_created_at, attempt, position, node_type, config_snapshot, status)
+                   SELECT id, created_at, 1, 0, 'formatter', '{}', %s FROM runs WHERE id = %s""",
+        (status, run_id),
     )
     sql.execute(
-        """INSERT INTO run_events (run_id, attempt, status, note)
-                   VALUES (%(id)s, 0, 'Pending', 'queued'), (%(id)s, 1, %(status)s, 'then')""",
+        """INSERT INTO run_events (run_id, run_created_at, attempt, status, note)
+                   SELECT id, created_at, a, s, n
+                   FROM runs, (VALUES (0, 'Pending', 'queued'), (1, %(status)s, 'then')) AS e (a, s, n)
+                   WHERE id = %(id)s""",
         {"id": run_id, "status": status},
     )
     return run_id
@@ -64,6 +67,7 @@ def add_run(sql, workflow_id, status, age_hours):
 @pytest.fixture
 def history(sql):
     """Runs of every status, old (40 days) and recent (1 day); Pending and Running ones created 100 days ago."""
+    make_partitions_back(sql, 101)
     workflow_id = sql.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
     runs = {
         "old Succeeded": [add_run(sql, workflow_id, "Succeeded", 40 * 24) for _ in range(5)],
@@ -116,11 +120,15 @@ def test_prune_deletes_only_old_runs_of_the_status_in_batches(database_url, sql,
 def test_prune_by_default_takes_every_finished_status_and_never_the_queue(database_url, sql, history):
     result = prune_runs(database_url, "--older-than", "2w")
     assert result.returncode == 0, result.stderr
+    # The old runs share their week's partitions with nothing to keep: those are dropped whole (their steps and
+    # events with them, before the runs are deleted).
     for line in (
-        "Succeeded: deleted 5 runs, 5 steps, 10 events in 1 batch",
+        "partitions: dropped",
+        "run_steps_p",
+        "Succeeded: deleted 5 runs, 0 steps, 0 events in 1 batch",
         "Failed: deleted 2 runs",
-        "Cancelled: deleted 1 run, 1 step, 2 events",
-        "total: deleted 8 runs, 8 steps, 16 events",
+        "Cancelled: deleted 1 run, 0 steps, 0 events",
+        "total: deleted 8 runs, 0 steps, 0 events",
     ):
         assert line in result.stdout
     assert remaining(sql, history) == {k: ALL[k] for k in ("new Succeeded", "new Failed", "Pending", "Running")}
@@ -179,7 +187,7 @@ def test_runs_locked_by_another_transaction_are_skipped_not_waited_for(database_
     with psycopg.connect(database_url) as other:  # a transaction stays open until the block ends
         other.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (locked,))
         with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-            _, results = retention.prune(conn, 30 * 86400, ("Succeeded",), batch_size=2)
+            _, results, _ = retention.prune(conn, 30 * 86400, ("Succeeded",), batch_size=2)
         assert results["Succeeded"]["runs"] == 4
         assert remaining(sql, history)["old Succeeded"] == (1, 1, 2)
     # The next prune takes it.
@@ -233,10 +241,17 @@ def test_the_batch_select_reads_the_index_not_the_table(sql):
 
 
 def _reloptions(url):
+    """Return the storage settings of runs, run_steps and run_events (since migration 0022, those of each of their
+    partitions: a partitioned table holds none), and runs_finished_idx's definition."""
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        rows = conn.execute("""SELECT relname, reloptions FROM pg_class
-                               WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL
-                                 AND relname IN ('runs', 'run_steps', 'run_events')""").fetchall()
+        rows = conn.execute("""SELECT coalesce(parent.relname, c.relname) AS relname, c.reloptions
+                               FROM pg_class AS c
+                               LEFT JOIN pg_inherits AS i ON i.inhrelid = c.oid
+                               LEFT JOIN pg_class AS parent ON parent.oid = i.inhparent
+                               WHERE c.relnamespace = 'public'::regnamespace AND c.reloptions IS NOT NULL
+                                 AND c.relkind = 'r'
+                                 AND coalesce(parent.relname, c.relname) IN ('runs', 'run_steps', 'run_events')
+                               """).fetchall()
         index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'runs_finished_idx'").fetchone()
     return {row["relname"]: sorted(row["reloptions"]) for row in rows}, index and index["indexdef"]
 

@@ -212,6 +212,7 @@ def test_the_app_role_serves_every_route_and_a_worker_runs_as_it(app_client, own
         "DELETE FROM _yoyo_migration",
         "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 1)",
         "SELECT * FROM _yoyo_log",
+        "SELECT attach_history_partition('run_steps', now() + interval '9 years', now() + interval '10 years')",
     ],
 )
 def test_the_app_role_cannot_change_the_schema_or_yoyos_bookkeeping(owned, statement):
@@ -223,6 +224,28 @@ def test_the_app_role_cannot_change_the_schema_or_yoyos_bookkeeping(owned, state
     with _as(owned[0]) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"workflows", "runs", "run_steps", "run_events", "nodes", "files"} <= tables and "intruder" not in tables
+
+
+def test_the_app_role_makes_history_partitions_and_only_the_owner_drops_them(roles, owned):
+    """make_history_partition is the app role's one way to a new table (SECURITY DEFINER: the owner's table);
+    prune-runs drops partitions only when it runs as the owner (DETACH … CONCURRENTLY needs ownership)."""
+    from flowline.tools import prune
+
+    url, owner_url, app_url = owned
+    with _as(app_url) as conn:
+        made = conn.execute("SELECT make_history_partition(now() - interval '1 year', 'week')").fetchone()[0]
+    assert made.startswith("run_events_p")
+    with _as(url) as conn:
+        assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = %s", (made,)).fetchone() == (
+            roles.owner,
+        )
+        cutoff = conn.execute("SELECT now() - interval '30 days'").fetchone()[0]
+    with psycopg.connect(app_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        assert prune.drop_partitions(conn, cutoff, ("Succeeded",)) is None
+    with psycopg.connect(owner_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        assert sorted(prune.drop_partitions(conn, cutoff, ("Succeeded",))) == sorted(
+            [made, made.replace("run_events", "run_steps")]
+        )
 
 
 def test_tables_a_later_migration_creates_are_granted_too(owned):

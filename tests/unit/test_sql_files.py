@@ -11,7 +11,15 @@ from flowline.data import sql
 ROOT = Path(__file__).resolve().parents[2]
 # Functions taking a query name, and the index of that argument: db.one/many/execute(conn, name, ...),
 # http.query_json_response(name, ...) and db.py's own _send(conn, name, ...) (the per-transaction settings).
-QUERY_NAME_ARGUMENT = {"db.one": 1, "db.many": 1, "db.execute": 1, "query_json_response": 0, "_send": 1}
+# db.execute_ddl(conn, name, **identifiers) fills a DDL query's {name} identifiers.
+QUERY_NAME_ARGUMENT = {
+    "db.one": 1,
+    "db.many": 1,
+    "db.execute": 1,
+    "db.execute_ddl": 1,
+    "query_json_response": 0,
+    "_send": 1,
+}
 
 
 def _callee(call):
@@ -96,7 +104,8 @@ def test_every_call_passes_exactly_the_parameters_its_query_uses():
     for name, passed, where in _query_calls_in_code():
         if name not in sql.QUERIES:
             continue  # test_every_query_used_in_code_exists names it
-        wanted = set(re.findall(r"%\((\w+)\)s", sql.QUERIES[name].text))
+        text = sql.QUERIES[name].text
+        wanted = set(re.findall(r"%\((\w+)\)s", text)) | set(re.findall(r"\{([a-z_]+)\}", text))
         if passed != wanted:
             problems.append(
                 f"{where} {name}: missing {sorted(wanted - passed)}, not in the query {sorted(passed - wanted)}"
