@@ -47,10 +47,8 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,7 +56,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
-from bench.support import RESULTS, ROOT, Database, running_workers, say
+from bench.support import RESULTS, ROOT, Database, draining, running_workers, say
 from bench.wait_bench import finish_rate
 from flowline.data import db
 from flowline.data.sql import QUERIES
@@ -91,27 +89,6 @@ def use_triggers(conn, state):
         conn.execute(f"DROP TRIGGER IF EXISTS {name} ON runs")
         if state != "none":
             conn.execute(trigger_definition(name, old if state == "before" else NEW_TRIGGERS))
-
-
-@contextmanager
-def draining(url):
-    """Hold a connection LISTENing on flowline_run_finished and draining it, as a gunicorn process does."""
-    stopping = threading.Event()
-
-    def drain():
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("LISTEN flowline_run_finished")
-            while not stopping.is_set():
-                for _ in conn.notifies(timeout=0.2):
-                    pass
-
-    thread = threading.Thread(target=drain, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stopping.set()
-        thread.join(2)
 
 
 def cpu_seconds(conn, processes):

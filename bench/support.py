@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -166,3 +167,24 @@ def running_workers(url, count, log_dir, threads=1, env=None):
         for process in processes:
             if process.wait(timeout=60) != 0:
                 raise RuntimeError(f"a worker exited with status {process.returncode}")
+
+
+@contextmanager
+def draining(url):
+    """Hold a connection LISTENing on flowline_run_finished and draining it, as a gunicorn process does."""
+    stopping = threading.Event()
+
+    def drain():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("LISTEN flowline_run_finished")
+            while not stopping.is_set():
+                for _ in conn.notifies(timeout=0.2):
+                    pass
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopping.set()
+        thread.join(2)

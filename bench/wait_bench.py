@@ -59,7 +59,7 @@ from bench.http_bench import (
     process_cpu,
     worker_connections,
 )
-from bench.support import RESULTS, Server, say
+from bench.support import RESULTS, Server, draining, say
 from flowline.data import migrations
 from tests.support import wait_for
 from tests.support.urls import url_for_database
@@ -272,29 +272,14 @@ def notify_cost(db_url, workflow_id, args):
     import psycopg
 
     rates = {"on": [], "off": []}
-    stopping = threading.Event()
-
-    def drain():
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute("LISTEN flowline_run_finished")
-            while not stopping.is_set():
-                for _ in conn.notifies(timeout=0.2):
-                    pass
-
-    listener = threading.Thread(target=drain, daemon=True)
-    listener.start()
-    try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            for _ in range(args.rounds * 2):
-                for state in ("on", "off"):
-                    action = "ENABLE" if state == "on" else "DISABLE"
-                    conn.execute(f"ALTER TABLE runs {action} TRIGGER runs_notify_finished")
-                    rates[state].append(finish_rate(db_url, workflow_id, args.finish_runs, 4, waited=True))
-                    conn.execute("DELETE FROM runs WHERE available_at > now()")
-            conn.execute("ALTER TABLE runs ENABLE TRIGGER runs_notify_finished")
-    finally:
-        stopping.set()
-        listener.join(2)
+    with draining(db_url), psycopg.connect(db_url, autocommit=True) as conn:
+        for _ in range(args.rounds * 2):
+            for state in ("on", "off"):
+                action = "ENABLE" if state == "on" else "DISABLE"
+                conn.execute(f"ALTER TABLE runs {action} TRIGGER runs_notify_finished")
+                rates[state].append(finish_rate(db_url, workflow_id, args.finish_runs, 4, waited=True))
+                conn.execute("DELETE FROM runs WHERE available_at > now()")
+        conn.execute("ALTER TABLE runs ENABLE TRIGGER runs_notify_finished")
     return {state: [round(r) for r in values] for state, values in rates.items()}
 
 
