@@ -1,12 +1,26 @@
 """Requests gunicorn's HTTP parser refuses before Flowline sees them, sent byte for byte over a raw socket to a
-real gunicorn: each is answered in the JSON error shape, with gunicorn's status and an X-Request-ID."""
+real gunicorn: each is answered in the JSON error shape, with gunicorn's status and an X-Request-ID. One gunicorn
+serves the module: nothing here writes, and each request is refused on its own connection."""
 
 import json
 import socket
 
 import pytest
 
+from tests.conftest import TEST_EXTRACT_TIMEOUT_S
+from tests.support import Server
+
 CRLF = b"\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(module_database_url, tmp_path_factory):
+    server = Server(
+        module_database_url, tmp_path_factory.mktemp("protocol"), {"PDF_EXTRACT_TIMEOUT_S": str(TEST_EXTRACT_TIMEOUT_S)}
+    )
+    server.start()
+    yield server
+    server.stop()
 
 
 def exchange(server, raw):
