@@ -162,25 +162,20 @@ def rename_workflow(workflow_id: str) -> ResponseReturnValue:
     return redirect(url_for("console.workflow", workflow_id=workflow_uuid))
 
 
+def _number_or_none(form: dict[str, str], name: str) -> int | float | str | None:
+    """Return form field ``name`` as the JSON value a client would send: None when empty, else
+    :func:`forms.form_number` of it (the number it spells, or its text, which the API's schema then refuses)."""
+    text = form.get(name, "").strip()
+    return forms.form_number(text, integer=True) if text else None
+
+
 def _limits_of(form: dict[str, str]) -> dict[str, Any]:
     """Return the limits a submitted limits form sets, as PATCH /workflows/{id} would load them (an empty field:
     null, no limit).
 
     :raise ValidationError: the API's refusal, by field.
     """
-    return _limits_schema.load({name: _whole_number(form.get(name, "")) for name in LIMIT_FIELDS})
-
-
-def _whole_number(text: str) -> int | str | None:
-    """Return a form field's text as the JSON value a client would send: None when empty, an integer when it is
-    one, else the text itself (which the API's schema then refuses with its message)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
+    return _limits_schema.load({name: _number_or_none(form, name) for name in LIMIT_FIELDS})
 
 
 @bp.post("/workflows/<workflow_id>/limits")
@@ -398,7 +393,7 @@ def _where_it_queues(form: dict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if form.get("concurrency_key", ""):
         body["concurrency_key"] = form["concurrency_key"]
-    priority = _whole_number(form.get("priority", ""))
+    priority = _number_or_none(form, "priority")
     if priority is not None:
         body["priority"] = priority
     data = _queue_schema.load(body)
