@@ -79,10 +79,10 @@ def apply_up_to(database_url: str, migration_id: str | None) -> list[str]:
     with _backend(database_url) as backend, backend.lock():
         todo = backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))
         if migration_id is not None:
-            if migration_id not in migration_ids():
-                raise SystemExit(f"{migration_id} is not a migration (on disk: {', '.join(migration_ids())})")
-            last = migration_ids().index(migration_id)
-            todo = todo.filter(lambda m: migration_ids().index(m.id) <= last)
+            ids = migration_ids()
+            if migration_id not in ids:
+                raise SystemExit(f"{migration_id} is not a migration (on disk: {', '.join(ids)})")
+            todo = todo.filter(lambda m: ids.index(m.id) <= ids.index(migration_id))
         backend.apply_migrations(todo)
     return [m.id for m in todo]
 
