@@ -11,8 +11,8 @@ they hold, the queue's runs/s and enqueue-to-start latency.
    ``--workers`` worker processes of ``--threads`` threads. Direct: ``DATABASE_URL`` is the server. Through
    PgBouncer: ``DATABASE_URL`` is a real PgBouncer (tests/support/pgbouncer.py) and ``DATABASE_DIRECT_URL`` the
    server, as the README's "Scaling Flowline" section wires it.
-3. Throughput: ``--backlog`` runs of a one-formatter-node workflow queued in one transaction (the workers are
-   up and idle); runs/s = runs / (last finished_at - first started_at).
+3. Throughput: ``--backlog`` runs of a one-formatter-node workflow queued in one transaction with the API's own
+   statement (the workers are up and idle); runs/s = runs / (last finished_at - first started_at).
 4. Latency: runs queued through the API (POST /workflows/{id}/runs, alternating hosts) at ``--rate`` a second
    for ``--seconds``; enqueue-to-start = started_at - created_at (PostgreSQL's clock), p50 and p99.
 5. Server connections: the database's client backends in pg_stat_activity, sampled every 0.2 s through both
@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 
 from bench import machine, support
-from bench.queue_bench import one_node_workflow
+from bench.queue_bench import enqueue, one_node_workflow
 from bench.support import RESULTS, Database, Server, http, running_workers, say
 from tests.support import wait_for
 from tests.support.pgbouncer import running_pgbouncer
@@ -57,7 +57,7 @@ def unfinished(conn):
     return conn.execute("SELECT count(*) AS n FROM runs WHERE status IN ('Pending', 'Running')").fetchone()["n"]
 
 
-def one_way(server_url, database, env, args, log_dir):
+def one_way(database, env, args, log_dir):
     """Serve ``database`` with ``env``'s URLs; return its numbers."""
     tmp = Path(tempfile.mkdtemp(prefix="flowline-connections-"))
     base_env = {**os.environ, "WEB_CONCURRENCY": "2", "LOG_LEVEL": "WARNING", **env}
@@ -72,13 +72,9 @@ def one_way(server_url, database, env, args, log_dir):
                 sampler = threading.Thread(target=sample_connections, args=(watcher, database.name, samples, stop))
                 sampler.start()
                 time.sleep(3)  # the workers connect, LISTEN and go idle
-                conn.execute(
-                    """INSERT INTO runs (workflow_id, mode, input)
-                       SELECT %s, 'async', jsonb_build_object('input_text', 'run ' || i, 'file_id', NULL)
-                       FROM generate_series(1, %s) AS i""",
-                    (workflow_id, args.backlog),
-                )
-                conn.execute("NOTIFY flowline_runs")
+                with conn.transaction():  # the API's own statement, which wakes the workers at commit
+                    for i in range(args.backlog):
+                        enqueue(conn, workflow_id, f"run {i}")
                 wait_for(lambda: unfinished(conn) == 0, 600, interval=0.1, message="the backlog")
                 row = conn.execute(
                     """SELECT count(*) FILTER (WHERE status = 'Succeeded') AS ok,
@@ -134,11 +130,11 @@ def main():
     results = {}
     with Database(url) as database:
         say("direct ...")
-        results["direct"] = one_way(url, database, {"DATABASE_URL": database.url}, args, log_dir / "direct")
+        results["direct"] = one_way(database, {"DATABASE_URL": database.url}, args, log_dir / "direct")
     with Database(url) as database, running_pgbouncer(url, pool_size=args.pool_size) as through:
         say("through PgBouncer ...")
         env = {"DATABASE_URL": through(database.url), "DATABASE_DIRECT_URL": database.url}
-        results["pgbouncer"] = one_way(url, database, env, args, log_dir / "pgbouncer")
+        results["pgbouncer"] = one_way(database, env, args, log_dir / "pgbouncer")
     print(machine.describe(facts, "the gunicorns, the workers, PgBouncer and this script"))
     print(f"load avg    {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
     print(
