@@ -249,16 +249,15 @@ def test_the_claim_skips_100k_waiting_high_priority_runs_on_its_index(sql):
     assert len(oldest) == 1, "it claimed the oldest available run"
 
 
-def test_worker_processes_keep_the_limits_as_the_provider_sees_them(client, sql, make_worker):
+def test_worker_processes_keep_the_limits_as_the_provider_sees_them(client, workflow, sql, make_worker):
     """Real workers (two processes, four threads each) calling a fake provider whose answers take 0.3 s: what the
     provider sees in flight at once is what the limits allow, other workflows go ahead, a flooded key does not starve
     a small one, and a higher priority goes first."""
 
     def new(name, llm_prefix, **limits):
-        workflow_id = client.post("/workflows", json={"name": name, **limits}).json["id"]
-        node = {"prompt": llm_prefix + ":{text}", "model": "gpt-4o-mini"}
-        added = client.post(f"/workflows/{workflow_id}/nodes", json={"node_type": "generative_ai", "config": node})
-        assert added.status_code == 200, added.json
+        workflow_id = workflow([("generative_ai", {"prompt": llm_prefix + ":{text}", "model": "gpt-4o-mini"})], name)
+        if limits:
+            assert client.patch(f"/workflows/{workflow_id}", json=limits).status_code == 200
         return workflow_id
 
     def queue(workflow_id, text, **where):
