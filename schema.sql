@@ -1074,6 +1074,7 @@ CREATE TABLE public.runs (
     waiting_for text,
     notify_finish boolean DEFAULT false NOT NULL,
     webhooks_wanted boolean DEFAULT true NOT NULL,
+    limited boolean DEFAULT true NOT NULL,
     CONSTRAINT runs_attempts_valid CHECK (((attempt >= 0) AND (max_attempts >= 1))),
     CONSTRAINT runs_concurrency_key_length CHECK (((char_length(concurrency_key) >= 1) AND (char_length(concurrency_key) <= 200))),
     CONSTRAINT runs_finished_iff_final CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['Succeeded'::text, 'Failed'::text, 'Cancelled'::text])))),
@@ -1139,6 +1140,12 @@ COMMENT ON COLUMN public.runs.notify_finish IS 'A request waited for this run (P
 --
 
 COMMENT ON COLUMN public.runs.webhooks_wanted IS 'Whether this run''s finish looks for webhook subscriptions: its workflow had an enabled one when it was queued, or gained one before it finished (migration 0020).';
+
+--
+-- Name: COLUMN runs.limited; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.runs.limited IS 'Whether a concurrency limit may concern this run (its concurrency_key, or its workflow''s max_concurrent_runs when it was queued or set since): the triggers of migration 0016 fire only for such runs (migration 0023).';
 
 --
 -- Name: run_list; Type: VIEW; Schema: public; Owner: -
@@ -1631,13 +1638,13 @@ CREATE TRIGGER runs_delete_history AFTER DELETE ON public.runs REFERENCING OLD T
 -- Name: runs runs_hold_inserted; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_hold_inserted BEFORE INSERT ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (new.status = 'Pending'::text))) EXECUTE FUNCTION public.hold_pending_run();
+CREATE TRIGGER runs_hold_inserted BEFORE INSERT ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (new.status = 'Pending'::text) AND new.limited)) EXECUTE FUNCTION public.hold_pending_run();
 
 --
 -- Name: runs runs_hold_requeued; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_hold_requeued BEFORE UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status = 'Running'::text) AND (new.status = 'Pending'::text))) EXECUTE FUNCTION public.hold_pending_run();
+CREATE TRIGGER runs_hold_requeued BEFORE UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status = 'Running'::text) AND (new.status = 'Pending'::text) AND new.limited)) EXECUTE FUNCTION public.hold_pending_run();
 
 --
 -- Name: runs runs_notify_finished; Type: TRIGGER; Schema: public; Owner: -
@@ -1661,7 +1668,7 @@ CREATE TRIGGER runs_release_inserted AFTER INSERT ON public.runs FOR EACH ROW WH
 -- Name: runs runs_release_on_status; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_release_on_status AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND (old.status IS DISTINCT FROM new.status) AND ((old.status = ANY (ARRAY['Pending'::text, 'Running'::text])) OR (new.status = 'Running'::text)))) EXECUTE FUNCTION public.release_held_runs();
+CREATE TRIGGER runs_release_on_status AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.mode = 'async'::text) AND new.limited AND (old.status IS DISTINCT FROM new.status) AND ((old.status = ANY (ARRAY['Pending'::text, 'Running'::text])) OR (new.status = 'Running'::text)))) EXECUTE FUNCTION public.release_held_runs();
 
 --
 -- Name: webhooks webhooks_note_deleted; Type: TRIGGER; Schema: public; Owner: -

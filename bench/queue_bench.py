@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, before and after migration 0020, next
-to procrastinate's no-op jobs/s on the same machine and server; bare finishing UPDATEs/s with the runs triggers
-before and after 0020 and without them; enqueue-to-start latency with idle workers and the claim's plan with 1M
-finished runs.
+"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, before and after migrations 0020 and
+0023, next to procrastinate's no-op jobs/s on the same machine and server; bare finishing UPDATEs/s with the runs
+triggers before and after 0020 and 0023 and without them; enqueue-to-start latency with idle workers and the
+claim's plan with 1M finished runs.
 
     .venv/bin/python -m bench.queue_bench [--runs 3000] [--rounds 1] [--latency-samples 300]
                                           [--finished-rows 1000000] [--finish-runs 3000] [--finish-rounds 3]
                                           [--skip-procrastinate]
 
-"Before" is this code and schema with the two triggers every finished run fired until migration 0020,
-``runs_notify_finished`` and ``runs_queue_webhook_deliveries``, re-created exactly as migrations 0010 and 0009
-define them (their CREATE TRIGGER statements are read from those files): a NOTIFY for every finished run, and a
-look for subscriptions the workflow does not have. "After" is the schema as migrated (0020's WHEN clauses: nobody
-waits for these runs, and the workflow has no subscription). Everything else (the enqueue's FOR SHARE, the new
+"Before" is this code and schema with the triggers on runs that fired for every run until migrations 0020 and
+0023, re-created exactly as migrations 0010, 0009 and 0016 define them (their CREATE TRIGGER statements are read
+from those files): ``runs_notify_finished`` (a NOTIFY for every finished run), ``runs_queue_webhook_deliveries``
+(a look for subscriptions the workflow does not have), and ``runs_hold_inserted``, ``runs_hold_requeued`` and
+``runs_release_on_status`` (the workflow's concurrency lock and limits read at every enqueue, claim and finish
+of a workflow without limits). "After" is the schema as migrated (0020's and 0023's WHEN clauses: nobody waits
+for these runs, the workflow has no subscription and no limit). Everything else (the enqueue's FOR SHARE, the new
 columns) is the same in both, so the difference is the triggers'.
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
@@ -68,12 +70,23 @@ TARGET_RATIO = 1.5
 LATENCY_P50_TARGET_MS = 10.0
 
 
-# The triggers 0020 redefined, and the migrations whose definitions "before" re-creates.
-OLD_TRIGGERS = {
-    "runs_notify_finished": "0010.notify-run-finished.sql",
-    "runs_queue_webhook_deliveries": "0009.create-webhooks.sql",
+# The triggers 0020 and 0023 redefined: (the migration whose definition "before" re-creates, the one "after" has).
+TRIGGERS = {
+    "runs_notify_finished": ("0010.notify-run-finished.sql", "0020.fire-run-triggers-only-when-used.sql"),
+    "runs_queue_webhook_deliveries": ("0009.create-webhooks.sql", "0020.fire-run-triggers-only-when-used.sql"),
+    "runs_hold_inserted": (
+        "0016.add-concurrency-limits-and-priorities.sql",
+        "0023.skip-limit-triggers-for-unlimited-runs.sql",
+    ),
+    "runs_hold_requeued": (
+        "0016.add-concurrency-limits-and-priorities.sql",
+        "0023.skip-limit-triggers-for-unlimited-runs.sql",
+    ),
+    "runs_release_on_status": (
+        "0016.add-concurrency-limits-and-priorities.sql",
+        "0023.skip-limit-triggers-for-unlimited-runs.sql",
+    ),
 }
-NEW_TRIGGERS = "0020.fire-run-triggers-only-when-used.sql"
 STATES = ("before", "after")
 
 
@@ -84,11 +97,12 @@ def trigger_definition(name, migration):
 
 
 def use_triggers(conn, state):
-    """Define the two runs triggers as ``state`` has them: before (0009, 0010), after (0020) or none."""
-    for name, old in OLD_TRIGGERS.items():
+    """Define the runs triggers of TRIGGERS as ``state`` has them: before (0009, 0010, 0016), after (0020, 0023) or
+    none."""
+    for name, (old, new) in TRIGGERS.items():
         conn.execute(f"DROP TRIGGER IF EXISTS {name} ON runs")
         if state != "none":
-            conn.execute(trigger_definition(name, old if state == "before" else NEW_TRIGGERS))
+            conn.execute(trigger_definition(name, old if state == "before" else new))
 
 
 def cpu_seconds(conn, processes):
@@ -317,7 +331,7 @@ def main():
             # Odd rounds measure after first: the order within a round does not favour either.
             for state in STATES[::-1] if n % 2 else STATES:
                 say(
-                    f"round {n + 1}: flowline, triggers {state} 0020: {args.runs} runs, {workers} worker process(es) "
+                    f"round {n + 1}: flowline, triggers {state} 0020 and 0023: {args.runs} runs, {workers} worker process(es) "
                     f"x {threads} thread(s) ..."
                 )
                 results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
@@ -355,7 +369,9 @@ def report(results):
     for r in results["flowline"]:
         runs.setdefault((r["triggers"], r["workers"], r["threads"]), []).append(r["runs_per_s"])
     median = {key: statistics.median(values) for key, values in (runs | jobs).items()}
-    print("flowline runs/s with the runs triggers before 0020 (0009, 0010) and after; ratio to procrastinate")
+    print(
+        "flowline runs/s with the runs triggers before 0020 and 0023 (0009, 0010, 0016) and after; ratio to procrastinate"
+    )
     print(
         f"{'processes x threads':>19}  {'before':>9}  {'after':>9}  {'procrastinate jobs/s':>20}  "
         f"{'ratio before':>12}  {'ratio after':>11}"

@@ -91,11 +91,11 @@ def metric(base, name, labels=""):
 
 
 def park(conn, workflow_id, count, waited=False):
-    """Queue ``count`` runs no worker takes for an hour (``waited``: marked as a waiting request marks its run, so
-    that their finish notifies); return their ids."""
+    """Queue ``count`` runs no worker takes for an hour, of a workflow without limits as enqueue_run queues them
+    (``waited``: marked as a waiting request marks its run, so that their finish notifies); return their ids."""
     rows = conn.execute(
-        "INSERT INTO runs (workflow_id, mode, status, input, max_attempts, available_at, notify_finish) "
-        "SELECT %s, 'async', 'Pending', '{\"input_text\": \"parked\"}', 1, now() + interval '1 hour', %s "
+        "INSERT INTO runs (workflow_id, mode, status, input, max_attempts, available_at, notify_finish, limited) "
+        "SELECT %s, 'async', 'Pending', '{\"input_text\": \"parked\"}', 1, now() + interval '1 hour', %s, false "
         "FROM generate_series(1, %s) RETURNING id",
         (workflow_id, waited, count),
     ).fetchall()

@@ -197,12 +197,14 @@ WHERE r.id = %(run_id)s;
 -- Queues an async run with its concurrency key (or NULL) and priority (unless the workflow already has a run with this idempotency key), logs its Pending event and wakes idle workers with NOTIFY on commit; no row when the workflow does not exist or the key is taken.
 WITH run AS (
     INSERT INTO runs (workflow_id, mode, status, input, max_attempts, idempotency_key, request_hash,
-                      concurrency_key, priority, webhooks_wanted)
+                      concurrency_key, priority, webhooks_wanted, limited)
     SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(idempotency_key)s, %(request_hash)s,
-           %(concurrency_key)s, %(priority)s, has_webhooks
+           %(concurrency_key)s, %(priority)s, has_webhooks,
+           %(concurrency_key)s::text IS NOT NULL OR max_concurrent_runs IS NOT NULL
     FROM workflows
     WHERE id = %(workflow_id)s
-    -- Waits for a subscription being enabled, and reads its has_webhooks (migration 0020).
+    -- Waits for a subscription being enabled or a change of limits, and reads has_webhooks and the limit
+    -- (migrations 0020, 0023).
     FOR SHARE
     -- The unique constraint decides between concurrent requests with one key: exactly one inserts.
     ON CONFLICT (workflow_id, idempotency_key) DO NOTHING

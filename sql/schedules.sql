@@ -89,12 +89,13 @@ FOR UPDATE OF s SKIP LOCKED;
 -- Queues an async run of a schedule for one tick, at the schedule's priority (nothing when that tick already has its run: the unique backstop), logs its Pending event and wakes idle workers on commit; no row when nothing was queued.
 WITH run AS (
     INSERT INTO runs (workflow_id, mode, status, input, max_attempts, schedule_id, scheduled_for, priority,
-                      webhooks_wanted)
+                      webhooks_wanted, limited)
     SELECT id, 'async', 'Pending', %(input)s, %(max_attempts)s, %(schedule_id)s, %(scheduled_for)s, %(priority)s,
-           has_webhooks
+           has_webhooks, max_concurrent_runs IS NOT NULL
     FROM workflows
     WHERE id = %(workflow_id)s
-    -- Waits for a subscription being enabled, and reads its has_webhooks (migration 0020).
+    -- Waits for a subscription being enabled or a change of limits, and reads has_webhooks and the limit
+    -- (migrations 0020, 0023).
     FOR SHARE
     ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, attempt, created_at

@@ -53,17 +53,14 @@ WHERE created_at <= coalesce(%(after_created_at)s::timestamptz, 'infinity')
 ORDER BY created_at DESC, id
 LIMIT %(row_limit)s;
 
--- name: lock_workflow_limits :exec
--- Takes a workflow's concurrency lock exclusively until the transaction ends (migration 0016: the queue's triggers take it shared), before its limits change.
-SELECT lock_run_limits(%(workflow_id)s, true);
-
 -- name: update_workflow :one
 -- Changes a workflow's name, concurrency limits and tokens per run (each kept where its set_ flag is false) and bumps its version, only while its version is one of expected_versions (NULL: any); returns its version, whether a limit changed, and its JSON body.
 WITH old AS (
     SELECT id, max_concurrent_runs, max_concurrent_runs_per_key
     FROM workflows
     WHERE id = %(workflow_id)s
-    FOR UPDATE
+    -- Waits for the inserts of its runs in flight (FOR SHARE) and holds back later ones (migration 0023).
+    FOR NO KEY UPDATE
 )
 UPDATE workflows AS w
 SET name = CASE WHEN %(set_name)s THEN %(name)s ELSE w.name END,
@@ -86,6 +83,15 @@ RETURNING w.version,
                             'version', w.version, 'max_concurrent_runs', w.max_concurrent_runs,
                             'max_concurrent_runs_per_key', w.max_concurrent_runs_per_key,
                             'max_tokens_per_run', w.max_tokens_per_run)::text AS body;
+
+-- name: mark_limited_runs :exec
+-- Marks a workflow's Pending and Running async runs as concerned by its limits (runs.limited, migration 0023), after update_workflow changed them and before rebuild_run_holds recounts: their claims and finishes then count in run_lanes.
+UPDATE runs
+SET limited = true
+WHERE workflow_id = %(workflow_id)s
+  AND status IN ('Pending', 'Running')
+  AND mode = 'async'
+  AND NOT limited;
 
 -- name: rebuild_run_holds :exec
 -- Recounts a workflow's running runs and re-holds its Pending runs under its current limits (migration 0016's rebuild_run_holds), after they changed.

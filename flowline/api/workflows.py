@@ -147,15 +147,12 @@ def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] |
     """Set the workflow's ``fields`` (a validated subset of name, max_concurrent_runs, max_concurrent_runs_per_key,
     max_tokens_per_run)
     if its version is among ``versions`` (None: any), in one transaction; return its row. A change of a limit
-    takes the workflow's concurrency lock first and re-holds its queued runs under the new limits.
+    marks the workflow's unfinished runs as limited, then recounts and re-holds them under its concurrency lock.
 
     :raise NotFound: unknown workflow.
     :raise PreconditionFailed: the workflow's version is not among ``versions``.
     """
-    limits = ("max_concurrent_runs", "max_concurrent_runs_per_key")
     with db.transaction() as conn:
-        if any(name in fields for name in limits):
-            db.execute(conn, "lock_workflow_limits", workflow_id=workflow_id)
         row = db.one(
             conn,
             "update_workflow",
@@ -173,6 +170,8 @@ def change(workflow_id: uuid.UUID, fields: dict[str, Any], versions: list[int] |
         if row is None:
             raise workflow_write_refused(conn, workflow_id)
         if row["limits_changed"]:
+            # The order matters (migration 0023's header): the row, then the runs, then the concurrency lock.
+            db.execute(conn, "mark_limited_runs", workflow_id=workflow_id)
             db.execute(conn, "rebuild_run_holds", workflow_id=workflow_id)
     return row
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tests.api.test_schedules import YEARLY, make_due, poll
-from tests.worker.test_claim_limits import claim_all
+from tests.worker.test_claim_limits import claim, claim_all, finish
 
 LIMITS = {"max_concurrent_runs": 3, "max_concurrent_runs_per_key": 1}
 
@@ -134,6 +134,25 @@ def test_patching_a_limit_re_holds_and_releases_queued_runs(client, workflow, sq
     assert claim_all(sql) == [], "the limit holds the three others"
     assert client.patch(f"/workflows/{workflow_id}", json={"max_concurrent_runs": None}).status_code == 200
     assert len(claim_all(sql)) == 3
+
+
+def test_a_limit_set_while_runs_are_running_counts_them_until_they_finish(client, workflow, sql):
+    # Runs queued while the workflow had no limit skip the limit triggers (migration 0023's runs.limited); setting
+    # a limit must still count the two running ones, and each finish must free its place.
+    workflow_id = workflow()
+    for _ in range(4):
+        client.post(f"/workflows/{workflow_id}/runs")
+    running = [claim(sql), claim(sql)]
+    assert client.patch(f"/workflows/{workflow_id}", json={"max_concurrent_runs": 2}).status_code == 200
+    assert claim_all(sql) == [], "two runs already, so the limit lets no third start"
+    finish(sql, running[0])
+    third = claim_all(sql)
+    assert len(third) == 1, "a finish of a run that started before the limit frees its place"
+    finish(sql, running[1])
+    finish(sql, third[0])
+    assert len(claim_all(sql)) == 1
+    lanes = sql.execute("SELECT running FROM run_lanes WHERE workflow_id = %s", (workflow_id,)).fetchall()
+    assert [lane["running"] for lane in lanes] == [1]
 
 
 def test_an_unknown_workflow_is_404(client):

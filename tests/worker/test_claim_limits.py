@@ -5,6 +5,7 @@ connection; one test claims from eight connections at once, and one has two work
 which sees the limits kept."""
 
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -208,6 +209,70 @@ def test_limits_hold_under_concurrent_claims(make_database, template_db):
     assert most_at_once(mine) <= 5
     for key in ("a", "b", "c", "d"):
         assert most_at_once([r for r in mine if r["concurrency_key"] == key]) <= 2
+
+
+def test_limits_changed_while_runs_are_queued_claimed_and_finished(app, database_url, workflow):
+    """A workflow's limit set and lifted over and over through the API while its runs are queued, claimed and
+    finished from other connections: no statement deadlocks (a PATCH used to take the concurrency lock before the
+    workflow's row, an enqueue the reverse), and the running counts stay true: under the last limit every run
+    still gets its turn (a count left too high would hold the rest back for good), and a new limit holds exactly."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    workflow_id = workflow()
+    errors, done = [], threading.Event()
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        return threading.Thread(target=run)
+
+    def connect():
+        return psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
+
+    def queue():
+        with connect() as conn:
+            for i in range(120):
+                enqueue(conn, workflow_id, label=f"q{i}-")
+        done.set()
+
+    def work():
+        deadline = time.monotonic() + 60
+        with connect() as conn:
+            while time.monotonic() < deadline and (
+                not done.is_set()
+                or conn.execute(
+                    "SELECT 1 FROM runs WHERE workflow_id = %s AND status = 'Pending'", (workflow_id,)
+                ).fetchone()
+            ):
+                if (claimed := claim(conn)) is None:
+                    time.sleep(0.005)
+                    continue
+                finish(conn, claimed)
+
+    def patch():
+        client = app.test_client()
+        for limit in [None, 2] * 15:
+            response = client.patch(f"/workflows/{workflow_id}", json={"max_concurrent_runs": limit})
+            assert response.status_code == 200, response.json
+
+    threads = [guarded(queue), guarded(patch), *(guarded(work) for _ in range(3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    with connect() as conn:
+        statuses = conn.execute("SELECT status, count(*) AS n FROM runs GROUP BY status").fetchall()
+        assert [(s["status"], s["n"]) for s in statuses] == [("Succeeded", 120)]
+        client = app.test_client()
+        assert client.patch(f"/workflows/{workflow_id}", json={"max_concurrent_runs": 3}).status_code == 200
+        enqueue(conn, workflow_id, 5)
+        assert len(claim_all(conn)) == 3, "the running counts drifted: the limit no longer holds exactly"
 
 
 def plan_nodes(node):
