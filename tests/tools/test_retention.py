@@ -4,6 +4,7 @@ migration 0005 tunes autovacuum on the high-churn tables and gives the prune its
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -14,6 +15,7 @@ from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
 from flowline.data import sql as sql_files
 from flowline.tools import prune as retention
+from tests.support import wait_for
 from tests.support.history import make_partitions_back
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +182,48 @@ def test_bad_arguments_are_refused_before_anything_is_deleted(database_url, sql,
 @pytest.mark.parametrize("text, seconds", [("12h", 43200), ("30d", 2592000), ("2w", 1209600), (" 1d ", 86400)])
 def test_durations(text, seconds):
     assert retention.parse_duration(text) == seconds
+
+
+def test_a_detach_killed_half_way_is_finished_by_the_next_prune(database_url, sql, history):
+    """A prune's DETACH … CONCURRENTLY whose session dies while it waits for readers of run_steps leaves the
+    partition "detach pending"; the next prune finishes it (FINALIZE), drops it and deletes the runs as usual."""
+    partition = sql.execute(
+        "SELECT tableoid::regclass::text AS p FROM run_steps WHERE run_id = %s", (history["old Succeeded"][0],)
+    ).fetchone()["p"]
+    errors = []
+    with psycopg.connect(database_url) as reader:  # a transaction reading run_steps stays open until the block ends
+        reader.execute("SELECT count(*) FROM run_steps")
+        with psycopg.connect(database_url, autocommit=True) as detacher:
+            pid = detacher.info.backend_pid
+
+            def detach():
+                try:
+                    detacher.execute(f"ALTER TABLE run_steps DETACH PARTITION {partition} CONCURRENTLY")
+                except psycopg.OperationalError as exc:  # its session is killed below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=detach)
+            thread.start()
+            # Its first transaction has marked the partition; its second waits for the reader.
+            wait_for(
+                lambda: sql.execute(
+                    "SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()["waiting"],
+                message="the detach waiting for the reader",
+            )
+            sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            thread.join(10)
+    assert errors, "the detach was killed"
+    pending = sql.execute(
+        "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = %s::regclass", (partition,)
+    ).fetchone()
+    assert pending["inhdetachpending"], "left half-detached"
+
+    result = prune_runs(database_url, "--older-than", "2w")
+    assert result.returncode == 0, result.stderr
+    assert partition in result.stdout
+    assert sql.execute("SELECT to_regclass(%s) AS t", (partition,)).fetchone()["t"] is None
+    assert remaining(sql, history) == {k: ALL[k] for k in ("new Succeeded", "new Failed", "Pending", "Running")}
 
 
 def test_runs_locked_by_another_transaction_are_skipped_not_waited_for(database_url, sql, history):
