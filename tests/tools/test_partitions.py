@@ -7,6 +7,7 @@ the issue's 1M runs: partition pruning is decided by the plan's shape (which par
 the row counts, and the 1M-run figures are bench/partition_bench.py's."""
 
 import itertools
+import threading
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from yoyo.migrations import read_sql_migration
 from flowline.data import migrations
 from flowline.data import partitions as history
 from flowline.data.sql import QUERIES
+from tests.support import wait_for
 from tests.support.history import make_partitions_back
 
 UPKEEP = "0021.history-partition-upkeep"
@@ -166,12 +168,12 @@ def test_deleting_a_run_or_a_node_does_what_the_foreign_keys_did(client, workflo
     assert counts == {"steps": 0, "events": 0}
 
 
-def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves_them_back(make_database):
-    """Before 0022: plain tables with rows (their usage rolled up). 0022's first statements run (the new tables and
-    the triggers, then the copy); the old version goes on writing (a new run's step and event, an update of a copied
-    step, a deleted run), which only the triggers carry over; the swap: the same rows, partitioned, the usage counted
-    once. The rollback: plain tables, the same rows."""
-    url = make_database()
+PLAIN_RUNS = 12000
+
+
+def _plain_history(url):
+    """Migrate ``url`` up to 0021 (plain run_steps and run_events) and give it PLAIN_RUNS finished runs 10 minutes
+    apart, each with two LLM steps (their usage rolled up) and an event; return the workflow's id."""
     migrations.apply_up_to(url, UPKEEP)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         workflow_id = conn.execute("INSERT INTO workflows (name) VALUES ('w') RETURNING id").fetchone()["id"]
@@ -180,7 +182,7 @@ def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves
             WITH run AS (
                 INSERT INTO runs (workflow_id, mode, status, attempt, created_at, finished_at)
                 SELECT %(w)s, 'async', 'Succeeded', 1, now() - make_interval(mins => g * 10), now()
-                FROM generate_series(1, 12000) AS g
+                FROM generate_series(1, %(n)s) AS g
                 RETURNING id, created_at
             ), steps AS (
                 INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, finished_at,
@@ -189,23 +191,38 @@ def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves
                 FROM run, generate_series(0, 1) AS p
             )
             INSERT INTO run_events (run_id, attempt, status) SELECT id, 1, 'Succeeded' FROM run""",
-            {"w": workflow_id},
+            {"w": workflow_id, "n": PLAIN_RUNS},
         )
+    return workflow_id
 
-        def state():
-            return conn.execute(
-                """SELECT (SELECT md5(string_agg(id::text || run_id || position || status || coalesce(output_text, ''),
-                                                 ',' ORDER BY id))
-                           FROM run_steps) AS steps,
-                          (SELECT md5(string_agg(id::text || run_id || status, ',' ORDER BY id)) FROM run_events)
-                              AS events,
-                          (SELECT sum(prompt_tokens) FROM llm_usage_hourly) AS usage"""
-            ).fetchone()
 
-        assert state()["usage"] == 12000 * 2 * 10
-        _, _, statements = read_sql_migration(str(migrations.MIGRATIONS_DIR / f"{MOVE}.sql"))
-        for statement in statements[:5]:  # the triggers' functions, the copy's procedure, the new tables, the copy
-            conn.execute(statement)
+def _history_state(conn):
+    """A digest of every step and event, and the usage rolled up."""
+    return conn.execute(
+        """SELECT (SELECT md5(string_agg(id::text || run_id || position || status || coalesce(output_text, ''),
+                                         ',' ORDER BY id))
+                   FROM run_steps) AS steps,
+                  (SELECT md5(string_agg(id::text || run_id || status, ',' ORDER BY id)) FROM run_events) AS events,
+                  (SELECT sum(prompt_tokens) FROM llm_usage_hourly) AS usage"""
+    ).fetchone()
+
+
+def _move_statements():
+    """0022's statements, as yoyo runs them one by one."""
+    return read_sql_migration(str(migrations.MIGRATIONS_DIR / f"{MOVE}.sql"))[2]
+
+
+def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves_them_back(make_database):
+    """Before 0022: plain tables with rows (their usage rolled up). 0022's first statements run (the new tables and
+    the triggers, then the copy); the old version goes on writing (a new run's step and event, an update of a copied
+    step, a deleted run), which only the triggers carry over; the swap: the same rows, partitioned, the usage counted
+    once. The rollback: plain tables, the same rows."""
+    url = make_database()
+    workflow_id = _plain_history(url)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        assert _history_state(conn)["usage"] == PLAIN_RUNS * 2 * 10
+        for statement in _move_statements()[:5]:  # the triggers' functions, the copy's procedure, the new tables,
+            conn.execute(statement)  # the copy
         old_run = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()["id"]
         conn.execute("UPDATE run_steps SET output_text = 'changed' WHERE run_id = %s", (old_run,))
         conn.execute("DELETE FROM runs WHERE id = (SELECT id FROM runs ORDER BY created_at DESC LIMIT 1)")
@@ -218,13 +235,53 @@ def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves
             "VALUES (%s, 1, 0, 'formatter', '{}', 'Running')",
             (new_run,),
         )
-        written = state()
-        assert migrations.apply(url) == [MOVE]  # all of 0022 again: the copy finds nothing left, then the swap
-        assert state() == written
+        written = _history_state(conn)
+        assert migrations.apply_up_to(url, MOVE) == [MOVE]  # all of 0022 again: the copy finds nothing left, then the swap
+        assert _history_state(conn) == written
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "p"
         # 83 days back in weekly partitions, each table's.
         assert conn.execute("SELECT count(*) AS n FROM history_partitions").fetchone()["n"] >= 2 * 12
         assert conn.execute("SELECT to_regclass('history_move') AS t").fetchone()["t"] is None
         migrations.rollback(url, migration_id=MOVE)
-        assert state() == written
+        assert _history_state(conn) == written
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "r"
+
+
+def test_a_copy_killed_half_way_resumes_where_it_stopped(make_database):
+    """0022's copy, its session terminated half-way (as a lost connection or a killed psql would leave it): run
+    again, it goes on from its last committed batch (history_move counts each run once), and the swap then has every
+    row."""
+    url = make_database()
+    _plain_history(url)
+    statements = _move_statements()
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        before = _history_state(conn)
+        for statement in statements[:4]:  # the triggers' functions, the copy's procedure, the new tables
+            conn.execute(statement)
+        errors = []
+        with psycopg.connect(url, autocommit=True) as copier:
+            pid = copier.info.backend_pid
+
+            def copy():
+                try:
+                    copier.execute("CALL move_history_rows(20)")  # small batches: many commits to stop between
+                except psycopg.OperationalError as exc:  # its session is killed below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=copy)
+            thread.start()
+            wait_for(
+                lambda: conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"] >= 2000,
+                message="a part of the copy",
+            )
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            thread.join(10)
+        assert errors, "the copy was killed"
+        stopped_at = conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"]
+        assert 2000 <= stopped_at < PLAIN_RUNS
+        conn.execute(statements[4])  # the copy, again
+        assert conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"] == PLAIN_RUNS
+    assert migrations.apply_up_to(url, MOVE) == [MOVE]  # the rest: the swap
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        assert _history_state(conn) == before
+        assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "p"
