@@ -27,17 +27,15 @@ It prints the machine and the figures, and writes bench/results/partition-<times
 """
 
 import argparse
-import json
 import statistics
 import time
-from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import dict_row
 from yoyo.migrations import read_sql_migration
 
 from bench import machine, support
-from bench.support import RESULTS, Database, say
+from bench.support import Database, say
 from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
 from flowline.data.sql import QUERIES
@@ -253,9 +251,7 @@ def main():
             with psycopg.connect(server_url, autocommit=True) as conn:
                 for name in copies:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"partition-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    support.save_results("partition", results)
     report(results)
 
 

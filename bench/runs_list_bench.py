@@ -23,19 +23,17 @@ It prints the machine and two tables, and writes bench/results/runs-list-<timest
 
 import argparse
 import http.client
-import json
 import os
 import secrets
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
-from bench.support import RESULTS, Database, Server, say
+from bench.support import Database, Server, say
 from flowline.api.http import encode_cursor
 from flowline.console import runs as console_runs
 from flowline.data import db
@@ -252,9 +250,7 @@ def main():
             ).fetchone()["QUERY PLAN"][0]
             results["counts_plan"] = {"runs_scans": runs_scans(plan), "explain_execution_ms": plan["Execution Time"]}
             results["pages"] = measure_pages(database.url, page_paths(conn, workflow_ids[0]), args.samples)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"runs-list-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    support.save_results("runs-list", results)
     report(results)
 
 

@@ -31,7 +31,6 @@ It prints the machine and the figures, and writes bench/results/scale-<timestamp
 
 import argparse
 import http.client
-import json
 import os
 import random
 import secrets
@@ -44,7 +43,7 @@ import psycopg
 
 from bench import machine, support
 from bench.partition_bench import timed_prune
-from bench.support import RESULTS, Database, Server, say
+from bench.support import Database, Server, say
 from flowline.api.http import encode_cursor
 from flowline.data import partitions
 from tests.support.urls import url_for_database
@@ -280,18 +279,12 @@ def main():
             if copy:
                 with psycopg.connect(server_url, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"scale-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    support.save_results("scale", results)
     report(results)
 
 
 def report(results):
-    f = results["machine"]
-    print(
-        f"machine     {f['hostname']}: {f['cpu_model']}, {f['cores']} cores, {f['ram_gib']} GiB, {f['os']}, "
-        f"PostgreSQL {f['postgresql']}"
-    )
+    print(machine.describe(results["machine"], "gunicorn, the server and this script"))
     scales = results["scales"]
     for s in scales:
         size = s["size"]

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -25,6 +26,14 @@ from tests.support.paths import ROOT
 from tests.support.urls import free_port, url_for_database
 
 RESULTS = ROOT / "bench" / "results"
+
+
+def save_results(kind, results):
+    """Write ``results`` as JSON to bench/results/<kind>-<UTC timestamp>.json; return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    return path
 
 
 def say(msg):

@@ -20,7 +20,6 @@ It prints the machine and a table, and writes bench/results/usage-<timestamp>.js
 """
 
 import argparse
-import json
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
-from bench.support import RESULTS, Database, say
+from bench.support import Database, say
 from flowline.data.sql import QUERIES
 
 RUNS_PER_BATCH = 10_000
@@ -217,9 +216,7 @@ def main():
         conn.execute("ALTER TABLE run_steps DISABLE TRIGGER run_steps_roll_up_updated")
         results["save_without_triggers"] = time_saves(conn, workflow_ids[0], args.samples)
         app.extensions["flowline.pool"].close()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"usage-{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    support.save_results("usage", results)
     report(results)
 
 
