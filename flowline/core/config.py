@@ -769,14 +769,17 @@ def connection_kwargs(
     """Return the libpq connection string for ``database_url`` with Flowline's session settings added.
 
     The server-side ``statement_timeout`` bounds every query; the session time zone is UTC so timestamps
-    serialised by PostgreSQL carry a ``+00:00`` offset. Options already in the URL are kept. With
+    serialised by PostgreSQL carry a ``+00:00`` offset; ``jit`` is off, since compiling a plan whose estimated cost
+    crosses ``jit_above_cost`` took PostgreSQL 1.6 s where running it took 0.2 (a list of 25,000 runs over 29
+    partitions, bench/scale_bench.py), and no query of Flowline's runs long enough to gain it back. Options already
+    in the URL are kept. With
     ``session_options`` False (a pooler in transaction mode refuses the ``options`` startup parameter) neither is
     added: the caller sets them per transaction (flowline/data/db.py).
     """
     params = conninfo_to_dict(database_url)
     if session_options:
         options = params.get("options", "")
-        params["options"] = f"{options} -c statement_timeout={statement_timeout_ms} -c TimeZone=UTC".strip()
+        params["options"] = f"{options} -c statement_timeout={statement_timeout_ms} -c TimeZone=UTC -c jit=off".strip()
     params.setdefault("application_name", application_name)
     # Without it a connection attempt to an unreachable host hangs for the OS's TCP timeout (minutes).
     params.setdefault("connect_timeout", "5")

@@ -13,7 +13,8 @@ Session-free pools (``Settings.session_free``: DATABASE_URL is PgBouncer in tran
 transaction whichever server connection is free) keep nothing on a session: no prepared statements
 (``prepare_threshold=None``), no startup ``options``. Their connections are SessionFreeConnection: the first
 statement of each transaction (every statement, outside ``transaction()``) goes out pipelined behind
-``set_transaction_settings`` (statement_timeout and UTC, ``set_config(..., true)``), in the same round trip.
+``set_transaction_settings`` (statement_timeout, UTC and jit off, ``set_config(..., true)``), in the same round
+trip.
 """
 
 from __future__ import annotations

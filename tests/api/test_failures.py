@@ -8,6 +8,7 @@ import json
 import queue
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -290,6 +291,22 @@ def test_statement_timeout_answers_503_and_the_connection_returns_to_the_pool_he
     assert client.post(f"/workflows/{workflow_id}/nodes", json=UPPERCASE).status_code == 200
     assert client.get(f"/workflows/{workflow_id}").json["name"] == "renamed"
     assert backend_pids(sql) == [pid]
+
+
+@pytest.mark.parametrize("session_free", [False, True], ids=["direct", "through a pooler"])
+def test_every_transaction_runs_with_the_timeout_in_utc_and_without_jit(make_app, database_url, session_free):
+    # Direct connections get these at start-up; through a pooler in transaction mode (a DATABASE_DIRECT_URL that
+    # differs from DATABASE_URL) each transaction sets them with its first statement. JIT compiled a list of 25,000
+    # runs for 1.6 s where running it took 0.2 (bench/scale_bench.py).
+    config = {"DATABASE_DIRECT_URL": database_url + "&connect_timeout=9"} if session_free else {}
+    app = make_app(STATEMENT_TIMEOUT_MS=4321, **config)
+    with app.app_context(), db.transaction() as conn:
+        assert db.one(conn, "get_workflow_version", workflow_id=uuid.uuid4()) is None
+        settings = conn.execute(
+            "SELECT current_setting('statement_timeout') AS timeout, current_setting('TimeZone') AS zone, "
+            "current_setting('jit') AS jit"
+        ).fetchone()
+    assert settings == {"timeout": "4321ms", "zone": "UTC", "jit": "off"}
 
 
 # --- request bodies --------------------------------------------------------------------------------------------

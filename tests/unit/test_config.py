@@ -93,9 +93,10 @@ def test_the_webhook_retry_schedule_is_read_as_seconds_and_its_default_spans_abo
     assert list(default) == sorted(default), "the waits never shrink"
 
 
-def test_connections_get_the_statement_timeout_and_utc():
+def test_connections_get_the_statement_timeout_utc_and_no_jit():
     conninfo = config.connection_kwargs("postgresql://app@db/flowline?options=-c%20search_path%3Dapp", 1234, "flowline")
     assert "statement_timeout=1234" in conninfo and "TimeZone=UTC" in conninfo and "search_path=app" in conninfo
+    assert "jit=off" in conninfo
 
 
 # --- defaults that follow other settings, overrides ------------------------------------------------------------------
