@@ -38,6 +38,18 @@ FROM llm_usage_between(%(since)s, %(until)s)
 GROUP BY model
 ORDER BY model;
 
+-- name: sum_llm_usage_by_day_and_workflow :many
+-- Sums the LLM usage of the hours overlapping [since, until) per UTC day and per workflow in one read of the roll-ups (the console's usage page shows both): rows grouped_by 'day' (key YYYY-MM-DD) oldest first, then 'workflow' (key its id) by id.
+SELECT CASE WHEN GROUPING(day) = 0 THEN 'day' ELSE 'workflow' END AS grouped_by,
+       coalesce(to_char(day, 'YYYY-MM-DD'), workflow_id::text) AS key,
+       sum(runs)::bigint AS runs,
+       sum(prompt_tokens)::bigint AS prompt_tokens,
+       sum(completion_tokens)::bigint AS completion_tokens,
+       CASE WHEN sum(unpriced_steps) = 0 THEN sum(cost_usd)::float8 END AS cost_usd
+FROM llm_usage_between(%(since)s, %(until)s)
+GROUP BY GROUPING SETS ((day), (workflow_id))
+ORDER BY grouped_by, key;
+
 -- name: list_llm_usage_totals :many
 -- Lists up to row_limit models' all-time tokens and priced cost (what /metrics exposes as counters), by name.
 SELECT model, prompt_tokens, completion_tokens, cost_usd::float8 AS cost_usd

@@ -52,6 +52,17 @@ def summarize(since: datetime, until: datetime, group_by: str) -> list[dict[str,
         return db.many(conn, "sum_llm_usage_by_day", since=since, until=until)
 
 
+def summarize_days_and_workflows(since: datetime, until: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the usage rows of :func:`summarize` by day and by workflow, read together (one pass over the
+    roll-ups)."""
+    with db.connection() as conn:
+        rows = db.many(conn, "sum_llm_usage_by_day_and_workflow", since=since, until=until)
+    grouped: dict[str, list[dict[str, Any]]] = {"day": [], "workflow": []}
+    for row in rows:
+        grouped[row.pop("grouped_by")].append(row)
+    return grouped["day"], grouped["workflow"]
+
+
 @bp.get("/usage")
 @contract.operation(
     "What LLM steps used and cost, by day, workflow or model (runs removed by prune-runs included)",

@@ -2,8 +2,8 @@
 removed through the API's operations, ``flowline.api.llm_models``), and the last 30 days' usage by day and by
 workflow (``flowline.api.usage``), with a chart of the tokens per day.
 
-Queries per page: models 2 (``list_llm_models``, ``list_llm_use_last_minute``), usage 3 (two
-``sum_llm_usage_by_*`` and ``list_workflow_names``).
+Queries per page: models 2 (``list_llm_models``, ``list_llm_use_last_minute``), usage 2
+(``sum_llm_usage_by_day_and_workflow``, one pass over the roll-ups for both tables, and ``list_workflow_names``).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -116,8 +116,8 @@ def usage_page() -> ResponseReturnValue:
     """The last 30 days' LLM usage: by day (a chart of the tokens and a table) and by workflow (a table, the
     costliest first), runs removed by prune-runs included."""
     since, until = usage.window(None, datetime.now(UTC))
-    days = _days(since, until, usage.summarize(since, until, "day"))
-    workflows = usage.summarize(since, until, "workflow")
+    by_day, workflows = usage.summarize_days_and_workflows(since, until)
+    days = _days(since, until, by_day)
     with db.connection() as conn:
         names = {
             str(row["id"]): row["name"]

@@ -178,6 +178,11 @@ def test_the_usage_queries_read_their_indexes_never_a_seq_scan(sql, workflow):
     for name, index, params in [
         ("list_llm_use_last_minute", "run_steps_llm_finished_idx", {}),
         ("sum_llm_usage_by_day", "llm_usage_hourly_pkey", {"since": now - timedelta(hours=3), "until": now}),
+        (
+            "sum_llm_usage_by_day_and_workflow",
+            "llm_usage_hourly_pkey",
+            {"since": now - timedelta(hours=3), "until": now},
+        ),
     ]:
         plan = sql.execute("EXPLAIN (FORMAT JSON) " + QUERIES[name].text, params).fetchone()["QUERY PLAN"][0]
         text = repr(plan)

@@ -236,7 +236,8 @@ def test_the_migration_moves_every_row_while_writes_go_on_and_its_rollback_moves
             (new_run,),
         )
         written = _history_state(conn)
-        assert migrations.apply_up_to(url, MOVE) == [MOVE]  # all of 0022 again: the copy finds nothing left, then the swap
+        # All of 0022 again: the copy finds nothing left, then the swap.
+        assert migrations.apply_up_to(url, MOVE) == [MOVE]
         assert _history_state(conn) == written
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'run_steps'").fetchone()["relkind"] == "p"
         # 83 days back in weekly partitions, each table's.
