@@ -14,7 +14,8 @@
 -- (FOR NO KEY UPDATE: it waits for the inserts of runs in flight, which hold FOR SHARE, and holds back later
 -- ones until it commits, so they then read the new limits); (2) sets limited on every Pending and Running async
 -- run of the workflow (mark_limited_runs: a new statement, so a new snapshot that sees every run committed before
--- (1) returned; a run being claimed or finished meanwhile is waited for and its newest version updated); (3) then
+-- (1) returned; a run being claimed or finished meanwhile is waited for and its newest version updated; until the
+-- PATCH commits, claims skip the marked runs and their finishes wait, for the PATCH's milliseconds); (3) then
 -- calls rebuild_run_holds, which takes the workflow's concurrency lock exclusively and recounts its Running runs,
 -- every one of them now limited, so each of their later finishes counts itself out of run_lanes. A run queued
 -- after the change commits reads the new limits.
