@@ -22,18 +22,14 @@ It prints the machine and two tables, and writes bench/results/runs-list-<timest
 """
 
 import argparse
-import http.client
-import os
-import secrets
 import statistics
-import tempfile
 import time
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from bench import machine, support
-from bench.support import Database, Server, say
+from bench.support import Database, say
 from flowline.api.http import encode_cursor
 from flowline.console import runs as console_runs
 from flowline.data import db
@@ -169,45 +165,6 @@ def page_paths(conn, workflow_id):
     ]
 
 
-def measure_pages(db_url, paths, samples):
-    """Serve ``db_url`` with gunicorn and time ``samples`` GETs of each path on one keep-alive connection."""
-    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY="2", ACCESS_LOG="", LOG_LEVEL="warning")
-    env["SECRET_KEY"] = secrets.token_urlsafe(32)
-    env.pop("BIND", None)
-    with tempfile.TemporaryDirectory(prefix="flowline-pages.") as tmp:
-        server = Server("flowline", "app:create_app()", env, tmp)
-        try:
-            server.wait_ready("/livez")
-            results = []
-            for label, path in paths:
-                say(f"  page {label} ...")
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-                times = []
-                for i in range(samples + 10):  # the first 10 warm the pool, the plans and the templates
-                    start = time.perf_counter()
-                    connection.request("GET", path)
-                    response = connection.getresponse()
-                    body = response.read()
-                    elapsed = (time.perf_counter() - start) * 1000
-                    assert response.status == 200, (path, response.status, body[:500])
-                    if i >= 10:
-                        times.append(elapsed)
-                connection.close()
-                times.sort()
-                results.append(
-                    {
-                        "page": label,
-                        "path": path,
-                        "bytes": len(body),
-                        "p50_ms": round(statistics.median(times), 2),
-                        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
-                    }
-                )
-            return results
-        finally:
-            server.stop()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
@@ -249,7 +206,10 @@ def main():
                 {"since_s": console_runs.COUNTS_SINCE_S},
             ).fetchone()["QUERY PLAN"][0]
             results["counts_plan"] = {"runs_scans": runs_scans(plan), "explain_execution_ms": plan["Execution Time"]}
-            results["pages"] = measure_pages(database.url, page_paths(conn, workflow_ids[0]), args.samples)
+            paths = page_paths(conn, workflow_ids[0])
+            results["pages"] = support.time_gets(
+                database.url, [(label, [path] * (args.samples + 10)) for label, path in paths]
+            )
     support.save_results("runs-list", results)
     report(results)
 
@@ -284,7 +244,7 @@ def report(results):
         print("console pages through gunicorn (WEB_CONCURRENCY=2), one request at a time; target p50 < 50 ms")
         print(f"{'page':>30}  {'p50 ms':>8}  {'p99 ms':>8}  {'bytes':>9}")
         for page in results["pages"]:
-            print(f"{page['page']:>30}  {page['p50_ms']:>8.2f}  {page['p99_ms']:>8.2f}  {page['bytes']:>9,}")
+            print(f"{page['route']:>30}  {page['p50_ms']:>8.2f}  {page['p99_ms']:>8.2f}  {page['bytes']:>9,}")
 
 
 if __name__ == "__main__":

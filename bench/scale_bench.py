@@ -33,12 +33,7 @@ It prints the machine and the figures, and writes bench/results/scale-<timestamp
 """
 
 import argparse
-import http.client
-import os
 import random
-import secrets
-import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -46,7 +41,7 @@ import psycopg
 
 from bench import machine, support
 from bench.partition_bench import timed_prune
-from bench.support import Database, Server, say
+from bench.support import Database, say
 from flowline.api.http import encode_cursor
 from flowline.data import partitions
 from tests.support.urls import url_for_database
@@ -171,46 +166,6 @@ def routes(conn, workflow_ids, samples):
     ]
 
 
-def measure(db_url, measured):
-    """Serve ``db_url`` with gunicorn and GET each route's paths in turn on one keep-alive connection; return per
-    route the p50 and p99 in ms of all but the first WARM_UP GETs, and the last answer's size."""
-    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY="2", ACCESS_LOG="", LOG_LEVEL="warning")
-    env["SECRET_KEY"] = secrets.token_urlsafe(32)
-    env.pop("BIND", None)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="flowline-scale.") as tmp:
-        server = Server("flowline", "app:create_app()", env, tmp)
-        try:
-            server.wait_ready("/livez")
-            for label, paths in measured:
-                say(f"  {label} ...")
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                times = []
-                for i, path in enumerate(paths):
-                    start = time.perf_counter()
-                    connection.request("GET", path)
-                    response = connection.getresponse()
-                    body = response.read()
-                    elapsed = (time.perf_counter() - start) * 1000
-                    assert response.status == 200, (path, response.status, body[:500])
-                    if i >= WARM_UP:
-                        times.append(elapsed)
-                connection.close()
-                times.sort()
-                results.append(
-                    {
-                        "route": label,
-                        "samples": len(times),
-                        "bytes": len(body),
-                        "p50_ms": round(statistics.median(times), 2),
-                        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
-                    }
-                )
-        finally:
-            server.stop()
-    return results
-
-
 def sizes(conn):
     """Rows and bytes (tables, TOAST, indexes; every partition) of runs, run_steps and run_events."""
     return conn.execute(
@@ -266,7 +221,7 @@ def main():
                         "runs": scale,
                         "fill_seconds": round(fill_seconds, 1),
                         "size": size,
-                        "routes": measure(database.url, measured),
+                        "routes": support.time_gets(database.url, measured, WARM_UP),
                     }
                 )
             if not args.no_prune:

@@ -4,11 +4,15 @@ Flowline's gunicorn and workers started the way `make run` starts them, JSON req
 Free ports and database URLs are the tests' (tests/support/urls.py).
 """
 
+import http.client as http_client
 import json
 import os
+import secrets
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -148,6 +152,48 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def time_gets(db_url, routes, warm_up=10):
+    """Serve ``db_url`` with gunicorn as ``make run`` does (WEB_CONCURRENCY=2) and GET each route's paths in turn,
+    one after another on a keep-alive connection (``routes``: [(label, [path, ...])]); return per route its label,
+    the p50 and p99 in ms of all but the first ``warm_up`` GETs (they warm the pool, the plans and the templates),
+    how many those were, and the last answer's size. Every answer must be 200."""
+    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY="2", ACCESS_LOG="", LOG_LEVEL="warning")
+    env["SECRET_KEY"] = secrets.token_urlsafe(32)
+    env.pop("BIND", None)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="flowline-gets.") as tmp:
+        server = Server("flowline", "app:create_app()", env, tmp)
+        try:
+            server.wait_ready("/livez")
+            for label, paths in routes:
+                say(f"  {label} ...")
+                connection = http_client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                times = []
+                for i, path in enumerate(paths):
+                    start = time.perf_counter()
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    body = response.read()
+                    elapsed = (time.perf_counter() - start) * 1000
+                    assert response.status == 200, (path, response.status, body[:500])
+                    if i >= warm_up:
+                        times.append(elapsed)
+                connection.close()
+                times.sort()
+                results.append(
+                    {
+                        "route": label,
+                        "samples": len(times),
+                        "bytes": len(body),
+                        "p50_ms": round(statistics.median(times), 2),
+                        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
+                    }
+                )
+        finally:
+            server.stop()
+    return results
 
 
 @contextmanager
