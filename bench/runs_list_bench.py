@@ -133,12 +133,13 @@ def add_stepped_run(conn, workflow_id, attempts, text_chars):
         (workflow_id, Jsonb({"input_text": text, "file_id": None}), attempts, text),
     ).fetchone()["id"]
     conn.execute(
-        """INSERT INTO run_steps (run_id, attempt, position, node_type, config_snapshot, status, started_at,
-                                  finished_at, input_text, output_text)
-           SELECT %(run)s, a, p, 'formatter', '{"rules": ["uppercase"]}', 'Succeeded',
+        """INSERT INTO run_steps (run_id, run_created_at, attempt, position, node_type, config_snapshot, status,
+                                  started_at, finished_at, input_text, output_text)
+           SELECT r.id, r.created_at, a, p, 'formatter', '{"rules": ["uppercase"]}', 'Succeeded',
                   now() + make_interval(secs => a + p * 0.1), now() + make_interval(secs => a + p * 0.1 + 0.05),
                   %(text)s, %(text)s
-           FROM generate_series(1, %(attempts)s) AS a, generate_series(0, 4) AS p""",
+           FROM runs AS r, generate_series(1, %(attempts)s) AS a, generate_series(0, 4) AS p
+           WHERE r.id = %(run)s""",
         {"run": run_id, "text": text, "attempts": attempts},
     )
     return run_id
