@@ -772,9 +772,8 @@ def connection_kwargs(
     serialised by PostgreSQL carry a ``+00:00`` offset; ``jit`` is off, since compiling a plan whose estimated cost
     crosses ``jit_above_cost`` took PostgreSQL 1.6 s where running it took 0.2 (a list of 25,000 runs over 29
     partitions, bench/scale_bench.py), and no query of Flowline's runs long enough to gain it back. Options already
-    in the URL are kept. With
-    ``session_options`` False (a pooler in transaction mode refuses the ``options`` startup parameter) neither is
-    added: the caller sets them per transaction (flowline/data/db.py).
+    in the URL are kept. With ``session_options`` False (a pooler in transaction mode refuses the ``options``
+    startup parameter) none is added: the caller sets them per transaction (flowline/data/db.py).
     """
     params = conninfo_to_dict(database_url)
     if session_options:
