@@ -7,7 +7,6 @@ the issue's 1M runs: partition pruning is decided by the plan's shape (which par
 the row counts, and the 1M-run figures are bench/partition_bench.py's."""
 
 import itertools
-import threading
 
 import psycopg
 import pytest
@@ -17,8 +16,8 @@ from yoyo.migrations import read_sql_migration
 from flowline.data import migrations
 from flowline.data import partitions as history
 from flowline.data.sql import QUERIES
-from tests.support import wait_for
 from tests.support.history import make_partitions_back
+from tests.support.sessions import terminate_midway
 
 UPKEEP = "0021.history-partition-upkeep"
 MOVE = "0022.partition-run-history"
@@ -259,25 +258,13 @@ def test_a_copy_killed_half_way_resumes_where_it_stopped(make_database):
         before = _history_state(conn)
         for statement in statements[:4]:  # the triggers' functions, the copy's procedure, the new tables
             conn.execute(statement)
-        errors = []
-        with psycopg.connect(url, autocommit=True) as copier:
-            pid = copier.info.backend_pid
-
-            def copy():
-                try:
-                    copier.execute("CALL move_history_rows(20)")  # small batches: many commits to stop between
-                except psycopg.OperationalError as exc:  # its session is killed below
-                    errors.append(exc)
-
-            thread = threading.Thread(target=copy)
-            thread.start()
-            wait_for(
-                lambda: conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"] >= 2000,
-                message="a part of the copy",
-            )
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            thread.join(10)
-        assert errors, "the copy was killed"
+        terminate_midway(
+            url,
+            "CALL move_history_rows(20)",  # small batches: many commits to stop between
+            conn,
+            lambda _pid: conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"] >= 2000,
+            "a part of the copy",
+        )
         stopped_at = conn.execute("SELECT moved_runs FROM history_move").fetchone()["moved_runs"]
         assert 2000 <= stopped_at < PLAIN_RUNS
         conn.execute(statements[4])  # the copy, again

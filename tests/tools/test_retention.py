@@ -4,7 +4,6 @@ migration 0005 tunes autovacuum on the high-churn tables and gives the prune its
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psycopg
@@ -15,8 +14,8 @@ from flowline.core.statuses import FINISHED_STATUSES
 from flowline.data import migrations
 from flowline.data import sql as sql_files
 from flowline.tools import prune as retention
-from tests.support import wait_for
 from tests.support.history import make_partitions_back
+from tests.support.sessions import terminate_midway
 
 ROOT = Path(__file__).resolve().parents[2]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -190,30 +189,18 @@ def test_a_detach_killed_half_way_is_finished_by_the_next_prune(database_url, sq
     partition = sql.execute(
         "SELECT tableoid::regclass::text AS p FROM run_steps WHERE run_id = %s", (history["old Succeeded"][0],)
     ).fetchone()["p"]
-    errors = []
     with psycopg.connect(database_url) as reader:  # a transaction reading run_steps stays open until the block ends
         reader.execute("SELECT count(*) FROM run_steps")
-        with psycopg.connect(database_url, autocommit=True) as detacher:
-            pid = detacher.info.backend_pid
-
-            def detach():
-                try:
-                    detacher.execute(f"ALTER TABLE run_steps DETACH PARTITION {partition} CONCURRENTLY")
-                except psycopg.OperationalError as exc:  # its session is killed below
-                    errors.append(exc)
-
-            thread = threading.Thread(target=detach)
-            thread.start()
-            # Its first transaction has marked the partition; its second waits for the reader.
-            wait_for(
-                lambda: sql.execute(
-                    "SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %s", (pid,)
-                ).fetchone()["waiting"],
-                message="the detach waiting for the reader",
-            )
-            sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            thread.join(10)
-    assert errors, "the detach was killed"
+        # Its first transaction marks the partition; its second waits for the reader, and is killed there.
+        terminate_midway(
+            database_url,
+            f"ALTER TABLE run_steps DETACH PARTITION {partition} CONCURRENTLY",
+            sql,
+            lambda pid: sql.execute(
+                "SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()["waiting"],
+            "the detach waiting for the reader",
+        )
     pending = sql.execute(
         "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = %s::regclass", (partition,)
     ).fetchone()
