@@ -34,7 +34,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from ..core.config import Settings, connection_kwargs
-from .sql import QUERIES
+from .sql import QUERIES, Query
 
 if TYPE_CHECKING:
     from psycopg import Cursor
@@ -310,14 +310,23 @@ def transaction(pool: Pool | None = None, timeout: float | None = None) -> Itera
             conn.settings_sent = None
 
 
-def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor[Any]:
-    """Run ``query_name`` with ``params`` on ``conn``; return its cursor.
+def _query(query_name: str, cardinality: str) -> Query:
+    """Return the named query ``query_name``.
 
     :raise TypeError: the query is not of ``cardinality``.
     """
     query = QUERIES[query_name]
     if query.cardinality != cardinality:
         raise TypeError(f"query {query_name} is {query.cardinality}, not {cardinality}")
+    return query
+
+
+def _execute(conn: Connection[Any], query_name: str, cardinality: str, params: dict[str, Any]) -> Cursor[Any]:
+    """Run ``query_name`` with ``params`` on ``conn``; return its cursor.
+
+    :raise TypeError: the query is not of ``cardinality``.
+    """
+    query = _query(query_name, cardinality)
     if isinstance(conn, SessionFreeConnection) and conn.needs_settings():
         # One round trip: the server runs both in one transaction (the autocommit statement's implicit one, up to
         # the pipeline's Sync, or the open one), so the settings hold for the query and vanish with it.
@@ -358,7 +367,5 @@ def execute_ddl(conn: Connection[Any], query_name: str, /, **identifiers: str) -
 
     :raise TypeError: the query is not ``:exec``.
     """
-    query = QUERIES[query_name]
-    if query.cardinality != ":exec":
-        raise TypeError(f"query {query_name} is {query.cardinality}, not :exec")
+    query = _query(query_name, ":exec")
     conn.execute(psql.SQL(query.text).format(**{name: psql.Identifier(value) for name, value in identifiers.items()}))
