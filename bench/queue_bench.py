@@ -71,21 +71,13 @@ LATENCY_P50_TARGET_MS = 10.0
 
 
 # The triggers 0020 and 0023 redefined: (the migration whose definition "before" re-creates, the one "after" has).
+_LIMITS = ("0016.add-concurrency-limits-and-priorities.sql", "0023.skip-limit-triggers-for-unlimited-runs.sql")
 TRIGGERS = {
     "runs_notify_finished": ("0010.notify-run-finished.sql", "0020.fire-run-triggers-only-when-used.sql"),
     "runs_queue_webhook_deliveries": ("0009.create-webhooks.sql", "0020.fire-run-triggers-only-when-used.sql"),
-    "runs_hold_inserted": (
-        "0016.add-concurrency-limits-and-priorities.sql",
-        "0023.skip-limit-triggers-for-unlimited-runs.sql",
-    ),
-    "runs_hold_requeued": (
-        "0016.add-concurrency-limits-and-priorities.sql",
-        "0023.skip-limit-triggers-for-unlimited-runs.sql",
-    ),
-    "runs_release_on_status": (
-        "0016.add-concurrency-limits-and-priorities.sql",
-        "0023.skip-limit-triggers-for-unlimited-runs.sql",
-    ),
+    "runs_hold_inserted": _LIMITS,
+    "runs_hold_requeued": _LIMITS,
+    "runs_release_on_status": _LIMITS,
 }
 STATES = ("before", "after")
 
@@ -331,8 +323,8 @@ def main():
             # Odd rounds measure after first: the order within a round does not favour either.
             for state in STATES[::-1] if n % 2 else STATES:
                 say(
-                    f"round {n + 1}: flowline, triggers {state} 0020 and 0023: {args.runs} runs, {workers} worker process(es) "
-                    f"x {threads} thread(s) ..."
+                    f"round {n + 1}: flowline, triggers {state} 0020 and 0023: {args.runs} runs, "
+                    f"{workers} worker process(es) x {threads} thread(s) ..."
                 )
                 results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
             if threads == 1 and not args.skip_procrastinate:
@@ -370,7 +362,8 @@ def report(results):
         runs.setdefault((r["triggers"], r["workers"], r["threads"]), []).append(r["runs_per_s"])
     median = {key: statistics.median(values) for key, values in (runs | jobs).items()}
     print(
-        "flowline runs/s with the runs triggers before 0020 and 0023 (0009, 0010, 0016) and after; ratio to procrastinate"
+        "flowline runs/s with the runs triggers before 0020 and 0023 (0009, 0010, 0016) and after; "
+        "ratio to procrastinate"
     )
     print(
         f"{'processes x threads':>19}  {'before':>9}  {'after':>9}  {'procrastinate jobs/s':>20}  "

@@ -33,7 +33,7 @@ SELECT (SELECT count(*) FROM batch) AS runs,
        (SELECT id FROM last) AS last_id;
 
 -- name: prune_runs_batch :one
--- Deletes up to batch_size runs in status that finished before cutoff, after the keyset cursor (NULL: from the oldest), skipping rows another transaction holds; steps and events cascade. Returns the counts deleted and where the batch ended.
+-- Deletes up to batch_size runs in status that finished before cutoff, after the keyset cursor (NULL: from the oldest), skipping rows another transaction holds; their steps and events go with them (the trigger runs_delete_history). Returns the counts deleted and where the batch ended.
 WITH doomed AS (
     SELECT id, created_at, finished_at
     FROM runs
@@ -57,7 +57,7 @@ WITH doomed AS (
     ORDER BY finished_at DESC, id DESC
     LIMIT 1
 )
--- The counts of steps and events read the statement's snapshot, taken before the cascade removes them.
+-- The counts of steps and events read the statement's snapshot, taken before the trigger deletes them.
 SELECT (SELECT count(*) FROM deleted) AS runs,
        (SELECT count(*) FROM run_steps WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM doomed)) AS steps,
        (SELECT count(*) FROM run_events WHERE (run_id, run_created_at) IN (SELECT id, created_at FROM doomed)) AS events,
