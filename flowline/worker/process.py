@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flowline.worker")
 
+# Longest a signal waits for its handler while the worker's main thread waits to be stopped (see run()).
+SIGNAL_CHECK_S = 0.5
+
 
 class Worker:
     """One worker process: ``concurrency`` run threads, WEBHOOK_CONCURRENCY webhook delivery threads, a LISTEN
@@ -264,7 +267,10 @@ class Worker:
         )
         for thread in helpers + runners:
             thread.start()
-        self.stopping.wait()
+        # Never an untimed wait: a SIGTERM the kernel hands to another thread only flags it, and Python runs the
+        # handler when this thread next runs Python code (an untimed wait never returned: the worker never drained).
+        while not self.stopping.wait(SIGNAL_CHECK_S):
+            pass
         deadline = time.monotonic() + self.config.worker_drain_timeout_s
         for thread in runners:
             thread.join(max(0.0, deadline - time.monotonic()))

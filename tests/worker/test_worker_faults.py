@@ -1,6 +1,9 @@
 """Workers under stress and failure, with real processes: many workers at once, kill -9, a paused worker waking
 up after its lease was taken, SIGTERM draining, interrupted sync runs, and PostgreSQL restarting mid-batch."""
 
+import ctypes
+import os
+import platform
 import signal
 import time
 
@@ -156,6 +159,24 @@ def test_sigterm_finishes_the_run_in_progress_and_claims_no_more(client, workflo
     assert run_of(sql, first)["final_output"] == "finished while draining"
     assert [(run_of(sql, r)["status"], run_of(sql, r)["attempt"]) for r in later] == [("Pending", 0)] * 3
     assert "finishing runs in progress, claiming no more" in worker.log.read_text()
+
+
+# The tgkill system call's number (a signal to one thread of a process) on the machines tests run on.
+TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def test_sigterm_handed_to_any_of_its_threads_stops_an_idle_worker(make_worker):
+    # The kernel gives a signal sent to the process to any thread that does not block it; Python then only runs
+    # the handler when its main thread next runs Python code. tgkill hands SIGTERM to each thread but the main one.
+    worker = make_worker().start()
+    pid = worker.process.pid
+    tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    assert tids, "the worker runs its threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    sent = libc.syscall(TGKILL[platform.machine()], pid, tids[-1], signal.SIGTERM)
+    assert sent == 0, os.strerror(ctypes.get_errno())
+    assert worker.wait(timeout=10) == 0
+    assert "SIGTERM; finishing runs in progress, claiming no more" in worker.log.read_text()
 
 
 def test_a_second_sigint_exits_at_once_and_the_lease_sweep_takes_over(client, workflow, sql, make_worker, fake):
