@@ -1,6 +1,6 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
-database built once per session (once per pytest-xdist worker), and a fresh database cloned from it for every test
-that needs one. Also how the tests share out among pytest-xdist's workers (`make test` runs several): see the hooks
+database built once per session (once per pytest-xdist worker), and a database equal to it for every test that
+needs one (a copy, or one an earlier test used, emptied: tests/support/databases.py). Also how the tests share out among pytest-xdist's workers (`make test` runs several): see the hooks
 below and tests/support/serial.py."""
 
 import io
@@ -29,6 +29,7 @@ from tests.support import (
     url_for_database,
 )
 from tests.support.contract import ContractClient
+from tests.support.databases import Databases
 
 # The folder of this run's serial lock (tests/support/serial.py) and test groups (tests/support/grouping.py): made
 # by the xdist controller, named to each worker.
@@ -163,10 +164,20 @@ def module_database_url(server_url, template_db):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def databases(server_url, template_db):
+    """This process's test databases (tests/support/databases.py: a used one is emptied for the next test)."""
+    kept = Databases(server_url, template_db)
+    yield kept
+    kept.close()
+
+
 @pytest.fixture
-def database_url(make_database, template_db):
-    """A fresh, fully migrated database for this test."""
-    return make_database(template_db)
+def database_url(server_url, databases):
+    """A fresh, fully migrated database for this test: equal to the template, whether new or emptied."""
+    name = databases.take(f"flowline_t_{uuid.uuid4().hex[:12]}")
+    yield url_for_database(server_url, name)
+    databases.give_back(name)
 
 
 # An upload's text is extracted in a child process, bounded by PDF_EXTRACT_TIMEOUT_S (5 s by default). On a 2-core

@@ -72,7 +72,7 @@ def per_process(directory, kind, sample, **labels):
 
 
 def test_requests_are_counted_by_route_and_status_summed_over_gunicorn_workers(make_server, database_url, tmp_path):
-    server = make_server(database_url)
+    server = make_server(database_url, WEB_CONCURRENCY=2)
     directory = tmp_path / "prometheus"
     server.env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     server.start()
@@ -116,7 +116,7 @@ def test_requests_are_counted_by_route_and_status_summed_over_gunicorn_workers(m
 
 
 def test_a_dead_gunicorn_workers_gauges_go_but_its_counts_stay(make_server, database_url, tmp_path):
-    server = make_server(database_url)
+    server = make_server(database_url, WEB_CONCURRENCY=2)
     directory = tmp_path / "prometheus"
     server.env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     server.start()

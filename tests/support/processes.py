@@ -18,12 +18,13 @@ GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
 class Server:
-    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`)."""
+    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`), with one
+    worker process unless WEB_CONCURRENCY says otherwise (its threads serve requests side by side)."""
 
     def __init__(self, database_url, tmp_path, env=None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", **(env or {})}
+        self.env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "1", "ACCESS_LOG": "", **(env or {})}
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.log = tmp_path / "gunicorn.log"
         self.process = None
