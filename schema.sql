@@ -8,12 +8,17 @@
 --
 
 CREATE FUNCTION public.add_lane_running(p_workflow_id uuid, p_key text, p_delta integer) RETURNS integer
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_running integer;
+BEGIN
     INSERT INTO run_lanes AS l (workflow_id, concurrency_key, running)
     VALUES (p_workflow_id, p_key, greatest(p_delta, 0))
     ON CONFLICT (workflow_id, concurrency_key) DO UPDATE SET running = greatest(l.running + p_delta, 0)
-    RETURNING running
+    RETURNING running INTO v_running;
+    RETURN v_running;
+END
 $$;
 
 --
@@ -606,8 +611,9 @@ COMMENT ON FUNCTION public.reserve_llm_call(p_model text, p_tokens integer, p_ru
 --
 
 CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
+BEGIN
     WITH step AS (
         SELECT s.run_id, s.model, s.prompt_tokens, s.completion_tokens, s.cost_usd,
                date_trunc('hour', s.finished_at, 'UTC') AS hour,
@@ -681,6 +687,7 @@ CREATE FUNCTION public.roll_up_llm_usage(p_steps jsonb, p_sign integer) RETURNS 
     SET prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
         completion_tokens = t.completion_tokens + excluded.completion_tokens,
         cost_usd = t.cost_usd + excluded.cost_usd;
+END
 $$;
 
 --
@@ -717,43 +724,48 @@ $$;
 --
 
 CREATE FUNCTION public.save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb) RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
-                -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
-                -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
-                -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later
-                -- call with the same (run, attempt, position). Its cost is its tokens at its model's prices now
-                -- (NULL without both). Its run_created_at is its run's (the partition key).
-                WITH saved AS (
-                    INSERT INTO run_steps (run_id, run_created_at, node_id, attempt, position, node_type,
-                                           config_snapshot, status, started_at, finished_at, input_text,
-                                           output_text, error_message, note, model, prompt_tokens,
-                                           completion_tokens, cost_usd)
-                    SELECT p_run_id, r.created_at, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot,
-                           s.status, s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message,
-                           s.note, s.model, s.prompt_tokens, s.completion_tokens,
-                           (s.prompt_tokens * m.usd_per_million_input_tokens
-                            + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
-                    FROM jsonb_to_recordset(p_steps) AS s(
-                        node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
-                        started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
-                        error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
-                    JOIN runs AS r ON r.id = p_run_id
-                    LEFT JOIN llm_models AS m ON m.model = s.model
-                    ON CONFLICT (run_id, attempt, position, run_created_at) DO UPDATE
-                    SET status = excluded.status,
-                        finished_at = excluded.finished_at,
-                        output_text = excluded.output_text,
-                        error_message = excluded.error_message,
-                        note = excluded.note,
-                        model = excluded.model,
-                        prompt_tokens = excluded.prompt_tokens,
-                        completion_tokens = excluded.completion_tokens,
-                        cost_usd = excluded.cost_usd
-                    RETURNING 1
-                )
-                SELECT count(*) FROM saved;
-            $$;
+DECLARE
+    v_saved bigint;
+BEGIN
+    -- p_steps is a JSON array of step objects (node_id, position, node_type, config_snapshot, status,
+    -- started_at, finished_at, input_text, output_text, error_message, note, model, prompt_tokens,
+    -- completion_tokens). A step first saved as Running (before a slow node) is completed by a later
+    -- call with the same (run, attempt, position). Its cost is its tokens at its model's prices now
+    -- (NULL without both). Its run_created_at is its run's (the partition key).
+    WITH saved AS (
+        INSERT INTO run_steps (run_id, run_created_at, node_id, attempt, position, node_type,
+                               config_snapshot, status, started_at, finished_at, input_text,
+                               output_text, error_message, note, model, prompt_tokens,
+                               completion_tokens, cost_usd)
+        SELECT p_run_id, r.created_at, s.node_id, p_attempt, s.position, s.node_type, s.config_snapshot,
+               s.status, s.started_at, s.finished_at, s.input_text, s.output_text, s.error_message,
+               s.note, s.model, s.prompt_tokens, s.completion_tokens,
+               (s.prompt_tokens * m.usd_per_million_input_tokens
+                + s.completion_tokens * m.usd_per_million_output_tokens) / 1000000
+        FROM jsonb_to_recordset(p_steps) AS s(
+            node_id uuid, position integer, node_type text, config_snapshot jsonb, status text,
+            started_at timestamptz, finished_at timestamptz, input_text text, output_text text,
+            error_message text, note text, model text, prompt_tokens integer, completion_tokens integer)
+        JOIN runs AS r ON r.id = p_run_id
+        LEFT JOIN llm_models AS m ON m.model = s.model
+        ON CONFLICT (run_id, attempt, position, run_created_at) DO UPDATE
+        SET status = excluded.status,
+            finished_at = excluded.finished_at,
+            output_text = excluded.output_text,
+            error_message = excluded.error_message,
+            note = excluded.note,
+            model = excluded.model,
+            prompt_tokens = excluded.prompt_tokens,
+            completion_tokens = excluded.completion_tokens,
+            cost_usd = excluded.cost_usd
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_saved FROM saved;
+    RETURN v_saved;
+END
+$$;
 
 --
 -- Name: FUNCTION save_run_steps(p_run_id uuid, p_attempt integer, p_steps jsonb); Type: COMMENT; Schema: public; Owner: -

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, before and after migrations 0020 and
-0023, next to procrastinate's no-op jobs/s on the same machine and server; bare finishing UPDATEs/s with the runs
+"""Flowline's queue benchmark: async runs/s with 1 and 4 worker processes, before and after migrations 0020, 0023
+and 0024, next to procrastinate's no-op jobs/s on the same machine and server; bare finishing UPDATEs/s with the runs
 triggers before and after 0020 and 0023 and without them; enqueue-to-start latency with idle workers and the
 claim's plan with 1M finished runs.
 
@@ -15,7 +15,10 @@ from those files): ``runs_notify_finished`` (a NOTIFY for every finished run), `
 ``runs_release_on_status`` (the workflow's concurrency lock and limits read at every enqueue, claim and finish
 of a workflow without limits). "After" is the schema as migrated (0020's and 0023's WHEN clauses: nobody waits
 for these runs, the workflow has no subscription and no limit). Everything else (the enqueue's FOR SHARE, the new
-columns) is the same in both, so the difference is the triggers'.
+columns) is the same in both, so the difference is the triggers'. "Before" also has save_run_steps,
+roll_up_llm_usage and add_lane_running as LANGUAGE sql functions, as they were until migration 0024 (its rollback
+file's definitions): their statements planned again at every call; "after", 0024's plpgsql ones, planned once per
+connection. The bare finishing UPDATEs (6.) change only the triggers.
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
 2. Throughput, ``--rounds`` times (odd rounds before then after, even ones after then before), for 1 and 4 worker
@@ -80,6 +83,8 @@ TRIGGERS = {
     "runs_release_on_status": _LIMITS,
 }
 STATES = ("before", "after")
+# The definitions of the functions migration 0024 made plpgsql, as "before" has them.
+FUNCTIONS_BEFORE = "0024.plan-hot-functions-once-per-connection.rollback.sql"
 
 
 def trigger_definition(name, migration):
@@ -90,11 +95,13 @@ def trigger_definition(name, migration):
 
 def use_triggers(conn, state):
     """Define the runs triggers of TRIGGERS as ``state`` has them: before (0009, 0010, 0016), after (0020, 0023) or
-    none."""
+    none; before also puts back the SQL functions 0024 made plpgsql (FUNCTIONS_BEFORE)."""
     for name, (old, new) in TRIGGERS.items():
         conn.execute(f"DROP TRIGGER IF EXISTS {name} ON runs")
         if state != "none":
             conn.execute(trigger_definition(name, old if state == "before" else new))
+    if state == "before":
+        conn.execute((ROOT / "migrations" / FUNCTIONS_BEFORE).read_text(encoding="utf-8"))
 
 
 def cpu_seconds(conn, processes):
@@ -323,7 +330,7 @@ def main():
             # Odd rounds measure after first: the order within a round does not favour either.
             for state in STATES[::-1] if n % 2 else STATES:
                 say(
-                    f"round {n + 1}: flowline, triggers {state} 0020 and 0023: {args.runs} runs, "
+                    f"round {n + 1}: flowline, {state} 0020, 0023 and 0024: {args.runs} runs, "
                     f"{workers} worker process(es) x {threads} thread(s) ..."
                 )
                 results["flowline"].append(throughput(server_url, args.runs, workers, threads, log_dir, state))
@@ -362,7 +369,7 @@ def report(results):
         runs.setdefault((r["triggers"], r["workers"], r["threads"]), []).append(r["runs_per_s"])
     median = {key: statistics.median(values) for key, values in (runs | jobs).items()}
     print(
-        "flowline runs/s with the runs triggers before 0020 and 0023 (0009, 0010, 0016) and after; "
+        "flowline runs/s before 0020, 0023 and 0024 (triggers of 0009, 0010, 0016; SQL functions) and after; "
         "ratio to procrastinate"
     )
     print(
