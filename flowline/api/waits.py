@@ -50,6 +50,9 @@ CHANNEL = "flowline_run_finished"
 # Longest sleep between two checks of the client's connection and of SIGTERM: a client that left frees its slot
 # within about this long.
 SLICE_S = 1.0
+# Longest the listener waits for a notification before it looks whether it must stop: close() (a gunicorn worker
+# exiting, an app torn down) returns within about this long. Waiting costs nothing between two looks.
+LISTEN_SLICE_S = 0.2
 # How soon a waiter woken while the pool is busy (many woken at once) reads its run again.
 BUSY_RETRY_S = 0.2
 # Longest wait before the listener reconnects to a database that went away.
@@ -256,7 +259,7 @@ class Waits:
                     delay = 0.1
                     self._wake()
                     while not self._stopping.is_set():
-                        for notification in conn.notifies(timeout=SLICE_S):
+                        for notification in conn.notifies(timeout=LISTEN_SLICE_S):
                             self._wake(notification.payload)
             except psycopg.Error as exc:
                 self.listening.clear()
@@ -280,7 +283,7 @@ class Waits:
         self._wake()
 
     def close(self, timeout: float = 2.0) -> None:
-        """stop(), then let the listener close its connection (within about SLICE_S)."""
+        """stop(), then let the listener close its connection (within about LISTEN_SLICE_S)."""
         self.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

@@ -176,6 +176,16 @@ def test_a_finish_missed_while_the_listener_was_down_is_found_when_it_reconnects
     assert time.monotonic() - started < 3
 
 
+def test_closing_the_app_ends_its_listener_within_a_fraction_of_a_second(app, client, pending):
+    """What a gunicorn worker leaving (SIGTERM, max_requests) and every test app's teardown wait for."""
+    hub = app.extensions[waits.EXTENSION]
+    response, _ = timed(lambda: client.get(f"/runs/{pending}", headers={"Prefer": "wait=1"}))
+    assert response.json["run"]["status"] == "Pending" and hub.listening.is_set()
+    time.sleep(0.05)  # the listener is inside its wait for a notification
+    _, took = timed(hub.close)
+    assert not hub.listening.is_set() and took < 0.5
+
+
 def test_only_a_waited_runs_change_into_a_final_status_notifies(client, database_url, pending):
     """Migration 0020: a finish nobody waits for sends no NOTIFY (PostgreSQL serialises notifying commits); once a
     request registered as the run's waiter, its change into a final status does, once."""
