@@ -28,6 +28,7 @@ from tests.support import (
     throwaway_cluster,
     url_for_database,
 )
+from tests.support.apps import close_app
 from tests.support.contract import ContractClient
 from tests.support.databases import Databases
 
@@ -203,11 +204,7 @@ def make_app(database_url):
 
     yield make
     for app in apps:
-        app.extensions["flowline.waits"].close()
-        app.extensions["flowline.pool"].close()
-        app.extensions["flowline.provider"].close()
-        if app.extensions["flowline.replica"] is not None:
-            app.extensions["flowline.replica"].close()
+        close_app(app)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Export and import (issue #5): a versioned JSON file, validated with the API's schemas, imported all or nothing
-and verified by reading it back. The main paths run the CLI as a user does: `flask --app app export|import`."""
+and verified by reading it back. The commands run as `flask --app app export|import`: the round trip and the
+progress bar as processes of their own, as a user runs them, the rest in this process (tests/support/apps.py)."""
 
 import io
 import json
@@ -18,6 +19,7 @@ from psycopg.rows import dict_row
 from flowline.tools import checksums, export_format, importer
 from flowline.tools import export as exporter
 from tests.support import make_pdf
+from tests.support.apps import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -42,8 +44,11 @@ ROLL_UP = """SELECT hour, workflow_id, model, runs, model_runs, steps, prompt_to
            FROM llm_usage_hourly ORDER BY hour, workflow_id, model"""
 
 
-def flask(url, *args, stdin=None):
-    """Run `flask --app app ARGS` from the repository with DATABASE_URL=url; return the CompletedProcess (bytes)."""
+def flask(url, *args, stdin=None, process=False):
+    """Run `flask --app app ARGS` with DATABASE_URL=url: in this process, or (``process``) as its own process from
+    the repository, as an operator does; return the CompletedProcess (bytes)."""
+    if not process:
+        return run_command(url, *args, stdin=stdin)
     return subprocess.run(
         [FLASK, "--app", "app", *args],
         cwd=ROOT,
@@ -116,8 +121,8 @@ def target(make_database, template_db):
     return make_database(template_db)
 
 
-def _export(url, *args):
-    result = flask(url, "export", *args)
+def _export(url, *args, process=False):
+    result = flask(url, "export", *args, process=process)
     assert result.returncode == 0, _err(result)
     return result.stdout
 
@@ -131,7 +136,8 @@ def _write(tmp_path, content, name="export.json"):
 def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(
     database_url, seeded, target, tmp_path, make_database, template_db
 ):
-    exported = _export(database_url, "--with-runs")
+    # The operator's path: both commands as processes of their own.
+    exported = _export(database_url, "--with-runs", process=True)
     document = json.loads(exported)
     assert (document["format"], document["version"], document["with_runs"]) == ("flowline-export", 2, True)
     [invoices] = [w for w in document["workflows"] if w["id"] == seeded["invoices"]]
@@ -151,7 +157,7 @@ def test_a_round_trip_with_runs_gives_identical_rows_in_a_fresh_database(
     assert seeded["pending"] not in exported.decode(), "a Pending run is queue state, never exported"
     assert b'"data"' not in exported and b"%PDF" not in exported, "file bytes are never exported"
 
-    result = flask(target, "import", _write(tmp_path, exported), "--with-runs")
+    result = flask(target, "import", _write(tmp_path, exported), "--with-runs", process=True)
     assert result.returncode == 0, _err(result)
     out = result.stdout.decode()
     assert "imported 3 workflows, 6 nodes, 5 runs, 10 steps, 10 events" in out
@@ -515,7 +521,7 @@ def test_a_verification_mismatch_rolls_the_import_back(database_url, seeded, tar
 
 
 def test_import_reads_stdin(database_url, seeded, target):
-    result = flask(target, "import", "-", stdin=_export(database_url))
+    result = flask(target, "import", "-", stdin=_export(database_url), process=True)  # a real stdin
     assert result.returncode == 0, _err(result)
     assert _count(target)["workflows"] == 3
 
