@@ -4,9 +4,9 @@ of this process used rather than by a new CREATE DATABASE where that gives the s
 CREATE DATABASE ... TEMPLATE copies the whole catalog (9 MB, written to the WAL) and DROP DATABASE signals every
 backend of the server: about 0.15 s of the server's time a test, and 0.8 s a test (p50) when six pytest-xdist
 processes do it at once. TRUNCATE of every table costs a quarter of that. A used database is emptied only when
-nothing but its rows changed: its schema, privileges, functions, triggers, statistics and migration records are
-the template's (``fingerprint``); any other database (a test that migrated, granted, made a partition, or was
-ANALYZEd, by itself or by autovacuum) is dropped and the next test gets a new copy.
+nothing but its rows changed: its tables, columns, constraints, privileges, functions, triggers, statistics and
+migration records are the template's (``FINGERPRINT``); any other database (a test that migrated, granted, made a
+partition, or was ANALYZEd, by itself or by autovacuum) is dropped and the next test gets a new copy.
 """
 
 import psycopg
@@ -21,6 +21,16 @@ SELECT md5(concat_ws('|',
                        ',' ORDER BY n.nspname, c.relname)
      FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')),
+    (SELECT string_agg(concat_ws(':', a.attrelid::regclass::text, a.attname, format_type(a.atttypid, a.atttypmod),
+                                 a.attnotnull, a.attisdropped, pg_get_expr(d.adbin, d.adrelid)),
+                       ',' ORDER BY a.attrelid::regclass::text, a.attnum)
+     FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+                            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                            LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attnum > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')),
+    (SELECT string_agg(concat_ws(':', conrelid::regclass::text, conname, pg_get_constraintdef(oid)), ','
+                       ORDER BY conrelid::regclass::text, conname)
+     FROM pg_constraint WHERE connamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)),
     (SELECT string_agg(concat_ws(':', nspname, nspacl::text), ',' ORDER BY nspname) FROM pg_namespace),
     (SELECT string_agg(concat_ws(':', p.oid::regprocedure::text, md5(p.prosrc), p.proacl::text, p.prosecdef,
                                  p.proconfig::text), ',' ORDER BY p.oid::regprocedure::text)
