@@ -30,7 +30,7 @@ from tests.support import (
 )
 from tests.support.apps import close_app
 from tests.support.contract import ContractClient
-from tests.support.databases import Databases
+from tests.support.databases import Databases, create_database, drop_database
 
 # The folder of this run's serial lock (tests/support/serial.py) and test groups (tests/support/grouping.py): made
 # by the xdist controller, named to each worker.
@@ -120,20 +120,14 @@ def server_url():
     return url
 
 
-def _admin(server_url):
-    return psycopg.connect(server_url, autocommit=True)
-
-
 @pytest.fixture(scope="session")
 def template_db(server_url, request):
     """The name of a fully migrated database (each xdist worker has its own) that the tests' databases copy."""
     name = f"flowline_tpl_{_worker_name(request.config)}_{uuid.uuid4().hex[:12]}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(server_url, name)
     migrations.apply(url_for_database(server_url, name))
     yield name
-    with _admin(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(server_url, name)
 
 
 @pytest.fixture
@@ -143,26 +137,21 @@ def make_database(server_url):
 
     def make(template=None):
         name = f"flowline_t_{uuid.uuid4().hex[:12]}"
-        with _admin(server_url) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        create_database(server_url, name, template)
         created.append(name)
         return url_for_database(server_url, name)
 
     yield make
-    with _admin(server_url) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(server_url, *created)
 
 
 @pytest.fixture(scope="module")
 def module_database_url(server_url, template_db):
     """A fresh, fully migrated database shared by one test module (for its one gunicorn and worker)."""
     name = f"flowline_m_{uuid.uuid4().hex[:12]}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    create_database(server_url, name, template_db)
     yield url_for_database(server_url, name)
-    with _admin(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,19 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 """
 
 
+def create_database(server_url: str, name: str, template: str | None = None) -> None:
+    """CREATE DATABASE ``name`` on the server at ``server_url``: a copy of ``template``, or empty without one."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+
+def drop_database(server_url: str, *names: str) -> None:
+    """Drop the databases ``names`` (those that exist), ending their sessions."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 class Databases:
     """This process's test databases, copies of ``template`` on the server at ``server_url``."""
 
@@ -72,29 +85,25 @@ class Databases:
             self.fingerprint = conn.execute(FINGERPRINT).fetchone()[0]
             self.tables = conn.execute(TABLES).fetchone()[0]
 
-    def _admin(self):
-        return psycopg.connect(self.server_url, autocommit=True)
-
     def take(self, name: str) -> str:
         """Return the name of a database equal to the template: a spare one, or a new copy called ``name``."""
         if self.spare:
             return self.spare.pop()
-        with self._admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        create_database(self.server_url, name, self.template)
         return name
 
     def give_back(self, name: str) -> None:
         """Empty ``name`` for the next test when only its rows changed; else drop it."""
-        with self._admin() as conn:
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
             # Whatever a test left connected (a pool closed late, a killed child's session) goes first.
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                 (name,),
             )
-            if self._emptied(name):
-                self.spare.append(name)
-            else:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if self._emptied(name):
+            self.spare.append(name)
+        else:
+            drop_database(self.server_url, name)
 
     def _emptied(self, name: str) -> bool:
         try:
@@ -109,7 +118,5 @@ class Databases:
 
     def close(self) -> None:
         """Drop the spare databases."""
-        with self._admin() as conn:
-            for name in self.spare:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(self.server_url, *self.spare)
         self.spare.clear()
