@@ -18,7 +18,7 @@ for these runs, the workflow has no subscription and no limit). Everything else 
 columns) is the same in both, so the difference is the triggers'. "Before" also has save_run_steps,
 roll_up_llm_usage and add_lane_running as LANGUAGE sql functions, as they were until migration 0024 (its rollback
 file's definitions): their statements planned again at every call; "after", 0024's plpgsql ones, planned once per
-connection. The bare finishing UPDATEs (6.) change only the triggers.
+connection. The bare finishing UPDATEs (6.) call none of those functions: only the triggers differ there.
 
 1. Without DATABASE_URL it re-executes itself under ``scripts/with_pg.sh`` (a private throwaway PostgreSQL).
 2. Throughput, ``--rounds`` times (odd rounds before then after, even ones after then before), for 1 and 4 worker
@@ -83,8 +83,11 @@ TRIGGERS = {
     "runs_release_on_status": _LIMITS,
 }
 STATES = ("before", "after")
-# The definitions of the functions migration 0024 made plpgsql, as "before" has them.
-FUNCTIONS_BEFORE = "0024.plan-hot-functions-once-per-connection.rollback.sql"
+# The functions migration 0024 made plpgsql: (the file defining them as "before" has them, as "after" has them).
+FUNCTIONS = (
+    "0024.plan-hot-functions-once-per-connection.rollback.sql",
+    "0024.plan-hot-functions-once-per-connection.sql",
+)
 
 
 def trigger_definition(name, migration):
@@ -93,15 +96,16 @@ def trigger_definition(name, migration):
     return re.search(rf"^CREATE TRIGGER {name}\b.*?;$", text, re.S | re.M).group(0)
 
 
-def use_triggers(conn, state):
+def use_schema(conn, state):
     """Define the runs triggers of TRIGGERS as ``state`` has them: before (0009, 0010, 0016), after (0020, 0023) or
-    none; before also puts back the SQL functions 0024 made plpgsql (FUNCTIONS_BEFORE)."""
+    none; and the functions of FUNCTIONS as SQL before, as plpgsql (0024) otherwise. One database may go through
+    several states (finishing() does)."""
     for name, (old, new) in TRIGGERS.items():
         conn.execute(f"DROP TRIGGER IF EXISTS {name} ON runs")
         if state != "none":
             conn.execute(trigger_definition(name, old if state == "before" else new))
-    if state == "before":
-        conn.execute((ROOT / "migrations" / FUNCTIONS_BEFORE).read_text(encoding="utf-8"))
+    functions = FUNCTIONS[0] if state == "before" else FUNCTIONS[1]
+    conn.execute((ROOT / "migrations" / functions).read_text(encoding="utf-8"))
 
 
 def cpu_seconds(conn, processes):
@@ -150,7 +154,7 @@ def enqueue(conn, workflow_id, text):
 
 def throughput(server_url, runs, workers, threads, log_dir, state):
     with Database(server_url) as database, database.connect() as conn:
-        use_triggers(conn, state)
+        use_schema(conn, state)
         workflow_id = one_node_workflow(conn)
         with conn.transaction():
             for i in range(runs):
@@ -279,7 +283,7 @@ def finishing(server_url, runs, rounds):
         for n in range(rounds):
             # Each round starts with another state: a state's place in the round does not favour it.
             for state in states[n % len(states) :] + states[: n % len(states)]:
-                use_triggers(conn, state)
+                use_schema(conn, state)
                 rates[state].append(round(finish_rate(database.url, workflow_id, runs, 4)))
                 conn.execute("DELETE FROM runs")
     return {"runs": runs, "connections": 4, **rates}
