@@ -1,7 +1,7 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, set by scripts/with_pg.sh under `make test`), a migrated template
 database built once per session (once per pytest-xdist worker), and a database equal to it for every test that
-needs one (a copy, or one an earlier test used, emptied: tests/support/databases.py). Also how the tests share out among pytest-xdist's workers (`make test` runs several): see the hooks
-below and tests/support/serial.py."""
+needs one (a copy, or one an earlier test used, emptied: tests/support/databases.py). Also how the tests share out
+among pytest-xdist's workers (`make test` runs several): see the hooks below and tests/support/serial.py."""
 
 import io
 import os

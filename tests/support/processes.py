@@ -18,8 +18,8 @@ GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
 class Server:
-    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`), with one
-    worker process unless WEB_CONCURRENCY says otherwise (its threads serve requests side by side)."""
+    """One gunicorn serving Flowline exactly as `make run` does (`gunicorn -c gunicorn.conf.py 'app:create_app()'`),
+    with one worker process unless WEB_CONCURRENCY says otherwise (its threads serve requests side by side)."""
 
     def __init__(self, database_url, tmp_path, env=None):
         self.port = free_port()
